@@ -1,0 +1,1 @@
+"""Deployment: the local Kafka launcher, Prometheus and Grafana configuration, container files."""

@@ -1,0 +1,1 @@
+"""A real single-node Apache Kafka (KRaft) fetched with Maven and run without Docker."""

@@ -1,0 +1,5 @@
+"""``wattsup broker ...``."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

@@ -1,0 +1,1 @@
+"""Meter producers: simulated fleet, CSV replay and the HTTP ingest path write readings to Kafka."""

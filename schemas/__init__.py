@@ -1,0 +1,1 @@
+"""Avro schemas and the one serialisation module every service uses."""

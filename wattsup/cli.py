@@ -1,0 +1,30 @@
+"""The ``wattsup`` command: one sub-command group per pipeline stage.
+
+Stage modules are imported inside their commands so ``wattsup broker status`` does not pay for
+importing Faust, scikit-learn or Prophet.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from deploy.kafka.cli import app as broker_app
+from producers.cli import app as produce_app
+
+app = typer.Typer(help="WattsUp: streaming anomaly detection for smart-meter fleets.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker", help="Run the local single-node Kafka broker (KRaft, no Docker).")
+app.add_typer(produce_app, name="produce", help="Write meter readings to Kafka: simulated fleet or CSV replay.")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+if __name__ == "__main__":
+    app()
