@@ -26,5 +26,16 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
     )
 
 
+@app.command()
+def demo() -> None:
+    """Run the whole pipeline on this machine and print its URLs; Ctrl-C stops everything.
+
+    DEMO_SECONDS=N stops it after N seconds (exit 0).
+    """
+    from wattsup.demo import run_demo
+
+    raise typer.Exit(run_demo())
+
+
 if __name__ == "__main__":
     app()

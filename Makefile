@@ -1,0 +1,35 @@
+# WattsUp: two commands on a fresh machine.
+#   make demo   - venv, install, fetch Kafka with Maven, start the whole pipeline (Ctrl-C stops it)
+#   make test   - the same set-up, then the unit and real-broker integration tests
+# DEMO_SECONDS=N make demo runs N seconds and exits 0.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install kafka-jars demo test unit bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kafka-jars: install
+	$(BIN)/wattsup broker fetch
+
+demo: kafka-jars
+	$(BIN)/wattsup demo
+
+test: kafka-jars
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .cache var .pytest_cache test-artifacts

@@ -1,0 +1,342 @@
+"""Fetch, format, start and stop a real Apache Kafka broker (KRaft) without Docker.
+
+The broker jars come from Maven Central through ``deploy/kafka/pom.xml`` into a git-ignored
+cache; each node runs as a plain ``java`` process bound to 127.0.0.1, as a combined
+broker+controller. Storage is formatted once per data directory, so stopping (or ``kill -9``)
+and starting again keeps every record. The same class runs one node of a local multi-node
+cluster when given the full controller quorum.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wattsup.kafka_settings import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+KAFKA_DIR = Path(__file__).resolve().parent
+POM = KAFKA_DIR / "pom.xml"
+LOG4J_CONFIG = KAFKA_DIR / "log4j2.yaml"
+DEFAULT_CACHE_DIR = PROJECT_ROOT / ".cache"
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be fetched, started or reached; the message says what to do."""
+
+
+def require_tool(name: str, hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BrokerError(f"`{name}` is not on PATH: {hint}")
+    return path
+
+
+def fetch_kafka_jars(cache_dir: Path = DEFAULT_CACHE_DIR, *, quiet: bool = True) -> Path:
+    """Resolve the Kafka broker and its runtime dependencies into ``cache_dir/kafka/libs``.
+
+    Idempotent: a marker file records the pom it was resolved from, so a changed Kafka
+    version in the pom triggers a fresh copy and an unchanged one costs nothing.
+    """
+    libs = cache_dir / "kafka" / "libs"
+    marker = libs / ".resolved-from"
+    pom_text = POM.read_text()
+    if marker.exists() and marker.read_text() == pom_text and any(libs.glob("kafka_2.13-*.jar")):
+        return libs
+    require_tool("java", "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless).")
+    mvn = require_tool("mvn", "install Apache Maven (Debian: apt-get install maven) to fetch the Kafka jars.")
+    if libs.exists():
+        shutil.rmtree(libs)
+    libs.mkdir(parents=True)
+    cmd = [
+        mvn, "-B", "-f", str(POM), "dependency:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+    ]
+    if quiet:
+        cmd.insert(1, "-q")
+    log.info("fetching Apache Kafka jars with Maven into %s", libs)
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BrokerError(
+            "Maven could not resolve the Kafka broker jars "
+            f"(exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}"
+        )
+    marker.write_text(pom_text)
+    return libs
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class LocalKafkaNode:
+    """One KRaft node (broker + controller) on 127.0.0.1.
+
+    ``quorum`` maps node id to controller port for every controller of the cluster; a
+    single-node broker is its own quorum.
+    """
+
+    data_dir: Path
+    port: int = 9092
+    controller_port: int | None = None
+    node_id: int = 1
+    host: str = "127.0.0.1"
+    quorum: dict[int, int] | None = None
+    cluster_id: str | None = None
+    heap: str = "512m"
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    extra_listeners: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Extra listener name -> (port, security protocol), e.g. {"SSL": (9094, "SSL")}."""
+    extra_properties: dict[str, str] = field(default_factory=dict)
+    default_replication_factor: int = 1
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        if self.controller_port is None:
+            self.controller_port = self.port + 1
+        if self.quorum is None:
+            self.quorum = {self.node_id: self.controller_port}
+
+    # -- files -------------------------------------------------------------------------
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "kraft-logs"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def server_properties(self) -> dict[str, str]:
+        assert self.quorum is not None
+        voters = ",".join(f"{nid}@{self.host}:{cport}" for nid, cport in sorted(self.quorum.items()))
+        listeners = {"PLAINTEXT": self.port, "CONTROLLER": self.controller_port}
+        protocol_map = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT"}
+        for name, (port, protocol) in self.extra_listeners.items():
+            listeners[name] = port
+            protocol_map[name] = protocol
+        rf = str(self.default_replication_factor)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": ",".join(f"{name}://{self.host}:{p}" for name, p in listeners.items()),
+            "advertised.listeners": ",".join(
+                f"{name}://{self.host}:{p}" for name, p in listeners.items() if name != "CONTROLLER"
+            ),
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": ",".join(f"{k}:{v}" for k, v in protocol_map.items()),
+            "log.dirs": str(self.log_dir),
+            "num.partitions": "1",
+            "default.replication.factor": rf,
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": "1" if rf == "1" else "2",
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": "1" if rf == "1" else "2",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            # Small segments and fast log-cleaner checks suit a one-box deployment and let
+            # compaction of the forecasts topic be observed within minutes.
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "log.cleaner.backoff.ms": "5000",
+        }
+        props.update(self.extra_properties)
+        return props
+
+    def write_properties(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lines = [f"{k}={v}" for k, v in self.server_properties().items()]
+        self.properties_file.write_text("\n".join(lines) + "\n")
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def _java_cmd(self, main_class: str, *args: str) -> list[str]:
+        java = require_tool("java", "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless).")
+        libs = fetch_kafka_jars(self.cache_dir)
+        return [
+            java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            "-cp", f"{libs}/*", main_class, *args,
+        ]
+
+    @property
+    def formatted(self) -> bool:
+        return (self.log_dir / "meta.properties").exists()
+
+    def format_storage(self) -> None:
+        """Format KRaft storage once; an existing data dir is left as it is (data survives)."""
+        self.write_properties()
+        if self.formatted:
+            return
+        cluster_id = self.cluster_id or self._random_cluster_id()
+        result = subprocess.run(
+            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties_file)),
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"formatting KRaft storage in {self.log_dir} failed:\n{result.stderr[-2000:]}")
+        log.info("formatted KRaft storage in %s (cluster id %s)", self.log_dir, cluster_id)
+
+    @staticmethod
+    def _random_cluster_id() -> str:
+        import base64
+
+        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the node in the background and wait until it answers metadata requests."""
+        if self.is_running():
+            log.info("broker already running (pid %s) on %s", self.pid(), self.bootstrap_servers)
+            return
+        ports = [("broker", self.port), ("controller", self.controller_port)]
+        ports += [(name, port) for name, (port, _) in self.extra_listeners.items()]
+        for name, port in ports:
+            if not port_is_free(port, self.host):
+                raise BrokerError(
+                    f"{name} port {port} on {self.host} is already in use: stop whatever listens there "
+                    f"or choose another port (e.g. `wattsup broker start --port {free_port()}`)."
+                )
+        self.format_storage()
+        with open(self.log_file, "ab") as out:
+            proc = subprocess.Popen(
+                self._java_cmd("kafka.Kafka", str(self.properties_file)),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.data_dir,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        log.info("started Kafka node %s (pid %s), log %s", self.node_id, proc.pid, self.log_file)
+        self.wait_ready(timeout, proc=proc)
+
+    def wait_ready(self, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise BrokerError(
+                    f"the Kafka broker exited with code {proc.returncode} while starting; "
+                    f"last lines of {self.log_file}:\n{self.log_tail()}"
+                )
+            if self._log_says_started() and self._answers_metadata():
+                return
+            time.sleep(0.25)
+        raise BrokerError(
+            f"the Kafka broker did not come up on {self.bootstrap_servers} within {timeout:.0f} s; "
+            f"last lines of {self.log_file}:\n{self.log_tail()}"
+        )
+
+    def _log_says_started(self) -> bool:
+        try:
+            with open(self.log_file, "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 200_000))
+                return b"Kafka Server started" in fh.read()
+        except OSError:
+            return False
+
+    def _answers_metadata(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "socket.timeout.ms": 2000})
+            md = admin.list_topics(timeout=2)
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        return self.node_id in md.brokers
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log written)"
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop gracefully (SIGTERM), then force; returns whether a process was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            self._reap(pid)
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            log.warning("broker pid %s ignored SIGTERM for %.0f s; killing it", pid, timeout)
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+            self._reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """``kill -9`` the node, as a crash would (used by resilience tests)."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                self._reap(pid)
+                time.sleep(0.05)
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass

@@ -1,0 +1,153 @@
+"""``wattsup demo``: the whole pipeline on one machine, stopped cleanly on Ctrl-C.
+
+Starts the embedded Kafka broker (unless one already runs in the data dir), creates the topics,
+then runs every service as its own ``wattsup ...`` child process, the way they run in
+production, and prints where to look. On Ctrl-C, SIGTERM or after ``DEMO_SECONDS`` it stops
+the children and then the broker it started, and exits 0; if a service dies it stops the rest
+and exits 1, so a smoke test notices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deploy.kafka.launcher import LocalKafkaNode
+from deploy.kafka.settings import BrokerSettings
+from deploy.kafka.topics import ensure_topics
+from wattsup.kafka_settings import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+
+class DemoSettings(BaseSettings):
+    """What the demo runs (``WATTSUP_DEMO_*``; ``DEMO_SECONDS`` bounds the run)."""
+
+    model_config = SettingsConfigDict(env_prefix="WATTSUP_DEMO_", env_file=".env", extra="ignore")
+
+    seconds: float | None = Field(None, validation_alias="DEMO_SECONDS")
+    meters: int = 200
+    interval: str = "15m"
+    speedup: float = 900.0
+    """Simulated seconds per wall-clock second: 900 plays one 15-minute interval per second."""
+    log_dir: Path = PROJECT_ROOT / "var" / "demo"
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    url: str | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+
+def demo_services(settings: DemoSettings) -> list[Service]:
+    """The services the demo runs, each a ``wattsup`` sub-command."""
+    wattsup = [sys.executable, "-m", "wattsup.cli"]
+    return [
+        Service(
+            "simulator",
+            [*wattsup, "produce", "simulate", "--meters", str(settings.meters), "--interval", settings.interval,
+             "--days", "0", "--speedup", str(settings.speedup), "--batch-by", "feeder"],
+        ),
+    ]
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings) -> None:
+        self.settings = settings
+        b = settings.broker
+        self.node = LocalKafkaNode(data_dir=b.data_dir, port=b.port, controller_port=b.controller_port,
+                                   cache_dir=b.cache_dir, heap=b.heap)
+        self.started_broker = False
+        self.services = demo_services(settings)
+        self.stop_requested = threading.Event()
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["WATTSUP_KAFKA_BOOTSTRAP_SERVERS"] = self.node.bootstrap_servers
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self) -> None:
+        if not self.node.is_running():
+            self.node.start(timeout=self.settings.broker.startup_timeout_seconds)
+            self.started_broker = True
+        connection = self.settings.broker.kafka.model_copy(update={"bootstrap_servers": self.node.bootstrap_servers})
+        ensure_topics(connection, self.settings.broker.topics)
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        env = self._child_env()
+        for service in self.services:
+            out = open(self.settings.log_dir / f"{service.name}.log", "ab")  # noqa: SIM115 - lives with the child
+            service.process = subprocess.Popen(service.argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                               stdin=subprocess.DEVNULL, start_new_session=True)
+            log.info("started %s (pid %s), log %s", service.name, service.process.pid, out.name)
+
+    def summary(self) -> str:
+        lines = ["", "WattsUp demo is running:", f"  Kafka broker      {self.node.bootstrap_servers}  (data {self.node.data_dir})"]
+        for s in self.services:
+            lines.append(f"  {s.name:<17} {s.url or 'pid ' + str(s.process.pid if s.process else '-')}")
+        lines += [f"  logs              {self.settings.log_dir}",
+                  "  watch offsets     wattsup broker status",
+                  "Press Ctrl-C to stop everything." if self.settings.seconds is None
+                  else f"Stopping after {self.settings.seconds:.0f} s.", ""]
+        return "\n".join(lines)
+
+    def run(self) -> int:
+        deadline = None if self.settings.seconds is None else time.monotonic() + self.settings.seconds
+        while not self.stop_requested.is_set():
+            for s in self.services:
+                if s.process is not None and s.process.poll() is not None:
+                    log.error("%s exited with code %s; see %s", s.name, s.process.returncode,
+                              self.settings.log_dir / f"{s.name}.log")
+                    return 1
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0
+            self.stop_requested.wait(0.5)
+        return 0
+
+    def stop(self) -> None:
+        for s in reversed(self.services):
+            if s.process is not None and s.process.poll() is None:
+                s.process.send_signal(signal.SIGTERM)
+        for s in reversed(self.services):
+            if s.process is None:
+                continue
+            try:
+                s.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in 20 s; killing it", s.name)
+                s.process.kill()
+                s.process.wait()
+        if self.started_broker:
+            self.node.stop()
+        log.info("demo stopped")
+
+
+def run_demo(settings: DemoSettings | None = None) -> int:
+    demo = Demo(settings or DemoSettings())
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        demo.stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        demo.start()
+        sys.stdout.write(demo.summary() + "\n")
+        sys.stdout.flush()
+        return demo.run()
+    finally:
+        demo.stop()
