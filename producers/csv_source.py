@@ -134,12 +134,14 @@ def parse_readings_csv(
         "kwh": energy[good].astype(float),
         "row_number": row_numbers[good.to_numpy()],
     })
-    if "feeder_id" in raw.columns:
-        readings["feeder_id"] = raw.loc[good, "feeder_id"].str.strip().replace("", np.nan)
-    else:
-        readings["feeder_id"] = np.nan
     # A meter without a feeder is its own feeder: it still always lands in one partition.
-    readings["feeder_id"] = readings["feeder_id"].fillna(feeder_id or readings["meter_id"]).astype(str)
+    fallback = pd.Series(feeder_id, index=readings.index, dtype=str) if feeder_id else readings["meter_id"]
+    if "feeder_id" in raw.columns:
+        given = raw.loc[good, "feeder_id"].str.strip().reset_index(drop=True)
+        given.index = readings.index
+        readings["feeder_id"] = given.where(given.ne(""), fallback)
+    else:
+        readings["feeder_id"] = fallback
     if "interval_seconds" in raw.columns:
         given = pd.to_numeric(raw.loc[good, "interval_seconds"], errors="coerce")
         inferred = infer_interval_seconds(readings["timestamp"], readings["meter_id"])

@@ -105,8 +105,8 @@ def _institution_kw(hour: np.ndarray, weekend: np.ndarray) -> np.ndarray:
 def _normal_energy(cfg: FleetConfig, prof: _MeterProfiles, times: pd.DatetimeIndex, rng: np.random.Generator) -> np.ndarray:
     """Energy (kWh) per [step, meter] without anomalies."""
     hours = np.asarray(times.hour + times.minute / 60.0, dtype=float)
-    weekend = np.asarray(times.dayofweek >= 5)
-    day_of_year = np.asarray(times.dayofyear, dtype=float)
+    weekend = np.asarray(times.day_of_week >= 5)
+    day_of_year = np.asarray(times.day_of_year, dtype=float)
     h = (hours[:, None] + prof.phase_h[None, :]) % 24.0
     wk = np.broadcast_to(weekend[:, None], h.shape)
     shape = np.where(prof.institution[None, :], _institution_kw(h, wk), _household_kw(h, wk))
