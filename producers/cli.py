@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -39,7 +40,17 @@ class BatchBy(str, Enum):
     feeder = "feeder"
 
 
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM (how the demo and service managers stop us) like Ctrl-C: flush, then report."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _settings(bootstrap_servers: str | None) -> ProducerSettings:
+    _stop_on_sigterm()
     settings = ProducerSettings()
     if bootstrap_servers:
         settings.kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})

@@ -104,6 +104,17 @@ class Demo:
                   else f"Stopping after {self.settings.seconds:.0f} s.", ""]
         return "\n".join(lines)
 
+    def offsets_report(self) -> str:
+        from deploy.kafka.topics import topic_offsets
+
+        t = self.settings.broker.topics
+        connection = self.settings.broker.kafka.model_copy(update={"bootstrap_servers": self.node.bootstrap_servers})
+        try:
+            offsets = topic_offsets(connection, [t.readings, t.anomalies, t.forecasts, t.dead_letters])
+        except Exception as exc:  # noqa: BLE001 - a report, not a reason to fail the stop
+            return f"(could not read topic offsets: {exc})"
+        return "records per topic: " + ", ".join(f"{name}={sum(ends)}" for name, ends in offsets.items())
+
     def run(self) -> int:
         deadline = None if self.settings.seconds is None else time.monotonic() + self.settings.seconds
         while not self.stop_requested.is_set():
@@ -130,6 +141,8 @@ class Demo:
                 log.warning("%s did not stop in 20 s; killing it", s.name)
                 s.process.kill()
                 s.process.wait()
+        if self.node.is_running():
+            sys.stdout.write(self.offsets_report() + "\n")
         if self.started_broker:
             self.node.stop()
         log.info("demo stopped")
