@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import fastavro
+import fastavro.validation
 from fastavro.schema import expand_schema, fingerprint, to_parsing_canonical_form
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "avro"
@@ -144,8 +145,23 @@ def schemaless_encode(schema: SchemaVersion, record: dict[str, Any]) -> bytes:
     try:
         fastavro.schemaless_writer(buf, schema.parsed, record)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise SerdeError(f"record does not match {schema.name}: {exc}") from exc
+        raise SerdeError(f"record does not match {schema.name}: {_invalid_fields(schema, record) or exc}") from exc
     return buf.getvalue()
+
+
+def _invalid_fields(schema: SchemaVersion, record: dict[str, Any]) -> str:
+    """Which fields of ``record`` break the schema, e.g. ``energy_kwh is 'lots', expected double``."""
+    problems = []
+    for field in schema.raw.get("fields", []):
+        name = field["name"]
+        if name not in record and "default" not in field:
+            problems.append(f"{name} is missing")
+        elif name in record and not fastavro.validation.validate(
+            record[name], fastavro.parse_schema({"type": "record", "name": "_F", "fields": [field]},
+                                                _write_hint=False)["fields"][0]["type"], raise_errors=False
+        ):
+            problems.append(f"{name} is {record[name]!r}, expected {json.dumps(field['type'])[:80]}")
+    return "; ".join(problems)
 
 
 def schemaless_decode(
