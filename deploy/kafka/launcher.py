@@ -250,6 +250,10 @@ class LocalKafkaNode:
         ports = [("broker", self.port), ("controller", self.controller_port)]
         ports += [(name, port) for name, (port, _) in self.extra_listeners.items()]
         for name, port in ports:
+            # A node killed a moment ago may still hold its sockets while its threads exit.
+            deadline = time.monotonic() + 10.0
+            while not port_is_free(port, self.host) and time.monotonic() < deadline:
+                time.sleep(0.2)
             if not port_is_free(port, self.host):
                 raise BrokerError(
                     f"{name} port {port} on {self.host} is already in use: stop whatever listens there "
