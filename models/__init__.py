@@ -1,0 +1,1 @@
+"""The anomaly detector: training, versioned artifacts and hot reload."""

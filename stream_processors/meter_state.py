@@ -1,0 +1,408 @@
+"""Per-meter state and the features the detector scores, computed for a whole micro-batch at once.
+
+The same code runs in the Faust worker (one micro-batch of head-end messages at a time) and in
+``wattsup detect`` (a CSV replayed in time order per meter, in chunks), so offline results are
+exactly what the stream would have said.
+
+State lives in a :class:`MeterStateStore`: one row per meter in flat numpy arrays, so a batch of
+thousands of readings is handled with array operations, not a Python loop per reading. A batch
+may hold several readings of one meter; they are processed in *rounds* (the k-th reading of
+every meter in round k), which keeps each meter's readings in order.
+
+Features (all scale-free: a 0.1 kWh household and a 500 kWh building give the same values for
+the same relative behaviour, and slots adapt to the meter's interval, 5-minute to daily):
+
+==============================  ==================================================================
+``usage_vs_baseline``           log of usage over the expected usage for this hour of the week
+``baseline_z``                  (usage - expected) / the slot's usual spread
+``change_z``                    change from the previous reading / the meter's usual spread (0 after a gap)
+``window_vs_baseline``          log of the mean of the last readings over their expected mean
+``window_variability``          log of the recent spread over the meter's usual spread (stuck: very low)
+``unchanged_hours``             log(1 + hours the reading has not changed), when usage is not zero
+``zero_hours``                  log(1 + hours of zero usage), weighted by how much usage is usual
+``drift``                       log of a slow (3-day) average of usage over the slow average of expected
+``hour_sin``, ``hour_cos``      time of day
+``dow_sin``, ``dow_cos``        day of week
+``forecast_residual``           (usage - forecast) / half the forecast band; 0 without a forecast
+==============================  ==================================================================
+
+The *expected* usage blends an hour-of-week baseline with an hour-of-day baseline by how many
+observations each has (hour-of-week needs a week to fill; hour-of-day one day), both
+exponentially weighted so they follow seasons. Updates are clipped to 4 spreads, so an anomaly
+moves the baseline little.
+
+Missing and late readings, the documented policy:
+
+* a gap (the previous reading is more than 1.5 intervals back) resets ``change_z`` and the
+  unchanged/zero run counters, which only count consecutive readings;
+* a reading whose meter and timestamp were already seen (one of the meter's last 32
+  timestamps) is a **duplicate**: it is not scored again and never yields a second anomaly;
+* a **late** reading (older than the meter's newest, not yet seen) is scored against the
+  baseline but does not update the meter's state, which has already moved past it;
+* a reading older than all of the meter's 32 remembered timestamps is **stale**: it is
+  counted, not scored (it was scored before a crash, or is too old to judge against today's state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "usage_vs_baseline",
+    "baseline_z",
+    "change_z",
+    "window_vs_baseline",
+    "window_variability",
+    "unchanged_hours",
+    "zero_hours",
+    "drift",
+    "hour_sin",
+    "hour_cos",
+    "dow_sin",
+    "dow_cos",
+    "forecast_residual",
+)
+F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+WINDOW = 4
+"""Readings in the recent window (1 h of 15-minute data, 4 h of hourly, 4 days of daily)."""
+SEEN = 32
+"""Timestamps remembered per meter to recognise duplicates and late readings."""
+HOW_SLOTS = 168
+HOD_SLOTS = 24
+WARMUP_DAYS = 2.0
+"""History a meter needs before the model scores it; until then baseline rules do."""
+_DAY_MS = 86_400_000
+_WEEK_OFFSET_MS = 4 * _DAY_MS  # 1970-01-01 was a Thursday: shift so Monday is day 0
+
+
+@dataclass
+class FeatureBatch:
+    """Features of one batch plus what explanations need, row-aligned with the input."""
+
+    matrix: np.ndarray
+    """[n, len(FEATURE_NAMES)] float64; rows of duplicates and stale readings are zeros."""
+    expected: np.ndarray
+    """Expected usage (kWh) per reading: the forecast if one covers it, else the baseline."""
+    baseline: np.ndarray
+    spread: np.ndarray
+    unchanged_intervals: np.ndarray
+    zero_hours: np.ndarray
+    slot_labels: np.ndarray
+    """hour-of-week slot (0..167, Monday 00:00 = 0) or day of week for daily data."""
+    hourly_expected: np.ndarray
+    """Baseline usage in kWh per hour, for "no consumption where X kWh/h is usual"."""
+    duplicate: np.ndarray
+    stale: np.ndarray
+    late: np.ndarray
+    cold: np.ndarray
+    """Meters still warming up: scored by the baseline rules."""
+    history_hours: np.ndarray
+    """Hours of in-order history the meter had before this reading."""
+    lower: np.ndarray
+    upper: np.ndarray
+    drift_ratio: np.ndarray
+    window_ratio: np.ndarray
+
+    @property
+    def scored(self) -> np.ndarray:
+        return ~(self.duplicate | self.stale)
+
+
+class MeterStateStore:
+    """Per-meter state in flat arrays; rows are assigned on first sight and never move."""
+
+    # float64 scalars per meter, by column
+    S_LAST_KWH, S_INTERVAL, S_N, S_MEAN, S_VAR, S_UNCHANGED, S_ZERO, S_DRIFT_OBS, S_DRIFT_EXP, \
+        S_SCORE_MEAN, S_SCORE_VAR, S_RING_POS = range(12)
+    N_SCALARS = 12
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.index: dict[str, int] = {}
+        self.meter_ids: list[str] = []
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.last_ts = np.full(capacity, np.iinfo(np.int64).min, dtype=np.int64)
+        self.scalars = np.zeros((capacity, self.N_SCALARS))
+        self.window = np.zeros((capacity, WINDOW))
+        self.window_expected = np.zeros((capacity, WINDOW))
+        self.seen = np.full((capacity, SEEN), np.iinfo(np.int64).min, dtype=np.int64)
+        self.how = np.zeros((capacity, HOW_SLOTS, 3), dtype=np.float32)  # mean, var, count
+        self.hod = np.zeros((capacity, HOD_SLOTS, 3), dtype=np.float32)
+
+    def _grow(self, needed: int) -> None:
+        capacity = self.capacity
+        while capacity < needed:
+            capacity *= 2
+        old = (self.last_ts, self.scalars, self.window, self.window_expected, self.seen, self.how, self.hod)
+        n = len(self.meter_ids)
+        self._alloc(capacity)
+        for new, prev in zip((self.last_ts, self.scalars, self.window, self.window_expected, self.seen,
+                              self.how, self.hod), old):
+            new[:n] = prev[:n]
+
+    def __len__(self) -> int:
+        return len(self.meter_ids)
+
+    def rows_for(self, meter_ids: list[str]) -> np.ndarray:
+        index = self.index
+        rows = np.empty(len(meter_ids), dtype=np.int64)
+        for i, m in enumerate(meter_ids):
+            row = index.get(m)
+            if row is None:
+                row = len(self.meter_ids)
+                if row >= self.capacity:
+                    self._grow(row + 1)
+                index[m] = row
+                self.meter_ids.append(m)
+            rows[i] = row
+        return rows
+
+    # -- persistence of a group of meters (a feeder) ------------------------------------
+    def export_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "last_ts": self.last_ts[rows], "scalars": self.scalars[rows], "window": self.window[rows],
+            "window_expected": self.window_expected[rows], "seen": self.seen[rows],
+            "how": self.how[rows], "hod": self.hod[rows],
+        }
+
+    def import_rows(self, meter_ids: list[str], arrays: dict[str, np.ndarray]) -> None:
+        rows = self.rows_for(meter_ids)
+        self.last_ts[rows] = arrays["last_ts"]
+        self.scalars[rows] = arrays["scalars"]
+        self.window[rows] = arrays["window"]
+        self.window_expected[rows] = arrays["window_expected"]
+        self.seen[rows] = arrays["seen"]
+        self.how[rows] = arrays["how"]
+        self.hod[rows] = arrays["hod"]
+
+
+def _slots(ts_ms: np.ndarray, interval_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Slot indices and time-of-day/day-of-week phases for each reading.
+
+    A reading's timestamp ends its interval; its slot is the one the interval started in.
+    """
+    start = ts_ms - interval_s * 1000
+    in_week = (start + _WEEK_OFFSET_MS) % (7 * _DAY_MS)
+    dow = in_week // _DAY_MS
+    hour = (in_week % _DAY_MS) // 3_600_000
+    daily = interval_s >= 86_400
+    how = np.where(daily, dow, dow * 24 + hour)
+    hod = np.where(daily, 0, hour)
+    day_phase = (in_week % _DAY_MS) / _DAY_MS
+    week_phase = in_week / (7 * _DAY_MS)
+    return how.astype(np.int64), hod.astype(np.int64), day_phase, week_phase
+
+
+def _ew_update(stats: np.ndarray, rows: np.ndarray, slots: np.ndarray, value: np.ndarray,
+               min_alpha: float, spread: np.ndarray) -> None:
+    """Exponentially weighted mean/variance per (row, slot), clipped to 4 spreads."""
+    mean = stats[rows, slots, 0].astype(np.float64)
+    var = stats[rows, slots, 1].astype(np.float64)
+    n = stats[rows, slots, 2].astype(np.float64)
+    clipped = np.where(n > 0, np.clip(value, mean - 4 * spread, mean + 4 * spread), value)
+    alpha = np.maximum(1.0 / (n + 1.0), min_alpha)
+    delta = clipped - mean
+    mean = mean + alpha * delta
+    var = np.where(n > 0, (1 - alpha) * (var + alpha * delta * delta), 0.0)
+    stats[rows, slots, 0] = mean
+    stats[rows, slots, 1] = var
+    stats[rows, slots, 2] = np.minimum(n + 1, 1e6)
+
+
+class FeatureExtractor:
+    """Computes :data:`FEATURE_NAMES` for a batch and advances the meters' state."""
+
+    def __init__(self, store: MeterStateStore | None = None) -> None:
+        self.store = store or MeterStateStore()
+
+    def transform_batch(
+        self,
+        meter_ids: list[str],
+        timestamps_ms: np.ndarray,
+        kwh: np.ndarray,
+        interval_s: np.ndarray,
+        expected: np.ndarray | None = None,
+        lower: np.ndarray | None = None,
+        upper: np.ndarray | None = None,
+    ) -> FeatureBatch:
+        n = len(meter_ids)
+        ts = np.asarray(timestamps_ms, dtype=np.int64)
+        kwh = np.asarray(kwh, dtype=np.float64)
+        interval_s = np.asarray(interval_s, dtype=np.int64)
+        nan = np.full(n, np.nan)
+        fc_exp = nan if expected is None else np.asarray(expected, dtype=np.float64)
+        fc_lo = nan if lower is None else np.asarray(lower, dtype=np.float64)
+        fc_hi = nan if upper is None else np.asarray(upper, dtype=np.float64)
+
+        rows = self.store.rows_for(meter_ids)
+        out = FeatureBatch(
+            matrix=np.zeros((n, len(FEATURE_NAMES))), expected=np.zeros(n), baseline=np.zeros(n),
+            spread=np.zeros(n), unchanged_intervals=np.zeros(n), zero_hours=np.zeros(n),
+            slot_labels=np.zeros(n, dtype=np.int64), hourly_expected=np.zeros(n),
+            duplicate=np.zeros(n, dtype=bool), stale=np.zeros(n, dtype=bool), late=np.zeros(n, dtype=bool),
+            cold=np.zeros(n, dtype=bool), history_hours=np.zeros(n), lower=fc_lo.copy(), upper=fc_hi.copy(), drift_ratio=np.ones(n),
+            window_ratio=np.ones(n),
+        )
+        # Rounds: the k-th reading of each meter in this batch goes to round k.
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        first = np.r_[True, sorted_rows[1:] != sorted_rows[:-1]]
+        group_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        occurrence = np.empty(n, dtype=np.int64)
+        occurrence[order] = np.arange(n) - group_start
+        for k in range(int(occurrence.max()) + 1 if n else 0):
+            idx = np.flatnonzero(occurrence == k)
+            self._round(idx, rows[idx], ts[idx], kwh[idx], interval_s[idx], fc_exp[idx], fc_lo[idx], fc_hi[idx], out)
+        return out
+
+    def _round(self, idx: np.ndarray, rows: np.ndarray, ts: np.ndarray, kwh: np.ndarray, interval_s: np.ndarray,
+               fc_exp: np.ndarray, fc_lo: np.ndarray, fc_hi: np.ndarray, out: FeatureBatch) -> None:
+        st = self.store
+        sc = st.scalars
+        seen = st.seen[rows]
+        duplicate = (seen == ts[:, None]).any(axis=1)
+        has_history = sc[rows, st.S_N] > 0
+        oldest_seen = np.where(seen == np.iinfo(np.int64).min, np.iinfo(np.int64).max, seen).min(axis=1)
+        full_memory = (seen != np.iinfo(np.int64).min).all(axis=1)
+        late = has_history & ~duplicate & (ts < st.last_ts[rows])
+        stale = late & full_memory & (ts < oldest_seen)
+        late &= ~stale
+        out.duplicate[idx] = duplicate
+        out.stale[idx] = stale
+        out.late[idx] = late
+
+        interval_h = interval_s / 3600.0
+        how, hod, day_phase, week_phase = _slots(ts, interval_s)
+        n_seen = sc[rows, st.S_N]
+        mean = np.where(n_seen > 0, sc[rows, st.S_MEAN], kwh)
+        gvar = sc[rows, st.S_VAR]
+        eps = 0.1 * mean + 1e-9
+        g_spread = np.sqrt(gvar + (0.05 * mean) ** 2) + 1e-9
+
+        h = st.how[rows, how].astype(np.float64)
+        d = st.hod[rows, hod].astype(np.float64)
+        k = 2.0
+        w_how = h[:, 2] / (h[:, 2] + k)
+        hod_mean = np.where(d[:, 2] > 0, d[:, 0], mean)
+        hod_var = np.where(d[:, 2] > 1, d[:, 1], gvar)
+        baseline = np.where(h[:, 2] > 0, w_how * h[:, 0] + (1 - w_how) * hod_mean, hod_mean)
+        base_var = np.where(h[:, 2] > 1, w_how * h[:, 1] + (1 - w_how) * hod_var, hod_var)
+        spread = np.sqrt(base_var + (0.1 * baseline) ** 2 + (0.02 * mean) ** 2) + 1e-9
+
+        has_fc = np.isfinite(fc_exp)
+        expected = np.where(has_fc, fc_exp, baseline)
+        half_band = np.where(has_fc, np.maximum((fc_hi - fc_lo) / 2.0, 0.05 * np.abs(fc_exp) + eps), 1.0)
+        forecast_residual = np.where(has_fc, np.clip((kwh - fc_exp) / half_band, -50, 50), 0.0)
+
+        last_kwh = sc[rows, st.S_LAST_KWH]
+        contiguous = has_history & ~late & (ts - st.last_ts[rows] <= 1.5 * interval_s * 1000)
+        change_z = np.where(contiguous, (kwh - last_kwh) / g_spread, 0.0)
+        unchanged = np.where(contiguous & (np.abs(kwh - last_kwh) <= 1e-9 + 1e-6 * np.abs(kwh)) & (kwh > 0),
+                             sc[rows, st.S_UNCHANGED] + 1, 0.0)
+        zero = np.where(kwh <= 1e-9, np.where(contiguous, sc[rows, st.S_ZERO] + 1, 1.0), 0.0)
+
+        pos = sc[rows, st.S_RING_POS].astype(np.int64) % WINDOW
+        win_now = st.window[rows].copy()
+        win_exp_now = st.window_expected[rows].copy()
+        filled = np.minimum(n_seen, WINDOW - 1).astype(np.int64)
+        # Window = the previous WINDOW-1 readings plus this one; the ring's order does not matter
+        # for a mean and a spread, only how many of its slots hold data.
+        r = np.arange(len(rows))
+        win_now[r, pos] = kwh
+        win_exp_now[r, pos] = baseline
+        valid = (np.arange(WINDOW)[None, :] < (filled + 1)[:, None])
+        counts = valid.sum(axis=1)
+        wsum = np.where(valid, win_now, 0.0).sum(axis=1)
+        wexp = np.where(valid, win_exp_now, 0.0).sum(axis=1)
+        wmean = wsum / counts
+        wsq = np.where(valid, win_now**2, 0.0).sum(axis=1) / counts
+        wstd = np.sqrt(np.maximum(wsq - wmean**2, 0.0))
+        window_ratio = (wmean + eps) / (wexp / counts + eps)
+        window_variability = np.where(counts >= 3, np.log((wstd + 0.01 * mean + 1e-9) / g_spread), 0.0)
+
+        drift_obs = np.where(n_seen > 0, sc[rows, st.S_DRIFT_OBS], kwh)
+        drift_exp = np.where(n_seen > 0, sc[rows, st.S_DRIFT_EXP], baseline)
+        drift_alpha = np.minimum(interval_s / (3 * 86400.0), 1.0)
+        drift_obs_new = drift_obs + drift_alpha * (kwh - drift_obs)
+        drift_exp_new = drift_exp + drift_alpha * (baseline - drift_exp)
+        drift_ratio = (drift_obs_new + eps) / (drift_exp_new + eps)
+
+        usual_rate = baseline / interval_h
+        zero_hours = zero * interval_h
+        unchanged_hours = unchanged * interval_h
+        hours_of_history = n_seen * interval_h
+        cold = hours_of_history < WARMUP_DAYS * 24
+
+        # An hour-of-week slot never seen yet is estimated from the hour of day alone, which
+        # knows nothing of weekly patterns (a school on its first Saturday): usage *below* such
+        # an estimate is discounted until the slot has been seen, usage above it is not.
+        slot_confidence = np.where(has_fc, 1.0, 0.25 + 0.75 * h[:, 2] / (h[:, 2] + 1.0))
+
+        def discount_dips(values: np.ndarray) -> np.ndarray:
+            return np.where(values < 0, values * slot_confidence, values)
+
+        m = out.matrix
+        m[idx, F["usage_vs_baseline"]] = discount_dips(np.log((kwh + eps) / (expected + eps)))
+        m[idx, F["baseline_z"]] = discount_dips(np.clip((kwh - expected) / spread, -50, 50))
+        m[idx, F["change_z"]] = np.clip(change_z, -50, 50)
+        m[idx, F["window_vs_baseline"]] = discount_dips(np.log(window_ratio))
+        m[idx, F["window_variability"]] = window_variability
+        m[idx, F["unchanged_hours"]] = np.log1p(unchanged_hours)
+        m[idx, F["zero_hours"]] = np.log1p(zero_hours) * np.clip(baseline / (mean + 1e-9), 0.0, 1.0)
+        m[idx, F["drift"]] = discount_dips(np.log(drift_ratio))
+        m[idx, F["hour_sin"]] = np.sin(2 * np.pi * day_phase)
+        m[idx, F["hour_cos"]] = np.cos(2 * np.pi * day_phase)
+        m[idx, F["dow_sin"]] = np.sin(2 * np.pi * week_phase)
+        m[idx, F["dow_cos"]] = np.cos(2 * np.pi * week_phase)
+        m[idx, F["forecast_residual"]] = forecast_residual
+        skip = duplicate | stale
+        if skip.any():
+            m[idx[skip]] = 0.0
+
+        out.expected[idx] = expected
+        out.baseline[idx] = baseline
+        out.spread[idx] = spread
+        out.unchanged_intervals[idx] = unchanged
+        out.zero_hours[idx] = zero_hours
+        out.slot_labels[idx] = how
+        out.hourly_expected[idx] = usual_rate
+        out.cold[idx] = cold
+        out.history_hours[idx] = hours_of_history
+        out.drift_ratio[idx] = drift_ratio
+        out.window_ratio[idx] = window_ratio
+
+        # ---- advance state: only in-order, new readings -----------------------------------
+        upd = ~(duplicate | stale | late)
+        # every scored reading (late ones too) is remembered, so it is never scored twice
+        remember = ~(duplicate | stale)
+        if remember.any():
+            rr = rows[remember]
+            st.seen[rr] = np.roll(st.seen[rr], 1, axis=1)
+            st.seen[rr, 0] = ts[remember]
+        if not upd.any():
+            return
+        u = rows[upd]
+        _ew_update(st.how, u, how[upd], kwh[upd], 0.15, spread[upd])
+        _ew_update(st.hod, u, hod[upd], kwh[upd], 0.1, spread[upd])
+        n_u = sc[u, st.S_N]
+        alpha = np.maximum(1.0 / (n_u + 1.0), 0.01)
+        gm = np.where(n_u > 0, sc[u, st.S_MEAN], kwh[upd])
+        dlt = np.clip(kwh[upd], 0, gm + 6 * g_spread[upd]) - gm
+        sc[u, st.S_MEAN] = gm + alpha * dlt
+        sc[u, st.S_VAR] = np.where(n_u > 0, (1 - alpha) * (sc[u, st.S_VAR] + alpha * dlt * dlt), 0.0)
+        sc[u, st.S_LAST_KWH] = kwh[upd]
+        sc[u, st.S_INTERVAL] = interval_s[upd]
+        sc[u, st.S_N] = n_u + 1
+        sc[u, st.S_UNCHANGED] = unchanged[upd]
+        sc[u, st.S_ZERO] = zero[upd]
+        sc[u, st.S_DRIFT_OBS] = drift_obs_new[upd]
+        sc[u, st.S_DRIFT_EXP] = drift_exp_new[upd]
+        st.window[u, pos[upd]] = kwh[upd]
+        st.window_expected[u, pos[upd]] = baseline[upd]
+        sc[u, st.S_RING_POS] = (pos[upd] + 1) % WINDOW
+        st.last_ts[u] = ts[upd]

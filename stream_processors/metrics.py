@@ -1,0 +1,37 @@
+"""Prometheus metrics of the stream worker.
+
+Names follow Prometheus conventions (base units, ``_total`` on counters, ``_seconds``); no
+meter id ever becomes a label, so cardinality stays bounded by severity, reason and partition.
+Faust's own Prometheus sensor reports milliseconds, so WattsUp exports its own.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+READINGS_PROCESSED = Counter("wattsup_stream_readings_processed_total", "Readings scored by the stream worker.")
+MESSAGES_PROCESSED = Counter(
+    "wattsup_stream_messages_processed_total", "Readings-topic messages consumed (single readings or head-end batches)."
+)
+DUPLICATE_READINGS = Counter(
+    "wattsup_stream_duplicate_readings_total", "Readings already seen (same meter and timestamp), not scored again."
+)
+ANOMALIES = Counter("wattsup_stream_anomalies_total", "Anomalies emitted, by severity.", ["severity"])
+DEAD_LETTERS = Counter("wattsup_stream_dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"])
+BATCH_SIZE = Histogram(
+    "wattsup_stream_batch_readings", "Readings per scored micro-batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
+)
+SCORING_SECONDS = Histogram(
+    "wattsup_stream_scoring_seconds", "Time to build features and score one micro-batch.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+EVENT_TIME_LAG = Histogram(
+    "wattsup_stream_event_time_lag_seconds", "Wall-clock time at scoring minus the reading's timestamp.",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400),
+)
+MODEL_INFO = Info("wattsup_stream_model", "Detector model in use.")
+MODEL_RELOADS = Counter("wattsup_stream_model_reloads_total", "Hot reloads of a newer detector version.")
+METERS_TRACKED = Gauge("wattsup_stream_meters_tracked", "Meters with state in this worker.")
+FEEDERS_TRACKED = Gauge("wattsup_stream_feeders_tracked", "Feeders with state in this worker (table size).")
+FORECASTS_TRACKED = Gauge("wattsup_stream_forecasts_tracked", "Meters with a current forecast in this worker.")

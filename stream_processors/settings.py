@@ -1,0 +1,30 @@
+"""Settings of the stream worker (``WATTSUP_STREAM_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wattsup.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WATTSUP_STREAM_", env_file=".env", extra="ignore")
+
+    app_id: str = "wattsup-stream"
+    """Consumer group and prefix of the changelog topics; workers with the same id share partitions."""
+    max_batch_messages: int = 500
+    """Messages taken per micro-batch; head-end batches carry ~50 readings each."""
+    batch_within_seconds: float = 0.2
+    """Longest wait to fill a micro-batch: bounds the latency a reading adds before scoring."""
+    model_dir: Path = PROJECT_ROOT / "var" / "models"
+    model_poll_seconds: float = 10.0
+    """How often the worker looks for a newer detector version to hot-reload."""
+    data_dir: Path = PROJECT_ROOT / "var" / "stream"
+    metrics_port: int = 9101
+    web_port: int = 6066
+    worker_host: str = "127.0.0.1"
+    kafka: KafkaConnection = Field(default_factory=KafkaConnection)
+    topics: TopicNames = Field(default_factory=TopicNames)
