@@ -75,7 +75,7 @@ HOD_SLOTS = 24
 WARMUP_DAYS = 2.0
 """History a meter needs before the model scores it; until then baseline rules do."""
 _DAY_MS = 86_400_000
-_WEEK_OFFSET_MS = 4 * _DAY_MS  # 1970-01-01 was a Thursday: shift so Monday is day 0
+_WEEK_OFFSET_MS = 3 * _DAY_MS  # 1970-01-01 was a Thursday (day 3 when Monday is day 0)
 
 
 @dataclass
