@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install kafka-jars demo test unit bench clean
+.PHONY: install kafka-jars registry demo test unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -22,10 +22,13 @@ install: $(STAMP)
 kafka-jars: install
 	$(BIN)/wattsup broker fetch
 
+registry: install
+	$(BIN)/wattsup registry fetch
+
 demo: kafka-jars
 	$(BIN)/wattsup demo
 
-test: kafka-jars
+test: kafka-jars registry
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install

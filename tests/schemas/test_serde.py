@@ -11,8 +11,8 @@ import pytest
 from fastavro.schema import fingerprint
 
 from schemas.serde import (
-    ANOMALY, DEAD_LETTER, FORECAST, METER_READING, METER_READING_BATCH, SchemaCatalog, SchemaVersion, SerdeError,
-    SingleObjectSerde,
+    ANOMALY, DEAD_LETTER, FORECAST, METER_READING, METER_READING_BATCH, SCHEMA_DIR, SINGLE_OBJECT_MAGIC, SchemaCatalog,
+    SchemaVersion, SerdeError, SingleObjectSerde, make_serde, parse_schema_version, schemaless_encode,
 )
 
 TS = 1_772_409_600_000  # 2026-03-02T00:00:00Z
@@ -43,13 +43,49 @@ def test_every_record_type_round_trips(name):
     assert decoded == RECORDS[name]
 
 
-def test_header_is_the_avro_single_object_encoding():
+def _crc64_avro(data: bytes) -> int:
+    """CRC-64-AVRO exactly as the Avro specification writes it (Schema Fingerprints section)."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+# Java's SchemaNormalization.parsingFingerprint64 (a signed long) for schemas in canonical form,
+# from Apache Avro's shared fingerprint test data.
+@pytest.mark.parametrize("canonical, java_fingerprint", [
+    ('"null"', 7195948357588979594),
+    ('"int"', 8247732601305521295),
+    ('"string"', -8142146995180207161),
+    ('{"name":"x.y.foo","type":"record","fields":[]}', 5916914534497305771),
+])
+def test_fingerprint_matches_avro_java(canonical, java_fingerprint):
+    schema = SchemaVersion(name="x", raw=json.loads(canonical))
+    assert schema.canonical_form == canonical
+    assert schema.fingerprint64 == java_fingerprint
+    # The single-object header carries it little-endian: C3 01 + these 8 bytes.
+    assert schema.fingerprint == struct.pack("<q", java_fingerprint)
+    assert struct.unpack("<Q", schema.fingerprint)[0] == _crc64_avro(canonical.encode())
+
+
+@pytest.mark.parametrize("name", list(RECORDS))
+def test_header_is_the_avro_single_object_encoding(name):
     serde = SingleObjectSerde()
-    data = serde.encode(METER_READING, READING)
-    schema = serde.catalog.reader(METER_READING)
-    expected = int(fingerprint(schema.canonical_form, "CRC-64-AVRO"), 16)
+    data = serde.encode(name, RECORDS[name])
+    schema = serde.catalog.reader(name)
     assert data[:2] == b"\xc3\x01"
-    assert struct.unpack("<Q", data[2:10])[0] == expected
+    # Little-endian CRC-64-AVRO of the Parsing Canonical Form: the bytes fastavro's hex spells out ...
+    assert data[2:10] == bytes.fromhex(fingerprint(schema.canonical_form, "CRC-64-AVRO"))
+    # ... and the value the specification's algorithm computes.
+    assert struct.unpack("<Q", data[2:10])[0] == _crc64_avro(schema.canonical_form.encode())
+    assert data[10:] == schemaless_encode(schema, RECORDS[name])
 
 
 def test_timestamps_decode_as_datetimes_unless_raw():
@@ -137,3 +173,170 @@ def test_versions_directory_is_loaded_as_writer_schemas(tmp_path):
     _, record = SingleObjectSerde(catalog).decode(SINGLE_OBJECT_MAGIC + old_version.fingerprint + body,
                                                   raw_timestamps=True)
     assert record == {**READING, "power_kw": None}
+
+
+# --- added with the registry work: byte-level checks, catalog loading, evolution of shipped versions ---
+
+
+def test_nested_timestamps_follow_raw_timestamps():
+    serde = SingleObjectSerde()
+    for name, path in ((METER_READING_BATCH, ("readings", 0, "timestamp")), (FORECAST, ("horizon", 0, "timestamp"))):
+        data = serde.encode(name, RECORDS[name])
+        as_datetime, as_int = serde.decode(data)[1], serde.decode(data, raw_timestamps=True)[1]
+        for key in path:
+            as_datetime, as_int = as_datetime[key], as_int[key]
+        assert isinstance(as_datetime, datetime) and as_datetime.tzinfo is not None
+        assert isinstance(as_int, int) and as_int == int(as_datetime.timestamp() * 1000)
+
+
+def test_wrong_magic_from_the_registry_format_says_so():
+    with pytest.raises(SerdeError, match="header 0000 is not c301.*schema-registry wire format"):
+        SingleObjectSerde().decode(b"\x00\x00\x00\x00\x07" + b"\x02" * 20)
+
+
+def test_unknown_fingerprint_names_it_and_the_remedy():
+    data = SINGLE_OBJECT_MAGIC + struct.pack("<Q", 0x0123456789ABCDEF) + b"\x02x"
+    with pytest.raises(SerdeError, match=r"fingerprint 0x0123456789abcdef: .*schemas/avro/versions/"):
+        SingleObjectSerde().decode(data)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5])
+def test_truncated_body_says_truncated(cut):
+    data = SingleObjectSerde().encode(ANOMALY, RECORDS[ANOMALY])
+    with pytest.raises(SerdeError, match="cannot decode io.wattsup.anomalies.Anomaly body: truncated message"):
+        SingleObjectSerde().decode(data[: 10 + cut])
+
+
+def test_trailing_bytes_are_an_error_not_silently_ignored():
+    """A body longer than its record means the header names the wrong schema (or corruption)."""
+    data = SingleObjectSerde().encode(METER_READING, READING)
+    with pytest.raises(SerdeError, match="3 unexpected bytes after the record"):
+        SingleObjectSerde().decode(data + b"abc")
+
+
+def test_byte_reversed_fingerprints_from_older_builds_still_decode(caplog):
+    """Builds before the byte-order fix wrote the fingerprint big-endian; their records stay readable."""
+    data = SingleObjectSerde().encode(METER_READING, READING)
+    legacy = data[:2] + data[2:10][::-1] + data[10:]
+    serde = SingleObjectSerde()
+    with caplog.at_level("WARNING", logger="schemas.serde"):
+        assert serde.decode(legacy, raw_timestamps=True) == (METER_READING, READING)
+        serde.decode(legacy)
+    assert sum("byte-reversed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_memoryview_input_decodes():
+    data = SingleObjectSerde().encode(METER_READING, READING)
+    assert SingleObjectSerde().decode(memoryview(data), raw_timestamps=True) == (METER_READING, READING)
+
+
+def test_unknown_record_type_is_named():
+    with pytest.raises(SerdeError, match="unknown record type 'io.wattsup.Nope'"):
+        SingleObjectSerde().encode("io.wattsup.Nope", {})
+
+
+def test_bad_nested_field_is_named():
+    batch = copy.deepcopy(RECORDS[METER_READING_BATCH])
+    batch["readings"][1]["energy_kwh"] = "lots"
+    with pytest.raises(SerdeError, match="MeterReadingBatch: readings is"):
+        SingleObjectSerde().encode(METER_READING_BATCH, batch)
+
+
+def _copy_current_schemas(target):
+    import shutil
+
+    target.mkdir(parents=True, exist_ok=True)
+    for path in SCHEMA_DIR.glob("*.avsc"):
+        shutil.copy(path, target / path.name)
+
+
+def test_a_version_directory_keeps_the_batch_that_embeds_an_old_reading(tmp_path):
+    """Changing MeterReading changes MeterReadingBatch's fingerprint too: both old files are kept."""
+    _copy_current_schemas(tmp_path)
+    old = tmp_path / "versions" / "1"
+    old.mkdir(parents=True)
+    v1 = json.loads((SCHEMA_DIR / "meter_reading.avsc").read_text())
+    v1["fields"] = [f for f in v1["fields"] if f["name"] != "power_kw"]
+    # Written batch-first on purpose: the loader must not depend on file order.
+    (old / "meter_reading_batch.avsc").write_text((SCHEMA_DIR / "meter_reading_batch.avsc").read_text())
+    (old / "meter_reading.avsc").write_text(json.dumps(v1))
+    catalog = SchemaCatalog(tmp_path)
+    old_batch = next(v for v in catalog.by_fingerprint.values()
+                     if v.name == METER_READING_BATCH and v is not catalog.current[METER_READING_BATCH])
+    assert [f["name"] for f in old_batch.raw["fields"][4]["type"]["items"]["fields"]].count("power_kw") == 0
+
+    v1_reading = {k: v for k, v in READING.items() if k != "power_kw"}
+    batch = {**RECORDS[METER_READING_BATCH], "readings": [v1_reading]}
+    data = SINGLE_OBJECT_MAGIC + old_batch.fingerprint + schemaless_encode(old_batch, batch)
+    name, record = SingleObjectSerde(catalog).decode(data, raw_timestamps=True)
+    assert name == METER_READING_BATCH
+    assert record["readings"] == [{**v1_reading, "power_kw": None}]
+
+
+def test_a_version_directory_may_borrow_unchanged_types_from_the_current_schemas(tmp_path):
+    """versions/1 holding only the batch: the MeterReading it names is today's."""
+    _copy_current_schemas(tmp_path)
+    old = tmp_path / "versions" / "1"
+    old.mkdir(parents=True)
+    v1_batch = json.loads((SCHEMA_DIR / "meter_reading_batch.avsc").read_text())
+    v1_batch["fields"] = [f for f in v1_batch["fields"] if f["name"] != "head_end_id"]
+    (old / "meter_reading_batch.avsc").write_text(json.dumps(v1_batch))
+    catalog = SchemaCatalog(tmp_path)
+    assert len(catalog.by_fingerprint) == len(catalog.current) + 1
+
+
+def test_a_version_directory_naming_an_unknown_type_is_a_clear_error(tmp_path):
+    _copy_current_schemas(tmp_path)
+    old = tmp_path / "versions" / "1"
+    old.mkdir(parents=True)
+    (old / "bad.avsc").write_text(json.dumps(
+        {"type": "record", "name": "Bad", "namespace": "x", "fields": [{"name": "a", "type": "x.Missing"}]}))
+    with pytest.raises(SerdeError, match=r"bad.avsc: unknown named type x.Missing"):
+        SchemaCatalog(tmp_path)
+
+
+def test_shipped_versions_resolve_to_current():
+    """Every writer schema shipped (current and versions/) round-trips generated records.
+
+    Today only version 1 exists; once versions/<n>/ holds superseded schemas this decodes
+    their records with today's reader, which is what a compatible evolution must allow.
+    """
+    from fastavro.utils import generate_many
+
+    catalog = SchemaCatalog()
+    serde = SingleObjectSerde(catalog)
+    for writer in catalog.by_fingerprint.values():
+        for record in generate_many(writer.parsed_raw_time, 20):
+            data = SINGLE_OBJECT_MAGIC + writer.fingerprint + schemaless_encode(writer, record)
+            name, decoded = serde.decode(data, raw_timestamps=True)
+            assert name == writer.name
+            if catalog.current[name] is writer:
+                assert decoded == record
+
+
+def test_parse_schema_version_accepts_registry_text():
+    text = json.dumps(SingleObjectSerde().catalog.reader(METER_READING).raw)
+    assert parse_schema_version(text).fingerprint == SingleObjectSerde().catalog.reader(METER_READING).fingerprint
+    with pytest.raises(SerdeError, match="cannot parse Avro schema"):
+        parse_schema_version('{"type": "record", "name": "x", "fields": [{"name": "a", "type": "nope"}]}')
+
+
+def test_make_serde_picks_the_wire_format():
+    assert make_serde(None).wire_format == "single-object"
+    registry_serde = make_serde("http://127.0.0.1:9/apis/ccompat/v7", **{"basic.auth.user.info": "u:p"})
+    assert registry_serde.wire_format == "confluent"  # no request is made until the first encode/decode
+
+
+@pytest.mark.parametrize("name", list(RECORDS))
+def test_schemas_are_plain_self_contained_avro(name):
+    """What a registry is sent: no fastavro bookkeeping keys, every named type defined inline."""
+    schema = SingleObjectSerde().catalog.reader(name)
+    text = json.dumps(schema.raw)
+    assert "__fastavro" not in text and "__named_schemas" not in text
+    assert parse_schema_version(text).fingerprint == schema.fingerprint  # parses with no other schema known
+
+
+def test_parsed_schemas_are_marked_so_fastavro_does_not_reparse_per_message():
+    """Without the marker fastavro re-parses the schema on each call: twice the encode/decode time."""
+    schema = SingleObjectSerde().catalog.reader(METER_READING_BATCH)
+    assert schema.parsed.get("__fastavro_parsed") and schema.parsed_raw_time.get("__fastavro_parsed")
