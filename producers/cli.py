@@ -118,7 +118,7 @@ def simulate(
     with ReadingProducer(settings.kafka, settings.topics) as producer, _progress(total) as progress:
         task = progress.add_task("sending readings", total=total)
         try:
-            for block in iter_fleet_blocks(cfg):
+            for block in iter_fleet_blocks(cfg, block_days=7.0 if days > 0 else 1.0):
                 label_frames.append(block.labels)
                 if readings_csv is not None:
                     reading_frames.append(block.readings)

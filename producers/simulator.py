@@ -214,10 +214,11 @@ def simulate_fleet(cfg: FleetConfig) -> SimulatedFleet:
     return simulate_block(cfg)
 
 
-def iter_fleet_blocks(cfg: FleetConfig, block_days: float = 1.0) -> Iterator[SimulatedFleet]:
+def iter_fleet_blocks(cfg: FleetConfig, block_days: float = 7.0) -> Iterator[SimulatedFleet]:
     """Consecutive blocks of ``block_days``; endless when ``cfg.days`` is 0.
 
-    Meters keep their traits across blocks; each block draws its own noise and anomalies.
+    Meters keep their traits across blocks; each block draws its own noise and anomalies. Blocks
+    of a week leave room for multi-day drift events, which cannot span two blocks.
     """
     prof = _profiles(cfg)
     total = cfg.days if cfg.days > 0 else float("inf")

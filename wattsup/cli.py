@@ -14,13 +14,15 @@ from deploy.kafka.cli import app as broker_app
 from deploy.registry.cli import app as registry_app
 from models.cli import app as model_app
 from producers.cli import app as produce_app
-from stream_processors.cli import detect, evaluate
+from stream_processors.cli import detect, evaluate, sensitivity, stream
 
 app = typer.Typer(help="WattsUp: streaming anomaly detection for smart-meter fleets.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker", help="Run the local single-node Kafka broker (KRaft, no Docker).")
 app.add_typer(produce_app, name="produce", help="Write meter readings to Kafka: simulated fleet or CSV replay.")
 app.add_typer(registry_app, name="registry", help="Run a local Apicurio schema registry (Confluent-compatible API).")
 app.add_typer(model_app, name="model", help="Train and list detector versions.")
+app.command("stream")(stream)
+app.command("sensitivity")(sensitivity)
 app.command("detect")(detect)
 app.command("evaluate")(evaluate)
 

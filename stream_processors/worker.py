@@ -1,0 +1,33 @@
+"""Start a stream worker process: metrics endpoint, sensitivity watcher, engine, Faust worker."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import start_http_server
+
+from schemas.serde import make_serde
+from stream_processors.app import create_app
+from stream_processors.sensitivity import SensitivityWatcher
+from stream_processors.settings import StreamSettings
+from stream_processors.stream_engine import StreamEngine
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: StreamSettings) -> None:
+    """Run until SIGTERM/SIGINT; Faust stops gracefully and commits what was processed."""
+    from faust.worker import Worker
+
+    start_http_server(settings.metrics_port, addr=settings.worker_host)
+    log.info("metrics on http://%s:%d/metrics", settings.worker_host, settings.metrics_port)
+    watcher = SensitivityWatcher(settings.kafka, settings.topics)
+    watcher.start()
+    serde = make_serde(settings.kafka.schema_registry_url, **settings.kafka.registry_config())
+    engine = StreamEngine(settings.model_dir, serde, sensitivity=watcher.for_meter)
+    app = create_app(settings, engine)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        Worker(app, loglevel="info", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    finally:
+        watcher.stop()
