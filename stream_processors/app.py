@@ -94,6 +94,9 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
         topic_disable_leader=True,
         broker_max_poll_records=settings.max_batch_messages * 4,
         producer_acks=-1,
+        # A crashed worker's partitions move to the survivors after this long, not Faust's 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         producer_linger_ms=5,
         producer_max_request_size=4 * 1024 * 1024,
         web_enabled=True,
@@ -102,7 +105,6 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
         web_host=settings.worker_host,
         datadir=str(settings.data_dir),
         table_cleanup_interval=3600.0,
-        stream_wait_empty=False,
     )
     serde = engine.serde
     readings = app.topic(topics.readings, key_type=bytes, value_type=bytes, partitions=topics.partitions,
@@ -137,6 +139,8 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
                 rejections += decode_into(columns, serde, event.value,
                                           f"topic:{msg.topic}[{msg.partition}]@{msg.offset}")
             metrics.MESSAGES_PROCESSED.inc(len(events))
+            log.debug("batch of %d messages, offsets %s", len(events),
+                      sorted({(e.message.partition, e.message.offset) for e in events})[:3])
             if rejections:
                 await send_dead_letters(rejections)
             if not len(columns):
