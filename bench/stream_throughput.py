@@ -1,0 +1,247 @@
+"""Stream throughput and latency: 100,000 meters through a real broker and the Faust worker.
+
+Prints, from one run on one machine:
+
+* the ceiling: a plain confluent-kafka consumer reading and decoding the same topic;
+* the WattsUp worker's end-to-end readings/s (consume, decode, features, one model call per
+  micro-batch, state to the changelog, anomalies out);
+* the naive rate: one ``score_samples`` call per reading, on the same features and model;
+* the ratios between them;
+* p50/p99 latency from produce to anomaly with readings paced at a fixed rate;
+* the worker's peak memory (VmHWM).
+
+Readings are daily, so every meter warms up within the run (the detector needs two days of a
+meter's history before the model scores it) and the model path, not only the cold-start rules,
+is what gets measured. Usage:
+
+    .venv/bin/python bench/stream_throughput.py [--meters 100000] [--days 5] [--rate 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from deploy.kafka.launcher import LocalKafkaNode, free_port
+from deploy.kafka.topics import ensure_topics
+from models.training import train_and_save
+from producers.kafka_producer import ReadingProducer
+from producers.simulator import FleetConfig, simulate_fleet
+from schemas.serde import METER_READING_BATCH, SingleObjectSerde
+from wattsup.kafka_settings import KafkaConnection, TopicNames
+
+
+def metric(port: int, name: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
+def plain_consumer_rate(connection: KafkaConnection, topic: str, expected: int) -> float:
+    from confluent_kafka import Consumer
+
+    serde = SingleObjectSerde()
+    consumer = Consumer({**connection.confluent_config(), "group.id": f"ceiling-{os.urandom(3).hex()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    readings, started = 0, None
+    while readings < expected:
+        for msg in consumer.consume(1000, timeout=1.0):
+            if msg.error() is not None:
+                continue
+            started = started or time.perf_counter()
+            name, record = serde.decode(msg.value(), raw_timestamps=True)
+            readings += len(record["readings"]) if name == METER_READING_BATCH else 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return readings / elapsed
+
+
+def naive_rate(model, frame, n: int = 2000) -> tuple[float, float]:
+    """Rows/s scoring one reading per model call vs one call for the same rows."""
+    from models.training import history_features
+
+    X = history_features(frame.head(200_000))[:n]
+    det = model.detector
+    started = time.perf_counter()
+    for row in X:
+        det.anomaly_score(row.reshape(1, -1))
+    per_event = len(X) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    det.anomaly_score(X)
+    batched = len(X) / (time.perf_counter() - started)
+    return per_event, batched
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wattsup.cli", "stream"], env=env, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_processed(port: int, target: float, proc: subprocess.Popen, timeout: float) -> tuple[float, float]:
+    """(seconds from first to last reading processed, readings processed in that span)."""
+    deadline = time.monotonic() + timeout
+    first_t = first_v = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("worker exited")
+        v = metric(port, "wattsup_stream_readings_processed_total") + metric(
+            port, "wattsup_stream_duplicate_readings_total")
+        now = time.perf_counter()
+        if v > 0 and first_t is None:
+            first_t, first_v = now, v
+        if v >= target and v > first_v:
+            return now - first_t, v - first_v
+        if v >= target:
+            raise RuntimeError("the worker processed everything between two polls: use more --meters or --days")
+        time.sleep(0.05)
+    raise TimeoutError(f"worker processed {v} of {target} readings")
+
+
+def peak_memory_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meters", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=10_000.0, help="Readings/s for the latency phase.")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--partitions", type=int, default=8)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="wattsup-bench-"))
+    node = LocalKafkaNode(data_dir=work / "kafka", port=free_port(), controller_port=free_port(), heap="1g")
+    node.start(timeout=120)
+    worker = None
+    try:
+        connection = KafkaConnection(bootstrap_servers=node.bootstrap_servers)
+        topics = TopicNames(readings="bench.readings", anomalies="bench.anomalies", forecasts="bench.forecasts",
+                            control="bench.control", dead_letters="bench.dlq", partitions=args.partitions)
+        ensure_topics(connection, topics)
+
+        print(f"simulating {args.meters:,} meters x {args.days} days (daily readings) ...", flush=True)
+        fleet = simulate_fleet(FleetConfig(meters=args.meters, days=args.days, interval=timedelta(days=1), seed=7,
+                                           missing_rate=0.0, late_rate=0.0))
+        frame = fleet.readings
+        history = simulate_fleet(FleetConfig(meters=2000, days=28, interval=timedelta(days=1), seed=8)).readings
+        model_dir = work / "models"
+        model = train_and_save(history, model_dir, source="bench history")
+
+        with ReadingProducer(connection, topics) as producer:
+            producer.send_frame(frame, batch_by_feeder=True)
+        total = len(frame)
+        print(f"produced {total:,} readings in {producer.summary.records:,} head-end messages", flush=True)
+
+        ceiling = plain_consumer_rate(connection, topics.readings, total)
+
+        port = free_port()
+        env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": node.bootstrap_servers,
+               **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
+               "WATTSUP_STREAM_APP_ID": "bench-stream", "WATTSUP_STREAM_DATA_DIR": str(work / "stream"),
+               "WATTSUP_STREAM_MODEL_DIR": str(model_dir), "WATTSUP_STREAM_METRICS_PORT": str(port),
+               "WATTSUP_STREAM_WEB_PORT": str(free_port())}
+        worker = start_worker(env, work / "worker.log")
+        seconds, processed = wait_processed(port, total, worker, timeout=1800)
+        agent_rate = processed / seconds
+
+        per_event, batched = naive_rate(model, history)
+
+        # Latency: pace new readings at a fixed rate; compare each anomaly's Kafka timestamp
+        # with the timestamp of the readings message that carried its reading.
+        latencies = latency_phase(connection, topics, args, frame, port, worker)
+        peak = peak_memory_mib(worker.pid)
+
+        print()
+        print(f"{'plain confluent-kafka consume + decode (ceiling)':<58}{ceiling:>12,.0f} readings/s")
+        print(f"{'WattsUp worker end to end (1 worker, broker on same box)':<58}{agent_rate:>12,.0f} readings/s")
+        print(f"{'naive: one score_samples call per reading':<58}{per_event:>12,.0f} readings/s")
+        print(f"{'model alone, one call per batch of the same rows':<58}{batched:>12,.0f} readings/s")
+        print(f"{'worker / ceiling':<58}{agent_rate / ceiling:>12.2f}")
+        print(f"{'worker / naive per-event':<58}{agent_rate / per_event:>12.1f}x")
+        if latencies.size:
+            print(f"{'latency produce -> anomaly at %.0f readings/s: p50' % args.rate:<58}"
+                  f"{np.percentile(latencies, 50) * 1000:>12.0f} ms")
+            print(f"{'                                           p99':<58}{np.percentile(latencies, 99) * 1000:>12.0f} ms"
+                  f"   ({latencies.size} anomalies)")
+        else:
+            print("latency: no anomalies observed in the paced phase")
+        print(f"{'worker peak memory (VmHWM)':<58}{peak:>12.0f} MiB")
+        print(f"{'meters tracked by the worker':<58}{metric(port, 'wattsup_stream_meters_tracked'):>12,.0f}")
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+        node.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def latency_phase(connection, topics, args, frame, port, worker) -> np.ndarray:
+    from confluent_kafka import Consumer
+
+    from producers.kafka_producer import feeder_batches
+
+    last_day = frame["timestamp"].max()
+    meters = frame["meter_id"].unique()
+    n_per_interval = len(meters)
+    intervals = max(1, int(args.rate * args.latency_seconds / n_per_interval))
+    rng = np.random.default_rng(1)
+    consumer = Consumer({**connection.confluent_config(), "group.id": f"lat-{os.urandom(3).hex()}",
+                         "auto.offset.reset": "latest", "enable.auto.commit": False})
+    consumer.subscribe([topics.anomalies])
+    consumer.consume(1, timeout=2.0)
+    sent_at: dict[tuple[str, int], float] = {}
+    base = frame[frame["timestamp"] == last_day].copy()
+    with ReadingProducer(connection, topics) as producer:
+        for k in range(1, intervals + 1):
+            day = base.copy()
+            day["timestamp"] = last_day + timedelta(days=k)
+            spikes = rng.random(len(day)) < 0.002  # obvious spikes so anomalies are emitted
+            day.loc[spikes, "kwh"] = day.loc[spikes, "kwh"] * 20
+            started = time.perf_counter()
+            batches = list(feeder_batches(day))
+            per_batch = 1.0 / (args.rate / max(1, len(day) / len(batches)))
+            for i, batch in enumerate(batches):
+                due = started + i * per_batch
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                now = time.time()
+                for r in batch["readings"]:
+                    sent_at[(r["meter_id"], r["timestamp"])] = now
+                producer.send_batch(batch)
+            producer.producer.poll(0)
+    serde = SingleObjectSerde()
+    latencies = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for msg in consumer.consume(1000, timeout=0.5):
+            if msg.error() is None:
+                _, a = serde.decode(msg.value(), raw_timestamps=True)
+                t = sent_at.get((a["meter_id"], a["timestamp"]))
+                if t is not None:
+                    latencies.append(msg.timestamp()[1] / 1000.0 - t)
+    consumer.close()
+    return np.array(latencies)
+
+
+if __name__ == "__main__":
+    main()
