@@ -119,7 +119,7 @@ class MeterStateStore:
         S_SCORE_MEAN, S_SCORE_VAR, S_RING_POS = range(12)
     N_SCALARS = 12
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 16384) -> None:
         self.index: dict[str, int] = {}
         self.meter_ids: list[str] = []
         self._alloc(capacity)

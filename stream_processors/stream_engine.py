@@ -17,7 +17,6 @@ which is exactly the case after changelog recovery or when a rebalance hands ove
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable
@@ -40,17 +39,26 @@ _FAST_FIELDS = ("last_ts", "scalars", "window", "window_expected", "seen")
 
 
 def _pack(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    head = json.dumps(header).encode()
-    return len(head).to_bytes(4, "big") + head + buf.getvalue()
+    """Header JSON (with each array's dtype and shape) followed by the arrays' raw bytes.
+
+    This runs for every touched feeder of every micro-batch: raw buffers cost a fraction of
+    ``np.savez`` (a zip archive) and need no pickle to read back.
+    """
+    layout = [[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()]
+    head = json.dumps({**header, "_arrays": layout}).encode()
+    return b"".join([len(head).to_bytes(4, "big"), head, *(np.ascontiguousarray(a).tobytes() for a in arrays.values())])
 
 
 def _unpack(blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     n = int.from_bytes(blob[:4], "big")
     header = json.loads(blob[4:4 + n])
-    with np.load(io.BytesIO(blob[4 + n:]), allow_pickle=False) as data:
-        return header, {k: data[k] for k in data.files}
+    arrays, offset = {}, 4 + n
+    for name, dtype, shape in header.pop("_arrays"):
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape)) if shape else 1
+        arrays[name] = np.frombuffer(blob, dtype=dt, count=count, offset=offset).reshape(shape).copy()
+        offset += count * dt.itemsize
+    return header, arrays
 
 
 @dataclass
