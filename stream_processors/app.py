@@ -139,8 +139,6 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
                 rejections += decode_into(columns, serde, event.value,
                                           f"topic:{msg.topic}[{msg.partition}]@{msg.offset}")
             metrics.MESSAGES_PROCESSED.inc(len(events))
-            log.debug("batch of %d messages, offsets %s", len(events),
-                      sorted({(e.message.partition, e.message.offset) for e in events})[:3])
             if rejections:
                 await send_dead_letters(rejections)
             if not len(columns):
@@ -148,6 +146,9 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
             started = time.perf_counter()
             result = engine.process(columns)
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+            # one observation per batch (its newest reading): per-reading observations would cost
+            # more than they tell
+            metrics.EVENT_TIME_LAG.observe(max(0.0, time.time() - max(columns.timestamps_ms) / 1000.0))
             metrics.BATCH_SIZE.observe(len(columns))
             metrics.READINGS_PROCESSED.inc(result.scored)
             metrics.DUPLICATE_READINGS.inc(result.duplicates)
