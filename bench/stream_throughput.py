@@ -92,15 +92,17 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_processed(port: int, target: float, proc: subprocess.Popen, timeout: float) -> tuple[float, float]:
-    """(seconds from first to last reading processed, readings processed in that span)."""
+def wait_processed(ports: list[int], target: float, procs: list[subprocess.Popen],
+                   timeout: float) -> tuple[float, float]:
+    """(seconds from first to last reading processed, readings processed in that span), all workers."""
     deadline = time.monotonic() + timeout
     first_t = first_v = None
+    v = 0.0
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("worker exited")
-        v = metric(port, "wattsup_stream_readings_processed_total") + metric(
-            port, "wattsup_stream_duplicate_readings_total")
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a worker exited")
+        v = sum(metric(p, "wattsup_stream_readings_processed_total")
+                + metric(p, "wattsup_stream_duplicate_readings_total") for p in ports)
         now = time.perf_counter()
         if v > 0 and first_t is None:
             first_t, first_v = now, v
@@ -126,12 +128,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10_000.0, help="Readings/s for the latency phase.")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="Stream workers sharing the partitions.")
+    parser.add_argument("--meters-per-feeder", type=int, default=50,
+                        help="Meters per head-end upload (one Kafka message per feeder and interval).")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="wattsup-bench-"))
     node = LocalKafkaNode(data_dir=work / "kafka", port=free_port(), controller_port=free_port(), heap="1g")
     node.start(timeout=120)
-    worker = None
+    workers: list[subprocess.Popen] = []
     try:
         connection = KafkaConnection(bootstrap_servers=node.bootstrap_servers)
         topics = TopicNames(readings="bench.readings", anomalies="bench.anomalies", forecasts="bench.forecasts",
@@ -140,7 +145,7 @@ def main() -> None:
 
         print(f"simulating {args.meters:,} meters x {args.days} days (daily readings) ...", flush=True)
         fleet = simulate_fleet(FleetConfig(meters=args.meters, days=args.days, interval=timedelta(days=1), seed=7,
-                                           missing_rate=0.0, late_rate=0.0))
+                                           missing_rate=0.0, late_rate=0.0, meters_per_feeder=args.meters_per_feeder))
         frame = fleet.readings
         history = simulate_fleet(FleetConfig(meters=2000, days=28, interval=timedelta(days=1), seed=8)).readings
         model_dir = work / "models"
@@ -153,26 +158,28 @@ def main() -> None:
 
         ceiling = plain_consumer_rate(connection, topics.readings, total)
 
-        port = free_port()
-        env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": node.bootstrap_servers,
-               **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
-               "WATTSUP_STREAM_APP_ID": "bench-stream", "WATTSUP_STREAM_DATA_DIR": str(work / "stream"),
-               "WATTSUP_STREAM_MODEL_DIR": str(model_dir), "WATTSUP_STREAM_METRICS_PORT": str(port),
-               "WATTSUP_STREAM_WEB_PORT": str(free_port())}
-        worker = start_worker(env, work / "worker.log")
-        seconds, processed = wait_processed(port, total, worker, timeout=1800)
+        ports = [free_port() for _ in range(args.workers)]
+        for i, port in enumerate(ports):
+            env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": node.bootstrap_servers,
+                   **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
+                   "WATTSUP_STREAM_APP_ID": "bench-stream", "WATTSUP_STREAM_DATA_DIR": str(work / f"stream-{i}"),
+                   "WATTSUP_STREAM_MODEL_DIR": str(model_dir), "WATTSUP_STREAM_METRICS_PORT": str(port),
+                   "WATTSUP_STREAM_WEB_PORT": str(free_port())}
+            workers.append(start_worker(env, work / f"worker-{i}.log"))
+        seconds, processed = wait_processed(ports, total, workers, timeout=1800)
         agent_rate = processed / seconds
 
         per_event, batched = naive_rate(model, history)
 
         # Latency: pace new readings at a fixed rate; compare each anomaly's Kafka timestamp
         # with the timestamp of the readings message that carried its reading.
-        latencies = latency_phase(connection, topics, args, frame, port, worker)
-        peak = peak_memory_mib(worker.pid)
+        latencies = latency_phase(connection, topics, args, frame)
+        peak = max(peak_memory_mib(w.pid) for w in workers)
 
         print()
         print(f"{'plain confluent-kafka consume + decode (ceiling)':<58}{ceiling:>12,.0f} readings/s")
-        print(f"{'WattsUp worker end to end (1 worker, broker on same box)':<58}{agent_rate:>12,.0f} readings/s")
+        label = f"WattsUp end to end ({args.workers} worker{'s' if args.workers > 1 else ''}, broker on same box)"
+        print(f"{label:<58}{agent_rate:>12,.0f} readings/s")
         print(f"{'naive: one score_samples call per reading':<58}{per_event:>12,.0f} readings/s")
         print(f"{'model alone, one call per batch of the same rows':<58}{batched:>12,.0f} readings/s")
         print(f"{'worker / ceiling':<58}{agent_rate / ceiling:>12.2f}")
@@ -184,17 +191,19 @@ def main() -> None:
                   f"   ({latencies.size} anomalies)")
         else:
             print("latency: no anomalies observed in the paced phase")
-        print(f"{'worker peak memory (VmHWM)':<58}{peak:>12.0f} MiB")
-        print(f"{'meters tracked by the worker':<58}{metric(port, 'wattsup_stream_meters_tracked'):>12,.0f}")
+        print(f"{'peak memory of a worker (VmHWM)':<58}{peak:>12.0f} MiB")
+        tracked = sum(metric(p, "wattsup_stream_meters_tracked") for p in ports)
+        print(f"{'meters tracked by the workers':<58}{tracked:>12,.0f}")
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+                w.wait(30)
         node.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def latency_phase(connection, topics, args, frame, port, worker) -> np.ndarray:
+def latency_phase(connection, topics, args, frame) -> np.ndarray:
     from confluent_kafka import Consumer
 
     from producers.kafka_producer import feeder_batches
