@@ -107,3 +107,38 @@ def test_forecasts_join_readings_and_survive_restore(setup):
     assert (a["expected"], a["lower"], a["upper"]) == (1.0, 0.8, 1.2)
     assert a["residual"] == pytest.approx(8.0)
     assert any("forecast" in c["text"] for c in a["causes"])
+
+
+def test_hot_reload_takes_a_newer_version_and_refuses_other_features(setup, tmp_path):
+    import json
+    import shutil
+
+    model_dir, serde, _ = setup
+    local = tmp_path / "models"
+    shutil.copytree(model_dir, local)
+    engine = StreamEngine(local, serde)
+    before = engine.model_version
+    assert engine.maybe_reload_model() is False  # nothing newer
+
+    history = simulate_fleet(FleetConfig(meters=30, days=6, interval=timedelta(hours=1), seed=9)).readings
+    newer = train_and_save(history, local, n_estimators=10)
+    assert engine.maybe_reload_model() is True
+    assert engine.model_version == newer.version != before
+
+    # A version trained on other features is refused; the running model stays.
+    bad = local / "99999999T000000Z"
+    shutil.copytree(newer.path, bad)
+    meta = json.loads((bad / "metadata.json").read_text())
+    meta.update(version=bad.name, features=meta["features"][:-1])
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    assert engine.maybe_reload_model() is False
+    assert engine.model_version == newer.version
+
+
+def test_without_any_model_every_meter_is_scored_by_rules(tmp_path, setup):
+    _, serde, messages = setup
+    engine = StreamEngine(tmp_path / "empty", serde)
+    engine.attach_tables({}, {})
+    anomalies = run(engine, serde, messages)
+    assert engine.model_version == "baseline-rules"
+    assert anomalies and {a["model_version"] for a in anomalies} == {"baseline-rules"}
