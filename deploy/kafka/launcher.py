@@ -126,6 +126,8 @@ class LocalKafkaNode:
     """Extra listener name -> (port, security protocol), e.g. {"SSL": (9094, "SSL")}."""
     extra_properties: dict[str, str] = field(default_factory=dict)
     default_replication_factor: int = 1
+    _log_offset: int = field(default=0, init=False, repr=False)
+    """Size of broker.log when the current start began (the log is appended to across restarts)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -260,6 +262,7 @@ class LocalKafkaNode:
                     f"or choose another port (e.g. `wattsup broker start --port {free_port()}`)."
                 )
         self.format_storage()
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with open(self.log_file, "ab") as out:
             proc = subprocess.Popen(
                 self._java_cmd("kafka.Kafka", str(self.properties_file)),
@@ -289,7 +292,7 @@ class LocalKafkaNode:
     def _log_says_started(self) -> bool:
         try:
             with open(self.log_file, "rb") as fh:
-                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 200_000))
+                fh.seek(self._log_offset)
                 return b"Kafka Server started" in fh.read()
         except OSError:
             return False
@@ -298,7 +301,9 @@ class LocalKafkaNode:
         from confluent_kafka.admin import AdminClient
 
         try:
-            admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "socket.timeout.ms": 2000})
+            # log_level 0: a probe of a broker still starting must not print connection errors
+            admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "socket.timeout.ms": 2000,
+                                 "log_level": 0})
             md = admin.list_topics(timeout=2)
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
