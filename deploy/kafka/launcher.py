@@ -10,17 +10,17 @@ cluster when given the full controller quorum.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.background_process import BackgroundProcess, free_port, port_is_free
 from wattsup.kafka_settings import PROJECT_ROOT
+
+__all__ = ["BrokerError", "LocalKafkaNode", "fetch_kafka_jars", "free_port", "port_is_free"]
 
 log = logging.getLogger(__name__)
 
@@ -74,37 +74,6 @@ def fetch_kafka_jars(cache_dir: Path = DEFAULT_CACHE_DIR, *, quiet: bool = True)
     return libs
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 @dataclass
 class LocalKafkaNode:
     """One KRaft node (broker + controller) on 127.0.0.1.
@@ -128,6 +97,7 @@ class LocalKafkaNode:
     default_replication_factor: int = 1
     _log_offset: int = field(default=0, init=False, repr=False)
     """Size of broker.log when the current start began (the log is appended to across restarts)."""
+    process: BackgroundProcess = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -135,6 +105,7 @@ class LocalKafkaNode:
             self.controller_port = self.port + 1
         if self.quorum is None:
             self.quorum = {self.node_id: self.controller_port}
+        self.process = BackgroundProcess("the Kafka broker", self.log_file, self.pid_file, BrokerError)
 
     # -- files -------------------------------------------------------------------------
     @property
@@ -235,14 +206,10 @@ class LocalKafkaNode:
         return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return self.process.pid()
 
     def is_running(self) -> bool:
-        return self.pid() is not None
+        return self.process.is_running()
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the node in the background and wait until it answers metadata requests."""
@@ -263,31 +230,13 @@ class LocalKafkaNode:
                 )
         self.format_storage()
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        with open(self.log_file, "ab") as out:
-            proc = subprocess.Popen(
-                self._java_cmd("kafka.Kafka", str(self.properties_file)),
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.data_dir,
-            )
-        self.pid_file.write_text(str(proc.pid))
-        log.info("started Kafka node %s (pid %s), log %s", self.node_id, proc.pid, self.log_file)
-        self.wait_ready(timeout, proc=proc)
+        pid = self.process.spawn(self._java_cmd("kafka.Kafka", str(self.properties_file)), cwd=self.data_dir)
+        log.info("started Kafka node %s (pid %s), log %s", self.node_id, pid, self.log_file)
+        self.wait_ready(timeout)
 
-    def wait_ready(self, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise BrokerError(
-                    f"the Kafka broker exited with code {proc.returncode} while starting; "
-                    f"last lines of {self.log_file}:\n{self.log_tail()}"
-                )
-            if self._log_says_started() and self._answers_metadata():
-                return
-            time.sleep(0.25)
-        raise BrokerError(
-            f"the Kafka broker did not come up on {self.bootstrap_servers} within {timeout:.0f} s; "
-            f"last lines of {self.log_file}:\n{self.log_tail()}"
-        )
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.process.wait_until(lambda: self._log_says_started() and self._answers_metadata(), timeout,
+                                where=f"on {self.bootstrap_servers}", poll=0.25)
 
     def _log_says_started(self) -> bool:
         try:
@@ -310,42 +259,12 @@ class LocalKafkaNode:
         return self.node_id in md.brokers
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log written)"
+        return self.process.log_tail(lines)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop gracefully (SIGTERM), then force; returns whether a process was running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
-            self._reap(pid)
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            log.warning("broker pid %s ignored SIGTERM for %.0f s; killing it", pid, timeout)
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-            self._reap(pid)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return self.process.stop(timeout)
 
     def kill(self) -> None:
         """``kill -9`` the node, as a crash would (used by resilience tests)."""
-        pid = self.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                self._reap(pid)
-                time.sleep(0.05)
-
-    @staticmethod
-    def _reap(pid: int) -> None:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        self.process.kill()

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
 import time
@@ -30,7 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from deploy.kafka.launcher import free_port, port_is_free, require_tool
+from deploy.background_process import BackgroundProcess, free_port, port_is_free
+from deploy.kafka.launcher import require_tool
 from wattsup.kafka_settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -165,20 +165,6 @@ def find_java(min_version: int, preferred: str | Path | None = None) -> str:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(0)
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 @dataclass
 class RegistryLauncher:
     """One Apicurio Registry on ``host:port`` with in-memory storage; log and pid in ``data_dir``.
@@ -196,10 +182,11 @@ class RegistryLauncher:
     heap: str = "384m"
     java: str | None = None
     extra_properties: dict[str, str] = field(default_factory=dict)
-    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    process: BackgroundProcess = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
+        self.process = BackgroundProcess("the schema registry", self.log_file, self.pid_file, RegistryError)
 
     @property
     def base_url(self) -> str:
@@ -256,14 +243,10 @@ class RegistryLauncher:
 
     # -- lifecycle -----------------------------------------------------------------------
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return self.process.pid()
 
     def is_running(self) -> bool:
-        return self.pid() is not None
+        return self.process.is_running()
 
     def start(self, timeout: float = 120.0) -> None:
         """Start in the background and wait until ``GET /apis/ccompat/v7/subjects`` answers."""
@@ -280,13 +263,8 @@ class RegistryLauncher:
         (self.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         started = time.monotonic()
-        with open(self.log_file, "ab") as out:
-            self._proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.data_dir,
-            )
-        self.pid_file.write_text(str(self._proc.pid))
-        log.info("started Apicurio Registry (pid %s), log %s", self._proc.pid, self.log_file)
+        pid = self.process.spawn(cmd, cwd=self.data_dir)
+        log.info("started Apicurio Registry (pid %s), log %s", pid, self.log_file)
         self.wait_ready(timeout)
         log.info("schema registry ready on %s after %.1f s", self.url, time.monotonic() - started)
 
@@ -297,55 +275,14 @@ class RegistryLauncher:
             return False
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RegistryError(
-                    f"the schema registry exited with code {self._proc.returncode} while starting; "
-                    f"last lines of {self.log_file}:\n{self.log_tail()}"
-                )
-            if self.answers():
-                return
-            time.sleep(0.2)
-        raise RegistryError(
-            f"the schema registry did not answer on {self.url} within {timeout:.0f} s; "
-            f"last lines of {self.log_file}:\n{self.log_tail()}"
-        )
+        self.process.wait_until(self.answers, timeout, where=f"on {self.url}")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log written)"
+        return self.process.log_tail(lines)
 
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop gracefully (SIGTERM), then SIGKILL; returns whether a process was running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
-            self._reap(pid)
-            time.sleep(0.1)
-        if _pid_alive(pid):
-            log.warning("schema registry pid %s ignored SIGTERM for %.0f s; killing it", pid, timeout)
-            os.kill(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                self._reap(pid)
-                time.sleep(0.05)
-        self._reap(pid)
-        self.pid_file.unlink(missing_ok=True)
-        self._proc = None
-        return True
-
-    @staticmethod
-    def _reap(pid: int) -> None:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        return self.process.stop(timeout)
 
     def __enter__(self) -> RegistryLauncher:
         self.start()
