@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -22,6 +23,10 @@ def train(
     simulate_days: float = typer.Option(14.0, help="Days of simulated history."),
     interval: str = typer.Option("1h", help="Interval of simulated history."),
     seed: int = typer.Option(1001, help="Seed of the simulated history (keep it apart from evaluation seeds)."),
+    from_kafka: bool = typer.Option(False, "--from-kafka", help="Replay history from the readings topic."),
+    produced_days: float = typer.Option(28.0, help="With --from-kafka: records produced in the last N days."),
+    since: datetime | None = typer.Option(None, help="With --from-kafka: readings at or after this time (UTC)."),
+    until: datetime | None = typer.Option(None, help="With --from-kafka: readings before this time (UTC)."),
     model_dir: Path | None = typer.Option(None, help="Where versions are kept (WATTSUP_MODEL_DIR)."),
 ) -> None:
     """Fit the detector on history and save a new version; running workers pick it up."""
@@ -29,7 +34,16 @@ def train(
 
     settings = ModelSettings()
     target = model_dir or settings.dir
-    if csv is not None:
+    if from_kafka:
+        from wattsup.kafka_settings import KafkaConnection, TopicNames
+        from wattsup.readings_history import days_ago, read_readings
+
+        topic = TopicNames().readings
+        frame = read_readings(KafkaConnection(), topic, produced_since=days_ago(produced_days), since=since,
+                              until=until)
+        source = f"kafka:{topic} produced in the last {produced_days:g} days"
+        console.print(f"replayed {len(frame)} readings of {frame['meter_id'].nunique()} meters from {topic}")
+    elif csv is not None:
         from producers.csv_source import parse_readings_csv
 
         parsed = parse_readings_csv(csv)
@@ -43,7 +57,7 @@ def train(
         cfg = FleetConfig(meters=simulate_meters, days=simulate_days, interval=parse_interval(interval), seed=seed)
         frame, source = simulate_fleet(cfg).readings, f"simulated:{simulate_meters}x{simulate_days}d@{interval},seed={seed}"
     else:
-        raise typer.BadParameter("give --csv FILE or --simulate-meters N")
+        raise typer.BadParameter("give --from-kafka, --csv FILE or --simulate-meters N")
     model = train_and_save(frame, target, contamination=settings.contamination, n_estimators=settings.n_estimators,
                            source=source)
     console.print(f"trained model [bold]{model.version}[/bold] on {model.metadata.rows} readings of "
