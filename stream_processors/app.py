@@ -172,5 +172,51 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
         metrics.METERS_TRACKED.set(engine.meters_tracked)
         metrics.FORECASTS_TRACKED.set(engine.forecasts_tracked)
 
+    stalled_since: dict[int, float] = {}
+
+    @app.timer(interval=5.0)
+    async def reseek_stalled_partitions() -> None:
+        """Work around Faust dropping fetched messages after recovery (faust-streaming issue 596).
+
+        After a crash and changelog recovery, Faust can discard messages it had already fetched,
+        leaving a gap: the fetch position is at the end, the committed offset stays behind, and
+        the skipped readings are never processed. When the agent has processed nothing for two
+        checks while a partition's committed offset is behind its fetch position, seek that
+        partition back to the committed offset; readings seen before are recognised as
+        duplicates by the state.
+        """
+        consumer = app.consumer
+        if app.rebalancing or not consumer.flow_active:
+            stalled_since.clear()
+            return
+        processed = metrics.MESSAGES_PROCESSED._value.get()
+        thread = consumer._thread  # Faust's consumer thread, which owns the aiokafka consumer
+        for tp in list(consumer.assignment()):
+            if tp.topic != topics.readings:
+                continue
+            # from the broker: Faust only knows offsets this worker committed itself
+            committed = await thread.call_thread(thread._ensure_consumer().committed, tp)
+            position = await thread.position(tp)
+            log.debug("readings partition %s: committed %s, fetched up to %s", tp.partition, committed, position)
+            if committed is None or position is None or position <= committed:
+                stalled_since.pop(tp.partition, None)
+                continue
+            # Faust's gap handling lets the committed offset creep, so progress is judged by
+            # what the agent processed, not by the committed offset.
+            if stalled_since.get(tp.partition) != processed:
+                stalled_since[tp.partition] = processed
+                continue
+            log.warning("partition %s of %s stalled at committed offset %s (fetched up to %s): seeking back",
+                        tp.partition, tp.topic, committed, position)
+            metrics.PARTITION_RESEEKS.inc()
+            # Start the partition's ack bookkeeping afresh at the committed offset: acks left from
+            # before the gap would otherwise block every later commit (faust issue 625 upstream).
+            consumer._acked[tp].clear()
+            consumer._acked_index[tp].clear()
+            consumer._gap[tp].clear()
+            consumer._committed_offset[tp] = committed
+            await consumer.seek(tp, committed)
+            stalled_since.pop(tp.partition, None)
+
     app.wattsup_engine = engine  # type: ignore[attr-defined]
     return app

@@ -35,3 +35,7 @@ MODEL_RELOADS = Counter("wattsup_stream_model_reloads_total", "Hot reloads of a 
 METERS_TRACKED = Gauge("wattsup_stream_meters_tracked", "Meters with state in this worker.")
 FEEDERS_TRACKED = Gauge("wattsup_stream_feeders_tracked", "Feeders with state in this worker (table size).")
 FORECASTS_TRACKED = Gauge("wattsup_stream_forecasts_tracked", "Meters with a current forecast in this worker.")
+PARTITION_RESEEKS = Counter(
+    "wattsup_stream_partition_reseeks_total",
+    "Readings partitions sought back to their committed offset after Faust stalled on them.",
+)

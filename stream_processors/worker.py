@@ -28,6 +28,7 @@ def run_worker(settings: StreamSettings) -> None:
     app = create_app(settings, engine)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        Worker(app, loglevel="info", quiet=True, redirect_stdouts=False).execute_from_commandline()
+        Worker(app, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(), quiet=True,
+               redirect_stdouts=False).execute_from_commandline()
     finally:
         watcher.stop()
