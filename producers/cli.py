@@ -1,22 +1,33 @@
-"""``wattsup produce simulate|csv``: put readings on the readings topic."""
+"""``wattsup produce simulate|csv``: put readings on the readings topic.
+
+Both commands end with one summary line on stdout,
+``sent=… failed=… rejected=… records=… seconds=… rate=… readings/s``, and exit 1 if any reading
+(or dead letter) was not acknowledged by the broker, 2 if the input could not be used at all.
+"""
 
 from __future__ import annotations
 
 import re
 import signal
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
-import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from producers.csv_source import CsvFormatError, parse_readings_csv
 from producers.kafka_producer import DeliverySummary, ReadingProducer
-from producers.pacing import paced_chunks
+from producers.pacing import Pacer, paced_chunks
 from producers.settings import ProducerSettings
 from producers.simulator import FleetConfig, iter_fleet_blocks
 
@@ -25,14 +36,20 @@ console = Console(stderr=True)
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_BLOCK_DAYS = 1.0
+_SHOWN_REJECTS = 20
+"""Simulated days generated at a time: bounds memory; anomalies and late readings carry over."""
 
 
 def parse_interval(text: str) -> timedelta:
-    """``5m``, ``15m``, ``1h``, ``1d`` -> timedelta."""
+    """``5m``, ``15m``, ``1h``, ``1d`` (also ``30s``, ``15min``) -> timedelta."""
     match = _INTERVAL.match(text)
     if not match:
         raise typer.BadParameter(f"{text!r} is not an interval like 5m, 15m, 1h or 1d")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0 or seconds != int(seconds):
+        raise typer.BadParameter(f"{text!r} must be a positive whole number of seconds")
+    return timedelta(seconds=seconds)
 
 
 class BatchBy(str, Enum):
@@ -50,7 +67,6 @@ def _stop_on_sigterm() -> None:
 
 
 def _settings(bootstrap_servers: str | None) -> ProducerSettings:
-    _stop_on_sigterm()
     settings = ProducerSettings()
     if bootstrap_servers:
         settings.kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
@@ -62,88 +78,106 @@ def _settings(bootstrap_servers: str | None) -> ProducerSettings:
 
 
 def _speed(speedup: float | None, as_fast_as_possible: bool) -> float | None:
+    """Simulated seconds per wall second, or None for no pacing; recorded speed by default."""
     if as_fast_as_possible and speedup is not None:
         raise typer.BadParameter("give either --speedup or --as-fast-as-possible, not both")
+    if speedup is not None and speedup <= 0:
+        raise typer.BadParameter(f"--speedup must be positive, got {speedup}")
     if as_fast_as_possible:
         return None
     return speedup if speedup is not None else 1.0
 
 
-def _progress(total: int | None) -> Progress:
+def _progress() -> Progress:
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=not console.is_terminal)
 
 
 def _finish(summary: DeliverySummary) -> None:
     typer.echo(summary.line())
     if summary.errors:
         typer.echo(f"delivery errors: {summary.errors}")
-    if summary.failed:
+    if not summary.ok:
         raise typer.Exit(1)
 
 
 BootstrapOpt = typer.Option(None, "--bootstrap-servers", help="Overrides WATTSUP_KAFKA_BOOTSTRAP_SERVERS.")
+SpeedupOpt = typer.Option(None, "--speedup", help="Simulated seconds per wall second (900: one 15-min interval a "
+                                                   "second). Default: recorded speed.")
+FastOpt = typer.Option(False, "--as-fast-as-possible", help="Send without pacing.")
 
 
 @app.command()
 def simulate(
     meters: int = typer.Option(100, help="Number of meters in the fleet."),
     interval: str = typer.Option("15m", help="Metering interval: 5m, 15m, 1h, 1d."),
-    days: float = typer.Option(1.0, help="Simulated days; 0 runs until stopped."),
-    speedup: float | None = typer.Option(None, help="Simulated seconds per wall second (900: one 15-min interval/s)."),
-    as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Send without pacing."),
-    labels: Path | None = typer.Option(None, help="Write ground-truth anomaly events to this CSV."),
+    days: float | None = typer.Option(None, help="Simulated days; 0 runs until stopped. Default: until stopped "
+                                                 "when paced, 1 with --as-fast-as-possible."),
+    speedup: float | None = SpeedupOpt,
+    as_fast_as_possible: bool = FastOpt,
+    labels: Path | None = typer.Option(None, help="Write the ground-truth anomaly events to this CSV."),
     readings_csv: Path | None = typer.Option(None, help="Also write the readings with point labels to this CSV."),
     seed: int = typer.Option(42, help="Seed: the same seed gives the same fleet and anomalies."),
     anomaly_rate: float = typer.Option(0.05, help="Injected anomaly events per meter-day."),
     meters_per_feeder: int = typer.Option(50, help="Meters behind one feeder / concentrator."),
-    start: datetime | None = typer.Option(None, help="First interval (UTC); default: a fixed date, or now when paced."),
-    batch_by: BatchBy = typer.Option(BatchBy.none, help="feeder: send head-end batches, one record per feeder and interval."),
+    missing_rate: float = typer.Option(0.002, help="Share of readings never delivered."),
+    late_rate: float = typer.Option(0.002, help="Share of readings delivered 1-6 intervals late (flag LATE)."),
+    start: datetime | None = typer.Option(None, help="Start of the first interval (UTC). Default: a fixed date "
+                                                     "(2026-03-02), or now when paced."),
+    batch_by: BatchBy = typer.Option(BatchBy.none, help="feeder: send head-end batches, one record per feeder "
+                                                        "and interval."),
     bootstrap_servers: str | None = BootstrapOpt,
 ) -> None:
     """Simulate a fleet with labelled anomalies and send its readings to Kafka."""
     pace = _speed(speedup, as_fast_as_possible)
     step = parse_interval(interval)
-    cfg = FleetConfig(meters=meters, interval=step, days=days, seed=seed, anomaly_rate=anomaly_rate,
-                      meters_per_feeder=meters_per_feeder)
+    if days is None:
+        days = 0.0 if pace is not None else 1.0
+    try:
+        cfg = FleetConfig(meters=meters, interval=step, days=days, seed=seed, anomaly_rate=anomaly_rate,
+                          meters_per_feeder=meters_per_feeder, missing_rate=missing_rate, late_rate=late_rate)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     if start is not None:
-        cfg = replace(cfg, start=start if start.tzinfo else start.replace(tzinfo=timezone.utc))
-    elif pace is not None:
-        now = datetime.now(timezone.utc)
-        cfg = replace(cfg, start=datetime.fromtimestamp(now.timestamp() // step.total_seconds() * step.total_seconds(),
-                                                     timezone.utc))
+        cfg = replace(cfg, start=start if start.tzinfo else start.replace(tzinfo=UTC))
+    elif pace is not None:  # a paced run is live data: it starts at the current interval
+        now = datetime.now(UTC).timestamp()
+        cfg = replace(cfg, start=datetime.fromtimestamp(now // cfg.interval_seconds * cfg.interval_seconds,
+                                                        UTC))
+    _stop_on_sigterm()
     settings = _settings(bootstrap_servers)
-    total = cfg.meters * cfg.steps if days > 0 else None
-    label_frames, reading_frames = [], []
-    with ReadingProducer(settings.kafka, settings.topics) as producer, _progress(total) as progress:
+    total = None if cfg.endless else cfg.meters * cfg.steps
+    blocks_written = 0
+    with ReadingProducer.from_settings(settings) as producer, _progress() as progress:
+        pacer = Pacer(pace, wait=producer.poll)
         task = progress.add_task("sending readings", total=total)
         try:
-            for block in iter_fleet_blocks(cfg, block_days=7.0 if days > 0 else 1.0):
-                label_frames.append(block.labels)
+            for block in iter_fleet_blocks(cfg, block_days=_BLOCK_DAYS):
+                # Written before sending, so an evaluator can follow an endless run as it goes.
+                if labels is not None:
+                    block.write_labels(labels, append=blocks_written > 0)
                 if readings_csv is not None:
-                    reading_frames.append(block.readings)
-                for chunk in paced_chunks(block.readings, pace):
+                    block.write_readings_csv(readings_csv, append=blocks_written > 0)
+                blocks_written += 1
+                for chunk in paced_chunks(block.readings, pacer):
                     producer.send_frame(chunk, batch_by_feeder=batch_by is BatchBy.feeder,
                                         head_end_id=settings.head_end_id)
                     progress.update(task, advance=len(chunk))
         except KeyboardInterrupt:
             console.print("interrupted; flushing what was sent")
-    if labels is not None:
-        pd.concat(label_frames).to_csv(labels, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
-    if readings_csv is not None and reading_frames:
-        from producers.simulator import SimulatedFleet
-
-        SimulatedFleet(readings=pd.concat(reading_frames, ignore_index=True)).write_readings_csv(readings_csv)
     _finish(producer.summary)
 
 
 @app.command()
 def csv(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="timestamp,meter_id,kwh or timestamp,consumption CSV."),
-    meter_id: str | None = typer.Option(None, help="Meter id for a single-meter timestamp,consumption file."),
+    meter_id: str | None = typer.Option(None, help="Meter id for a single-meter timestamp,consumption file "
+                                                   "(default: the file name without extension)."),
     feeder_id: str | None = typer.Option(None, help="Feeder for rows without one (default: the meter is its own feeder)."),
-    speedup: float | None = typer.Option(None, help="Replay faster than recorded (60: an hour per minute)."),
-    as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Send without pacing."),
+    speedup: float | None = typer.Option(None, "--speedup", help="Replay faster than recorded (60: an hour a minute). "
+                                                                 "Default: recorded speed."),
+    as_fast_as_possible: bool = FastOpt,
     batch_by: BatchBy = typer.Option(BatchBy.none, help="feeder: group rows into head-end batches."),
     bootstrap_servers: str | None = BootstrapOpt,
 ) -> None:
@@ -154,16 +188,20 @@ def csv(
     except CsvFormatError as exc:
         console.print(f"[red]error:[/red] {file}: {exc}")
         raise typer.Exit(2) from exc
+    _stop_on_sigterm()
     settings = _settings(bootstrap_servers)
     frame = parsed.readings.sort_values(["timestamp", "meter_id"], kind="stable")
-    source = f"csv:{file.name}"
-    with ReadingProducer(settings.kafka, settings.topics) as producer, _progress(len(frame)) as progress:
+    source = f"csv:{file}"
+    with ReadingProducer.from_settings(settings) as producer, _progress() as progress:
         for row in parsed.rejected:
             producer.send_dead_letter(source, row.reason, raw_text=row.raw_text, row_number=row.row_number)
+        for row in parsed.rejected[:_SHOWN_REJECTS]:
             console.print(f"row {row.row_number}: {row.reason}")
+        if len(parsed.rejected) > _SHOWN_REJECTS:
+            console.print(f"... and {len(parsed.rejected) - _SHOWN_REJECTS} more rows rejected (all in the dead-letter topic)")
         task = progress.add_task("replaying", total=len(frame))
         try:
-            for chunk in paced_chunks(frame, pace):
+            for chunk in paced_chunks(frame, Pacer(pace, wait=producer.poll)):
                 producer.send_frame(chunk, batch_by_feeder=batch_by is BatchBy.feeder)
                 progress.update(task, advance=len(chunk))
         except KeyboardInterrupt:

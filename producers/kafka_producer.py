@@ -3,30 +3,49 @@
 * Idempotent and ``acks=all``: a retried send never duplicates a reading.
 * Keyed by **feeder id** with the ``murmur2_random`` partitioner (Kafka's and Faust's hash), so
   a meter's readings always land in its feeder's partition, where its state and forecast live.
+  This holds for single readings and head-end batches alike.
 * Single readings (IoT meters, one ``MeterReading`` per record) or head-end batches (one
   ``MeterReadingBatch`` per feeder and interval), which is how AMI head-ends deliver data and
   what lets one stream worker score tens of thousands of readings per second.
-* Every delivery report is counted; rejected input goes to the dead-letter topic with a reason.
+* Every delivery report is counted in readings, not records; what is still undelivered when
+  the producer closes counts as failed. Rejected input goes to the dead-letter topic with a reason.
+
+Frames are encoded column-wise by :mod:`producers.reading_encoder`; this module only sends bytes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 from confluent_kafka import KafkaError, Message, Producer
 
+from producers.reading_encoder import (
+    DEFAULT_MAX_READINGS_PER_BATCH,
+    EncodedMessages,
+    ReadingEncoder,
+    feeder_batches,
+    reading_records,
+)
 from schemas.dead_letters import dead_letter_record
 from schemas.partitioning import PARTITIONER
 from schemas.serde import DEAD_LETTER, METER_READING, METER_READING_BATCH, make_serde
 from wattsup.kafka_settings import KafkaConnection, TopicNames
 
+if TYPE_CHECKING:
+    from producers.settings import ProducerSettings
+
 log = logging.getLogger(__name__)
+
+__all__ = ["DeliverySummary", "ReadingProducer", "feeder_batches", "producer_config", "reading_records"]
+
+_POLL_EVERY = 1000
+"""Serve delivery reports after this many produce calls: often enough to keep the queue short,
+rarely enough that polling costs nothing per message."""
 
 
 @dataclass
@@ -34,15 +53,19 @@ class DeliverySummary:
     sent: int = 0
     """Readings acknowledged by the broker."""
     failed: int = 0
-    """Readings the broker did not acknowledge."""
+    """Readings the broker did not acknowledge (including those still undelivered at close)."""
     rejected: int = 0
     """Input records refused before sending (they went to the dead-letter topic)."""
     dead_lettered: int = 0
+    """Dead letters acknowledged by the broker."""
+    dead_letters_failed: int = 0
+    """Dead letters that could not be written: the rejected input is lost, which is a failure."""
     records: int = 0
     """Kafka records acknowledged (a head-end batch is one record carrying many readings)."""
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
+    """Delivery error name -> count of records."""
 
     @property
     def seconds(self) -> float:
@@ -52,24 +75,31 @@ class DeliverySummary:
     def readings_per_second(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.dead_letters_failed == 0
+
     def line(self) -> str:
-        return (f"sent={self.sent} failed={self.failed} rejected={self.rejected} records={self.records} "
+        lost = f" dead_letters_failed={self.dead_letters_failed}" if self.dead_letters_failed else ""
+        return (f"sent={self.sent} failed={self.failed} rejected={self.rejected}{lost} records={self.records} "
                 f"seconds={self.seconds:.2f} rate={self.readings_per_second:,.0f} readings/s")
 
 
 def producer_config(connection: KafkaConnection, **overrides: Any) -> dict[str, Any]:
-    return {
+    """librdkafka settings of every readings producer; ``overrides`` may tune batching, not safety."""
+    config = {
         **connection.confluent_config(),
-        "enable.idempotence": True,
-        "acks": "all",
-        "partitioner": PARTITIONER,
         "linger.ms": 20,
         "batch.size": 1_000_000,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
-        "queue.buffering.max.kbytes": 512 * 1024,
+        "queue.buffering.max.kbytes": 256 * 1024,
         **overrides,
     }
+    # Not overridable: without them a retry could duplicate or reorder a meter's readings, and
+    # librdkafka's default partitioner would put a feeder elsewhere than Java/Faust expect.
+    config.update({"enable.idempotence": True, "acks": "all", "partitioner": PARTITIONER})
+    return config
 
 
 class ReadingProducer:
@@ -82,76 +112,134 @@ class ReadingProducer:
         *,
         serde: Any | None = None,
         config_overrides: dict[str, Any] | None = None,
+        max_readings_per_batch: int = DEFAULT_MAX_READINGS_PER_BATCH,
+        flush_timeout: float = 60.0,
     ) -> None:
         self.topics = topics
         self.serde = serde or make_serde(connection.schema_registry_url, **connection.registry_config())
+        self.encoder = ReadingEncoder(self.serde)
         self.producer = Producer(producer_config(connection, **(config_overrides or {})))
+        self.max_readings_per_batch = max_readings_per_batch
+        self.flush_timeout = flush_timeout
         self.summary = DeliverySummary()
+        self._in_flight = 0
+        """Readings produced whose delivery report has not come back yet."""
+        self._dead_letters_in_flight = 0
+        self._unpolled = 0
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: ProducerSettings, **kwargs: Any) -> ReadingProducer:
+        return cls(settings.kafka, settings.topics, config_overrides=settings.librdkafka_overrides(),
+                   max_readings_per_batch=settings.max_readings_per_batch,
+                   flush_timeout=settings.flush_timeout_s, **kwargs)
 
     # -- delivery accounting -------------------------------------------------------------
-    def _on_delivery(self, readings: int) -> Callable[[KafkaError | None, Message], None]:
-        def callback(err: KafkaError | None, _msg: Message) -> None:
-            if err is None:
-                self.summary.sent += readings
-                self.summary.records += 1
-            else:
-                self.summary.failed += readings
-                self.summary.errors[err.name()] = self.summary.errors.get(err.name(), 0) + 1
+    def _delivered(self, readings: int, err: KafkaError | None, _msg: Message) -> None:
+        self._in_flight -= readings
+        if err is None:
+            self.summary.sent += readings
+            self.summary.records += 1
+        else:
+            self.summary.failed += readings
+            self.summary.errors[err.name()] = self.summary.errors.get(err.name(), 0) + 1
 
-        return callback
+    def _one_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        self._delivered(1, err, msg)
 
-    def _on_dead_letter(self, err: KafkaError | None, _msg: Message) -> None:
+    def _dead_letter_delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        self._dead_letters_in_flight -= 1
         if err is None:
             self.summary.dead_lettered += 1
         else:
+            self.summary.dead_letters_failed += 1
             log.error("could not write a dead letter: %s", err)
 
-    def _produce(self, topic: str, key: bytes, value: bytes, on_delivery: Callable) -> None:
+    def _produce(self, topic: str, key: bytes, value: bytes, on_delivery: Any) -> None:
         while True:
             try:
-                self.producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                self.producer.produce(topic, value, key, on_delivery=on_delivery)
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self.producer.poll(0.05)
-        self.producer.poll(0)
+        self._unpolled += 1
+        if self._unpolled >= _POLL_EVERY:
+            self._unpolled = 0
+            self.producer.poll(0)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery reports; waiting here (e.g. between paced intervals) keeps counts current."""
+        self.producer.poll(timeout)
 
     # -- sending -------------------------------------------------------------------------
+    def send_messages(self, messages: EncodedMessages) -> None:
+        """Send already encoded readings-topic messages (see :class:`ReadingEncoder`)."""
+        topic = self.topics.readings
+        if messages.readings is None:
+            self._in_flight += len(messages)
+            for key, value in zip(messages.keys, messages.values):
+                self._produce(topic, key, value, self._one_delivered)
+        else:
+            for key, value, count in zip(messages.keys, messages.values, messages.readings):
+                self._in_flight += count
+                self._produce(topic, key, value, partial(self._delivered, count))
+
+    def send_frame(self, frame: pd.DataFrame, *, batch_by_feeder: bool = False, head_end_id: str | None = None) -> None:
+        """Send a frame of readings in its row order (delivery order), one by one or as head-end batches.
+
+        Columns: timestamp, meter_id, feeder_id, kwh, interval_seconds, optional quality_flags.
+        """
+        if batch_by_feeder:
+            encoded = self.encoder.batches(frame, head_end_id=head_end_id, max_readings=self.max_readings_per_batch)
+        else:
+            encoded = self.encoder.readings(frame)
+        for messages in encoded:
+            self.send_messages(messages)
+
     def send_reading(self, reading: dict[str, Any]) -> None:
         """One ``MeterReading`` record keyed by its feeder."""
         value = self.serde.encode(METER_READING, reading)
-        self._produce(self.topics.readings, reading["feeder_id"].encode(), value, self._on_delivery(1))
+        self._in_flight += 1
+        self._produce(self.topics.readings, reading["feeder_id"].encode(), value, self._one_delivered)
 
     def send_batch(self, batch: dict[str, Any]) -> None:
-        """One ``MeterReadingBatch`` record (all readings must share the batch's feeder)."""
+        """One ``MeterReadingBatch`` record keyed by its feeder (all readings must share it)."""
+        count = len(batch["readings"])
         value = self.serde.encode(METER_READING_BATCH, batch)
-        self._produce(self.topics.readings, batch["feeder_id"].encode(), value, self._on_delivery(len(batch["readings"])))
+        self._in_flight += count
+        self._produce(self.topics.readings, batch["feeder_id"].encode(), value, partial(self._delivered, count))
 
     def send_dead_letter(self, source: str, reason: str, *, raw_text: str | None = None,
                          raw_bytes: bytes | None = None, row_number: int | None = None) -> None:
+        """A rejected input record, keyed by its source so one file's rejects stay in order."""
         record = dead_letter_record(source, reason, raw_text=raw_text, raw_bytes=raw_bytes, row_number=row_number)
         self.summary.rejected += 1
+        self._dead_letters_in_flight += 1
         self._produce(self.topics.dead_letters, source.encode(), self.serde.encode(DEAD_LETTER, record),
-                      self._on_dead_letter)
+                      self._dead_letter_delivered)
 
-    def send_frame(self, frame: pd.DataFrame, *, batch_by_feeder: bool = False, head_end_id: str | None = None) -> None:
-        """Send a frame of readings (columns as :func:`reading_records` expects) in its row order."""
-        if batch_by_feeder:
-            for batch in feeder_batches(frame, head_end_id=head_end_id):
-                self.send_batch(batch)
-        else:
-            for reading in reading_records(frame):
-                self.send_reading(reading)
-
-    def flush(self, timeout: float = 60.0) -> int:
-        remaining = self.producer.flush(timeout)
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait for outstanding deliveries; returns how many records are still undelivered."""
+        remaining = self.producer.flush(self.flush_timeout if timeout is None else timeout)
         if remaining:
-            log.error("%d records still undelivered after %.0f s", remaining, timeout)
+            log.error("%d records still undelivered after %.0f s", remaining,
+                      self.flush_timeout if timeout is None else timeout)
         return remaining
 
     def close(self) -> DeliverySummary:
-        remaining = self.flush()
-        self.summary.failed += remaining
-        self.summary.finished = time.monotonic()
+        """Flush and finish the summary; readings never acknowledged count as failed."""
+        if not self._closed:
+            self._closed = True
+            self.flush()
+            if self._in_flight:
+                log.error("%d readings were never acknowledged; counted as failed", self._in_flight)
+                self.summary.failed += self._in_flight
+                self._in_flight = 0
+            if self._dead_letters_in_flight:
+                log.error("%d dead letters were never acknowledged", self._dead_letters_in_flight)
+                self.summary.dead_letters_failed += self._dead_letters_in_flight
+                self._dead_letters_in_flight = 0
+            self.summary.finished = time.monotonic()
         return self.summary
 
     def __enter__(self) -> ReadingProducer:
@@ -159,60 +247,3 @@ class ReadingProducer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def reading_records(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
-    """``MeterReading`` dicts from a frame with timestamp, meter_id, feeder_id, kwh, interval_seconds.
-
-    Iterates plain numpy columns (not ``iterrows``): building the dicts is on the hot path.
-    """
-    ts = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()
-    meters = frame["meter_id"].to_numpy()
-    feeders = frame["feeder_id"].to_numpy()
-    kwh = frame["kwh"].to_numpy(dtype=float)
-    interval = frame["interval_seconds"].to_numpy(dtype=np.int64)
-    flags = frame["quality_flags"].to_numpy() if "quality_flags" in frame else None
-    for i in range(len(frame)):
-        yield {
-            "meter_id": meters[i],
-            "feeder_id": feeders[i],
-            "timestamp": int(ts[i]),
-            "energy_kwh": float(kwh[i]),
-            "interval_seconds": int(interval[i]),
-            "voltage_v": None,
-            "power_kw": None,
-            "quality_flags": flags[i].split(";") if flags is not None and flags[i] else [],
-        }
-
-
-def feeder_batches(frame: pd.DataFrame, *, head_end_id: str | None = None, max_readings: int = 5000) -> Iterable[dict[str, Any]]:
-    """Head-end uploads: consecutive rows of one feeder become one ``MeterReadingBatch``.
-
-    Rows are grouped per feeder within runs of equal delivery order, so a batch never reorders
-    a meter's readings, and a feeder's batch is capped at ``max_readings`` to stay well under
-    Kafka's message size limit.
-    """
-    if frame.empty:
-        return
-    now_ms = int(time.time() * 1000)
-    records = list(reading_records(frame))
-    feeders = frame["feeder_id"].to_numpy()
-    ts = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()
-    # A new upload starts whenever the interval timestamp changes: one upload per feeder per interval.
-    boundaries = np.flatnonzero(np.diff(ts) != 0) + 1
-    start = 0
-    for end in [*boundaries.tolist(), len(records)]:
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for i in range(start, end):
-            groups.setdefault(feeders[i], []).append(records[i])
-        for feeder, readings in groups.items():
-            for chunk_start in range(0, len(readings), max_readings):
-                chunk = readings[chunk_start:chunk_start + max_readings]
-                yield {
-                    "batch_id": f"{feeder}-{chunk[0]['timestamp']}-{chunk_start}",
-                    "feeder_id": feeder,
-                    "head_end_id": head_end_id,
-                    "uploaded_at": now_ms,
-                    "readings": chunk,
-                }
-        start = end

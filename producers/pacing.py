@@ -3,36 +3,64 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 
+from producers.reading_encoder import delivery_slots, epoch_ms
 
-def paced_chunks(frame: pd.DataFrame, speedup: float | None, *, time_column: str = "timestamp") -> Iterator[pd.DataFrame]:
-    """Yield consecutive chunks of ``frame`` (already in delivery order) when they are due.
 
-    With ``speedup=None`` everything is due at once. Otherwise the first row's time is "now"
-    and each later row is due after (its time - first time) / speedup wall-clock seconds, so
-    900 plays one 15-minute interval per second. Rows are grouped by equal timestamps: one
-    interval of a fleet goes out together, as a head-end would send it.
+class Pacer:
+    """Maps simulated time to wall-clock time: ``speedup`` simulated seconds per wall second.
+
+    One pacer spans a whole run, so blocks generated one after another keep a steady rhythm
+    (the first slot it sees is "now"). ``speedup=None`` never waits.
+    """
+
+    def __init__(self, speedup: float | None, *, wait: Callable[[float], object] = time.sleep) -> None:
+        if speedup is not None and speedup <= 0:
+            raise ValueError(f"speedup must be positive, got {speedup}")
+        self.speedup = speedup
+        self.wait = wait
+        """Called with the seconds to wait; a producer's ``poll`` serves delivery reports meanwhile."""
+        self._anchor: tuple[int, float] | None = None
+
+    @property
+    def paced(self) -> bool:
+        return self.speedup is not None
+
+    def wait_for(self, slot_ms: int) -> None:
+        """Return when the interval ending at ``slot_ms`` is due."""
+        if self.speedup is None:
+            return
+        if self._anchor is None:
+            self._anchor = (slot_ms, time.monotonic())
+            return
+        first_ms, wall_start = self._anchor
+        due = wall_start + (slot_ms - first_ms) / 1000.0 / self.speedup
+        while (delay := due - time.monotonic()) > 0:
+            self.wait(min(delay, 1.0))
+
+
+def paced_chunks(frame: pd.DataFrame, pacer: Pacer | float | None, *,
+                 time_column: str = "timestamp") -> Iterator[pd.DataFrame]:
+    """Yield consecutive chunks of ``frame`` (in delivery order) when they are due.
+
+    Without pacing everything is due at once. Otherwise a chunk is one delivery slot: the rows
+    up to the next newer interval, so a fleet's interval goes out together, as a head-end sends
+    it, and a late reading goes out with the newer readings it was delivered with.
     """
     if frame.empty:
         return
-    if speedup is None:
+    if not isinstance(pacer, Pacer):
+        pacer = Pacer(pacer)
+    if not pacer.paced:
         yield frame
         return
-    times = frame[time_column].dt.as_unit("ms").astype("int64").to_numpy()
-    first = times[0]
-    wall_start = time.monotonic()
-    start = 0
-    n = len(frame)
-    while start < n:
-        end = start
-        while end < n and times[end] == times[start]:
-            end += 1
-        due = wall_start + (times[start] - first) / 1000.0 / speedup
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+    slots = delivery_slots(epoch_ms(frame[time_column]))
+    starts = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])
+    ends = np.r_[starts[1:], len(frame)]
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        pacer.wait_for(int(slots[start]))
         yield frame.iloc[start:end]
-        start = end
