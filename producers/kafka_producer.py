@@ -227,10 +227,17 @@ class ReadingProducer:
         return remaining
 
     def close(self) -> DeliverySummary:
-        """Flush and finish the summary; readings never acknowledged count as failed."""
+        """Flush, shut the client down and finish the summary; readings never acknowledged count as failed.
+
+        What is still queued after the flush timeout is purged, so its delivery reports come back
+        as failures now and the client stops retrying (and logging) in the background.
+        """
         if not self._closed:
             self._closed = True
-            self.flush()
+            if self.flush():
+                self.producer.purge()
+                self.producer.flush(1.0)
+            self.producer.close()
             if self._in_flight:
                 log.error("%d readings were never acknowledged; counted as failed", self._in_flight)
                 self.summary.failed += self._in_flight
