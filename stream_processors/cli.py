@@ -27,8 +27,10 @@ def _load_readings(path: Path) -> pd.DataFrame:
     if len(parsed.rejected) > 20:
         console.print(f"... and {len(parsed.rejected) - 20} more rows skipped")
     frame = parsed.readings
+    # Row numbers count physical lines (header = 1, blank lines included): keep blank lines so
+    # row n of the file is position n - 2 here too.
     raw = pd.read_csv(path, usecols=lambda c: c.strip().lower() in ("label", "event_id"), dtype=str,
-                      keep_default_na=False)
+                      keep_default_na=False, skip_blank_lines=False)
     raw.columns = [c.strip().lower() for c in raw.columns]
     for column in raw.columns:
         frame[column] = raw[column].iloc[frame["row_number"].to_numpy() - 2].to_numpy()
