@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install kafka-jars registry demo test unit bench clean
+.PHONY: install system-packages kafka-jars registry demo test unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -18,6 +18,18 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian packages the tests drive: headless Chromium (dashboard end-to-end test; the browser is never
+# downloaded by a test tool) and promtool (Prometheus configuration checks). Installed only when missing.
+SYSTEM_TOOLS := chromium:chromium promtool:prometheus
+system-packages:
+	@missing=$$(for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || echo $${pair##*:}; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		command -v apt-get >/dev/null || { echo "error: need $$missing (apt-get not found)" >&2; exit 1; }; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
 
 kafka-jars: install
 	$(BIN)/wattsup broker fetch
@@ -28,7 +40,7 @@ registry: install
 demo: kafka-jars
 	$(BIN)/wattsup demo
 
-test: kafka-jars registry
+test: kafka-jars registry system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install
