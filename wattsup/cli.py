@@ -11,6 +11,7 @@ import logging
 import typer
 
 from deploy.kafka.cli import app as broker_app
+from deploy.lag_exporter.cli import lag_exporter
 from deploy.registry.cli import app as registry_app
 from models.cli import app as model_app
 from producers.cli import app as produce_app
@@ -25,6 +26,7 @@ app.command("stream")(stream)
 app.command("sensitivity")(sensitivity)
 app.command("detect")(detect)
 app.command("evaluate")(evaluate)
+app.command("lag-exporter")(lag_exporter)
 
 
 @app.callback()
