@@ -13,6 +13,7 @@ import typer
 from deploy.kafka.cli import app as broker_app
 from deploy.lag_exporter.cli import lag_exporter
 from deploy.registry.cli import app as registry_app
+from forecaster.cli import app as forecast_app
 from models.cli import app as model_app
 from producers.cli import app as produce_app
 from stream_processors.cli import detect, evaluate, sensitivity, stream
@@ -22,6 +23,7 @@ app.add_typer(broker_app, name="broker", help="Run the local single-node Kafka b
 app.add_typer(produce_app, name="produce", help="Write meter readings to Kafka: simulated fleet or CSV replay.")
 app.add_typer(registry_app, name="registry", help="Run a local Apicurio schema registry (Confluent-compatible API).")
 app.add_typer(model_app, name="model", help="Train and list detector versions.")
+app.add_typer(forecast_app, name="forecast", help="Prophet forecasts of expected usage per meter (batch worker).")
 app.command("stream")(stream)
 app.command("sensitivity")(sensitivity)
 app.command("detect")(detect)
