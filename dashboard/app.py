@@ -1,0 +1,161 @@
+"""The dashboard's ASGI app: ``create_app(settings)`` builds it; ``wattsup dashboard`` serves it with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dashboard.service import DashboardService
+from dashboard.settings import DashboardSettings
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class BodySizeLimit:
+    """Refuse request bodies over a size limit with 413, before they are parsed or spooled.
+
+    ``limits`` maps a path to its byte limit. A declared ``Content-Length`` over the limit is
+    refused at once; a chunked body is counted as it arrives and cut off at the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limits: dict[str, tuple[int, str]]) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.limits or scope["method"] not in ("POST", "PUT"):
+            await self.app(scope, receive, send)
+            return
+        limit, what = self.limits[scope["path"]]
+        message = f"{what} is larger than the limit of {limit / 1024 / 1024:g} MB"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+        too_large = False
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, too_large
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge()
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal response_started
+            if msg["type"] == "http.response.start":
+                response_started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+        except Exception:
+            if too_large and not response_started:
+                await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+            else:
+                raise
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if path:
+        return path
+    return "/" if request.url.path == "/" else ("static" if not request.url.path.startswith("/api/") else "unmatched")
+
+
+def create_app(settings: DashboardSettings | None = None, *, consume: bool | None = None) -> FastAPI:
+    """The app for ``settings``; ``consume`` overrides ``settings.consume`` (False for API-only tests)."""
+    settings = settings or DashboardSettings()
+    service = DashboardService(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.hub.bind(asyncio.get_running_loop())
+        service.start(consume)
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, service.stop)
+
+    app = FastAPI(
+        title="WattsUp dashboard API",
+        version="1",
+        description="Anomalies, readings and forecasts of the meter fleet; ingest, batch detection, sensitivity and "
+                    "alert rules. Writing endpoints need `Authorization: Bearer <token>` or a session cookie.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            response = await call_next(request)
+        except Exception:
+            service.metrics.http_requests.labels(route=_route_template(request), status="500").inc()
+            raise
+        service.metrics.http_requests.labels(route=_route_template(request), status=str(response.status_code)).inc()
+        return response
+
+    from dashboard.api_events import router as events_router
+    from dashboard.api_read import router as read_router
+    from dashboard.api_session import router as session_router
+    from dashboard.api_write import router as write_router
+
+    app.include_router(session_router)
+    app.include_router(read_router)
+    app.include_router(write_router)
+    app.include_router(events_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, Any]:
+        ingest = service.ingest
+        if ingest is not None and ingest.error is not None:
+            return JSONResponse({"status": "error", "detail": f"ingest stopped: {ingest.error}"}, status_code=503)
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        service.metrics.sse_clients.set(service.hub.clients)
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if (STATIC_DIR / "index.html").exists():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+    else:
+        @app.get("/", include_in_schema=False)
+        def assets_missing() -> JSONResponse:
+            return JSONResponse({"detail": f"the dashboard page is not built: {STATIC_DIR / 'index.html'} does not "
+                                           "exist (the API under /api/v1 works)"}, status_code=503)
+
+    app.add_middleware(BodySizeLimit, limits={
+        "/api/v1/detect": (settings.max_upload_bytes, "the uploaded file"),
+        "/api/v1/readings": (settings.max_json_body_bytes, "the request body"),
+    })
+    return app

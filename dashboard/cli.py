@@ -1,0 +1,54 @@
+"""``wattsup dashboard`` (serve the dashboard) and ``wattsup dashboard create-token NAME``."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+console = Console()
+app = typer.Typer(help="The dashboard web service: REST API, live events, alerts and the page.")
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, help="Listen address (WATTSUP_DASHBOARD_HOST, default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (WATTSUP_DASHBOARD_PORT, default 8000)."),
+    bootstrap_servers: str | None = typer.Option(None, help="Overrides WATTSUP_KAFKA_BOOTSTRAP_SERVERS."),
+) -> None:
+    """Serve the dashboard (API under /api/v1, page at /) and follow the Kafka topics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from dashboard.app import create_app
+    from dashboard.settings import DashboardSettings
+
+    settings = DashboardSettings()
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update=updates)
+    if bootstrap_servers:
+        settings.kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                proxy_headers=False, timeout_graceful_shutdown=5)
+
+
+@app.command("create-token")
+def create_token_command(name: str = typer.Argument(..., help="Who or what the token is for, e.g. gateway-7.")) -> None:
+    """Create an API token for the writing endpoints; it is printed once and stored only hashed."""
+    from dashboard.auth import TokenExistsError, create_token
+    from dashboard.db import make_engine, migrate, session_factory
+    from dashboard.settings import DashboardSettings
+
+    settings = DashboardSettings()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    try:
+        token = create_token(session_factory(engine), name)
+    except (TokenExistsError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+    console.print(f"token {name!r} created; it is shown only this once:")
+    typer.echo(token)

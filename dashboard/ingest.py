@@ -1,0 +1,195 @@
+"""Follow the anomalies, readings and forecasts topics and store them exactly once.
+
+The consumer assigns itself every partition of the three topics and seeks each to the offset
+stored in the database **with** the rows it produced (:func:`dashboard.store.store_batch`), so
+after a crash or restart it resumes exactly after what was stored: nothing is skipped and
+nothing is stored twice. That is more exact than Kafka's committed offsets, which are written
+apart from the rows. Unique keys on (meter_id, timestamp) make any overlap harmless anyway.
+
+The loop runs in its own thread (librdkafka's calls block); each poll becomes one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dashboard.metrics import DashboardMetrics
+from dashboard.models import Reading
+from dashboard.settings import DashboardSettings
+from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
+from dashboard.timeutil import DAY_MS, iso
+from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde
+from stream_processors.reading_columns import ReadingColumns, decode_into
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECONDS = 600.0
+TOPIC_WAIT_SECONDS = 2.0
+
+StoredCallback = Callable[[StoredBatch], None]
+
+
+class KafkaIngest:
+    """The background consumer; :meth:`start` and :meth:`stop` it, read :attr:`stored_total`."""
+
+    def __init__(self, settings: DashboardSettings, sessions: sessionmaker[Session], metrics: DashboardMetrics,
+                 on_stored: StoredCallback | None = None) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.metrics = metrics
+        self.on_stored = on_stored
+        self.topics = settings.topics
+        self.serde = make_serde(settings.kafka.schema_registry_url, **settings.kafka.registry_config())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.assigned = threading.Event()
+        """Set once every partition is assigned and positioned (tests wait for it)."""
+        self.batches_stored = 0
+        self.error: BaseException | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dashboard-ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("ingest thread did not stop within %.0f s", timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the loop -----------------------------------------------------------------------
+    def _consumer(self) -> Consumer:
+        return Consumer({
+            **self.settings.kafka.confluent_config(),
+            "group.id": "wattsup-dashboard",  # required by librdkafka; offsets live in the database
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 16 * 1024 * 1024,
+        })
+
+    def _assign(self, consumer: Consumer) -> bool:
+        """Assign all partitions, each at its stored offset; False if a topic does not exist yet."""
+        names = [self.topics.anomalies, self.topics.readings, self.topics.forecasts]
+        metadata = consumer.list_topics(timeout=10)
+        missing = [n for n in names if n not in metadata.topics or metadata.topics[n].error is not None]
+        if missing:
+            log.info("waiting for topics %s to exist", missing)
+            return False
+        with self.sessions() as session:
+            offsets = stored_offsets(session, names)
+        assignment = [TopicPartition(n, p, offsets.get((n, p), OFFSET_BEGINNING))
+                      for n in names for p in sorted(metadata.topics[n].partitions)]
+        consumer.assign(assignment)
+        log.info("following %d partitions of %s (%d resumed from stored offsets)", len(assignment), names,
+                 sum(1 for tp in assignment if tp.offset != OFFSET_BEGINNING))
+        return True
+
+    def _run(self) -> None:
+        consumer = self._consumer()
+        last_prune = 0.0
+        try:
+            while not self._stop.is_set() and not self._assign(consumer):
+                self._stop.wait(TOPIC_WAIT_SECONDS)
+            self.assigned.set()
+            while not self._stop.is_set():
+                messages = consumer.consume(self.settings.consumer_batch, timeout=0.5)
+                if messages:
+                    self._handle(messages)
+                if time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
+                    last_prune = time.monotonic()
+                    self._prune()
+        except Exception as exc:  # noqa: BLE001 - visible in /healthz and the log, never silent
+            self.error = exc
+            log.exception("dashboard ingest stopped")
+        finally:
+            consumer.close()
+
+    def _handle(self, messages: list[Any]) -> None:
+        batch = IngestBatch()
+        columns = ReadingColumns()
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer error: %s", err)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            batch.offsets[(topic, partition)] = offset + 1
+            value = msg.value()
+            if value is None:  # a tombstone on a compacted topic
+                continue
+            try:
+                if topic == self.topics.readings:
+                    decode_into(columns, self.serde, value, f"topic:{topic}[{partition}]@{offset}")
+                elif topic == self.topics.anomalies:
+                    name, record = self.serde.decode(value, raw_timestamps=True)
+                    if name == ANOMALY:
+                        batch.anomalies.append(record)
+                    else:
+                        raise SerdeError(f"unexpected record type {name}")
+                elif topic == self.topics.forecasts:
+                    name, record = self.serde.decode(value, raw_timestamps=True)
+                    if name != FORECAST:
+                        raise SerdeError(f"unexpected record type {name}")
+                    batch.forecasts.append({
+                        "meter_id": record["meter_id"], "feeder_id": record["feeder_id"],
+                        "generated_at_ms": int(record["generated_at"]), "model_version": record["model_version"],
+                        "interval_seconds": int(record["interval_seconds"]),
+                        "points": [[int(p["timestamp"]), p["expected"], p["lower"], p["upper"]]
+                                   for p in record["horizon"]],
+                    })
+            except SerdeError as exc:
+                self.metrics.records_undecodable.labels(topic=topic).inc()
+                log.warning("skipping undecodable message %s[%d]@%d: %s", topic, partition, offset, exc)
+        batch.readings = [
+            {"meter_id": m, "feeder_id": f, "timestamp_ms": t, "kwh": k, "interval_seconds": i}
+            for m, f, t, k, i in zip(columns.meter_ids, columns.feeder_ids, columns.timestamps_ms, columns.kwh,
+                                     columns.interval_s)
+        ]
+        with self.sessions.begin() as session:
+            stored = store_batch(session, batch)
+        self.batches_stored += 1
+        self.metrics.records_ingested.labels(topic=self.topics.anomalies).inc(len(stored.anomalies))
+        self.metrics.records_ingested.labels(topic=self.topics.readings).inc(len(stored.readings))
+        self.metrics.records_ingested.labels(topic=self.topics.forecasts).inc(stored.forecasts)
+        if self.on_stored is not None and (stored.anomalies or stored.readings):
+            try:
+                self.on_stored(stored)
+            except Exception:  # noqa: BLE001 - a listener's failure must not stop the ingest
+                log.exception("listener of stored records failed")
+
+    def feeder_sums(self, stored: StoredBatch, feeders: set[str]) -> list[dict[str, Any]]:
+        """Per-timestamp totals of the watched feeders that this batch touched (for live feeder charts)."""
+        touched = {(r["feeder_id"], r["timestamp_ms"]) for r in stored.readings if r["feeder_id"] in feeders}
+        if not touched:
+            return []
+        out = []
+        with self.sessions() as session:
+            for feeder, ts in sorted(touched, key=lambda k: k[1]):
+                total = session.scalar(select(func.sum(Reading.kwh)).where(Reading.feeder_id == feeder)
+                                       .where(Reading.timestamp_ms == ts))
+                out.append({"meter_id": None, "feeder_id": feeder, "timestamp": iso(ts), "kwh": float(total or 0)})
+        return out
+
+    def _prune(self) -> None:
+        retention = int(self.settings.readings_retention_days * DAY_MS)
+        with self.sessions.begin() as session:
+            removed = prune_readings(session, retention)
+        if removed:
+            log.info("pruned %d readings older than %.1f days", removed, self.settings.readings_retention_days)

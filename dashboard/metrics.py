@@ -1,0 +1,36 @@
+"""Prometheus metrics of the dashboard (``wattsup_dashboard_*``), one registry per app instance.
+
+A registry per app (not the global one) lets tests build several apps in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class DashboardMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.records_ingested = Counter(
+            "wattsup_dashboard_records_ingested_total", "Records stored from Kafka, by topic (re-deliveries excluded).",
+            ["topic"], registry=self.registry)
+        self.records_undecodable = Counter(
+            "wattsup_dashboard_records_undecodable_total", "Kafka messages the dashboard could not decode, by topic.",
+            ["topic"], registry=self.registry)
+        self.alerts = Counter(
+            "wattsup_dashboard_alerts_total", "Alert decisions by channel and status (sent, failed, suppressed).",
+            ["channel", "status"], registry=self.registry)
+        self.http_requests = Counter(
+            "wattsup_dashboard_http_requests_total", "HTTP requests by route template and status code.",
+            ["route", "status"], registry=self.registry)
+        self.sse_clients = Gauge(
+            "wattsup_dashboard_sse_clients", "Browsers connected to the live event stream.", registry=self.registry)
+        self.detect_seconds = Histogram(
+            "wattsup_dashboard_detect_seconds", "Time to parse and score one uploaded CSV.",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80), registry=self.registry)
+        self.readings_accepted = Counter(
+            "wattsup_dashboard_readings_accepted_total", "Readings accepted by POST /api/v1/readings and produced.",
+            registry=self.registry)
+        self.readings_rejected = Counter(
+            "wattsup_dashboard_readings_rejected_total", "Readings rejected by POST /api/v1/readings (dead-lettered).",
+            registry=self.registry)

@@ -1,0 +1,112 @@
+"""The dashboard's long-lived parts, built once per app and shared by every request.
+
+Kafka-facing parts (the ingest consumer, the readings producer, the sensitivity watcher) are
+created on demand, so an app for pure API tests needs no broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from dashboard.alerts import AlertDispatcher
+from dashboard.db import make_engine, migrate, session_factory
+from dashboard.events import EventHub
+from dashboard.ingest import KafkaIngest
+from dashboard.metrics import DashboardMetrics
+from dashboard.ratelimit import RateLimiter
+from dashboard.settings import DashboardSettings
+from dashboard.store import StoredBatch
+from dashboard.timeutil import iso
+
+log = logging.getLogger(__name__)
+
+
+class DashboardService:
+    def __init__(self, settings: DashboardSettings) -> None:
+        self.settings = settings
+        self.engine: Engine = make_engine(settings.database_url)
+        migrate(self.engine)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self.metrics = DashboardMetrics()
+        self.hub = EventHub()
+        self.alerts = AlertDispatcher(settings, self.sessions, self.metrics)
+        self.ingest: KafkaIngest | None = None
+        self.write_limiter = RateLimiter(settings.ingest_rate_per_minute)
+        self.detect_limiter = RateLimiter(settings.detect_rate_per_minute)
+        self._producer: Any = None
+        self._watcher: Any = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, consume: bool | None = None) -> None:
+        self.alerts.start()
+        if self.settings.consume if consume is None else consume:
+            self.start_ingest()
+            self.sensitivity_watcher()
+
+    def start_ingest(self) -> KafkaIngest:
+        if self.ingest is None:
+            self.ingest = KafkaIngest(self.settings, self.sessions, self.metrics, on_stored=self._on_stored)
+            self.ingest.start()
+        return self.ingest
+
+    def stop(self) -> None:
+        if self.ingest is not None:
+            self.ingest.stop()
+        self.alerts.stop()
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._producer is not None:
+            summary = self._producer.close()
+            log.info("readings producer closed: %s", summary.line())
+        self.engine.dispose()
+
+    # -- stored records fan out to live clients and alerts ----------------------------
+    def _on_stored(self, stored: StoredBatch) -> None:
+        if stored.anomalies:
+            self.alerts.submit(stored.anomalies)
+        if not self.hub.clients:
+            return
+        meters = self.hub.watched_meters()
+        readings = [{"meter_id": r["meter_id"], "feeder_id": r["feeder_id"], "timestamp": iso(r["timestamp_ms"]),
+                     "kwh": r["kwh"]} for r in stored.readings if r["meter_id"] in meters]
+        feeders = self.hub.watched_feeders()
+        sums = self.ingest.feeder_sums(stored, feeders) if feeders and self.ingest is not None else []
+        self.hub.publish_threadsafe(stored.anomalies, readings, sums)
+
+    # -- Kafka clients on demand ------------------------------------------------------
+    def producer(self) -> Any:
+        """The shared readings producer (idempotent, keyed by feeder, murmur2), created on first use."""
+        with self._lock:
+            if self._producer is None:
+                from producers.kafka_producer import ReadingProducer
+
+                self._producer = ReadingProducer(self.settings.kafka, self.settings.topics, flush_timeout=15.0,
+                                                 config_overrides={"linger.ms": 5})
+            return self._producer
+
+    def sensitivity_watcher(self) -> Any:
+        with self._lock:
+            if self._watcher is None:
+                from stream_processors.sensitivity import SensitivityWatcher
+
+                self._watcher = SensitivityWatcher(self.settings.kafka, self.settings.topics)
+                self._watcher.start()
+            return self._watcher
+
+    # -- models -----------------------------------------------------------------------
+    def model_versions(self) -> list[dict[str, Any]]:
+        from models.artifacts import list_versions
+
+        return [asdict(m) for m in reversed(list_versions(self.settings.model_dir))]
+
+    def current_model_version(self) -> str | None:
+        from models.artifacts import latest_version
+
+        return latest_version(self.settings.model_dir)

@@ -1,0 +1,72 @@
+"""Settings of the dashboard service (``WATTSUP_DASHBOARD_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wattsup.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
+
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'dashboard' / 'wattsup.db'}"
+
+
+def _model_dir() -> Path:
+    from models.settings import ModelSettings
+
+    return ModelSettings().dir
+
+
+class DashboardSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WATTSUP_DASHBOARD_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = DEFAULT_DATABASE_URL
+    """SQLAlchemy URL: a SQLite file by default, ``postgresql+psycopg://...`` for PostgreSQL."""
+    read_public: bool = True
+    """Reading endpoints answer without a token; writing endpoints always need one."""
+    consume: bool = True
+    """Follow the anomalies, readings and forecasts topics (off for a read-only replica or API tests)."""
+    max_upload_mb: float = 50.0
+    """Largest CSV ``POST /api/v1/detect`` accepts."""
+    max_json_body_mb: float = 5.0
+    """Largest JSON body ``POST /api/v1/readings`` accepts."""
+    ingest_rate_per_minute: int = 600
+    """Requests per minute one token (or client address) may make to the writing endpoints."""
+    detect_rate_per_minute: int = 10
+    """CSV uploads per minute per token: each may take seconds of CPU."""
+    session_hours: float = 12.0
+    cookie_secure: bool = False
+    """Mark the session cookie Secure (set it when the dashboard is served over HTTPS)."""
+    readings_retention_days: float = 14.0
+    """Readings older than this (behind the newest stored reading) are deleted; anomalies are kept."""
+    consumer_batch: int = 5000
+    """Kafka messages stored per database transaction at most."""
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "wattsup@localhost"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = 10.0
+    webhook_timeout_seconds: float = 5.0
+    alert_rate_per_hour: int = 10
+    """Alerts one rule may send about one meter per hour; the rest are recorded as ``suppressed``."""
+    timezone: str = "UTC"
+    """Time zone of alert rules' quiet hours."""
+    summary_seconds: float = 5.0
+    keepalive_seconds: float = 15.0
+    model_dir: Path = Field(default_factory=lambda: _model_dir())
+    """Detector versions (default ``WATTSUP_MODEL_DIR``): listed by the API, used by uploads."""
+    kafka: KafkaConnection = Field(default_factory=KafkaConnection)
+    topics: TopicNames = Field(default_factory=TopicNames)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_json_body_bytes(self) -> int:
+        return int(self.max_json_body_mb * 1024 * 1024)

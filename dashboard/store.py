@@ -1,0 +1,306 @@
+"""Everything the dashboard reads from and writes to its database, in one place.
+
+Ingest writes rows and the consumer offsets they came from in **one transaction**
+(:func:`store_batch`), with ``INSERT ... ON CONFLICT DO NOTHING`` so a re-delivered record is
+never stored twice. The read side builds the API's answers with parameterised SQLAlchemy
+queries only (no user input is ever formatted into SQL).
+
+"Last 24 h" and "last hour" are measured back from the newest data the service holds, not the
+wall clock: the demo simulator runs faster than real time, and a replayed history should look
+the same as a live one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from dashboard.models import Anomaly, ConsumerOffset, Forecast, Meter, Reading
+from dashboard.timeutil import DAY_MS, HOUR_MS, iso
+
+SEVERITIES = ("INFO", "WARNING", "CRITICAL")
+_INSERT_CHUNK = 2000
+"""Rows per multi-row INSERT: SQLite allows 32,766 bound parameters per statement."""
+
+
+def _insert(session: Session, model: type) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL both do)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(model)
+    if name == "sqlite":
+        return sqlite.insert(model)
+    raise RuntimeError(f"unsupported database {name}: use SQLite or PostgreSQL")
+
+
+# -- ingest ------------------------------------------------------------------------------
+@dataclass
+class IngestBatch:
+    """Decoded records of one consumer poll and the offsets that follow them."""
+
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    forecasts: list[dict[str, Any]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(topic, partition) -> next offset to read."""
+
+
+@dataclass
+class StoredBatch:
+    """What :func:`store_batch` actually inserted (re-deliveries excluded)."""
+
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    """Anomaly objects as the API shows them, with their new ids."""
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    """Stored readings: meter_id, feeder_id, timestamp_ms, kwh."""
+    forecasts: int = 0
+
+
+def _anomaly_row(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "meter_id": record["meter_id"], "feeder_id": record["feeder_id"], "timestamp_ms": int(record["timestamp"]),
+        "observed": record["observed"], "expected": record.get("expected"), "lower": record.get("lower"),
+        "upper": record.get("upper"), "residual": record.get("residual"), "score": record["score"],
+        "severity": record["severity"], "kind": record.get("kind"), "causes": list(record.get("causes") or []),
+        "model_version": record["model_version"], "detected_at_ms": int(record["detected_at"]),
+    }
+
+
+def _dedupe(rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Keep the first row per key: one multi-row INSERT must not conflict with itself on PostgreSQL."""
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for row in rows:
+        k = tuple(row[c] for c in key)
+        if k not in seen:
+            seen.add(k)
+            out.append(row)
+    return out
+
+
+def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
+    """Insert the batch's rows and advance the offsets, all in the caller's transaction."""
+    stored = StoredBatch()
+    if batch.anomalies:
+        rows = _dedupe([_anomaly_row(a) for a in batch.anomalies], ("meter_id", "timestamp_ms"))
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            stmt = (_insert(session, Anomaly).values(rows[start:start + _INSERT_CHUNK])
+                    .on_conflict_do_nothing(index_elements=["meter_id", "timestamp_ms"])
+                    .returning(*Anomaly.__table__.c))
+            stored.anomalies += [anomaly_json(r) for r in session.execute(stmt).mappings()]
+    if batch.readings:
+        rows = _dedupe(batch.readings, ("meter_id", "timestamp_ms"))
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            stmt = (_insert(session, Reading).values(rows[start:start + _INSERT_CHUNK])
+                    .on_conflict_do_nothing(index_elements=["meter_id", "timestamp_ms"])
+                    .returning(Reading.meter_id, Reading.feeder_id, Reading.timestamp_ms, Reading.kwh))
+            stored.readings += [dict(r) for r in session.execute(stmt).mappings()]
+        _update_meters(session, stored.readings)
+    if batch.forecasts:
+        newest: dict[str, dict[str, Any]] = {}
+        for f in batch.forecasts:
+            if f["meter_id"] not in newest or f["generated_at_ms"] >= newest[f["meter_id"]]["generated_at_ms"]:
+                newest[f["meter_id"]] = f
+        for f in newest.values():
+            stmt = _insert(session, Forecast).values(**f)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["meter_id"],
+                set_={c: stmt.excluded[c] for c in ("feeder_id", "generated_at_ms", "model_version",
+                                                    "interval_seconds", "points")},
+                where=Forecast.generated_at_ms <= stmt.excluded.generated_at_ms,
+            )
+            session.execute(stmt)
+        stored.forecasts = len(newest)
+    if batch.offsets:
+        rows = [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in batch.offsets.items()]
+        stmt = _insert(session, ConsumerOffset).values(rows)
+        stmt = stmt.on_conflict_do_update(index_elements=["topic", "partition"],
+                                          set_={"next_offset": stmt.excluded.next_offset})
+        session.execute(stmt)
+    return stored
+
+
+def _update_meters(session: Session, readings: list[dict[str, Any]]) -> None:
+    latest: dict[str, tuple[str, int]] = {}
+    for r in readings:
+        prev = latest.get(r["meter_id"])
+        if prev is None or r["timestamp_ms"] > prev[1]:
+            latest[r["meter_id"]] = (r["feeder_id"], r["timestamp_ms"])
+    if not latest:
+        return
+    rows = [{"meter_id": m, "feeder_id": f, "last_reading_ms": t} for m, (f, t) in latest.items()]
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        stmt = _insert(session, Meter).values(rows[start:start + _INSERT_CHUNK])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["meter_id"],
+            set_={"feeder_id": stmt.excluded.feeder_id,
+                  "last_reading_ms": func.max(Meter.last_reading_ms, stmt.excluded.last_reading_ms)
+                  if session.get_bind().dialect.name == "sqlite"
+                  else func.greatest(Meter.last_reading_ms, stmt.excluded.last_reading_ms)},
+        )
+        session.execute(stmt)
+
+
+def stored_offsets(session: Session, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    rows = session.execute(select(ConsumerOffset).where(ConsumerOffset.topic.in_(list(topics)))).scalars()
+    return {(r.topic, r.partition): r.next_offset for r in rows}
+
+
+def prune_readings(session: Session, retention_ms: int) -> int:
+    """Delete readings older than ``retention_ms`` before the newest one; returns how many."""
+    newest = session.scalar(select(func.max(Reading.timestamp_ms)))
+    if newest is None:
+        return 0
+    result = session.execute(delete(Reading).where(Reading.timestamp_ms < newest - retention_ms))
+    return int(result.rowcount or 0)
+
+
+# -- read side ---------------------------------------------------------------------------
+def anomaly_json(row: Any) -> dict[str, Any]:
+    """The API's Anomaly object from an ORM row or a result mapping."""
+    get = row.__getitem__ if isinstance(row, dict) or hasattr(row, "keys") else lambda k: getattr(row, k)
+    return {
+        "id": get("id"), "meter_id": get("meter_id"), "feeder_id": get("feeder_id"),
+        "timestamp": iso(get("timestamp_ms")), "observed": get("observed"), "expected": get("expected"),
+        "lower": get("lower"), "upper": get("upper"), "residual": get("residual"), "score": get("score"),
+        "severity": get("severity"), "kind": get("kind"), "causes": get("causes") or [],
+        "model_version": get("model_version"), "detected_at": iso(get("detected_at_ms")),
+    }
+
+
+@dataclass
+class AnomalyFilter:
+    meter_id: str | None = None
+    feeder_id: str | None = None
+    severities: Sequence[str] = ()
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.meter_id:
+            query = query.where(Anomaly.meter_id == self.meter_id)
+        if self.feeder_id:
+            query = query.where(Anomaly.feeder_id == self.feeder_id)
+        if self.severities:
+            query = query.where(Anomaly.severity.in_(list(self.severities)))
+        if self.since_ms is not None:
+            query = query.where(Anomaly.timestamp_ms >= self.since_ms)
+        if self.until_ms is not None:
+            query = query.where(Anomaly.timestamp_ms <= self.until_ms)
+        return query
+
+
+def list_anomalies(session: Session, flt: AnomalyFilter, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of anomalies, newest first (timestamp, then id), and how many match in all."""
+    total = session.scalar(flt.apply(select(func.count()).select_from(Anomaly))) or 0
+    rows = session.scalars(flt.apply(select(Anomaly)).order_by(Anomaly.timestamp_ms.desc(), Anomaly.id.desc())
+                           .limit(limit).offset(offset))
+    return [anomaly_json(r) for r in rows], int(total)
+
+
+def iter_anomalies(session: Session, flt: AnomalyFilter, chunk: int = 5000) -> Iterable[dict[str, Any]]:
+    """Every matching anomaly, newest first, fetched in chunks (for the CSV download)."""
+    query = flt.apply(select(Anomaly)).order_by(Anomaly.timestamp_ms.desc(), Anomaly.id.desc())
+    for row in session.scalars(query.execution_options(yield_per=chunk)):
+        yield anomaly_json(row)
+
+
+def newest_data_ms(session: Session) -> int | None:
+    """Newest timestamp the service holds (readings or anomalies): "now" in data time."""
+    reading = session.scalar(select(func.max(Meter.last_reading_ms)))
+    anomaly = session.scalar(select(func.max(Anomaly.timestamp_ms)))
+    values = [v for v in (reading, anomaly) if v is not None]
+    return max(values) if values else None
+
+
+def list_meters(session: Session, feeder_id: str | None) -> list[dict[str, Any]]:
+    now = newest_data_ms(session)
+    counts: dict[str, int] = {}
+    if now is not None:
+        q = (select(Anomaly.meter_id, func.count()).where(Anomaly.timestamp_ms > now - DAY_MS)
+             .group_by(Anomaly.meter_id))
+        if feeder_id:
+            q = q.where(Anomaly.feeder_id == feeder_id)
+        counts = {m: int(n) for m, n in session.execute(q)}
+    q2 = select(Meter).order_by(Meter.meter_id)
+    if feeder_id:
+        q2 = q2.where(Meter.feeder_id == feeder_id)
+    items = [{"meter_id": m.meter_id, "feeder_id": m.feeder_id, "last_reading_at": iso(m.last_reading_ms),
+              "anomalies_24h": counts.pop(m.meter_id, 0)} for m in session.scalars(q2)]
+    # Meters known only from anomalies (readings pruned or not consumed) still appear.
+    if counts:
+        q3 = (select(Anomaly.meter_id, Anomaly.feeder_id).where(Anomaly.meter_id.in_(list(counts)))
+              .group_by(Anomaly.meter_id, Anomaly.feeder_id))
+        for meter, feeder in session.execute(q3):
+            if meter in counts:
+                items.append({"meter_id": meter, "feeder_id": feeder, "last_reading_at": None,
+                              "anomalies_24h": counts.pop(meter)})
+        items.sort(key=lambda i: i["meter_id"])
+    return items
+
+
+def summary(session: Session, model_version: str | None) -> dict[str, Any]:
+    now = newest_data_ms(session)
+    meters = session.scalar(select(func.count()).select_from(Meter)) or 0
+    feeders = session.scalar(select(func.count(func.distinct(Meter.feeder_id)))) or 0
+    by_severity = {s: 0 for s in SEVERITIES}
+    readings_last_hour = 0
+    latest_reading = session.scalar(select(func.max(Meter.last_reading_ms)))
+    if now is not None:
+        q = select(Anomaly.severity, func.count()).where(Anomaly.timestamp_ms > now - DAY_MS).group_by(Anomaly.severity)
+        for severity, n in session.execute(q):
+            by_severity[severity] = int(n)
+        if latest_reading is not None:
+            readings_last_hour = session.scalar(
+                select(func.count()).select_from(Reading).where(Reading.timestamp_ms > latest_reading - HOUR_MS)) or 0
+    if model_version is None:
+        model_version = session.scalar(select(Anomaly.model_version).order_by(Anomaly.id.desc()).limit(1))
+    return {"meters": int(meters), "feeders": int(feeders), "readings_last_hour": int(readings_last_hour),
+            "anomalies_24h": by_severity, "latest_reading_at": iso(latest_reading), "model_version": model_version}
+
+
+def series(session: Session, *, meter_id: str | None, feeder_id: str | None, since_ms: int | None,
+           until_ms: int | None) -> dict[str, Any]:
+    """Readings, forecast and anomalies of one meter, or summed readings of one feeder.
+
+    Without a range: the last 48 h of data the service holds for that key.
+    """
+    if meter_id:
+        key_col, key = Reading.meter_id, meter_id
+    else:
+        key_col, key = Reading.feeder_id, feeder_id
+    explicit_until = until_ms is not None
+    if until_ms is None:
+        until_ms = session.scalar(select(func.max(Reading.timestamp_ms)).where(key_col == key))
+        if until_ms is None:
+            anomaly_col = Anomaly.meter_id if meter_id else Anomaly.feeder_id
+            until_ms = session.scalar(select(func.max(Anomaly.timestamp_ms)).where(anomaly_col == key))
+    if until_ms is None:
+        return {"key": key, "readings": [], "forecast": [], "anomalies": []}
+    if since_ms is None:
+        since_ms = until_ms - 2 * DAY_MS
+    if meter_id:
+        q = (select(Reading.timestamp_ms, Reading.kwh).where(Reading.meter_id == meter_id)
+             .where(Reading.timestamp_ms.between(since_ms, until_ms)).order_by(Reading.timestamp_ms))
+    else:
+        q = (select(Reading.timestamp_ms, func.sum(Reading.kwh)).where(Reading.feeder_id == feeder_id)
+             .where(Reading.timestamp_ms.between(since_ms, until_ms))
+             .group_by(Reading.timestamp_ms).order_by(Reading.timestamp_ms))
+    readings = [{"timestamp": iso(t), "kwh": round(float(k), 6)} for t, k in session.execute(q)]
+    forecast: list[dict[str, Any]] = []
+    if meter_id:
+        fc = session.get(Forecast, meter_id)
+        if fc is not None:
+            # Without an explicit end the forecast's future part is shown too: that is its point.
+            forecast = [{"timestamp": iso(int(p[0])), "expected": p[1], "lower": p[2], "upper": p[3]}
+                        for p in fc.points if p[0] >= since_ms and (not explicit_until or p[0] <= until_ms)]
+    anomaly_filter = AnomalyFilter(meter_id=meter_id, feeder_id=None if meter_id else feeder_id,
+                                   since_ms=since_ms, until_ms=until_ms)
+    anomalies = [anomaly_json(r) for r in session.scalars(
+        anomaly_filter.apply(select(Anomaly)).order_by(Anomaly.timestamp_ms, Anomaly.id).limit(5000))]
+    return {"key": key, "readings": readings, "forecast": forecast, "anomalies": anomalies}
