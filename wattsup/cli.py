@@ -10,6 +10,7 @@ import logging
 
 import typer
 
+from dashboard.cli import app as dashboard_app
 from deploy.kafka.cli import app as broker_app
 from deploy.lag_exporter.cli import lag_exporter
 from deploy.registry.cli import app as registry_app
@@ -23,6 +24,7 @@ app.add_typer(broker_app, name="broker", help="Run the local single-node Kafka b
 app.add_typer(produce_app, name="produce", help="Write meter readings to Kafka: simulated fleet or CSV replay.")
 app.add_typer(registry_app, name="registry", help="Run a local Apicurio schema registry (Confluent-compatible API).")
 app.add_typer(model_app, name="model", help="Train and list detector versions.")
+app.add_typer(dashboard_app, name="dashboard", help="Serve the dashboard: REST API, live events, alerts, the page.")
 app.add_typer(forecast_app, name="forecast", help="Prophet forecasts of expected usage per meter (batch worker).")
 app.command("stream")(stream)
 app.command("sensitivity")(sensitivity)
