@@ -1,0 +1,61 @@
+// Display helpers: times in the browser's zone, numbers with sensible precision, safe HTML.
+import { format } from "date-fns";
+
+export function toDate(iso) {
+  return iso ? new Date(iso) : null;
+}
+
+export function formatTime(iso) {
+  const date = toDate(iso);
+  return date && !Number.isNaN(date.getTime()) ? format(date, "yyyy-MM-dd HH:mm") : "–";
+}
+
+export function formatKwh(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  const abs = Math.abs(value);
+  return abs >= 100 ? value.toFixed(0) : abs >= 10 ? value.toFixed(1) : value.toFixed(2);
+}
+
+export function formatNumber(value) {
+  return value === null || value === undefined ? "–" : Number(value).toLocaleString("en");
+}
+
+export function escapeHtml(text) {
+  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+/** A datetime-local input's value (browser zone) as an ISO UTC string for the API, or "". */
+export function inputToIso(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? "" : date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+export function isoShift(iso, hours) {
+  return new Date(new Date(iso).getTime() + hours * 3600e3).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/** The causes of an anomaly as plain sentences (the service writes them). */
+export function causeTexts(anomaly) {
+  return (anomaly.causes || []).map((c) => c.text).filter(Boolean);
+}
+
+/** RFC 4180 CSV text from rows of values. */
+export function toCsv(header, rows) {
+  const cell = (v) => {
+    const text = v === null || v === undefined ? "" : String(v);
+    return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  };
+  return [header, ...rows].map((r) => r.map(cell).join(",")).join("\r\n") + "\r\n";
+}
+
+export function downloadBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}

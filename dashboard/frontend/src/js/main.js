@@ -1,0 +1,495 @@
+// WattsUp dashboard page: fleet summary, usage chart, live anomaly table, upload check,
+// downloads, sensitivity and alert rules. Everything comes from the service's /api/v1.
+import { api, ApiError, API, query } from "./api.js";
+import {
+  addAnomaly, addReading, applyChartTheme, createUsageChart, dataExtent, DATASET, focusAnomalyPoint,
+  setSeries, showRange,
+} from "./charts.js";
+import { initControls, refreshAlertHistory, refreshControls } from "./controls.js";
+import { downloadBlob, formatNumber, formatTime, inputToIso, isoShift } from "./format.js";
+import { anomalyKey, compareNewestFirst, renderAnomalyRows } from "./table.js";
+import { initThemeToggle, onThemeChange } from "./theme.js";
+import { initUpload } from "./upload.js";
+
+const TABLE_LIMIT = 100;
+const DEFAULT_SPAN_MS = 48 * 3600e3;
+const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
+
+const state = {
+  session: { authenticated: false, name: null, read_public: true },
+  summary: null,
+  meters: [],
+  key: null, // {type: "meter" | "feeder", id}
+  seriesAnomalies: [],
+  anomalies: [],
+  total: 0,
+  focusedKey: null,
+  fresh: new Set(),
+  liveSpan: DEFAULT_SPAN_MS,
+  events: null,
+};
+
+let usageChart;
+
+// ---------------------------------------------------------------- notices and session
+let noticeTimer;
+export function notify(message, { error = false, sticky = false } = {}) {
+  const box = $("notice");
+  box.textContent = message;
+  box.classList.toggle("error", error);
+  box.hidden = false;
+  clearTimeout(noticeTimer);
+  if (!sticky) noticeTimer = setTimeout(() => { box.hidden = true; }, 7000);
+}
+
+export function isAuthenticated() {
+  return state.session.authenticated;
+}
+
+/** Run a writing action; explain instead of failing when nobody is signed in. */
+export async function writeAction(what, fn) {
+  if (!state.session.authenticated) {
+    notify(`Sign in with an API token to ${what}.`, { error: true });
+    $("token-input").focus();
+    return undefined;
+  }
+  try {
+    return await fn();
+  } catch (error) {
+    notify(`Could not ${what}: ${error.message}`, { error: true });
+    if (error instanceof ApiError && error.status === 401) await loadSession();
+    return undefined;
+  }
+}
+
+function renderSession() {
+  const { authenticated, name } = state.session;
+  document.body.classList.toggle("authenticated", authenticated);
+  $("signin-form").hidden = authenticated;
+  $("signed-in").hidden = !authenticated;
+  $("signed-in-name").textContent = authenticated ? name || "signed in" : "";
+}
+
+async function loadSession() {
+  try {
+    state.session = await api("/session");
+  } catch {
+    state.session = { authenticated: false, name: null, read_public: true };
+  }
+  renderSession();
+}
+
+function initSignIn() {
+  $("signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const input = $("token-input");
+    try {
+      const result = await api("/session", { method: "POST", json: { token: input.value.trim() } });
+      state.session = { ...state.session, authenticated: true, name: result.name };
+      input.value = "";
+      renderSession();
+      notify(`Signed in as ${result.name}.`);
+      await loadEverything();
+    } catch (error) {
+      notify(error.status === 401 ? "That token is not valid." : `Sign-in failed: ${error.message}`, { error: true });
+    }
+  });
+  $("signout-button").addEventListener("click", async () => {
+    await api("/session", { method: "DELETE" }).catch(() => {});
+    await loadSession();
+    notify("Signed out.");
+  });
+}
+
+// ---------------------------------------------------------------- filters
+function selectedSeverities() {
+  return [...document.querySelectorAll('[data-testid="severity-filter"] input:checked')].map((i) => i.value);
+}
+
+function dateFilters() {
+  return { since: inputToIso($("since-input").value), until: inputToIso($("until-input").value) };
+}
+
+function keyParams() {
+  if (!state.key) return {};
+  return state.key.type === "feeder" ? { feeder_id: state.key.id } : { meter_id: state.key.id };
+}
+
+/** The anomaly-table filters, also used for the CSV export and the PDF report. */
+function tableFilters() {
+  const severities = selectedSeverities();
+  return {
+    ...($("table-scope").checked ? keyParams() : {}),
+    severity: severities.length === 3 ? "" : severities.join(",") || "NONE",
+    ...dateFilters(),
+  };
+}
+
+function matchesTable(anomaly) {
+  const f = tableFilters();
+  if (f.meter_id && anomaly.meter_id !== f.meter_id) return false;
+  if (f.feeder_id && anomaly.feeder_id !== f.feeder_id) return false;
+  if (!selectedSeverities().includes(anomaly.severity)) return false;
+  const t = new Date(anomaly.timestamp).getTime();
+  if (f.since && t < new Date(f.since).getTime()) return false;
+  if (f.until && t > new Date(f.until).getTime()) return false;
+  return true;
+}
+
+function matchesKey(item) {
+  if (!state.key) return false;
+  return state.key.type === "feeder" ? item.feeder_id === state.key.id : item.meter_id === state.key.id;
+}
+
+function updateCsvLink() {
+  const f = tableFilters();
+  $("download-csv").href = `${API}/anomalies.csv${query({ ...f, severity: f.severity === "NONE" ? "" : f.severity })}`;
+}
+
+// ---------------------------------------------------------------- summary and meters
+function renderSummary(summary) {
+  state.summary = summary;
+  $("summary-meters").textContent = formatNumber(summary.meters);
+  $("summary-feeders").textContent = formatNumber(summary.feeders);
+  $("summary-readings").textContent = formatNumber(summary.readings_last_hour);
+  const counts = summary.anomalies_24h || {};
+  const badges = $("summary-anomalies").querySelectorAll(".sev");
+  ["CRITICAL", "WARNING", "INFO"].forEach((s, i) => {
+    badges[i].textContent = formatNumber(counts[s] ?? 0);
+    badges[i].title = `${counts[s] ?? 0} ${s.toLowerCase()} in the last 24 h`;
+  });
+  $("summary-latest").textContent = summary.latest_reading_at ? formatTime(summary.latest_reading_at) : "–";
+  $("summary-model").textContent = summary.model_version || "–";
+  if (summary.meters !== state.meters.length) loadMeters();
+}
+
+async function loadSummary() {
+  renderSummary(await api("/summary"));
+}
+
+let metersLoading = false;
+async function loadMeters() {
+  if (metersLoading) return;
+  metersLoading = true;
+  try {
+    state.meters = (await api("/meters")).items;
+  } finally {
+    metersLoading = false;
+  }
+  renderKeyOptions();
+  if (!state.key && state.meters.length) {
+    const busiest = [...state.meters].sort((a, b) => b.anomalies_24h - a.anomalies_24h)[0];
+    selectKey({ type: "meter", id: busiest.meter_id });
+  }
+}
+
+function renderKeyOptions() {
+  const select = $("key-select");
+  const feeders = [...new Set(state.meters.map((m) => m.feeder_id))].sort();
+  const meters = [...state.meters].sort((a, b) => a.meter_id.localeCompare(b.meter_id));
+  if (state.key && state.key.type === "meter" && !meters.some((m) => m.meter_id === state.key.id)) {
+    meters.push({ meter_id: state.key.id, anomalies_24h: 0 });
+  }
+  const option = (value, text) => `<option value="${value}">${text}</option>`;
+  select.innerHTML = (meters.length || feeders.length ? "" : option("", "(no data yet)"))
+    + `<optgroup label="Meters">${meters.map((m) => option(`meter:${m.meter_id}`,
+      `${m.meter_id}${m.anomalies_24h ? ` · ${m.anomalies_24h} in 24 h` : ""}`)).join("")}</optgroup>`
+    + `<optgroup label="Feeders (sum of meters)">${feeders.map((f) => option(`feeder:${f}`, f)).join("")}</optgroup>`;
+  select.value = state.key ? `${state.key.type}:${state.key.id}` : "";
+  document.getElementById("meter-list").innerHTML = meters.map((m) => `<option value="${m.meter_id}">`).join("");
+}
+
+// ---------------------------------------------------------------- chart
+function filteredSeriesAnomalies() {
+  const severities = selectedSeverities();
+  return state.seriesAnomalies.filter((a) => severities.includes(a.severity));
+}
+
+let seriesRequest = 0;
+/** Load the charted key's series; `around` (ISO) centres the view on one anomaly. */
+async function loadSeries({ around } = {}) {
+  if (!state.key) return;
+  const request = ++seriesRequest;
+  const dates = dateFilters();
+  const range = around && !dates.since && !dates.until
+    ? { since: isoShift(around, -36), until: isoShift(around, 36) } : dates;
+  const series = await api(`/series${query({ ...keyParams(), ...range })}`);
+  if (request !== seriesRequest) return; // a newer selection won
+  state.seriesAnomalies = series.anomalies || [];
+  setSeries(usageChart, { ...series, anomalies: filteredSeriesAnomalies() });
+  $("chart-key").textContent = `· ${state.key.type === "feeder" ? "feeder " : ""}${state.key.id}`;
+  if (around) {
+    const t = new Date(around).getTime();
+    focusAnomalyPoint(usageChart, t);
+    showRange(usageChart, t - 12 * 3600e3, t + 12 * 3600e3);
+  } else {
+    delete usageChart.options.scales.x.min;
+    delete usageChart.options.scales.x.max;
+    if ($("live-toggle").checked) followLatest();
+  }
+  usageChart.update("none");
+}
+
+/** Live mode: keep the newest reading at the right edge, with the span the person last chose. */
+function followLatest() {
+  const extent = dataExtent(usageChart);
+  if (!extent) return;
+  usageChart.options.scales.x.min = Math.max(extent.min, extent.max - state.liveSpan);
+  usageChart.options.scales.x.max = extent.max;
+}
+
+function selectKey(key, { around } = {}) {
+  const changed = !state.key || state.key.type !== key.type || state.key.id !== key.id;
+  state.key = key;
+  renderKeyOptions();
+  if (changed) {
+    connectEvents();
+    if ($("table-scope").checked) loadAnomalies();
+  }
+  updateCsvLink();
+  return loadSeries({ around }).catch((error) => notify(`Could not load the chart: ${error.message}`, { error: true }));
+}
+
+let chartUpdatePending = false;
+function scheduleChartUpdate() {
+  if (chartUpdatePending) return;
+  chartUpdatePending = true;
+  setTimeout(() => {
+    chartUpdatePending = false;
+    if ($("live-toggle").checked) followLatest();
+    usageChart.update("none");
+  }, 300);
+}
+
+function initChart() {
+  usageChart = createUsageChart($("usage-chart"), {
+    onUserPan: () => {
+      if ($("live-toggle").checked) {
+        $("live-toggle").checked = false;
+        notify("Live scrolling paused while you look around; tick Live to follow new readings again.");
+      }
+    },
+  });
+  usageChart.options.plugins.zoom.zoom.onZoomComplete = ({ chart }) => {
+    const { min, max } = chart.scales.x;
+    if (max > min) state.liveSpan = max - min;
+  };
+  window.wattsupCharts = { ...(window.wattsupCharts || {}), usage: usageChart };
+  onThemeChange(() => applyChartTheme(usageChart));
+
+  $("key-select").addEventListener("change", (event) => {
+    const [type, ...rest] = event.target.value.split(":");
+    if (type) selectKey({ type, id: rest.join(":") });
+  });
+  $("anomaly-toggle").addEventListener("change", (event) => {
+    usageChart.setDatasetVisibility(DATASET.ANOMALIES, event.target.checked);
+    usageChart.update("none");
+  });
+  $("live-toggle").addEventListener("change", (event) => {
+    if (event.target.checked) {
+      state.focusedKey = null;
+      loadSeries().catch(() => {});
+      renderTable();
+    }
+  });
+  $("reset-zoom").addEventListener("click", () => {
+    usageChart.resetZoom("none");
+    state.liveSpan = DEFAULT_SPAN_MS;
+    delete usageChart.options.scales.x.min;
+    delete usageChart.options.scales.x.max;
+    if ($("live-toggle").checked) followLatest();
+    usageChart.update("none");
+  });
+  $("download-png").addEventListener("click", async () => {
+    const blob = await (await fetch(usageChart.toBase64Image("image/png", 1))).blob();
+    downloadBlob(blob, `wattsup-${state.key ? state.key.id : "chart"}.png`);
+  });
+}
+
+// ---------------------------------------------------------------- anomaly table
+function renderTable() {
+  renderAnomalyRows($("anomaly-table").querySelector("tbody"), state.anomalies, {
+    onSelect: focusAnomaly, focusedKey: state.focusedKey, fresh: state.fresh,
+  });
+  state.fresh = new Set();
+  $("anomaly-empty").hidden = state.anomalies.length > 0;
+  $("anomaly-total").textContent = state.total > state.anomalies.length
+    ? `· newest ${state.anomalies.length} of ${formatNumber(state.total)}` : `· ${formatNumber(state.total)}`;
+}
+
+let anomaliesRequest = 0;
+async function loadAnomalies() {
+  const request = ++anomaliesRequest;
+  const filters = tableFilters();
+  updateCsvLink();
+  if (filters.severity === "NONE") {
+    state.anomalies = [];
+    state.total = 0;
+  } else {
+    const page = await api(`/anomalies${query({ ...filters, limit: TABLE_LIMIT })}`);
+    if (request !== anomaliesRequest) return;
+    state.anomalies = page.items;
+    state.total = page.total;
+  }
+  renderTable();
+}
+
+/** Click on a row: chart that meter, zoomed around the anomaly, with the point enlarged. */
+function focusAnomaly(anomaly) {
+  state.focusedKey = anomalyKey(anomaly);
+  $("live-toggle").checked = false;
+  renderTable();
+  selectKey({ type: "meter", id: anomaly.meter_id }, { around: anomaly.timestamp });
+  if (window.innerWidth <= 1100) $("usage-chart").scrollIntoView({ behavior: "smooth", block: "center" });
+}
+
+let tableRenderPending = false;
+function scheduleTableRender() {
+  if (tableRenderPending) return;
+  tableRenderPending = true;
+  setTimeout(() => {
+    tableRenderPending = false;
+    renderTable();
+  }, 250);
+}
+
+// ---------------------------------------------------------------- live events
+function onAnomalyEvent(anomaly) {
+  if (matchesTable(anomaly) && !state.anomalies.some((a) => a.id === anomaly.id)) {
+    state.total += 1;
+    const oldest = state.anomalies[state.anomalies.length - 1];
+    if (state.anomalies.length < TABLE_LIMIT || compareNewestFirst(anomaly, oldest) < 0) {
+      state.anomalies.push(anomaly);
+      state.anomalies.sort(compareNewestFirst);
+      state.anomalies.length = Math.min(state.anomalies.length, TABLE_LIMIT);
+      state.fresh.add(anomalyKey(anomaly));
+    }
+    scheduleTableRender();
+  }
+  if (!state.key) {
+    selectKey({ type: "meter", id: anomaly.meter_id });
+  } else if (matchesKey(anomaly)) {
+    state.seriesAnomalies.push(anomaly);
+    if (selectedSeverities().includes(anomaly.severity)) {
+      addAnomaly(usageChart, anomaly);
+      scheduleChartUpdate();
+    }
+  }
+  refreshAlertHistory({ soon: true });
+}
+
+function onReadingEvent(reading) {
+  if (!matchesKey(reading)) return;
+  addReading(usageChart, reading);
+  scheduleChartUpdate();
+}
+
+function connectEvents() {
+  if (state.events) state.events.close();
+  const source = new EventSource(`${API}/events${query(keyParams())}`);
+  state.events = source;
+  const indicator = $("connection-state");
+  const parse = (handler) => (event) => {
+    try {
+      handler(JSON.parse(event.data));
+    } catch (error) {
+      console.warn("bad event", event.type, error);
+    }
+  };
+  source.addEventListener("anomaly", parse(onAnomalyEvent));
+  source.addEventListener("reading", parse(onReadingEvent));
+  source.addEventListener("summary", parse(renderSummary));
+  source.onopen = () => {
+    indicator.dataset.state = "open";
+    indicator.textContent = "live";
+  };
+  source.onerror = () => {
+    // EventSource reconnects by itself; say so instead of failing silently.
+    indicator.dataset.state = "error";
+    indicator.textContent = "reconnecting";
+  };
+}
+
+// ---------------------------------------------------------------- filters wiring and downloads
+function initFilters() {
+  const reload = () => {
+    loadAnomalies().catch((error) => notify(`Could not load anomalies: ${error.message}`, { error: true }));
+  };
+  document.querySelectorAll('[data-testid="severity-filter"] input').forEach((input) => input.addEventListener("change", () => {
+    reload();
+    setSeries(usageChart, {
+      readings: usageChart.data.datasets[DATASET.USAGE].data.map((p) => ({ timestamp: p.x, kwh: p.y })),
+      forecast: bandFromChart(),
+      anomalies: filteredSeriesAnomalies(),
+    });
+    usageChart.update("none");
+  }));
+  for (const id of ["since-input", "until-input"]) {
+    $(id).addEventListener("change", () => {
+      reload();
+      loadSeries().catch((error) => notify(`Could not load the chart: ${error.message}`, { error: true }));
+    });
+  }
+  $("clear-dates").addEventListener("click", () => {
+    $("since-input").value = "";
+    $("until-input").value = "";
+    reload();
+    loadSeries().catch(() => {});
+  });
+  $("table-scope").addEventListener("change", reload);
+  $("download-pdf").addEventListener("click", async () => {
+    const button = $("download-pdf");
+    button.disabled = true;
+    try {
+      const { buildReport } = await import("./report.js");
+      await buildReport({
+        chart: usageChart, key: state.key, summary: state.summary, filters: tableFilters(),
+        anomalies: state.anomalies, total: state.total,
+      });
+    } catch (error) {
+      notify(`Could not build the PDF report: ${error.message}`, { error: true });
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+/** The band and expected line as forecast rows, to redraw the chart without refetching. */
+function bandFromChart() {
+  const ds = usageChart.data.datasets;
+  const rows = new Map();
+  ds[DATASET.EXPECTED].data.forEach((p) => rows.set(p.x, { timestamp: p.x, expected: p.y }));
+  ds[DATASET.UPPER].data.forEach((p) => rows.set(p.x, { ...(rows.get(p.x) || { timestamp: p.x }), upper: p.y, lower: p.lower }));
+  return [...rows.values()].sort((a, b) => a.timestamp - b.timestamp);
+}
+
+// ---------------------------------------------------------------- start
+async function loadEverything() {
+  try {
+    await Promise.all([loadSummary(), loadAnomalies()]);
+    await loadMeters();
+    $("notice").hidden = true;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      notify("This dashboard needs an API token to read data: sign in above.", { sticky: true });
+    } else {
+      notify(`Could not reach the service: ${error.message}`, { error: true, sticky: true });
+    }
+  }
+  refreshControls();
+}
+
+async function start() {
+  initThemeToggle($("theme-toggle"));
+  initSignIn();
+  initChart();
+  initFilters();
+  initUpload({ notify, writeAction });
+  initControls({ notify, writeAction, isAuthenticated });
+  await loadSession();
+  connectEvents();
+  await loadEverything();
+  document.body.dataset.ready = "true";
+}
+
+start();

@@ -1,0 +1,78 @@
+// Anomaly tables: rows newest first, a tooltip with the causes in plain words, click to focus.
+import { causeTexts, escapeHtml, formatKwh, formatTime } from "./format.js";
+
+const tooltip = () => document.getElementById("row-tooltip");
+
+function showTooltip(row, anomaly) {
+  const tip = tooltip();
+  const texts = causeTexts(anomaly);
+  const shares = (anomaly.causes || []).map((c) => c.contribution);
+  tip.innerHTML = `<strong>${escapeHtml(anomaly.severity)} ${escapeHtml(anomaly.kind || "anomaly")} · ${escapeHtml(anomaly.meter_id)} · ${escapeHtml(formatTime(anomaly.timestamp))}</strong>`
+    + (texts.length
+      ? `<ul>${texts.map((t, i) => `<li>${escapeHtml(t)}${shares[i] != null ? ` <span class="share">(${Math.round(shares[i] * 100)}%)</span>` : ""}</li>`).join("")}</ul>`
+      : "<span>No cause recorded.</span>");
+  tip.hidden = false;
+  const box = row.getBoundingClientRect();
+  const width = Math.min(360, window.innerWidth - 16);
+  tip.style.left = `${Math.max(8, Math.min(box.left + 24, window.innerWidth - width - 8))}px`;
+  const below = box.bottom + 6;
+  tip.style.top = `${below + tip.offsetHeight > window.innerHeight ? Math.max(8, box.top - tip.offsetHeight - 6) : below}px`;
+  row.setAttribute("aria-describedby", "row-tooltip");
+}
+
+function hideTooltip(row) {
+  tooltip().hidden = true;
+  row.removeAttribute("aria-describedby");
+}
+
+const severityBadge = (s) => `<span class="sev sev-${escapeHtml(s)}">${escapeHtml(s)}</span>`;
+
+/**
+ * Render `anomalies` into `tbody`. `columns` picks the layout ("fleet" or "upload").
+ * `onSelect(anomaly)` runs on click or Enter. Rows whose key is in `fresh` flash once.
+ */
+export function renderAnomalyRows(tbody, anomalies, { columns = "fleet", onSelect, focusedKey, fresh } = {}) {
+  const rows = anomalies.map((a) => {
+    const key = anomalyKey(a);
+    const classes = [key === focusedKey ? "focused" : "", fresh && fresh.has(key) ? "fresh" : ""].join(" ").trim();
+    const cells = columns === "upload"
+      ? `<td>${formatTime(a.timestamp)}</td><td>${escapeHtml(a.meter_id)}</td><td>${severityBadge(a.severity)}</td>`
+        + `<td>${escapeHtml(a.kind || "")}</td><td class="num">${formatKwh(a.observed)}</td>`
+        + `<td class="num opt">${formatKwh(a.expected)}</td><td class="cause">${escapeHtml(causeTexts(a)[0] || "")}</td>`
+      : `<td>${formatTime(a.timestamp)}</td><td>${escapeHtml(a.meter_id)}</td><td class="wide">${escapeHtml(a.feeder_id)}</td>`
+        + `<td>${severityBadge(a.severity)}</td><td>${escapeHtml(a.kind || "")}</td>`
+        + `<td class="num">${formatKwh(a.observed)}</td><td class="num opt">${formatKwh(a.expected)}</td>`
+        + `<td class="num wide">${a.score != null ? Number(a.score).toFixed(3) : "–"}</td>`;
+    return `<tr tabindex="0" data-testid="anomaly-row" data-key="${escapeHtml(key)}" data-meter="${escapeHtml(a.meter_id)}" `
+      + `data-timestamp="${escapeHtml(a.timestamp)}" data-severity="${escapeHtml(a.severity)}"${classes ? ` class="${classes}"` : ""}>${cells}</tr>`;
+  });
+  tbody.innerHTML = rows.join("");
+  const byKey = new Map(anomalies.map((a) => [anomalyKey(a), a]));
+  tbody.onmouseover = tbody.onfocusin = (event) => {
+    const row = event.target.closest("tr");
+    if (row && byKey.has(row.dataset.key)) showTooltip(row, byKey.get(row.dataset.key));
+  };
+  tbody.onmouseout = tbody.onfocusout = (event) => {
+    const row = event.target.closest("tr");
+    if (row && !row.contains(event.relatedTarget)) hideTooltip(row);
+  };
+  tbody.onclick = (event) => {
+    const row = event.target.closest("tr");
+    if (row && onSelect && byKey.has(row.dataset.key)) onSelect(byKey.get(row.dataset.key));
+  };
+  tbody.onkeydown = (event) => {
+    const row = event.target.closest("tr");
+    if (event.key === "Enter" && row && onSelect && byKey.has(row.dataset.key)) onSelect(byKey.get(row.dataset.key));
+  };
+}
+
+/** Identity of an anomaly: the service's id when stored, else meter and time (upload results). */
+export function anomalyKey(anomaly) {
+  return anomaly.id != null ? String(anomaly.id) : `${anomaly.meter_id}@${anomaly.timestamp}`;
+}
+
+/** Newest first by timestamp, then id, as the API orders them. */
+export function compareNewestFirst(a, b) {
+  const byTime = new Date(b.timestamp).getTime() - new Date(a.timestamp).getTime();
+  return byTime || (b.id ?? 0) - (a.id ?? 0);
+}

@@ -1,0 +1,133 @@
+// Upload panel: drop a readings CSV, the service scores it (POST /api/v1/detect), the page shows
+// its chart with anomalies in red and its table, and offers the result as a CSV download.
+import { api } from "./api.js";
+import { applyChartTheme, createUsageChart, focusAnomalyPoint, setSeries, showRange } from "./charts.js";
+import { causeTexts, downloadBlob, formatNumber, toCsv } from "./format.js";
+import { anomalyKey, compareNewestFirst, renderAnomalyRows } from "./table.js";
+import { onThemeChange } from "./theme.js";
+
+const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
+const ms = (iso) => new Date(iso).getTime();
+
+let chart;
+let result = null;
+let fileName = "readings.csv";
+let focusedKey = null;
+
+function ensureChart() {
+  if (!chart) {
+    chart = createUsageChart($("upload-chart"));
+    window.wattsupCharts = { ...(window.wattsupCharts || {}), upload: chart };
+    onThemeChange(() => applyChartTheme(chart));
+  }
+  return chart;
+}
+
+function anomalyCounts() {
+  const counts = new Map();
+  for (const a of result.anomalies) counts.set(a.meter_id, (counts.get(a.meter_id) || 0) + 1);
+  return counts;
+}
+
+function showMeter(meterId, { around } = {}) {
+  const points = result.series[meterId] || [];
+  $("upload-key").value = meterId;
+  setSeries(ensureChart(), {
+    readings: points.map((p) => ({ timestamp: p.timestamp, kwh: p.kwh })),
+    forecast: points.filter((p) => p.expected != null).map((p) => ({ timestamp: p.timestamp, expected: p.expected })),
+    anomalies: result.anomalies.filter((a) => a.meter_id === meterId),
+  });
+  chart.resetZoom("none");
+  delete chart.options.scales.x.min;
+  delete chart.options.scales.x.max;
+  if (around) {
+    const t = ms(around);
+    focusAnomalyPoint(chart, t);
+    showRange(chart, t - 24 * 3600e3, t + 24 * 3600e3);
+  }
+  chart.update("none");
+}
+
+function renderTable() {
+  const anomalies = [...result.anomalies].sort(compareNewestFirst);
+  renderAnomalyRows($("upload-table").querySelector("tbody"), anomalies, {
+    columns: "upload",
+    focusedKey,
+    onSelect: (anomaly) => {
+      focusedKey = anomalyKey(anomaly);
+      renderTable();
+      showMeter(anomaly.meter_id, { around: anomaly.timestamp });
+    },
+  });
+}
+
+function render() {
+  const counts = anomalyCounts();
+  const meters = Object.keys(result.series).sort((a, b) => (counts.get(b) || 0) - (counts.get(a) || 0) || a.localeCompare(b));
+  $("upload-key").innerHTML = meters.map((m) => `<option value="${m}">${m}${counts.get(m) ? ` · ${counts.get(m)} ${counts.get(m) === 1 ? "anomaly" : "anomalies"}` : ""}</option>`).join("");
+  const rejected = result.rejected_rows || [];
+  $("upload-summary").textContent = `${fileName}: ${formatNumber(result.readings)} readings from ${meters.length} `
+    + `meter${meters.length === 1 ? "" : "s"}, ${result.anomalies.length} flagged`
+    + (rejected.length ? `, ${rejected.length} rows rejected (first: row ${rejected[0].row}, ${rejected[0].reason})` : "")
+    + ` · model ${result.model_version || "fitted on the file"}.`;
+  $("upload-result").hidden = false;
+  focusedKey = null;
+  renderTable();
+  if (meters.length) showMeter(meters[0]);
+}
+
+/** The file's rows with their scores and flags, and each flagged row's kind, severity and causes. */
+function resultCsv() {
+  const byReading = new Map(result.anomalies.map((a) => [`${a.meter_id}@${ms(a.timestamp)}`, a]));
+  const rows = [];
+  for (const [meterId, points] of Object.entries(result.series)) {
+    for (const p of points) {
+      const anomaly = byReading.get(`${meterId}@${ms(p.timestamp)}`);
+      rows.push([p.timestamp, meterId, p.kwh, p.expected, p.score, p.flag, p.severity ?? "",
+        anomaly ? anomaly.kind ?? "" : "", anomaly ? causeTexts(anomaly).join("; ") : ""]);
+    }
+  }
+  rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1].localeCompare(b[1])));
+  return toCsv(["timestamp", "meter_id", "kwh", "expected", "score", "flag", "severity", "kind", "causes"], rows);
+}
+
+export function initUpload({ notify, writeAction }) {
+  const zone = $("dropzone");
+  const input = $("upload-input");
+
+  async function upload(file) {
+    if (!file) return;
+    fileName = file.name;
+    zone.classList.add("busy");
+    try {
+      const form = new FormData();
+      form.append("file", file, file.name);
+      const response = await writeAction(`check ${file.name}`, () => api("/detect", { method: "POST", form }));
+      if (response) {
+        result = response;
+        render();
+        notify(`${file.name}: ${response.anomalies.length} anomalies found in ${formatNumber(response.readings)} readings.`);
+      }
+    } finally {
+      zone.classList.remove("busy");
+      input.value = "";
+    }
+  }
+
+  input.addEventListener("change", () => upload(input.files[0]));
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("dragging");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    upload(event.dataTransfer.files[0]);
+  });
+  $("upload-key").addEventListener("change", (event) => showMeter(event.target.value));
+  $("upload-download").addEventListener("click", () => {
+    if (!result) return;
+    downloadBlob(new Blob([resultCsv()], { type: "text/csv" }), fileName.replace(/(\.csv)?$/i, "-anomalies.csv"));
+  });
+}
