@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-packages kafka-jars registry demo test unit bench clean
+.PHONY: install system-packages kafka-jars registry dashboard-assets demo test unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -37,10 +37,22 @@ kafka-jars: install
 registry: install
 	$(BIN)/wattsup registry fetch
 
-demo: kafka-jars
+# The dashboard page: npm packages pinned in package-lock.json, bundled by esbuild into dashboard/static
+# (committed, so the service works without Node). Rebuilt only when a source is newer than the output.
+FRONTEND := dashboard/frontend
+FRONTEND_SOURCES := $(shell find $(FRONTEND)/src -type f 2>/dev/null) $(FRONTEND)/build.mjs $(FRONTEND)/package.json
+$(FRONTEND)/node_modules/.package-lock.json: $(FRONTEND)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20 (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(FRONTEND) && npm ci --no-audit --no-fund
+dashboard/static/app.js: $(FRONTEND_SOURCES) $(FRONTEND)/node_modules/.package-lock.json
+	cd $(FRONTEND) && npm run --silent build
+	touch $@
+dashboard-assets: dashboard/static/app.js
+
+demo: kafka-jars dashboard-assets
 	$(BIN)/wattsup demo
 
-test: kafka-jars registry system-packages
+test: kafka-jars registry system-packages dashboard-assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install
