@@ -1,0 +1,189 @@
+"""``wattsup forecast run|schedule|evaluate``.
+
+``run`` and each scheduled run end with one summary line on stdout
+(``meters=… prophet=… fallbacks=… failures=… published=… seconds=… fits_per_second=…``);
+``run`` exits 1 if a forecast was not acknowledged by Kafka or every meter failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from forecaster.settings import ForecastSettings
+from producers.cli import parse_interval
+
+app = typer.Typer(no_args_is_help=True)
+console = Console(stderr=True)
+log = logging.getLogger(__name__)
+
+_METERS = typer.Option(None, "--meters", help="Only these meter ids (repeat the option, or comma-separated).")
+_HISTORY = typer.Option(None, "--history", help="History per meter, e.g. 28d (WATTSUP_FORECAST_HISTORY_SECONDS).")
+_HORIZON = typer.Option(None, "--horizon", help="How far ahead, e.g. 48h (WATTSUP_FORECAST_HORIZON_SECONDS).")
+_CSV = typer.Option(None, "--csv", exists=True, dir_okay=False, help="Read history from this CSV instead of Kafka.")
+_WORKERS = typer.Option(None, "--workers", min=1, help="Fitting processes (WATTSUP_FORECAST_WORKERS).")
+
+
+def _settings(history: str | None, horizon: str | None, workers: int | None, **extra: object) -> ForecastSettings:
+    settings = ForecastSettings()
+    update: dict[str, object] = {k: v for k, v in extra.items() if v is not None}
+    if history:
+        update["history_seconds"] = parse_interval(history).total_seconds()
+    if horizon:
+        update["horizon_seconds"] = parse_interval(horizon).total_seconds()
+    if workers:
+        update["workers"] = workers
+    return settings.model_copy(update=update)
+
+
+def _meter_list(meters: list[str] | None) -> list[str] | None:
+    if not meters:
+        return None
+    return [m.strip() for item in meters for m in item.split(",") if m.strip()]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("forecasting"), BarColumn(), MofNCompleteColumn(), TextColumn("meters"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+
+def _run_with_progress(settings: ForecastSettings, pool, *, csv: Path | None, meters: list[str] | None,
+                       stop: threading.Event):
+    from forecaster.runner import run_once
+
+    with _progress() as bar:
+        task = bar.add_task("forecast", total=None)
+        return run_once(settings, pool, csv=csv, meters=meters, stop=stop,
+                        on_series=lambda n: bar.update(task, total=n),
+                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s: finishing the chunks in progress, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+@app.command()
+def run(
+    meters: list[str] | None = _METERS,
+    history: str | None = _HISTORY,
+    horizon: str | None = _HORIZON,
+    csv: Path | None = _CSV,
+    workers: int | None = _WORKERS,
+    country_holidays: str | None = typer.Option(None, help="ISO country code whose holidays Prophet models."),
+) -> None:
+    """Fit every meter once and write its forecast to the compacted forecasts topic."""
+    from forecaster.runner import FitPool
+
+    settings = _settings(history, horizon, workers, country_holidays=country_holidays)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    pool = FitPool(settings.workers)
+    try:
+        summary = _run_with_progress(settings, pool, csv=csv, meters=_meter_list(meters), stop=stop)
+    finally:
+        pool.close()
+    typer.echo(summary.line())
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schedule(
+    every: str = typer.Option("6h", "--every", help="Time between runs, e.g. 6h, 30m, 60s."),
+    meters: list[str] | None = _METERS,
+    history: str | None = _HISTORY,
+    horizon: str | None = _HORIZON,
+    workers: int | None = _WORKERS,
+    metrics_port: int | None = typer.Option(None, help="Prometheus port (WATTSUP_FORECAST_METRICS_PORT, 0: none)."),
+    runs: int = typer.Option(0, help="Stop after this many runs (0: until SIGTERM / Ctrl-C)."),
+) -> None:
+    """Forecast every meter now and then every ``--every``; a failed run is logged and retried next time."""
+    from forecaster.runner import FitPool
+
+    settings = _settings(history, horizon, workers, every_seconds=parse_interval(every).total_seconds(),
+                         metrics_port=metrics_port)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+        log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+    pool = FitPool(settings.workers)
+    done = 0
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                summary = _run_with_progress(settings, pool, csv=None, meters=_meter_list(meters), stop=stop)
+                typer.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {summary.line()}")
+            except Exception as exc:  # noqa: BLE001 - the schedule outlives one bad run
+                log.error("forecast run failed: %s: %s", type(exc).__name__, exc)
+            done += 1
+            if runs and done >= runs:
+                break
+            stop.wait(max(0.0, settings.every_seconds - (time.monotonic() - started)))
+    finally:
+        pool.close()
+    log.info("forecast schedule stopped after %d runs", done)
+
+
+@app.command()
+def evaluate(
+    csv: Path | None = _CSV,
+    simulate_meters: int = typer.Option(0, help="Backtest on a simulated fleet of this many meters instead."),
+    simulate_days: float = typer.Option(28.0, help="Days of simulated history."),
+    interval: str = typer.Option("1h", help="Interval of simulated history."),
+    seed: int = typer.Option(7, help="Seed of the simulated fleet."),
+    meters: list[str] | None = _METERS,
+    history: str | None = _HISTORY,
+    horizon: str | None = _HORIZON,
+    workers: int | None = _WORKERS,
+) -> None:
+    """Backtest: sMAPE and MAE of Prophet and of the seasonal-naive baseline on held-out history."""
+    from forecaster.evaluate import backtest
+    from forecaster.runner import FitPool, fit_options, read_history
+    from forecaster.series import series_from_readings
+
+    settings = _settings(history, horizon, workers)
+    if simulate_meters > 0:
+        from producers.simulator import FleetConfig, simulate_fleet
+
+        frame = simulate_fleet(FleetConfig(meters=simulate_meters, days=simulate_days,
+                                           interval=parse_interval(interval), seed=seed)).readings
+        frame = frame[frame["label"] == 0]  # the baseline and Prophet are judged on normal usage
+    else:
+        frame = read_history(settings, csv)
+    # the holdout comes out of the history window, so read the window plus the horizon
+    series = series_from_readings(frame, settings.history_seconds + settings.horizon_seconds, _meter_list(meters))
+    if not series:
+        console.print("no history to backtest on")
+        raise typer.Exit(2)
+    pool = FitPool(settings.workers)
+    try:
+        report = backtest(series, fit_options(settings), pool)
+    finally:
+        pool.close()
+    table = Table("method", "meters", "points", "sMAPE", "MAE (kWh)",
+                  title=f"Backtest: last {settings.horizon_seconds / 3600:g} h held out of "
+                        f"{settings.history_seconds / 86400:g} days per meter")
+    for s in report.scores:
+        table.add_row(s.method, str(s.meters), str(s.points), f"{s.smape:.4f}", f"{s.mae:.4f}")
+    Console().print(table)
+    if report.prophet_fallbacks or report.skipped:
+        Console().print(f"{report.prophet_fallbacks} meters used the seasonal-naive fallback in the forecaster's row; "
+                        f"{report.skipped} meters had too little history to hold out the horizon")

@@ -1,0 +1,154 @@
+"""Per-meter forecasts: series preparation, Prophet, the seasonal-naive fallback, bands, warm start."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecaster import fitting
+from forecaster.fitting import FAILED, PROPHET, SEASONAL_NAIVE, FitOptions, forecast_meter, seasonal_naive
+from forecaster.series import HOUR_MS, MeterSeries, series_from_readings
+from forecaster.warm_start import load_params, save_params
+from producers.simulator import FleetConfig, simulate_fleet
+
+
+@pytest.fixture(scope="module")
+def hourly_fleet() -> pd.DataFrame:
+    return simulate_fleet(FleetConfig(meters=6, days=30, interval=timedelta(hours=1), seed=11, anomaly_rate=0)).readings
+
+
+def test_series_are_regular_grids_of_the_recent_history():
+    base = pd.Timestamp("2026-03-02T01:00:00Z")
+    frame = pd.DataFrame({
+        "timestamp": [base + pd.Timedelta(hours=h) for h in (0, 1, 3, 4, 4)] + [base + pd.Timedelta(minutes=30)],
+        "meter_id": ["A"] * 5 + ["A"],
+        "feeder_id": ["F1", "F1", "F1", "F1", "F2", "F2"],
+        "kwh": [1.0, 2.0, 4.0, 5.0, 5.5, 9.9],
+        "interval_seconds": [3600] * 5 + [1800],
+    })
+    (s,) = series_from_readings(frame, history_seconds=4 * 3600)
+    # 4 h of history back from 05:00: 02:00..05:00; 04:00 missing is NaN; the duplicate keeps the last
+    # delivered value; the 01:30 reading is off the hourly grid (and outside the window anyway)
+    assert s.interval_seconds == 3600 and s.feeder_id == "F2"
+    assert list(pd.to_datetime(s.end_ms, unit="ms")) == list(pd.date_range("2026-03-02T02:00", periods=4, freq="h"))
+    np.testing.assert_array_equal(s.kwh, [2.0, np.nan, 4.0, 5.5])
+    np.testing.assert_array_equal(s.horizon_ms(3 * 3600), s.end_ms[-1] + HOUR_MS * np.arange(1, 4))
+
+
+def test_prophet_forecast_continues_the_meters_grid_with_a_band_that_covers_held_out_usage(hourly_fleet):
+    series = series_from_readings(hourly_fleet, 30 * 86400)
+    options = FitOptions(horizon_seconds=48 * 3600)
+    inside, total = 0, 0
+    for s in series:
+        train = MeterSeries(s.meter_id, s.feeder_id, s.interval_seconds, s.end_ms[:-48], s.kwh[:-48])
+        result = forecast_meter(train, options)
+        assert result.outcome == PROPHET, result.reason
+        assert result.model_version.startswith("prophet-")
+        np.testing.assert_array_equal(result.end_ms, s.end_ms[-48:])  # exactly the held-out readings' timestamps
+        assert (result.lower <= result.expected).all() and (result.expected <= result.upper).all()
+        assert (result.lower >= 0).all()
+        actual = s.kwh[-48:]
+        inside += int(((actual >= result.lower) & (actual <= result.upper)).sum())
+        total += int(np.isfinite(actual).sum())
+        assert result.params is not None and {"k", "m", "delta", "beta", "sigma_obs"} <= set(result.params)
+    # an 80% band: most held-out readings fall inside it, but not all (it is not a blanket)
+    assert 0.6 <= inside / total <= 0.97, inside / total
+
+
+def test_sub_hourly_meter_is_fitted_hourly_but_forecast_at_its_own_interval():
+    fleet = simulate_fleet(FleetConfig(meters=1, days=10, interval=timedelta(minutes=15), seed=3, anomaly_rate=0))
+    (s,) = series_from_readings(fleet.readings, 10 * 86400)
+    result = forecast_meter(s, FitOptions(horizon_seconds=6 * 3600))
+    assert result.outcome == PROPHET, result.reason
+    assert len(result.end_ms) == 24
+    np.testing.assert_array_equal(np.diff(result.end_ms), 900_000)
+    assert result.end_ms[0] == s.end_ms[-1] + 900_000
+    # the four quarters of one hour share the hourly expectation
+    first_full_hour = np.flatnonzero(result.end_ms % HOUR_MS == 900_000)[0]
+    quarter = result.expected[first_full_hour:first_full_hour + 4]
+    assert np.ptp(quarter) == pytest.approx(0.0)
+    assert 0.2 * np.nanmean(s.kwh) < quarter[0] < 5 * np.nanmean(s.kwh)
+
+
+def _series(values: np.ndarray, interval_seconds: int = 3600) -> MeterSeries:
+    start = pd.Timestamp("2026-03-02T01:00:00Z").value // 1_000_000
+    end_ms = start + interval_seconds * 1000 * np.arange(len(values), dtype=np.int64)
+    return MeterSeries("M1", "F1", interval_seconds, end_ms, np.asarray(values, dtype=float))
+
+
+def test_short_flat_and_failed_fits_fall_back_to_seasonal_naive(monkeypatch):
+    rng = np.random.default_rng(0)
+    options = FitOptions(horizon_seconds=24 * 3600, min_history_days=3)
+
+    short = forecast_meter(_series(rng.uniform(0.5, 1.5, 36)), options)
+    assert (short.outcome, short.model_version) == (SEASONAL_NAIVE, "seasonal-naive-1d")
+    assert short.reason.startswith("too little history")
+
+    flat = forecast_meter(_series(np.full(24 * 10, 0.7)), options)
+    assert flat.outcome == SEASONAL_NAIVE and flat.reason == "flat series"
+    np.testing.assert_allclose(flat.expected, 0.7)
+    assert (flat.upper > flat.expected).all()  # a band even for a perfectly regular meter
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("Stan exploded")
+
+    monkeypatch.setattr(fitting, "fit_prophet", broken)
+    failed = forecast_meter(_series(rng.uniform(0.5, 1.5, 24 * 10)), options)
+    assert failed.outcome == SEASONAL_NAIVE and "Stan exploded" in failed.reason
+
+    nothing = forecast_meter(_series(np.full(10, np.nan)), options)
+    assert nothing.outcome == FAILED and len(nothing.end_ms) == 0
+
+
+def test_seasonal_naive_repeats_last_week_and_fills_gaps_from_the_week_before():
+    rng = np.random.default_rng(1)
+    week = rng.uniform(0.2, 3.0, 168)
+    values = np.concatenate([week, week * 1.1])  # two weeks
+    values[-168 + 5] = np.nan  # last week's value for horizon point 5 is missing
+    result = seasonal_naive(_series(values), FitOptions(horizon_seconds=24 * 3600), "test")
+    assert result.model_version == "seasonal-naive-7d"
+    expected = week[:24] * 1.1
+    expected[5] = week[5]  # taken from two weeks back
+    np.testing.assert_allclose(result.expected, expected)
+
+
+def test_warm_start_parameters_round_trip_and_start_the_next_fit(tmp_path, hourly_fleet):
+    series = series_from_readings(hourly_fleet, 28 * 86400)[:2]
+    options = FitOptions(horizon_seconds=24 * 3600)
+    cold = [forecast_meter(s, options) for s in series]
+    save_params(tmp_path, {r.meter_id: r.params for r in cold})
+    loaded = load_params(tmp_path)
+    assert set(loaded) == {s.meter_id for s in series}
+    for r in cold:
+        for name, value in r.params.items():
+            np.testing.assert_allclose(loaded[r.meter_id][name], value)
+    warm = [forecast_meter(s, options, init=loaded[s.meter_id]) for s in series]
+    for c, w in zip(cold, warm):
+        assert w.outcome == PROPHET
+        # the same optimum, reached from the previous run's parameters
+        np.testing.assert_allclose(w.expected, c.expected, rtol=0.05, atol=0.02 * np.abs(c.expected).mean())
+    (tmp_path / "prophet_params.npz").write_bytes(b"not a zip")
+    assert load_params(tmp_path) == {}
+
+
+def test_warm_start_is_used_not_silently_replaced_by_defaults(hourly_fleet, monkeypatch):
+    from prophet.models import CmdStanPyBackend
+
+    (s,) = series_from_readings(hourly_fleet, 28 * 86400)[:1]
+    options = FitOptions(horizon_seconds=24 * 3600)
+    cold = forecast_meter(s, options)
+    seen = {}
+    original = CmdStanPyBackend.sanitize_custom_inits
+
+    def spy(default_inits, custom_inits):
+        seen.update(original(default_inits, custom_inits))
+        return seen
+
+    monkeypatch.setattr(CmdStanPyBackend, "sanitize_custom_inits", staticmethod(spy))
+    forecast_meter(s, options, init=cold.params)
+    assert seen["k"] == pytest.approx(float(cold.params["k"]))
+    np.testing.assert_allclose(seen["beta"], cold.params["beta"])
+    np.testing.assert_allclose(seen["delta"], cold.params["delta"])

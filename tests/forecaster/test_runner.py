@@ -1,0 +1,96 @@
+"""A run over many meters: parallel fitting, one bad meter, accuracy as forecasts come due, records, backtest."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from forecaster.accuracy import due_accuracy, save_horizons, smape
+from forecaster.evaluate import backtest
+from forecaster.fitting import FAILED, PROPHET, SEASONAL_NAIVE, ForecastResult
+from forecaster.publish import forecast_record
+from forecaster.runner import FitPool, fit_options, forecast_series
+from forecaster.series import MeterSeries, series_from_readings
+from forecaster.settings import ForecastSettings
+from producers.simulator import FleetConfig, simulate_fleet
+from schemas.serde import FORECAST, SingleObjectSerde
+
+
+@pytest.fixture(scope="module")
+def fleet_series() -> list[MeterSeries]:
+    readings = simulate_fleet(FleetConfig(meters=8, days=21, interval=timedelta(hours=1), seed=21)).readings
+    return series_from_readings(readings[readings["label"] == 0], 21 * 86400)  # normal usage only
+
+
+def _settings(tmp_path, **kw) -> ForecastSettings:
+    return ForecastSettings(data_dir=tmp_path, horizon_seconds=24 * 3600, **kw)
+
+
+def test_run_in_worker_processes_survives_a_bad_meter_and_keeps_warm_start_state(tmp_path, fleet_series):
+    bad = MeterSeries("BAD", "F9", 3600, fleet_series[0].end_ms.copy(), np.full(len(fleet_series[0].end_ms), np.nan))
+    short = MeterSeries("SHORT", "F9", 3600, fleet_series[0].end_ms[-30:], fleet_series[0].kwh[-30:])
+    series = [*fleet_series, bad, short]
+    published: list[ForecastResult] = []
+    progress: list[tuple[int, int]] = []
+    pool = FitPool(2)
+    try:
+        summary = forecast_series(series, _settings(tmp_path, workers=2), pool, publish=published.append,
+                                  progress=lambda d, t: progress.append((d, t)))
+    finally:
+        pool.close()
+    assert (summary.meters, summary.prophet, summary.fallbacks, summary.failures) == (10, 8, 1, 1)
+    assert summary.fallback_reasons == {"too little history": 1}
+    assert sorted(r.meter_id for r in published) == sorted(s.meter_id for s in fleet_series) + ["SHORT"]
+    assert progress[-1] == (10, 10)
+    assert summary.fits_per_second > 0
+    assert (tmp_path / "prophet_params.npz").exists() and (tmp_path / "last_horizons.npz").exists()
+
+
+def test_run_can_be_stopped_between_chunks(tmp_path, fleet_series):
+    stop = threading.Event()
+    stop.set()
+    summary = forecast_series(fleet_series, _settings(tmp_path, workers=1), FitPool(1), stop=stop)
+    assert summary.meters == 0 and summary.stopped and not summary.ok
+
+
+def test_accuracy_of_the_previous_horizon_as_it_comes_due(tmp_path):
+    step = 3_600_000
+    end_ms = np.arange(10, dtype=np.int64) * step + step
+    previous = ForecastResult("M1", "F1", 3600, PROPHET, "prophet-test", end_ms=end_ms[6:] + 4 * step,
+                              expected=np.array([1.0, 2.0, 3.0, 4.0]), lower=np.zeros(4), upper=np.ones(4) * 9)
+    save_horizons(tmp_path, [previous])
+    # new history covers the first two points of that horizon (timestamps 11 and 12 h); one is missing
+    kwh = np.full(12, 1.0)
+    kwh[10], kwh[11] = 3.0, np.nan
+    new = MeterSeries("M1", "F1", 3600, np.arange(12, dtype=np.int64) * step + step, kwh)
+    due = due_accuracy(tmp_path, [new])
+    assert due is not None and (due.points, due.meters) == (1, 1)
+    assert due.smape == pytest.approx(2 * abs(3.0 - 1.0) / (3.0 + 1.0))
+    assert due_accuracy(tmp_path / "nothing-yet", [new]) is None
+    assert smape(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == 0.0
+
+
+def test_forecast_record_round_trips_through_the_shared_serde():
+    result = ForecastResult("M000001", "F0001", 900, SEASONAL_NAIVE, "seasonal-naive-7d",
+                            end_ms=np.array([900_000, 1_800_000]), expected=np.array([0.5, 0.6]),
+                            lower=np.array([0.4, 0.5]), upper=np.array([0.7, 0.8]))
+    serde = SingleObjectSerde()
+    name, decoded = serde.decode(serde.encode(FORECAST, forecast_record(result, 123)), raw_timestamps=True)
+    assert name == FORECAST
+    assert decoded["meter_id"] == "M000001" and decoded["interval_seconds"] == 900 and decoded["generated_at"] == 123
+    assert decoded["horizon"][1] == {"timestamp": 1_800_000, "expected": 0.6, "lower": 0.5, "upper": 0.8}
+
+
+def test_backtest_scores_prophet_and_the_seasonal_naive_baseline_on_the_same_points(tmp_path, fleet_series):
+    settings = _settings(tmp_path)
+    report = backtest(fleet_series, fit_options(settings), FitPool(1))
+    prophet, naive = report.scores
+    assert prophet.meters == naive.meters == len(fleet_series) and prophet.points == naive.points > 0
+    assert report.prophet_fallbacks == 0
+    # on regular daily/weekly load shapes with noise, the smoothed model beats last week's noisy value
+    assert prophet.smape < naive.smape
+    assert prophet.mae < naive.mae
+    assert FAILED not in {s.method for s in report.scores}
