@@ -21,12 +21,13 @@ from dashboard.settings import DashboardSettings
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 class BodySizeLimit:
     """Refuse request bodies over a size limit with 413, before they are parsed or spooled.
 
-    ``limits`` maps a path to its byte limit. A declared ``Content-Length`` over the limit is
+    ``limits`` maps a path to its byte limit and the message to answer with. A declared ``Content-Length`` over the limit is
     refused at once; a chunked body is counted as it arrives and cut off at the limit.
     """
 
@@ -38,8 +39,7 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["path"] not in self.limits or scope["method"] not in ("POST", "PUT"):
             await self.app(scope, receive, send)
             return
-        limit, what = self.limits[scope["path"]]
-        message = f"{what} is larger than the limit of {limit / 1024 / 1024:g} MB"
+        limit, message = self.limits[scope["path"]]
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
@@ -58,22 +58,21 @@ class BodySizeLimit:
                     raise _BodyTooLarge()
             return msg
 
-        async def tracking_send(msg: Message) -> None:
+        async def guarded_send(msg: Message) -> None:
             nonlocal response_started
+            if too_large:  # whatever the app answers to a cut-off body is replaced by the 413 below
+                return
             if msg["type"] == "http.response.start":
                 response_started = True
             await send(msg)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not response_started:
-                await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+            await self.app(scope, counting_receive, guarded_send)
         except Exception:
-            if too_large and not response_started:
-                await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
-            else:
+            if not too_large:
                 raise
+        if too_large and not response_started:
+            await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -155,7 +154,10 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
                                            "exist (the API under /api/v1 works)"}, status_code=503)
 
     app.add_middleware(BodySizeLimit, limits={
-        "/api/v1/detect": (settings.max_upload_bytes, "the uploaded file"),
-        "/api/v1/readings": (settings.max_json_body_bytes, "the request body"),
+        # The multipart envelope around the file gets some slack; the endpoint checks the file itself exactly.
+        "/api/v1/detect": (settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
+                           f"the uploaded file is larger than the limit of {settings.max_upload_mb:g} MB"),
+        "/api/v1/readings": (settings.max_json_body_bytes,
+                             f"the request body is larger than the limit of {settings.max_json_body_mb:g} MB"),
     })
     return app

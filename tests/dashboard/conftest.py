@@ -1,0 +1,80 @@
+"""Dashboard fixtures: an app on a temp SQLite database, a token, and a way to store records as ingest does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dashboard.app import create_app
+from dashboard.auth import create_token
+from dashboard.service import DashboardService
+from dashboard.settings import DashboardSettings
+from dashboard.store import IngestBatch, StoredBatch, store_batch
+
+T0 = 1_795_000_000_000
+"""A fixed reading time (ms) so tests do not depend on the clock."""
+QUARTER = 900_000
+
+
+def anomaly_record(meter: str, ts: int, severity: str = "WARNING", feeder: str = "F1", score: float = 0.8,
+                   **extra: Any) -> dict[str, Any]:
+    """An Anomaly record as the stream worker writes it (raw millisecond timestamps)."""
+    return {"meter_id": meter, "feeder_id": feeder, "timestamp": ts, "observed": 5.0, "expected": 1.0, "lower": 0.5,
+            "upper": 1.5, "residual": 4.0, "score": score, "severity": severity, "kind": "spike",
+            "causes": [{"feature": "ratio", "contribution": 0.7, "text": "usage 5x the usual"},
+                       {"feature": "change_z", "contribution": 0.3, "text": "sudden jump"}],
+            "model_version": "v1", "detected_at": ts + 1000, **extra}
+
+
+def reading_row(meter: str, ts: int, kwh: float, feeder: str = "F1") -> dict[str, Any]:
+    return {"meter_id": meter, "feeder_id": feeder, "timestamp_ms": ts, "kwh": kwh, "interval_seconds": 900}
+
+
+@dataclass
+class DashboardHarness:
+    client: TestClient
+    service: DashboardService
+    token: str
+    settings: DashboardSettings
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def store(self, anomalies: list[dict[str, Any]] = (), readings: list[dict[str, Any]] = (),
+              forecasts: list[dict[str, Any]] = ()) -> StoredBatch:
+        """Store records exactly as the Kafka ingest does (same function, same transaction shape)."""
+        batch = IngestBatch(anomalies=list(anomalies), readings=list(readings), forecasts=list(forecasts))
+        with self.service.sessions.begin() as session:
+            return store_batch(session, batch)
+
+
+@pytest.fixture
+def dashboard_factory(tmp_path: Path) -> Iterator[Callable[..., DashboardHarness]]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> DashboardHarness:
+        fields = {"database_url": f"sqlite:///{tmp_path / f'db{len(clients)}' / 'wattsup.db'}", "consume": False,
+                  "model_dir": tmp_path / "models", **overrides}
+        settings = DashboardSettings(**fields)
+        app = create_app(settings)
+        client = TestClient(app)
+        client.__enter__()
+        clients.append(client)
+        service: DashboardService = app.state.service
+        token = create_token(service.sessions, "tester")
+        return DashboardHarness(client, service, token, settings)
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def dash(dashboard_factory: Callable[..., DashboardHarness]) -> DashboardHarness:
+    return dashboard_factory()
