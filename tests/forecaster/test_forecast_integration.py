@@ -1,0 +1,129 @@
+"""The forecaster on the real broker: history in Kafka, one run, forecasts read back, joined by the stream."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from models.training import train_and_save
+from producers.kafka_producer import ReadingProducer
+from producers.simulator import FleetConfig, simulate_fleet
+from schemas.partitioning import partition_for
+from schemas.serde import FORECAST, SingleObjectSerde
+
+pytestmark = pytest.mark.integration
+
+HISTORY_DAYS = 14
+HOUR_MS = 3_600_000
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models")
+    history = simulate_fleet(FleetConfig(meters=60, days=7, interval=timedelta(hours=1), seed=1001)).readings
+    train_and_save(history, path, n_estimators=50, source="test history")
+    return path
+
+
+def read_anomalies(kafka, topic: str, settle: float = 3.0) -> pd.DataFrame:
+    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": f"t-{os.urandom(4).hex()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    serde, records, quiet_since = SingleObjectSerde(), [], time.monotonic()
+    while time.monotonic() - quiet_since < settle:
+        batch = [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        if batch:
+            quiet_since = time.monotonic()
+        records += [serde.decode(m.value(), raw_timestamps=True)[1] for m in batch]
+    consumer.close()
+    frame = pd.DataFrame(records)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
+    return frame
+
+
+def read_forecasts(kafka, topic: str) -> list[tuple[str, int, dict]]:
+    """(key, partition, record) of everything on the topic, from the beginning to the end offsets."""
+    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": f"t-{os.urandom(4).hex()}",
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    serde, out = SingleObjectSerde(), []
+    remaining = {p for p, end in ends.items() if end > 0}
+    deadline = time.monotonic() + 30
+    while remaining and time.monotonic() < deadline:
+        for msg in consumer.consume(500, timeout=0.5):
+            if msg.error() is not None:
+                continue
+            name, record = serde.decode(msg.value(), raw_timestamps=True)
+            assert name == FORECAST
+            out.append((msg.key().decode(), msg.partition(), record))
+            if msg.offset() >= ends[msg.partition()] - 1:
+                remaining.discard(msg.partition())
+    consumer.close()
+    assert not remaining, f"could not read partitions {remaining} of {topic} to their end"
+    return out
+
+
+def test_forecast_run_publishes_per_meter_forecasts_that_the_stream_joins_into_anomalies(
+        kafka, stream_workers, model_dir, tmp_path):
+    topics = kafka.fresh_topics(partitions=4)
+    fleet = simulate_fleet(FleetConfig(meters=50, days=HISTORY_DAYS + 2, interval=timedelta(hours=1), seed=404,
+                                       meters_per_feeder=10, anomaly_rate=0.3))
+    readings = fleet.readings
+    cut = readings["timestamp"].min() + pd.Timedelta(days=HISTORY_DAYS) - pd.Timedelta(hours=1)
+    history, future = readings[readings["timestamp"] <= cut], readings[readings["timestamp"] > cut]
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(history, batch_by_feeder=True)
+
+    # one forecast run, as an operator runs it
+    env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+           **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
+           "WATTSUP_FORECAST_DATA_DIR": str(tmp_path / "forecaster")}
+    run = subprocess.run([sys.executable, "-m", "wattsup.cli", "forecast", "run", "--history", f"{HISTORY_DAYS}d",
+                          "--horizon", "48h", "--workers", "2"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = dict(re.findall(r"(\w+)=(\S+)", run.stdout.strip().splitlines()[-1]))
+    assert (summary["meters"], summary["prophet"], summary["failures"], summary["published"]) == ("50", "50", "0", "50")
+
+    # forecasts read back from the compacted topic: one per meter, keyed by meter, in its feeder's partition
+    forecasts = read_forecasts(kafka, topics.forecasts)
+    assert sorted(key for key, _, _ in forecasts) == sorted(readings["meter_id"].unique())
+    last_seen = history.groupby("meter_id")["timestamp"].max()
+    points: dict[tuple[str, int], float] = {}
+    for key, partition, fc in forecasts:
+        assert fc["meter_id"] == key and partition == partition_for(fc["feeder_id"], 4)
+        assert fc["model_version"].startswith("prophet-") and fc["interval_seconds"] == 3600
+        horizon = fc["horizon"]
+        assert len(horizon) == 48
+        assert horizon[0]["timestamp"] == int(last_seen[key].value // 1_000_000) + HOUR_MS
+        for p in horizon:
+            assert p["lower"] <= p["expected"] <= p["upper"]
+            points[(key, p["timestamp"])] = p["expected"]
+
+    # the stream worker takes the forecasts in, then the next two days of readings arrive
+    worker = stream_workers.start(topics, model_dir, app_id=f"forecast-join-{os.urandom(3).hex()}")
+    worker.wait_for("wattsup_stream_forecasts_tracked", 50, timeout=120)
+    worker.wait_for("wattsup_stream_readings_processed_total", len(history), timeout=120)
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(future, batch_by_feeder=True)
+    worker.wait_for("wattsup_stream_readings_processed_total", len(readings), timeout=120)
+
+    anomalies = read_anomalies(kafka, topics.anomalies)
+    ts_ms = anomalies["timestamp"].astype("datetime64[ms, UTC]").astype("int64")
+    covered = anomalies[[(m, t) in points for m, t in zip(anomalies["meter_id"], ts_ms)]]
+    assert len(covered) >= 5, f"only {len(covered)} anomalies in the forecast window"
+    for row, t in zip(covered.itertuples(), ts_ms[covered.index]):
+        assert row.expected == pytest.approx(points[(row.meter_id, t)], rel=1e-9, abs=1e-12)
+        assert row.lower is not None and row.upper is not None and row.lower <= row.expected <= row.upper
+        assert row.residual == pytest.approx(row.observed - row.expected)
+    # readings the forecast does not cover (the history) are still scored: detection works without it
+    assert (anomalies["timestamp"] <= cut).sum() > 0
