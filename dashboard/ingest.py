@@ -122,6 +122,7 @@ class KafkaIngest:
     def _handle(self, messages: list[Any]) -> None:
         batch = IngestBatch()
         columns = ReadingColumns()
+        consumed: dict[str, int] = {}
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -131,6 +132,7 @@ class KafkaIngest:
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             batch.offsets[(topic, partition)] = offset + 1
+            consumed[topic] = consumed.get(topic, 0) + 1
             value = msg.value()
             if value is None:  # a tombstone on a compacted topic
                 continue
@@ -165,6 +167,8 @@ class KafkaIngest:
         with self.sessions.begin() as session:
             stored = store_batch(session, batch)
         self.batches_stored += 1
+        for topic, n in consumed.items():
+            self.metrics.messages_consumed.labels(topic=topic).inc(n)
         self.metrics.records_ingested.labels(topic=self.topics.anomalies).inc(len(stored.anomalies))
         self.metrics.records_ingested.labels(topic=self.topics.readings).inc(len(stored.readings))
         self.metrics.records_ingested.labels(topic=self.topics.forecasts).inc(stored.forecasts)

@@ -14,6 +14,9 @@ class DashboardMetrics:
         self.records_ingested = Counter(
             "wattsup_dashboard_records_ingested_total", "Records stored from Kafka, by topic (re-deliveries excluded).",
             ["topic"], registry=self.registry)
+        self.messages_consumed = Counter(
+            "wattsup_dashboard_messages_consumed_total", "Kafka messages read by the dashboard's ingest, by topic.",
+            ["topic"], registry=self.registry)
         self.records_undecodable = Counter(
             "wattsup_dashboard_records_undecodable_total", "Kafka messages the dashboard could not decode, by topic.",
             ["topic"], registry=self.registry)

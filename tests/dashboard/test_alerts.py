@@ -1,0 +1,201 @@
+"""Alert rules end to end against a real local SMTP server (aiosmtpd) and a real local HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from dashboard.alerts import in_quiet_hours
+from dashboard.models import AlertRule
+from deploy.kafka.launcher import free_port
+from tests.dashboard.conftest import QUARTER, T0, anomaly_record
+
+
+class _Mailbox:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler name
+        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    mailbox = _Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, mailbox
+    controller.stop()
+
+
+class _Receiver(ThreadingHTTPServer):
+    def __init__(self, status: int) -> None:
+        self.received: list[dict] = []
+        self.status = status
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(handler) -> None:  # noqa: N802, N805
+                length = int(handler.headers["Content-Length"])
+                self.received.append({"content_type": handler.headers["Content-Type"],
+                                      "body": json.loads(handler.rfile.read(length))})
+                handler.send_response(self.status)
+                handler.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", free_port()), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+@pytest.fixture
+def receiver_factory():
+    servers = []
+
+    def start(status: int = 200) -> _Receiver:
+        server = _Receiver(status)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _alerts(dash):
+    return dash.client.get("/api/v1/alerts", params={"limit": 1000}).json()
+
+
+def test_matching_anomaly_sends_webhook_and_email(dashboard_factory, smtp_server, receiver_factory):
+    controller, mailbox = smtp_server
+    receiver = receiver_factory()
+    dash = dashboard_factory(smtp_host="127.0.0.1", smtp_port=controller.port, smtp_sender="wattsup@test.local")
+    rule = dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
+        "name": "feeder 1 warnings", "min_severity": "WARNING", "feeder_id": "F1",
+        "webhook_url": receiver.url, "email_to": "ops@test.local"}).json()
+    stored = dash.store(anomalies=[
+        anomaly_record("M1", T0, "CRITICAL", feeder="F1"),
+        anomaly_record("M2", T0, "INFO", feeder="F1"),      # below the rule's severity
+        anomaly_record("M3", T0, "CRITICAL", feeder="F2"),  # another feeder
+    ])
+    dash.service.alerts.submit(stored.anomalies)
+    assert dash.service.alerts.wait_idle()
+
+    assert len(receiver.received) == 1
+    hook = receiver.received[0]
+    assert hook["content_type"] == "application/json"
+    assert hook["body"]["rule"] == {"id": rule["id"], "name": "feeder 1 warnings"}
+    assert hook["body"]["anomaly"]["meter_id"] == "M1" and hook["body"]["anomaly"]["causes"]
+    assert len(mailbox.messages) == 1
+    recipients, mail = mailbox.messages[0]
+    assert recipients == ["ops@test.local"] and mail["From"] == "wattsup@test.local"
+    assert "CRITICAL anomaly on meter M1" in mail["Subject"]
+    assert "usage 5x the usual" in mail.get_payload()
+
+    history = _alerts(dash)
+    assert history["total"] == 2
+    assert sorted((a["channel"], a["status"], a["meter_id"]) for a in history["items"]) == [
+        ("email", "sent", "M1"), ("webhook", "sent", "M1")]
+    assert all(a["rule_name"] == "feeder 1 warnings" and a["anomaly_id"] == stored.anomalies[0]["id"]
+               for a in history["items"])
+    metrics = dash.client.get("/metrics").text
+    assert 'wattsup_dashboard_alerts_total{channel="webhook",status="sent"} 1.0' in metrics
+    assert 'wattsup_dashboard_alerts_total{channel="email",status="sent"} 1.0' in metrics
+
+
+def test_the_same_anomaly_is_never_alerted_twice(dash, receiver_factory):
+    receiver = receiver_factory()
+    dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "all", "min_severity": "INFO",
+                                                                      "webhook_url": receiver.url})
+    stored = dash.store(anomalies=[anomaly_record("M1", T0)])
+    dash.service.alerts.submit(stored.anomalies)
+    dash.service.alerts.submit(stored.anomalies)  # e.g. handed over again after a restart
+    assert dash.service.alerts.wait_idle()
+    assert len(receiver.received) == 1
+    assert _alerts(dash)["total"] == 1
+
+
+def test_storm_is_rate_limited_per_meter_and_rest_suppressed(dashboard_factory, receiver_factory):
+    receiver = receiver_factory()
+    dash = dashboard_factory(alert_rate_per_hour=3)
+    dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "storm", "min_severity": "INFO",
+                                                                      "webhook_url": receiver.url})
+    stored = dash.store(anomalies=[anomaly_record("M1", T0 + i * QUARTER) for i in range(10)]
+                        + [anomaly_record("M2", T0 + i * QUARTER) for i in range(2)])
+    dash.service.alerts.submit(stored.anomalies)
+    assert dash.service.alerts.wait_idle()
+    by_meter = {}
+    for a in _alerts(dash)["items"]:
+        by_meter.setdefault(a["meter_id"], []).append(a["status"])
+    assert sorted(by_meter["M1"]) == ["sent"] * 3 + ["suppressed"] * 7
+    assert by_meter["M2"] == ["sent", "sent"]  # another meter is not held back by M1's storm
+    assert len(receiver.received) == 5
+    suppressed = next(a for a in _alerts(dash)["items"] if a["status"] == "suppressed")
+    assert "rate limit" in suppressed["detail"]
+
+
+def test_failed_delivery_is_recorded_not_raised(dashboard_factory, receiver_factory):
+    broken = receiver_factory(status=500)
+    dash = dashboard_factory(smtp_host="127.0.0.1", smtp_port=free_port())  # nothing listens there
+    dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
+        "name": "broken", "min_severity": "INFO", "webhook_url": broken.url, "email_to": "ops@test.local"})
+    stored = dash.store(anomalies=[anomaly_record("M1", T0)])
+    dash.service.alerts.submit(stored.anomalies)
+    assert dash.service.alerts.wait_idle()
+    items = {a["channel"]: a for a in _alerts(dash)["items"]}
+    assert items["webhook"]["status"] == "failed" and "500" in items["webhook"]["detail"]
+    assert items["email"]["status"] == "failed" and "Connection" in items["email"]["detail"]
+    # the dispatcher is still alive and handles the next anomaly
+    more = dash.store(anomalies=[anomaly_record("M2", T0)])
+    dash.service.alerts.submit(more.anomalies)
+    assert dash.service.alerts.wait_idle()
+    assert _alerts(dash)["total"] == 4
+
+
+def test_disabled_rules_and_meter_rules_only_match_their_anomalies(dash, receiver_factory):
+    receiver = receiver_factory()
+    dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "off", "min_severity": "INFO",
+                                                                      "webhook_url": receiver.url, "enabled": False})
+    dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "m2", "min_severity": "INFO",
+                                                                      "meter_id": "M2", "webhook_url": receiver.url})
+    stored = dash.store(anomalies=[anomaly_record("M1", T0), anomaly_record("M2", T0)])
+    dash.service.alerts.submit(stored.anomalies)
+    assert dash.service.alerts.wait_idle()
+    assert [r["body"]["anomaly"]["meter_id"] for r in receiver.received] == ["M2"]
+
+
+def test_quiet_hours_suppress_and_wrap_midnight(dash, receiver_factory):
+    night = AlertRule(quiet_start="22:00", quiet_end="06:00")
+    assert in_quiet_hours(night, datetime(2026, 11, 25, 23, 30))
+    assert in_quiet_hours(night, datetime(2026, 11, 25, 5, 59))
+    assert not in_quiet_hours(night, datetime(2026, 11, 25, 6, 0))
+    assert not in_quiet_hours(night, datetime(2026, 11, 25, 12, 0))
+    lunch = AlertRule(quiet_start="12:00", quiet_end="13:00")
+    assert in_quiet_hours(lunch, datetime(2026, 11, 25, 12, 30)) and not in_quiet_hours(lunch, datetime(2026, 11, 25, 13, 1))
+    assert not in_quiet_hours(AlertRule(), datetime(2026, 11, 25, 12, 0))
+
+    receiver = receiver_factory()
+    # quiet from the start of the current hour to two hours later: covers now, whatever the clock says
+    now = datetime.now().astimezone(dash.service.alerts.zone)
+    start = now.replace(minute=0).strftime("%H:%M")
+    end = f"{(now.hour + 2) % 24:02d}:00"
+    dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
+        "name": "quiet", "min_severity": "INFO", "webhook_url": receiver.url, "quiet_hours": {"start": start, "end": end}})
+    stored = dash.store(anomalies=[anomaly_record("M1", T0)])
+    dash.service.alerts.submit(stored.anomalies)
+    assert dash.service.alerts.wait_idle()
+    assert receiver.received == []
+    [alert] = _alerts(dash)["items"]
+    assert alert["status"] == "suppressed" and "quiet hours" in alert["detail"]

@@ -1,0 +1,287 @@
+"""The dashboard on the real broker: exactly-once storage, resume after restart, ingest endpoint, sensitivity, SSE."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+from confluent_kafka import Consumer, Producer, TopicPartition
+from fastapi.testclient import TestClient
+
+from dashboard.app import create_app
+from dashboard.auth import create_token
+from dashboard.settings import DashboardSettings
+from deploy.kafka.launcher import free_port
+from producers.kafka_producer import ReadingProducer
+from schemas.partitioning import partition_for
+from schemas.serde import ANOMALY, DEAD_LETTER, FORECAST, METER_READING, SingleObjectSerde
+from stream_processors.sensitivity import SensitivityWatcher
+from tests.dashboard.conftest import QUARTER, T0, anomaly_record
+
+pytestmark = pytest.mark.integration
+
+serde = SingleObjectSerde()
+
+
+def _produce_anomalies(kafka, topics, records: list[dict[str, Any]]) -> None:
+    producer = Producer({**kafka.connection.confluent_config(), "enable.idempotence": True, "acks": "all",
+                         "partitioner": "murmur2_random"})
+    for r in records:
+        producer.produce(topics.anomalies, serde.encode(ANOMALY, r), r["meter_id"].encode())
+    assert producer.flush(30) == 0
+
+
+def _produce_readings(kafka, topics, meters: list[tuple[str, str]], start: int, steps: int) -> int:
+    """Head-end batches for the first half of the meters, single readings for the rest; returns how many."""
+    rows = [{"timestamp": pd.Timestamp(start + i * QUARTER, unit="ms", tz="UTC"), "meter_id": m, "feeder_id": f,
+             "kwh": 0.5 + i / 100, "interval_seconds": 900} for i in range(steps) for m, f in meters]
+    frame = pd.DataFrame(rows)
+    half = frame["meter_id"].isin([m for m, _ in meters[: len(meters) // 2]])
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(frame[half], batch_by_feeder=True)
+        producer.send_frame(frame[~half])
+    assert producer.summary.ok and producer.summary.sent == len(frame)
+    return len(frame)
+
+
+def _produce_forecast(kafka, topics, meter: str, feeder: str, generated: int) -> None:
+    producer = Producer(kafka.connection.confluent_config())
+    value = serde.encode(FORECAST, {"meter_id": meter, "feeder_id": feeder, "generated_at": generated,
+                                    "model_version": "seasonal-naive", "interval_seconds": 900,
+                                    "horizon": [{"timestamp": T0 + i * QUARTER, "expected": 1.0, "lower": 0.5,
+                                                 "upper": 1.5} for i in range(8)]})
+    producer.produce(topics.forecasts, value, meter.encode(), partition=partition_for(feeder, topics.partitions))
+    assert producer.flush(30) == 0
+
+
+def _wait(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
+
+
+def _metric(client: TestClient, name: str, topic: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'{name}{{topic="{topic}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _read_topic(kafka, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
+    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": f"check-{time.monotonic_ns()}",
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < expected and time.monotonic() < deadline:
+        messages += [m for m in consumer.consume(100, timeout=0.5) if m.error() is None]
+    # and nothing more arrives
+    messages += [m for m in consumer.consume(100, timeout=1.0) if m.error() is None]
+    consumer.close()
+    return messages
+
+
+@pytest.fixture
+def settings_for(kafka, tmp_path):
+    def make(topics, **overrides) -> DashboardSettings:
+        fields = {"database_url": f"sqlite:///{tmp_path / 'wattsup.db'}", "consume": True, "kafka": kafka.connection,
+                  "topics": topics, "model_dir": tmp_path / "models", **overrides}
+        return DashboardSettings(**fields)
+    return make
+
+
+def test_stored_exactly_once_and_resumes_after_restart(kafka, settings_for):
+    topics = kafka.fresh_topics(partitions=2)
+    meters = [(f"M{i:03d}", f"F{i % 3}") for i in range(12)]
+    first = [anomaly_record(m, T0 + i * QUARTER, feeder=f) for i in range(5) for m, f in meters[:6]]
+    _produce_anomalies(kafka, topics, first)
+    n_readings = _produce_readings(kafka, topics, meters, T0, steps=20)
+    _produce_forecast(kafka, topics, "M000", "F0", T0)
+    settings = settings_for(topics)
+
+    with TestClient(create_app(settings)) as client:
+        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == len(first), what="first anomalies")
+        _wait(lambda: _metric(client, "wattsup_dashboard_records_ingested_total", topics.readings) == n_readings,
+              what="readings stored")
+        _wait(lambda: client.get("/api/v1/series", params={"meter_id": "M000"}).json()["forecast"], what="forecast")
+        assert client.get("/api/v1/summary").json()["meters"] == 12
+        assert len(client.get("/api/v1/series", params={"meter_id": "M011"}).json()["readings"]) == 20
+        first_consumed = _metric(client, "wattsup_dashboard_messages_consumed_total", topics.anomalies)
+        assert first_consumed == len(first)
+
+    # While the service is down: new anomalies, some re-deliveries of stored ones, more readings.
+    second = [anomaly_record(m, T0 + 10 * QUARTER, feeder=f) for m, f in meters]
+    redelivered = first[:5]
+    _produce_anomalies(kafka, topics, second + redelivered)
+    more_readings = _produce_readings(kafka, topics, meters, T0 + 20 * QUARTER, steps=4)
+    _produce_readings(kafka, topics, meters[:3], T0, steps=2)  # re-sent old readings
+
+    with TestClient(create_app(settings)) as client:
+        _wait(lambda: _metric(client, "wattsup_dashboard_messages_consumed_total", topics.anomalies)
+              == len(second) + len(redelivered), what="second run to consume the new anomaly messages")
+        _wait(lambda: _metric(client, "wattsup_dashboard_records_ingested_total", topics.readings) == more_readings,
+              what="new readings stored")
+        time.sleep(1.5)  # let anything extra (there must be none) arrive
+        body = client.get("/api/v1/anomalies", params={"limit": 1000}).json()
+        assert body["total"] == len(first) + len(second)
+        keys = [(a["meter_id"], a["timestamp"]) for a in body["items"]]
+        assert len(keys) == len(set(keys))
+        # resumed from the stored offsets: the second run read only what was produced while it was down
+        assert _metric(client, "wattsup_dashboard_messages_consumed_total", topics.anomalies) == \
+            len(second) + len(redelivered)
+        assert _metric(client, "wattsup_dashboard_records_ingested_total", topics.anomalies) == len(second)
+        assert len(client.get("/api/v1/series", params={"meter_id": "M000", "since": "2020-01-01T00:00:00Z"})
+                   .json()["readings"]) == 24
+
+    from sqlalchemy import create_engine, func, select
+
+    from dashboard.models import ConsumerOffset, Reading
+
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Reading)) == n_readings + more_readings
+        stored = {(r.topic, r.partition): r.next_offset for r in conn.execute(select(ConsumerOffset))}
+    engine.dispose()
+    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": "offsets-check"})
+    for (topic, partition), next_offset in stored.items():
+        assert consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1] == next_offset
+    consumer.close()
+    assert {t for t, _ in stored} == {topics.anomalies, topics.readings, topics.forecasts}
+
+
+def test_post_readings_produces_valid_ones_and_dead_letters_the_rest(kafka, settings_for):
+    topics = kafka.fresh_topics(partitions=2)
+    app = create_app(settings_for(topics))
+    with TestClient(app) as client:
+        token = create_token(app.state.service.sessions, "gateway")
+        auth = {"Authorization": f"Bearer {token}"}
+        response = client.post("/api/v1/readings", headers=auth, json=[
+            {"meter_id": "IOT-1", "timestamp": "2026-11-25T08:00:00Z", "kwh": 0.42, "feeder_id": "F9"},
+            {"meter_id": "IOT-1", "timestamp": "2026-11-25T08:15:00Z", "kwh": -1},
+            {"meter_id": "IOT-2", "timestamp": "2026-11-25T08:00:00Z", "kwh": 1.5, "interval_seconds": 3600},
+            {"meter_id": "IOT-3", "kwh": "many"},
+        ])
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["accepted"] == 2
+        assert [(r["index"], sorted(e["field"] for e in r["errors"])) for r in body["rejected"]] == [
+            (1, ["kwh"]), (3, ["kwh", "timestamp"])]
+        single = client.post("/api/v1/readings", headers=auth,
+                             json={"meter_id": "IOT-4", "timestamp": "2026-11-25T08:00:00", "kwh": 0})
+        assert single.status_code == 202 and single.json() == {"accepted": 1, "rejected": []}
+        all_bad = client.post("/api/v1/readings", headers=auth, json=[{"meter_id": "X"}])
+        assert all_bad.status_code == 422
+        assert all_bad.json()["accepted"] == 0 and all_bad.json()["rejected"][0]["index"] == 0
+
+        readings = _read_topic(kafka, topics.readings, 3)
+        decoded = sorted(((serde.decode(m.value(), raw_timestamps=True), m.key()) for m in readings),
+                         key=lambda d: d[0][1]["meter_id"])
+        assert [(name, r["meter_id"], r["feeder_id"], r["energy_kwh"], r["interval_seconds"], key)
+                for (name, r), key in decoded] == [
+            (METER_READING, "IOT-1", "F9", 0.42, 900, b"F9"),
+            (METER_READING, "IOT-2", "IOT-2", 1.5, 3600, b"IOT-2"),
+            (METER_READING, "IOT-4", "IOT-4", 0.0, 900, b"IOT-4"),
+        ]
+        by_key = {m.key(): m.partition() for m in readings}
+        assert by_key[b"F9"] == partition_for("F9", topics.partitions)  # murmur2, as Faust expects
+        letters = [serde.decode(m.value())[1] for m in _read_topic(kafka, topics.dead_letters, 3)]
+        assert len(letters) == 3
+        assert all(d["source"] == "http:/api/v1/readings" for d in letters)
+        reasons = sorted(d["reason"] for d in letters)
+        assert reasons[0].startswith("reading 0: ") and "meter_id" not in reasons[0]
+        assert "kwh" in reasons[1] and "timestamp" in reasons[2]
+        assert json.loads(next(d for d in letters if "many" in d["raw_text"])["raw_text"])["kwh"] == "many"
+        # and the service's own ingest stores what it produced
+        _wait(lambda: client.get("/api/v1/series", params={"meter_id": "IOT-1"}).json()["readings"],
+              what="posted reading stored")
+
+
+def test_sensitivity_writes_reach_the_control_topic(kafka, settings_for):
+    topics = kafka.fresh_topics(partitions=1)
+    app = create_app(settings_for(topics, consume=False))
+    with TestClient(app) as client:
+        auth = {"Authorization": f"Bearer {create_token(app.state.service.sessions, 'ops')}"}
+        bad = client.put("/api/v1/sensitivity", headers=auth, json={"value": 50})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "value"]
+        assert client.put("/api/v1/sensitivity", headers=auth, json={"value": 2.0}).json() == {"fleet": 2.0, "meters": {}}
+        assert client.put("/api/v1/sensitivity", headers=auth, json={"value": 0.5, "meter_id": "M7"}).json() == {
+            "fleet": 2.0, "meters": {"M7": 0.5}}
+        assert client.put("/api/v1/sensitivity", headers=auth, json={"value": 3.0, "meter_id": "M8"}).status_code == 200
+        assert client.delete("/api/v1/sensitivity/M8", headers=auth).json() == {"fleet": 2.0, "meters": {"M7": 0.5}}
+
+    # What a stream worker sees: the watcher every worker runs, reading the control topic from the start.
+    watcher = SensitivityWatcher(kafka.connection, topics, poll_seconds=0.2)
+    watcher.start()
+    try:
+        _wait(lambda: watcher.updates_applied >= 4, what="control records")
+        assert watcher.fleet == 2.0 and watcher.per_meter == {"M7": 0.5}
+        assert watcher.for_meter("M7") == 0.5 and watcher.for_meter("M8") == 2.0
+    finally:
+        watcher.stop()
+    # and a fresh dashboard reads the settings back from the topic
+    with TestClient(create_app(settings_for(topics, consume=False))) as client:
+        _wait(lambda: client.get("/api/v1/sensitivity").json() == {"fleet": 2.0, "meters": {"M7": 0.5}},
+              what="sensitivity read back")
+
+
+def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_for):
+    topics = kafka.fresh_topics(partitions=1)
+    settings = settings_for(topics, summary_seconds=1.0)
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    _wait(lambda: server.started, what="uvicorn start")
+    _wait(lambda: app.state.service.ingest.assigned.is_set(), what="ingest assignment")
+    events: list[tuple[str, dict]] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{base}/api/v1/events", params={"meter_id": "M1"}, timeout=30) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            connected.set()
+            event = None
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event:
+                    events.append((event, json.loads(line.split(":", 1)[1])))
+                    kinds = {e for e, _ in events}
+                    if {"anomaly", "reading", "summary"} <= kinds and sum(e == "summary" for e, _ in events) >= 2:
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        assert connected.wait(15)
+        _wait(lambda: app.state.service.hub.clients == 1, what="subscriber registered")
+        _produce_anomalies(kafka, topics, [anomaly_record("M1", T0, "CRITICAL")])
+        _produce_readings(kafka, topics, [("M1", "F1"), ("M2", "F1")], T0, steps=2)
+        listener.join(30)
+        assert not listener.is_alive(), f"events so far: {events}"
+        anomaly = next(d for e, d in events if e == "anomaly")
+        assert anomaly["meter_id"] == "M1" and anomaly["severity"] == "CRITICAL" and isinstance(anomaly["id"], int)
+        readings = [d for e, d in events if e == "reading"]
+        assert {r["meter_id"] for r in readings} == {"M1"}  # only the meter asked for
+        assert set(readings[0]) >= {"meter_id", "feeder_id", "timestamp", "kwh"}
+        summary = next(d for e, d in events if e == "summary")
+        assert set(summary) >= {"meters", "feeders", "readings_last_hour", "anomalies_24h"}
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    finally:
+        server.should_exit = True
+        thread.join(20)
