@@ -1,4 +1,4 @@
-"""Prophet's cmdstanpy backend without its per-fit overheads.
+"""Prophet without its per-fit overheads: the cmdstanpy backend and two feature helpers.
 
 Profiling one Prophet fit of 28 days of hourly data (``uncertainty_samples=0``) showed about half
 the time spent before Stan even starts: cmdstanpy's ``stanio`` writes the data JSON (a 672 x 20
@@ -11,6 +11,7 @@ The temporary CSV/JSON files are removed after each fit, which stock Prophet lea
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -19,6 +20,8 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from prophet import Prophet
 from prophet.models import CmdStanPyBackend
 
 log = logging.getLogger(__name__)
@@ -72,3 +75,47 @@ class FastCmdStanPyBackend(CmdStanPyBackend):
         for name in params:
             params[name] = params[name].reshape((1, -1))
         return params
+
+
+_COMPONENT_CACHE: dict[tuple, tuple[pd.DataFrame, dict[str, list[str]]]] = {}
+
+
+class FastProphet(Prophet):
+    """Prophet with two per-fit overheads removed; the model and its results are unchanged.
+
+    * ``fourier_series`` from the timestamps' int64 nanoseconds with numpy, instead of a pandas
+      timedelta Series per seasonality (the same formula: days since the epoch, sin/cos of
+      ``2 pi k t / period``).
+    * ``regressor_column_matrix`` (which feature column belongs to which component, built with
+      ``pd.crosstab``) depends only on the model's configuration, not on the data: it is built
+      once per configuration and reused by every fit and predict of the process.
+    """
+
+    @staticmethod
+    def fourier_series(dates: pd.Series, period: float, series_order: int) -> np.ndarray:
+        if not series_order >= 1:
+            raise ValueError("series_order must be >= 1")
+        values = dates.dt.tz_convert(None) if dates.dt.tz is not None else dates
+        t = values.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 86_400e9
+        angles = np.outer(t, 2.0 * np.pi * np.arange(1, series_order + 1) / period)
+        out = np.empty((len(t), 2 * series_order))
+        out[:, 0::2] = np.sin(angles)
+        out[:, 1::2] = np.cos(angles)
+        return out
+
+    def regressor_column_matrix(self, seasonal_features: pd.DataFrame, modes: dict[str, list[str]],
+                                ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+        key = (
+            tuple(seasonal_features.columns),
+            tuple((mode, tuple(names)) for mode, names in sorted(modes.items())),
+            None if self.train_holiday_names is None else tuple(self.train_holiday_names),
+            tuple((name, props["mode"]) for name, props in self.extra_regressors.items()),
+            self.holidays_mode,
+            None if self.train_component_cols is None else tuple(self.train_component_cols.columns),
+        )
+        cached = _COMPONENT_CACHE.get(key)
+        if cached is None:
+            cols, new_modes = super().regressor_column_matrix(seasonal_features, copy.deepcopy(modes))
+            cached = _COMPONENT_CACHE[key] = (cols, new_modes)
+        cols, new_modes = cached
+        return cols.copy(), copy.deepcopy(new_modes)

@@ -226,13 +226,13 @@ def _with_day_kind(frame: pd.DataFrame, end_ms: np.ndarray, step_ms: int) -> pd.
 
 def fit_prophet(series: MeterSeries, options: FitOptions, init: dict[str, np.ndarray] | None = None) -> ForecastResult:
     """Prophet forecast of one meter; raises on a failed fit (the caller falls back)."""
-    from prophet import Prophet
+    from forecaster.fast_backend import FastProphet
 
     started = time.perf_counter()
     per, bucket_ms, y, which = _fit_grid(series, options.fit_interval_seconds)
     step_bucket_ms = series.step_ms * per
     span_days = series.span_days
-    model = Prophet(
+    model = FastProphet(
         growth="linear", n_changepoints=options.n_changepoints, changepoint_range=0.9,
         changepoint_prior_scale=options.changepoint_prior_scale, yearly_seasonality=False,
         weekly_seasonality=span_days >= 7, daily_seasonality=False, uncertainty_samples=0,

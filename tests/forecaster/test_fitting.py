@@ -152,3 +152,26 @@ def test_warm_start_is_used_not_silently_replaced_by_defaults(hourly_fleet, monk
     assert seen["k"] == pytest.approx(float(cold.params["k"]))
     np.testing.assert_allclose(seen["beta"], cold.params["beta"])
     np.testing.assert_allclose(seen["delta"], cold.params["delta"])
+
+
+def test_fast_prophet_fits_and_predicts_what_stock_prophet_does(hourly_fleet):
+    from prophet import Prophet
+
+    from forecaster.fast_backend import FastCmdStanPyBackend, FastProphet, quiet_stan_logging
+
+    quiet_stan_logging()
+    s = series_from_readings(hourly_fleet, 14 * 86400)[0]
+    history = pd.DataFrame({"ds": pd.Series(s.end_ms.astype("datetime64[ms]")).astype("datetime64[ns]"), "y": s.kwh})
+    forecasts = []
+    for cls, backend in ((Prophet, None), (FastProphet, FastCmdStanPyBackend())):
+        model = cls(uncertainty_samples=0, yearly_seasonality=False)
+        if backend is not None:
+            model.stan_backend = backend
+        model.fit(history)
+        forecasts.append(model.predict(model.make_future_dataframe(48, freq="h"))["yhat"].to_numpy())
+    # Features agree to ~1e-11 (float rounding of the time axis); on a well-conditioned model that
+    # leaves the optimum where it was. (With overlapping seasonalities, as the forecaster's weekday
+    # and weekend shapes are, L-BFGS may stop at a slightly different point of a flat ridge.)
+    np.testing.assert_allclose(forecasts[1], forecasts[0], rtol=1e-4, atol=1e-4)
+    dates = pd.Series(pd.date_range("2026-03-01", periods=500, freq="h"))
+    np.testing.assert_allclose(FastProphet.fourier_series(dates, 7, 3), Prophet.fourier_series(dates, 7, 3), atol=1e-10)

@@ -1,0 +1,104 @@
+"""Forecast throughput: the WattsUp forecaster against a plain Prophet loop, on the same meters.
+
+Prints, from one run on one machine:
+
+* the WattsUp worker's fits per second over ``--meters`` simulated meters x ``--days`` of hourly
+  history (48 h horizon): a pool of ``--workers`` processes, cheap Prophet settings, analytic band,
+  fast Stan data path; once cold (no previous parameters) and once warm-started from the first
+  run's parameters, as a scheduled re-forecast runs;
+* the baseline: a plain sequential loop of default ``Prophet().fit(df)`` and
+  ``predict(make_future_dataframe(48, freq="h"))`` on the same series (by default on the first
+  ``--baseline-meters`` of them, since it is several times slower; ``--baseline-meters 0`` for all);
+* the ratio, the outcomes (Prophet, fallbacks, failures) and the load average, because the
+  figures depend on what else the machine's cores are doing.
+
+The worker's pool is started (processes up, Prophet imported) before timing, as it stays up
+between scheduled runs. Usage:
+
+    .venv/bin/python bench/forecast_throughput.py [--meters 1000] [--days 28] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from forecaster.fast_backend import quiet_stan_logging
+from forecaster.runner import FitPool, forecast_series
+from forecaster.series import MeterSeries, series_from_readings
+from forecaster.settings import ForecastSettings
+from producers.simulator import FleetConfig, simulate_fleet
+
+
+def plain_prophet_loop(series: list[MeterSeries], horizon_hours: int) -> float:
+    """Fits per second of default Prophet, sequentially, fit + predict, on the same data."""
+    from prophet import Prophet
+
+    started = time.perf_counter()
+    for s in series:
+        df = pd.DataFrame({"ds": pd.Series(s.end_ms.astype("datetime64[ms]")).astype("datetime64[ns]"), "y": s.kwh})
+        model = Prophet()
+        model.fit(df)
+        model.predict(model.make_future_dataframe(periods=horizon_hours, freq="h"))
+    return len(series) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meters", type=int, default=1000)
+    parser.add_argument("--days", type=float, default=28.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--baseline-meters", type=int, default=100,
+                        help="meters for the plain Prophet loop (0: all of them)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    quiet_stan_logging()
+
+    print(f"simulating {args.meters:,} meters x {args.days:g} days of hourly history ...", flush=True)
+    readings = simulate_fleet(FleetConfig(meters=args.meters, days=args.days, interval=timedelta(hours=1),
+                                          seed=2024)).readings
+    series = series_from_readings(readings, args.days * 86400)
+    horizon_hours = 48
+
+    with tempfile.TemporaryDirectory(prefix="wattsup-forecast-bench-") as tmp:
+        settings = ForecastSettings(data_dir=Path(tmp), workers=args.workers, horizon_seconds=horizon_hours * 3600,
+                                    history_seconds=args.days * 86400)
+        pool = FitPool(args.workers)
+        try:
+            warm_up = ForecastSettings(data_dir=Path(tmp) / "warm-up", workers=args.workers, warm_start=False)
+            forecast_series(series[: args.workers * 2], warm_up, pool)  # processes up, Prophet imported
+            load_before = os.getloadavg()[0]
+            cold = forecast_series(series, settings, pool)
+            warm = forecast_series(series, settings, pool)
+            load_after = os.getloadavg()[0]
+        finally:
+            pool.close()
+
+    baseline_series = series if args.baseline_meters <= 0 else series[: args.baseline_meters]
+    print(f"plain Prophet loop on {len(baseline_series):,} of the same meters ...", flush=True)
+    baseline = plain_prophet_loop(baseline_series, horizon_hours)
+
+    print()
+    print(f"{'WattsUp forecaster, ' + str(args.workers) + ' processes, cold (no previous parameters)':<66}"
+          f"{cold.fits_per_second:>8.1f} fits/s  ({cold.meters} meters in {cold.fit_seconds:.1f} s)")
+    print(f"{'WattsUp forecaster, ' + str(args.workers) + ' processes, warm-started re-forecast':<66}"
+          f"{warm.fits_per_second:>8.1f} fits/s  ({warm.meters} meters in {warm.fit_seconds:.1f} s)")
+    print(f"{'plain sequential Prophet().fit().predict(), default settings':<66}"
+          f"{baseline:>8.1f} fits/s  ({len(baseline_series)} meters)")
+    print(f"{'ratio, cold / plain':<66}{cold.fits_per_second / baseline:>8.1f} x")
+    print(f"{'ratio, warm / plain':<66}{warm.fits_per_second / baseline:>8.1f} x")
+    print(f"outcomes (warm run): prophet={warm.prophet} fallbacks={warm.fallbacks} failures={warm.failures}")
+    print(f"100,000 meters at the warm rate: {100_000 / warm.fits_per_second / 60:.0f} min")
+    print(f"load average (1 min) before / after the worker runs: {load_before:.2f} / {load_after:.2f} "
+          f"on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
