@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
 import typer
+import uvicorn
 from rich.console import Console
 
 console = Console()
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server, but a SIGTERM/SIGINT shutdown exits 0.
+
+    uvicorn re-raises the signal after its graceful shutdown, so the process would end "killed
+    by SIGTERM" (-15) even though it stopped cleanly; a supervisor (the demo, systemd) then
+    reports a failure.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
 app = typer.Typer(help="The dashboard web service: REST API, live events, alerts and the page.")
 
 
@@ -19,8 +47,6 @@ def serve(
     """Serve the dashboard (API under /api/v1, page at /) and follow the Kafka topics."""
     if ctx.invoked_subcommand is not None:
         return
-    import uvicorn
-
     from dashboard.app import create_app
     from dashboard.settings import DashboardSettings
 
@@ -29,8 +55,9 @@ def serve(
     settings = settings.model_copy(update=updates)
     if bootstrap_servers:
         settings.kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                proxy_headers=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                            proxy_headers=False, timeout_graceful_shutdown=5)
+    _GracefulServer(config).run()
 
 
 @app.command("create-token")
