@@ -54,13 +54,19 @@ class Service:
 
 def demo_services(settings: DemoSettings) -> list[Service]:
     """The services the demo runs, each a ``wattsup`` sub-command."""
+    from dashboard.settings import DashboardSettings
+
     wattsup = [sys.executable, "-m", "wattsup.cli"]
+    dashboard = DashboardSettings()
+    browse_host = "127.0.0.1" if dashboard.host in ("0.0.0.0", "::", "") else dashboard.host
     return [
         Service(
             "simulator",
             [*wattsup, "produce", "simulate", "--meters", str(settings.meters), "--interval", settings.interval,
              "--days", "0", "--speedup", str(settings.speedup), "--batch-by", "feeder"],
         ),
+        Service("dashboard", [*wattsup, "dashboard", "--host", dashboard.host, "--port", str(dashboard.port)],
+                url=f"http://{browse_host}:{dashboard.port}/"),
     ]
 
 
