@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
+import urllib.request
 
 import pytest
 
@@ -22,11 +24,28 @@ def test_make_demo_runs_for_demo_seconds_and_streams_readings(tmp_path):
         "WATTSUP_BROKER_CONTROLLER_PORT": str(free_port()),
         "WATTSUP_BROKER_DATA_DIR": str(tmp_path / "kafka"),
         "WATTSUP_DEMO_LOG_DIR": str(tmp_path / "logs"),
+        "WATTSUP_DASHBOARD_PORT": str(dashboard_port := free_port()),
+        "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard' / 'wattsup.db'}",
     }
-    result = subprocess.run(["make", "--no-print-directory", "demo"], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    with open(tmp_path / "stdout", "w+") as out, open(tmp_path / "stderr", "w+") as err:
+        process = subprocess.Popen(["make", "--no-print-directory", "demo"], cwd=PROJECT_ROOT, env=env,
+                                   stdout=out, stderr=err, text=True)
+        # The dashboard must answer while the demo runs (polled; the demo stops itself after DEMO_SECONDS).
+        dashboard_ok, deadline = False, time.monotonic() + 300
+        while not dashboard_ok and process.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/healthz", timeout=2) as response:
+                    dashboard_ok = response.status == 200
+            except OSError:
+                time.sleep(0.5)
+        returncode = process.wait(timeout=max(deadline - time.monotonic(), 1))
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(process.args, returncode, out.read(), err.read())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "WattsUp demo is running" in result.stdout
+    assert dashboard_ok, "the dashboard never answered /healthz while the demo ran"
+    assert f"http://127.0.0.1:{dashboard_port}/" in result.stdout
     readings = int(re.search(r"wattsup\.readings=(\d+)", result.stdout).group(1))
     assert readings > 0
     assert "sent=" in (tmp_path / "logs" / "simulator.log").read_text()
