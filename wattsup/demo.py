@@ -67,6 +67,10 @@ def demo_services(settings: DemoSettings) -> list[Service]:
         ),
         Service("dashboard", [*wattsup, "dashboard", "--host", dashboard.host, "--port", str(dashboard.port)],
                 url=f"http://{browse_host}:{dashboard.port}/"),
+        # One run a minute (15 simulated hours at speedup 900), a day ahead, one fitting process so
+        # the stream worker keeps a core; the first simulated days get the logged seasonal-naive fallback.
+        Service("forecaster", [*wattsup, "forecast", "schedule", "--every", "60s", "--history", "7d",
+                               "--horizon", "24h", "--workers", "1"]),
     ]
 
 
