@@ -89,3 +89,22 @@ def test_schedule_runs_repeatedly_reports_metrics_and_accuracy_and_stops_on_sigt
     assert "forecast schedule stopped" in output
     summaries = re.findall(r"meters=(\d+) prophet=(\d+) fallbacks=(\d+) failures=(\d+)", output)
     assert len(summaries) >= 2 and summaries[0] == ("12", "10", "2", "0"), output[-3000:]
+
+
+def test_schedule_on_an_empty_readings_topic_runs_and_stops_cleanly(kafka, tmp_path):
+    """The demo starts the forecaster before any reading exists."""
+    topics = kafka.fresh_topics(partitions=4)
+    port = free_port()
+    env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+           **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
+           "WATTSUP_FORECAST_DATA_DIR": str(tmp_path / "forecaster"), "WATTSUP_FORECAST_METRICS_PORT": str(port)}
+    process = subprocess.Popen([sys.executable, "-m", "wattsup.cli", "forecast", "schedule", "--every", "60s",
+                                "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        wait_for(process, port, "wattsup_forecast_runs_total", 1, 'result="ok"', timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 0, output[-3000:]
+    assert "meters=0 prophet=0 fallbacks=0 failures=0" in output
