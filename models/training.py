@@ -10,7 +10,7 @@ import pandas as pd
 
 from models.artifacts import LoadedModel, ModelMetadata, new_version, save_model
 from models.isolation_detector import MeterAnomalyDetector
-from stream_processors.meter_state import FEATURE_NAMES, FeatureExtractor
+from stream_processors.meter_state import FEATURE_NAMES, FeatureExtractor, time_aligned_chunks
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +25,25 @@ def history_features(frame: pd.DataFrame, chunk: int = 20_000) -> np.ndarray:
     meters = frame["meter_id"].astype(str).tolist()
     kwh = frame["kwh"].to_numpy(dtype=float)
     interval = frame["interval_seconds"].to_numpy(dtype=np.int64)
+    groups = peer_groups(frame)
     extractor = FeatureExtractor()
     parts = []
-    for s in range(0, len(frame), chunk):
-        fb = extractor.transform_batch(meters[s:s + chunk], ts[s:s + chunk], kwh[s:s + chunk], interval[s:s + chunk])
+    for s, e in time_aligned_chunks(ts, chunk):
+        fb = extractor.transform_batch(meters[s:e], ts[s:e], kwh[s:e], interval[s:e], peer_groups=groups[s:e])
         keep = fb.scored & ~fb.cold & ~fb.late
         parts.append(fb.matrix[keep])
     return np.vstack(parts) if parts else np.empty((0, len(FEATURE_NAMES)))
+
+
+def peer_groups(frame: pd.DataFrame) -> np.ndarray:
+    """Whom each reading is compared with: its feeder, or the whole file when there are no feeders.
+
+    A CSV of meters without feeder ids is usually one site or one village: its meters share
+    weather, holidays and weekly rhythm, so together they are the peer group.
+    """
+    if "feeder_id" in frame and not frame["feeder_id"].astype(str).eq(frame["meter_id"].astype(str)).all():
+        return frame["feeder_id"].astype(str).to_numpy()
+    return np.full(len(frame), "all", dtype=object)
 
 
 def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimators: int = 100,

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from models.artifacts import LoadedModel
-from models.training import fit_detector
+from models.training import fit_detector, peer_groups
 from stream_processors.engine import DetectionEngine, Thresholds
+from stream_processors.meter_state import time_aligned_chunks
 
 CHUNK = 20_000
 
@@ -48,6 +49,7 @@ def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK)
     ts = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()[order]
     meters = frame["meter_id"].astype(str).to_numpy()[order]
     feeders = frame["feeder_id"].astype(str).to_numpy()[order]
+    groups = peer_groups(frame)[order]
     kwh = frame["kwh"].to_numpy(dtype=float)[order]
     interval = frame["interval_seconds"].to_numpy(dtype=np.int64)[order]
     n = len(frame)
@@ -57,9 +59,9 @@ def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK)
     version = np.full(n, "", dtype=object)
     expected = np.zeros(n)
     anomalies: list[dict] = []
-    for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        res = engine.score(meters[s:e].tolist(), feeders[s:e].tolist(), ts[s:e], kwh[s:e], interval[s:e])
+    for s, e in time_aligned_chunks(ts, chunk):
+        res = engine.score(meters[s:e].tolist(), feeders[s:e].tolist(), ts[s:e], kwh[s:e], interval[s:e],
+                           peer_groups=groups[s:e])
         score[s:e], flag[s:e], severity[s:e] = res.score, res.flag, res.severity
         version[s:e], expected[s:e] = res.model_version, res.features.expected
         anomalies += res.anomalies

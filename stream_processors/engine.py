@@ -98,14 +98,18 @@ class DetectionEngine:
         lower: np.ndarray | None = None,
         upper: np.ndarray | None = None,
         *,
+        peer_groups: list[str] | np.ndarray | None = None,
         build_anomalies: bool = True,
     ) -> ScoredBatch:
+        """Score a batch; readings are compared with their peers in ``peer_groups`` (default: the
+        feeder of each reading)."""
         n = len(meter_ids)
         kwh = np.asarray(kwh, dtype=np.float64)
         interval_s = np.asarray(interval_s, dtype=np.int64)
         timestamps_ms = np.asarray(timestamps_ms, dtype=np.int64)
         rows = self.store.rows_for(meter_ids)
-        fb = self.extractor.transform_batch(meter_ids, timestamps_ms, kwh, interval_s, expected, lower, upper)
+        fb = self.extractor.transform_batch(meter_ids, timestamps_ms, kwh, interval_s, expected, lower, upper,
+                                            peer_groups=feeder_ids if peer_groups is None else peer_groups)
         scored = fb.scored
         use_model = scored & ~fb.cold if self.model else np.zeros(n, dtype=bool)
         use_rules = scored & ~use_model
@@ -123,15 +127,7 @@ class DetectionEngine:
         sens = np.fromiter((self.sensitivity(m) for m in meter_ids), dtype=np.float64, count=n)
         th = self.thresholds
         flag = scored & (tail <= th.info * sens)
-        # Per-meter adaptation (model rows only): the reading must stand out for this meter too.
-        st = self.store
-        sc = st.scalars
-        m_mean = sc[rows, st.S_SCORE_MEAN]
-        m_var = sc[rows, st.S_SCORE_VAR]
-        hours = sc[rows, st.S_N] * interval_s / 3600.0
-        meter_ready = use_model & (hours >= 48 + th.meter_history * interval_s / 3600.0)
-        meter_z = (score - m_mean) / np.sqrt(m_var + 1e-4)
-        flag &= ~meter_ready | (meter_z >= th.meter_z / np.sqrt(sens))
+        self._adapt_per_meter(fb, rows, use_model, score, flag, sens, interval_s)
 
         severity = np.full(n, "", dtype=object)
         severity[flag] = "INFO"
@@ -139,22 +135,46 @@ class DetectionEngine:
         severity[flag & (tail <= th.critical * sens)] = "CRITICAL"
         model_version = np.where(use_model, self.model_version, BASELINE_RULES).astype(object)
 
-        # Advance each model-scored meter's own score statistics with its unflagged readings.
-        upd = use_model & ~flag & ~fb.late
-        if upd.any():
-            r = rows[upd]
-            first = m_var[upd] == 0
-            alpha = 0.02
-            mean = np.where(first & (m_mean[upd] == 0), score[upd], m_mean[upd])
-            delta = score[upd] - mean
-            sc[r, st.S_SCORE_MEAN] = mean + alpha * delta
-            sc[r, st.S_SCORE_VAR] = np.where(first & (m_mean[upd] == 0), 0.0025,
-                                             (1 - alpha) * (m_var[upd] + alpha * delta * delta))
-
         result = ScoredBatch(fb, score, tail, flag, severity, model_version)
         if build_anomalies and flag.any():
             result.anomalies = self._anomalies(result, meter_ids, feeder_ids, timestamps_ms, kwh, interval_s)
         return result
+
+    def _adapt_per_meter(self, fb: FeatureBatch, rows: np.ndarray, use_model: np.ndarray, score: np.ndarray,
+                         flag: np.ndarray, sens: np.ndarray, interval_s: np.ndarray) -> None:
+        """Per-meter thresholds: a model-flagged reading must also stand out for its own meter.
+
+        Each meter keeps an exponentially weighted mean and variance of its unflagged scores;
+        once it has ``meter_history`` model-scored readings, a reading is flagged only if its
+        score is ``meter_z`` of its own spreads above its usual score. Readings are taken in the
+        feature extractor's rounds (the k-th reading of every meter in round k), so a meter's
+        statistics advance reading by reading and the result does not depend on how readings
+        were cut into micro-batches: the stream and ``wattsup detect`` agree exactly.
+        """
+        th = self.thresholds
+        sc = self.store.scalars
+        st = self.store
+        needed_hours = 48 + th.meter_history * interval_s / 3600.0
+        alpha = 0.02
+        for k in range(int(fb.round.max()) + 1 if len(rows) else 0):
+            idx = np.flatnonzero((fb.round == k) & use_model)
+            if len(idx) == 0:
+                continue
+            r = rows[idx]
+            m_mean, m_var = sc[r, st.S_SCORE_MEAN], sc[r, st.S_SCORE_VAR]
+            ready = fb.history_hours[idx] >= needed_hours[idx]
+            meter_z = (score[idx] - m_mean) / np.sqrt(m_var + 1e-4)
+            flag[idx] &= ~ready | (meter_z >= th.meter_z / np.sqrt(sens[idx]))
+            # Advance the statistics with the unflagged, in-order readings.
+            upd = ~flag[idx] & ~fb.late[idx]
+            if not upd.any():
+                continue
+            r, s, mean0, var0 = r[upd], score[idx][upd], m_mean[upd], m_var[upd]
+            fresh = (var0 == 0) & (mean0 == 0)
+            mean = np.where(fresh, s, mean0)
+            delta = s - mean
+            sc[r, st.S_SCORE_MEAN] = mean + alpha * delta
+            sc[r, st.S_SCORE_VAR] = np.where(fresh, 0.0025, (1 - alpha) * (var0 + alpha * delta * delta))
 
     def _rules(self, fb: FeatureBatch, mask: np.ndarray, kwh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Baseline rules for meters without enough history for the model.

@@ -72,7 +72,7 @@ SEEN = 32
 """Timestamps remembered per meter to recognise duplicates and late readings."""
 HOW_SLOTS = 168
 HOD_SLOTS = 24
-WARMUP_DAYS = 2.0
+WARMUP_DAYS = 1.0
 """History a meter needs before the model scores it; until then baseline rules do."""
 _DAY_MS = 86_400_000
 _WEEK_OFFSET_MS = 3 * _DAY_MS  # 1970-01-01 was a Thursday (day 3 when Monday is day 0)
@@ -105,6 +105,10 @@ class FeatureBatch:
     upper: np.ndarray
     drift_ratio: np.ndarray
     window_ratio: np.ndarray
+    peer_shift: np.ndarray
+    """Common-mode log deviation of the reading's peers (0 when not corrected)."""
+    round: np.ndarray
+    """k for the k-th reading of its meter in this batch: rows of one round are one per meter."""
 
     @property
     def scored(self) -> np.ndarray:
@@ -214,6 +218,65 @@ def _ew_update(stats: np.ndarray, rows: np.ndarray, slots: np.ndarray, value: np
     stats[rows, slots, 2] = np.minimum(n + 1, 1e6)
 
 
+PEER_FEATURES = ("usage_vs_baseline", "baseline_z", "window_vs_baseline", "change_z")
+"""Deviation features that move together when a whole feeder deviates at once."""
+MIN_PEERS = 8
+"""Readings of one group and interval needed before their median is trusted as a common mode."""
+
+
+def correct_for_peers(fb: FeatureBatch, groups: np.ndarray, ts: np.ndarray, kwh: np.ndarray) -> None:
+    """Discount deviations a reading shares with its peers (same feeder, same interval).
+
+    When most meters of a feeder use more than their baseline at once, the cause is common:
+    the first Saturday morning of a new meter's history (its hour-of-week slot not yet seen), a
+    holiday, a heat wave, a clock change. Such a shift is not an anomaly of any one meter. For
+    each deviation feature, the median over the group's readings of that interval is the common
+    mode; a reading's deviation is shrunk towards zero by it when both point the same way, and
+    left alone when they disagree (a meter that falls while its peers rise is still unusual).
+    Readings of zero energy are never discounted: a feeder-wide outage is still an outage of
+    every meter on it. Groups smaller than :data:`MIN_PEERS` are left alone.
+    """
+    import pandas as pd
+
+    scored = fb.scored & (kwh > 1e-9)
+    if scored.sum() < MIN_PEERS:
+        return
+    idx = np.flatnonzero(scored)
+    cols = [F[name] for name in PEER_FEATURES]
+    frame = pd.DataFrame(fb.matrix[np.ix_(idx, cols)], columns=PEER_FEATURES)
+    frame["_g"] = groups[idx]
+    frame["_t"] = ts[idx]
+    grouped = frame.groupby(["_g", "_t"], sort=False)
+    size = grouped[PEER_FEATURES[0]].transform("size").to_numpy()
+    common = grouped[list(PEER_FEATURES)].transform("median").to_numpy()
+    enough = size >= MIN_PEERS
+    if not enough.any():
+        return
+    values = frame[list(PEER_FEATURES)].to_numpy()
+    same_way = (np.sign(values) == np.sign(common)) & enough[:, None]
+    shrunk = np.sign(values) * np.maximum(np.abs(values) - np.abs(common), 0.0)
+    fb.matrix[np.ix_(idx, cols)] = np.where(same_way, shrunk, values)
+    fb.peer_shift[idx] = np.where(enough, common[:, 0], 0.0)
+
+
+def time_aligned_chunks(ts_sorted: np.ndarray, chunk: int) -> list[tuple[int, int]]:
+    """(start, end) slices of about ``chunk`` rows that never split one timestamp.
+
+    Offline replays (training, ``wattsup detect``) cut a time-ordered file into batches; cutting
+    between readings of the same interval would split a feeder's peer group, so cuts move to
+    the next change of timestamp.
+    """
+    n = len(ts_sorted)
+    bounds, start = [], 0
+    while start < n:
+        end = min(start + chunk, n)
+        if end < n:
+            end = int(np.searchsorted(ts_sorted, ts_sorted[end - 1], side="right"))
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
 class FeatureExtractor:
     """Computes :data:`FEATURE_NAMES` for a batch and advances the meters' state."""
 
@@ -229,7 +292,10 @@ class FeatureExtractor:
         expected: np.ndarray | None = None,
         lower: np.ndarray | None = None,
         upper: np.ndarray | None = None,
+        peer_groups: list[str] | np.ndarray | None = None,
     ) -> FeatureBatch:
+        """Features of a batch, in each meter's order; ``peer_groups`` (e.g. the feeder of each
+        reading) enables the peer correction, see :func:`correct_for_peers`."""
         n = len(meter_ids)
         ts = np.asarray(timestamps_ms, dtype=np.int64)
         kwh = np.asarray(kwh, dtype=np.float64)
@@ -245,8 +311,9 @@ class FeatureExtractor:
             spread=np.zeros(n), unchanged_intervals=np.zeros(n), zero_hours=np.zeros(n),
             slot_labels=np.zeros(n, dtype=np.int64), hourly_expected=np.zeros(n),
             duplicate=np.zeros(n, dtype=bool), stale=np.zeros(n, dtype=bool), late=np.zeros(n, dtype=bool),
-            cold=np.zeros(n, dtype=bool), history_hours=np.zeros(n), lower=fc_lo.copy(), upper=fc_hi.copy(), drift_ratio=np.ones(n),
-            window_ratio=np.ones(n),
+            cold=np.zeros(n, dtype=bool), history_hours=np.zeros(n), lower=fc_lo.copy(), upper=fc_hi.copy(),
+            drift_ratio=np.ones(n), window_ratio=np.ones(n), peer_shift=np.zeros(n),
+            round=np.zeros(n, dtype=np.int64),
         )
         # Rounds: the k-th reading of each meter in this batch goes to round k.
         order = np.argsort(rows, kind="stable")
@@ -255,9 +322,12 @@ class FeatureExtractor:
         group_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
         occurrence = np.empty(n, dtype=np.int64)
         occurrence[order] = np.arange(n) - group_start
+        out.round = occurrence
         for k in range(int(occurrence.max()) + 1 if n else 0):
             idx = np.flatnonzero(occurrence == k)
             self._round(idx, rows[idx], ts[idx], kwh[idx], interval_s[idx], fc_exp[idx], fc_lo[idx], fc_hi[idx], out)
+        if peer_groups is not None and n:
+            correct_for_peers(out, np.asarray(peer_groups), ts, kwh)
         return out
 
     def _round(self, idx: np.ndarray, rows: np.ndarray, ts: np.ndarray, kwh: np.ndarray, interval_s: np.ndarray,

@@ -90,3 +90,16 @@ def test_cold_start_meters_are_scored_by_baseline_rules(trained):
     flagged = res.anomalies
     assert flagged and all(a["model_version"] == BASELINE_RULES for a in flagged)
     assert "unchanged" in flagged[0]["causes"][0]["text"]
+
+
+def test_results_do_not_depend_on_how_readings_are_cut_into_micro_batches(trained):
+    """The stream's micro-batches and `wattsup detect`'s chunks must give the same answers."""
+    from stream_processors.batch_detect import run_engine
+
+    readings = simulate_fleet(FleetConfig(meters=40, days=8, interval=timedelta(hours=1), seed=77)).readings
+    small = run_engine(DetectionEngine(trained), readings, chunk=37)
+    large = run_engine(DetectionEngine(trained), readings, chunk=50_000)
+    assert small.scores["flag"].sum() > 0
+    pd.testing.assert_frame_equal(small.scores, large.scores)
+    pd.testing.assert_frame_equal(small.anomalies.drop(columns=["causes_json"]),
+                                  large.anomalies.drop(columns=["causes_json"]))
