@@ -20,13 +20,16 @@ const state = {
   summary: null,
   meters: [],
   key: null, // {type: "meter" | "feeder", id}
+  keyPickedByPerson: false, // until someone picks, the chart may move to the first meter with an anomaly
   seriesAnomalies: [],
+  liveKeyAnomalies: [], // anomalies of the charted key that arrived live (kept even outside the loaded range)
   anomalies: [],
   total: 0,
   focusedKey: null,
   fresh: new Set(),
   liveSpan: DEFAULT_SPAN_MS,
   events: null,
+  received: { anomaly: 0, reading: 0, summary: 0 }, // live events seen, for the status line and tests
 };
 
 let usageChart;
@@ -215,7 +218,9 @@ async function loadSeries({ around } = {}) {
     ? { since: isoShift(around, -36), until: isoShift(around, 36) } : dates;
   const series = await api(`/series${query({ ...keyParams(), ...range })}`);
   if (request !== seriesRequest) return; // a newer selection won
-  state.seriesAnomalies = series.anomalies || [];
+  const loaded = series.anomalies || [];
+  const seen = new Set(loaded.map(anomalyKey));
+  state.seriesAnomalies = [...loaded, ...state.liveKeyAnomalies.filter((a) => !seen.has(anomalyKey(a)))];
   setSeries(usageChart, { ...series, anomalies: filteredSeriesAnomalies() });
   $("chart-key").textContent = `· ${state.key.type === "feeder" ? "feeder " : ""}${state.key.id}`;
   if (around) {
@@ -243,6 +248,7 @@ function selectKey(key, { around } = {}) {
   state.key = key;
   renderKeyOptions();
   if (changed) {
+    state.liveKeyAnomalies = [];
     connectEvents();
     if ($("table-scope").checked) loadAnomalies();
   }
@@ -275,11 +281,15 @@ function initChart() {
     if (max > min) state.liveSpan = max - min;
   };
   window.wattsupCharts = { ...(window.wattsupCharts || {}), usage: usageChart };
+  window.wattsupState = state;
   onThemeChange(() => applyChartTheme(usageChart));
 
   $("key-select").addEventListener("change", (event) => {
     const [type, ...rest] = event.target.value.split(":");
-    if (type) selectKey({ type, id: rest.join(":") });
+    if (type) {
+      state.keyPickedByPerson = true;
+      selectKey({ type, id: rest.join(":") });
+    }
   });
   $("anomaly-toggle").addEventListener("change", (event) => {
     usageChart.setDatasetVisibility(DATASET.ANOMALIES, event.target.checked);
@@ -337,6 +347,7 @@ async function loadAnomalies() {
 /** Click on a row: chart that meter, zoomed around the anomaly, with the point enlarged. */
 function focusAnomaly(anomaly) {
   state.focusedKey = anomalyKey(anomaly);
+  state.keyPickedByPerson = true;
   $("live-toggle").checked = false;
   renderTable();
   selectKey({ type: "meter", id: anomaly.meter_id }, { around: anomaly.timestamp });
@@ -366,9 +377,14 @@ function onAnomalyEvent(anomaly) {
     }
     scheduleTableRender();
   }
-  if (!state.key) {
+  const chartedHasAnomalies = usageChart.data.datasets[DATASET.ANOMALIES].data.length > 0;
+  if (!state.key || (!state.keyPickedByPerson && !chartedHasAnomalies && !matchesKey(anomaly))) {
+    // Nothing worth seeing is charted yet: chart the meter of the first anomaly that arrives.
     selectKey({ type: "meter", id: anomaly.meter_id });
+    state.liveKeyAnomalies.push(anomaly);
   } else if (matchesKey(anomaly)) {
+    state.liveKeyAnomalies.push(anomaly);
+    if (state.liveKeyAnomalies.length > 1000) state.liveKeyAnomalies.shift();
     state.seriesAnomalies.push(anomaly);
     if (selectedSeverities().includes(anomaly.severity)) {
       addAnomaly(usageChart, anomaly);
@@ -384,30 +400,53 @@ function onReadingEvent(reading) {
   scheduleChartUpdate();
 }
 
-function connectEvents() {
-  if (state.events) state.events.close();
-  const source = new EventSource(`${API}/events${query(keyParams())}`);
-  state.events = source;
-  const indicator = $("connection-state");
-  const parse = (handler) => (event) => {
+/**
+ * Two event streams. The fleet stream (anomalies, summary) stays open for the page's life, so
+ * changing the charted meter never drops an anomaly; after a reconnect the table is reloaded to
+ * cover the gap (SSE has no replay). The key stream carries the charted key's readings and is
+ * replaced when the key changes; its copies of anomaly and summary events are ignored.
+ */
+function parseWith(handler) {
+  return (event) => {
+    state.received[event.type] = (state.received[event.type] || 0) + 1;
     try {
       handler(JSON.parse(event.data));
     } catch (error) {
       console.warn("bad event", event.type, error);
     }
   };
-  source.addEventListener("anomaly", parse(onAnomalyEvent));
-  source.addEventListener("reading", parse(onReadingEvent));
-  source.addEventListener("summary", parse(renderSummary));
+}
+
+function connectFleetEvents() {
+  const source = new EventSource(`${API}/events`);
+  const indicator = $("connection-state");
+  let dropped = false;
+  source.addEventListener("anomaly", parseWith(onAnomalyEvent));
+  source.addEventListener("summary", parseWith(renderSummary));
   source.onopen = () => {
     indicator.dataset.state = "open";
     indicator.textContent = "live";
+    if (dropped) {
+      dropped = false;
+      loadAnomalies().catch(() => {});
+      if (state.key) loadSeries().catch(() => {});
+    }
   };
   source.onerror = () => {
     // EventSource reconnects by itself; say so instead of failing silently.
+    dropped = true;
     indicator.dataset.state = "error";
     indicator.textContent = "reconnecting";
   };
+}
+
+function connectEvents() {
+  if (state.events) state.events.close();
+  state.events = null;
+  if (!state.key) return;
+  const source = new EventSource(`${API}/events${query(keyParams())}`);
+  state.events = source;
+  source.addEventListener("reading", parseWith(onReadingEvent));
 }
 
 // ---------------------------------------------------------------- filters wiring and downloads
@@ -487,7 +526,7 @@ async function start() {
   initUpload({ notify, writeAction });
   initControls({ notify, writeAction, isAuthenticated });
   await loadSession();
-  connectEvents();
+  connectFleetEvents();
   await loadEverything();
   document.body.dataset.ready = "true";
 }

@@ -1,0 +1,380 @@
+"""The dashboard page end to end: Debian's headless Chromium (driven by Playwright, never a downloaded
+browser) against the running pipeline: a real Kafka broker, a real ``wattsup stream`` worker with a
+trained model, the ``wattsup dashboard`` service as a subprocess, and a simulated fleet with
+labelled anomalies produced while the page is open.
+
+Screenshots of every step go to ``test-artifacts/dashboard/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from deploy.kafka.launcher import free_port
+from models.training import train_and_save
+from producers.kafka_producer import ReadingProducer
+from producers.simulator import FleetConfig, simulate_fleet
+
+pytestmark = pytest.mark.integration
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "dashboard"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+UPLOAD_CSV = Path(__file__).with_name("upload_with_spike.csv")
+UPLOAD_SPIKE = ("U002", "2026-03-08T19:00:00Z")  # the one 10x reading in UPLOAD_CSV
+ANOMALY_RED = "#d62728"
+CSV_COLUMNS = ["timestamp", "meter_id", "feeder_id", "observed", "expected", "lower", "upper", "residual", "score",
+               "severity", "kind", "causes", "model_version"]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"{CHROMIUM} is missing (make test installs Debian's chromium)", allow_module_level=True)
+
+
+@dataclass
+class RunningDashboard:
+    url: str
+    token: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("e2e-models")
+    history = simulate_fleet(FleetConfig(meters=60, days=10, interval=timedelta(hours=1), seed=5101)).readings
+    train_and_save(history, path, n_estimators=100, source="e2e test history")
+    return path
+
+
+@pytest.fixture
+def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[object, object, RunningDashboard]]:
+    """Fresh topics, a stream worker and the dashboard service (temp SQLite DB, one API token)."""
+    topics = kafka.fresh_topics(partitions=4)
+    worker = stream_workers.start(topics, model_dir, app_id=f"e2e-{os.urandom(3).hex()}")
+    port = free_port()
+    env = {
+        **os.environ,
+        "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
+        "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.db'}",
+        "WATTSUP_DASHBOARD_MODEL_DIR": str(model_dir),
+        "WATTSUP_DASHBOARD_SUMMARY_SECONDS": "2",
+    }
+    created = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "create-token", "e2e-browser"],
+                             env=env, capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
+    assert created.returncode == 0, created.stdout + created.stderr
+    token = created.stdout.strip().splitlines()[-1].strip()
+    log_path = tmp_path / "dashboard.log"
+    process = subprocess.Popen([sys.executable, "-m", "wattsup.cli", "dashboard", "--port", str(port)], env=env,
+                               stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                               start_new_session=True)
+    dashboard = RunningDashboard(f"http://127.0.0.1:{port}", token, process, log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"dashboard exited:\n{dashboard.log_tail()}"
+            try:
+                if dashboard.get("/healthz")["status"] == "ok":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"dashboard not healthy in 60 s:\n{dashboard.log_tail()}"
+            time.sleep(0.3)
+        yield topics, worker, dashboard
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    return ARTIFACTS
+
+
+def wait_until(predicate, timeout: float, message) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message() if callable(message) else message)
+        time.sleep(0.5)
+
+
+def all_api_anomalies(dashboard: RunningDashboard) -> list[dict]:
+    items, offset = [], 0
+    while True:
+        page = dashboard.get(f"/api/v1/anomalies?limit=1000&offset={offset}")
+        items += page["items"]
+        offset += len(page["items"])
+        if offset >= page["total"] or not page["items"]:
+            return items
+
+
+ANOMALY_DATASET_JS = """(name) => {
+  const chart = window.wattsupCharts && window.wattsupCharts[name];
+  if (!chart) return null;
+  const index = chart.data.datasets.findIndex((d) => d.label === 'Anomalies');
+  const ds = chart.data.datasets[index];
+  return {visible: chart.isDatasetVisible(index), color: ds.backgroundColor, pointStyle: ds.pointStyle,
+          points: ds.data.map((p) => ({x: p.x, y: p.y, meter: p.anomaly.meter_id, timestamp: p.anomaly.timestamp,
+                                         focused: !!p.focused}))};
+}"""
+
+
+def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, artifacts, tmp_path):
+    topics, worker, dashboard = pipeline
+    context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light",
+                                  accept_downloads=True)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    outside: list[str] = []
+    page.on("request", lambda request: None if request.url.startswith(("data:", "blob:", dashboard.url))
+            else outside.append(request.url))
+
+    # 1. The page opens on an empty fleet: nothing to show yet, the live connection is open.
+    page.goto(dashboard.url + "/")
+    page.wait_for_selector("body[data-ready='true']")
+    page.wait_for_selector("[data-testid='connection-state'][data-state='open']")
+    assert page.locator("[data-testid='anomaly-row']").count() == 0
+    page.screenshot(path=artifacts / "01-empty.png", full_page=True)
+
+    # 2. Produce a small simulated fleet with labelled anomalies while the page is open.
+    fleet = simulate_fleet(FleetConfig(meters=60, days=9, interval=timedelta(hours=1), seed=5202, anomaly_rate=0.1))
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(fleet.readings, batch_by_feeder=True)
+
+    # 3. Live anomalies appear in the table without a reload.
+    rows = page.locator("[data-testid='anomaly-table'] [data-testid='anomaly-row']")
+    try:
+        rows.first.wait_for(timeout=120_000)
+    finally:
+        (artifacts / "console.log").write_text("\n".join(console + errors))
+    page.screenshot(path=artifacts / "02-live-anomalies.png", full_page=True)
+
+    # 4. ... and in red on the chart (the chart follows the first meter with an anomaly).
+    def chart_has_anomalies() -> bool:
+        data = page.evaluate(ANOMALY_DATASET_JS, "usage")
+        return bool(data and data["points"])
+    wait_until(chart_has_anomalies, 60, lambda: f"no anomaly points on the chart: {page.evaluate(ANOMALY_DATASET_JS, 'usage')}")
+    usage = page.evaluate(ANOMALY_DATASET_JS, "usage")
+    assert usage["visible"] and usage["color"].lower() == ANOMALY_RED and usage["pointStyle"] == "triangle"
+    charted = page.locator("[data-testid='key-select']").input_value()
+    assert charted.startswith("meter:") and {p["meter"] for p in usage["points"]} == {charted.split(":", 1)[1]}
+
+    # Everything produced is processed and stored before the rest compares page and API.
+    worker.wait_for("wattsup_stream_readings_processed_total", len(fleet.readings), timeout=180)
+    settled: list[int] = []
+
+    def stored_total_is_stable() -> bool:
+        settled.append(dashboard.get("/api/v1/anomalies?limit=1")["total"])
+        return len(settled) >= 4 and len(set(settled[-4:])) == 1 and settled[-1] > 0
+    wait_until(stored_total_is_stable, 60, lambda: f"anomaly total never settled: {settled[-10:]}")
+    api_anomalies = all_api_anomalies(dashboard)
+    by_id = {str(a["id"]): a for a in api_anomalies}
+    received = page.evaluate("() => wattsupState.received")
+    assert received["anomaly"] >= len(api_anomalies), (received, len(api_anomalies))  # all of them came live
+    wait_until(lambda: f"· {len(api_anomalies):,}" in page.inner_text("[data-testid='anomaly-total']")
+               or f"of {len(api_anomalies):,}" in page.inner_text("[data-testid='anomaly-total']"), 20,
+               lambda: f"table total {page.inner_text('[data-testid=anomaly-total]')!r}, API {len(api_anomalies)}")
+    # Newest first, exactly as the API orders them.
+    shown = rows.evaluate_all("rs => rs.map(r => r.dataset.key)")
+    assert shown == [str(a["id"]) for a in api_anomalies[:len(shown)]]
+    page.screenshot(path=artifacts / "03-stream-done.png", full_page=True)
+
+    # The show-anomalies toggle hides and shows the red points.
+    page.locator("[data-testid='anomaly-toggle']").uncheck()
+    assert page.evaluate(ANOMALY_DATASET_JS, "usage")["visible"] is False
+    page.locator("[data-testid='anomaly-toggle']").check()
+    assert page.evaluate(ANOMALY_DATASET_JS, "usage")["visible"] is True
+
+    # 5. Hover a row: its tooltip gives the causes in plain words.
+    row = rows.nth(2)
+    anomaly = by_id[row.get_attribute("data-key")]
+    row.hover()
+    tooltip = page.locator("[data-testid='anomaly-tooltip']")
+    tooltip.wait_for(state="visible")
+    text = tooltip.inner_text()
+    assert anomaly["causes"] and all(cause["text"] in text for cause in anomaly["causes"]), (text, anomaly["causes"])
+    assert anomaly["meter_id"] in text
+    page.screenshot(path=artifacts / "04-row-tooltip.png")
+
+    # Click the row: the chart shows that meter, zoomed around the anomaly, its point enlarged.
+    row.click()
+    meter_id = anomaly["meter_id"]
+    wait_until(lambda: page.locator("[data-testid='key-select']").input_value() == f"meter:{meter_id}", 10,
+               "the row click did not select its meter")
+    wait_until(lambda: any(p["focused"] and p["timestamp"] == anomaly["timestamp"]
+                           for p in page.evaluate(ANOMALY_DATASET_JS, "usage")["points"]), 10,
+               lambda: f"focused point missing: {page.evaluate(ANOMALY_DATASET_JS, 'usage')}")
+    x_range = page.evaluate("() => [wattsupCharts.usage.scales.x.min, wattsupCharts.usage.scales.x.max]")
+    at = page.evaluate("(iso) => new Date(iso).getTime()", anomaly["timestamp"])
+    assert x_range[0] < at < x_range[1] and x_range[1] - x_range[0] <= 25 * 3600e3, x_range
+    page.screenshot(path=artifacts / "05-row-focused.png", full_page=True)
+
+    # 6. Sign in with the API token, then upload a CSV with a known 10x spike: it is flagged.
+    page.fill("[data-testid='token-input']", dashboard.token)
+    page.click("[data-testid='signin-button']")
+    page.wait_for_selector("[data-testid='signed-in']:not([hidden])")
+    assert page.inner_text("[data-testid='signed-in-name']") == "e2e-browser"
+    page.set_input_files("[data-testid='upload-input']", str(UPLOAD_CSV))
+    upload_rows = page.locator("[data-testid='upload-table'] [data-testid='anomaly-row']")
+    upload_rows.first.wait_for(timeout=60_000)
+    flagged = upload_rows.evaluate_all("rs => rs.map(r => [r.dataset.meter, r.dataset.timestamp])")
+    assert list(UPLOAD_SPIKE) in flagged, flagged
+    spike_row = page.locator(f"[data-testid='upload-table'] [data-testid='anomaly-row'][data-meter='{UPLOAD_SPIKE[0]}']"
+                             f"[data-timestamp='{UPLOAD_SPIKE[1]}']")
+    spike_row.click()
+    assert page.locator("[data-testid='upload-key']").input_value() == UPLOAD_SPIKE[0]
+    upload_chart = page.evaluate(ANOMALY_DATASET_JS, "upload")
+    assert upload_chart["color"].lower() == ANOMALY_RED
+    assert any(p["timestamp"] == UPLOAD_SPIKE[1] and p["focused"] for p in upload_chart["points"]), upload_chart
+    page.locator("[data-testid='upload-result']").scroll_into_view_if_needed()
+    page.screenshot(path=artifacts / "06-upload-flagged.png", full_page=True)
+    with page.expect_download() as result_download:
+        page.click("[data-testid='upload-download']")
+    result_rows = list(csv.DictReader(io.StringIO(Path(result_download.value.path()).read_text())))
+    assert len(result_rows) == sum(1 for _ in UPLOAD_CSV.open()) - 1
+    spike = [r for r in result_rows if (r["meter_id"], r["timestamp"]) == UPLOAD_SPIKE]
+    assert len(spike) == 1 and spike[0]["flag"] == "1" and spike[0]["causes"], spike
+
+    # Sensitivity, fleet-wide and per meter, through the page (the service publishes it to the control topic).
+    page.fill("[data-testid='fleet-sensitivity']", "1.5")
+    page.locator("[data-testid='fleet-sensitivity-form'] button").click()
+    wait_until(lambda: dashboard.get("/api/v1/sensitivity")["fleet"] == 1.5, 10,
+               lambda: f"fleet sensitivity not applied: {dashboard.get('/api/v1/sensitivity')}")
+    page.fill("[data-testid='meter-sensitivity-meter']", meter_id)
+    page.fill("[data-testid='meter-sensitivity']", "3")
+    page.locator("[data-testid='meter-sensitivity-form'] button").click()
+    page.wait_for_selector(f"[data-testid='sensitivity-overrides'] li[data-meter='{meter_id}']")
+    assert dashboard.get("/api/v1/sensitivity")["meters"] == {meter_id: 3.0}
+
+    # An alert rule made in the page is listed by the API, and deleted again.
+    page.locator(".alerts-card details summary").click()
+    form = page.locator("[data-testid='alert-rule-form']")
+    form.locator("input[name='name']").fill("night crew")
+    form.locator("select[name='min_severity']").select_option("CRITICAL")
+    form.locator("input[name='feeder_id']").fill(anomaly["feeder_id"])
+    form.locator("input[name='quiet_start']").fill("22:00")
+    form.locator("input[name='quiet_end']").fill("06:00")
+    form.locator("input[name='webhook_url']").fill("http://127.0.0.1:9/hook")
+    form.locator("button[type='submit']").click()
+    page.wait_for_selector("[data-testid='alert-rule']")
+    rules = dashboard.get("/api/v1/alert-rules")["items"]
+    assert [(r["name"], r["min_severity"], r["feeder_id"], r["quiet_hours"]) for r in rules] == [
+        ("night crew", "CRITICAL", anomaly["feeder_id"], {"start": "22:00", "end": "06:00"})]
+    page.locator(".thresholds-card").scroll_into_view_if_needed()
+    page.screenshot(path=artifacts / "07-controls.png", full_page=True)
+    page.locator("[data-testid='alert-rule'] button").click()
+    page.wait_for_selector("[data-testid='alert-rule']", state="detached")
+    assert dashboard.get("/api/v1/alert-rules")["items"] == []
+
+    # 7. Download the anomalies CSV export: its header and rows are the API's anomalies.
+    with page.expect_download() as csv_download:
+        page.click("[data-testid='download-csv']")
+    assert csv_download.value.suggested_filename == "anomalies.csv"
+    exported_text = Path(csv_download.value.path()).read_text()
+    (artifacts / "anomalies.csv").write_text(exported_text)
+    reader = csv.DictReader(io.StringIO(exported_text))
+    assert reader.fieldnames == CSV_COLUMNS
+    exported = list(reader)
+    assert len(exported) == len(api_anomalies)
+    for line, item in zip(exported, api_anomalies):
+        assert (line["timestamp"], line["meter_id"], line["feeder_id"], line["severity"]) == (
+            item["timestamp"], item["meter_id"], item["feeder_id"], item["severity"])
+        assert line["causes"] == "; ".join(c["text"] for c in item["causes"])
+        assert float(line["observed"]) == pytest.approx(item["observed"])
+
+    # PDF report and chart PNG download too.
+    with page.expect_download(timeout=60_000) as pdf_download:
+        page.click("[data-testid='download-pdf']")
+    pdf = Path(pdf_download.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 20_000, len(pdf)
+    (artifacts / "report.pdf").write_bytes(pdf)
+    with page.expect_download() as png_download:
+        page.click("[data-testid='download-png']")
+    assert Path(png_download.value.path()).read_bytes().startswith(b"\x89PNG")
+
+    # 8. Dark mode: the toggle switches the theme, and the choice survives a reload.
+    assert page.get_attribute("html", "data-theme") == "light"
+    page.click("[data-testid='theme-toggle']")
+    assert page.get_attribute("html", "data-theme") == "dark"
+    assert page.evaluate("() => localStorage.getItem('wattsup-theme')") == "dark"
+    page.reload()
+    page.wait_for_selector("body[data-ready='true']")
+    assert page.get_attribute("html", "data-theme") == "dark"
+    page.locator("[data-testid='anomaly-row']").first.wait_for()
+    wait_until(lambda: bool(page.evaluate(ANOMALY_DATASET_JS, "usage")["points"]), 20, "no anomalies after reload")
+    page.screenshot(path=artifacts / "08-dark.png", full_page=True)
+
+    # A phone: one column, nothing wider than the screen.
+    phone = context.new_page()
+    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.goto(dashboard.url + "/")
+    phone.wait_for_selector("body[data-ready='true']")
+    phone.locator("[data-testid='anomaly-row']").first.wait_for()
+    assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=artifacts / "08-phone-dark.png", full_page=True)
+
+    assert not errors, errors
+    assert not outside, f"the page loaded something from outside the service: {outside}"
+    context.close()
+
+    # A first visit (nothing stored) follows the system's preference; a bad token is refused.
+    first_visit = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    page = first_visit.new_page()
+    page.goto(dashboard.url + "/")
+    page.wait_for_selector("body[data-ready='true']")
+    assert page.get_attribute("html", "data-theme") == "dark"
+    assert page.evaluate("() => localStorage.getItem('wattsup-theme')") is None
+    page.fill("[data-testid='token-input']", "not-a-token")
+    page.click("[data-testid='signin-button']")
+    notice = page.locator("[data-testid='notice']")
+    notice.wait_for(state="visible")
+    assert "not valid" in notice.inner_text()
+    assert page.locator("[data-testid='signed-in']").is_hidden()
+    page.screenshot(path=artifacts / "09-first-visit-dark-phone.png", full_page=True)
+    first_visit.close()
+
