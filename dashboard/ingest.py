@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECONDS = 600.0
 TOPIC_WAIT_SECONDS = 2.0
+RETRY_SECONDS = 5.0
 
 StoredCallback = Callable[[StoredBatch], None]
 
@@ -100,12 +101,25 @@ class KafkaIngest:
         return True
 
     def _run(self) -> None:
+        """Consume until stopped; after an error, start over from the offsets stored in the database."""
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                self.error = None
+            except Exception as exc:  # noqa: BLE001 - reported by /healthz and the log, then retried
+                self.error = exc
+                log.exception("dashboard ingest failed; restarting from the stored offsets in %.0f s",
+                              RETRY_SECONDS)
+                self._stop.wait(RETRY_SECONDS)
+
+    def _consume(self) -> None:
         consumer = self._consumer()
         last_prune = 0.0
         try:
             while not self._stop.is_set() and not self._assign(consumer):
                 self._stop.wait(TOPIC_WAIT_SECONDS)
             self.assigned.set()
+            self.error = None
             while not self._stop.is_set():
                 messages = consumer.consume(self.settings.consumer_batch, timeout=0.5)
                 if messages:
@@ -113,9 +127,6 @@ class KafkaIngest:
                 if time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
                     last_prune = time.monotonic()
                     self._prune()
-        except Exception as exc:  # noqa: BLE001 - visible in /healthz and the log, never silent
-            self.error = exc
-            log.exception("dashboard ingest stopped")
         finally:
             consumer.close()
 
