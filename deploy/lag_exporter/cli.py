@@ -19,7 +19,6 @@ def lag_exporter(
     group: list[str] = typer.Option([], "--group", help="Consumer group to report (repeat); default: every group."),
 ) -> None:
     """Export consumer-group lag per partition (wattsup_kafka_consumer_lag_messages) until stopped."""
-    from confluent_kafka.admin import AdminClient
     from prometheus_client import CollectorRegistry, start_http_server
 
     from deploy.lag_exporter.collector import ConsumerLagCollector
@@ -31,7 +30,7 @@ def lag_exporter(
     settings = settings.model_copy(update=updates)
     topics = settings.topics
     reader = LagReader(
-        AdminClient({**settings.kafka.confluent_config(), "log_level": 3}),
+        settings.kafka.confluent_config(),
         groups=settings.groups,
         topics=[topics.readings, topics.forecasts, topics.anomalies, topics.dead_letters, topics.control],
         timeout=settings.request_timeout_seconds,
@@ -49,3 +48,4 @@ def lag_exporter(
         pass
     finally:
         server.shutdown()
+        reader.close()

@@ -8,6 +8,7 @@ error counted, instead of stale lag values that look healthy.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -23,6 +24,8 @@ class ConsumerLagCollector(Collector):
     def __init__(self, reader: LagReader) -> None:
         self.reader = reader
         self.errors = 0
+        self._lock = threading.Lock()
+        """Overlapping scrapes (a slow cluster, two Prometheus servers) read the cluster one at a time."""
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         started = time.monotonic()
@@ -37,7 +40,8 @@ class ConsumerLagCollector(Collector):
                                 labels=["topic", "partition"])
         up = 1.0
         try:
-            snapshot = self.reader.snapshot()
+            with self._lock:
+                snapshot = self.reader.snapshot()
         except Exception as exc:  # noqa: BLE001 - any failure must show as up=0, not kill the endpoint
             log.warning("reading consumer lag failed: %s", exc)
             self.errors += 1

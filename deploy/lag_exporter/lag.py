@@ -3,20 +3,25 @@
 Lag is the partition's end offset (the next offset a producer will write) minus the offset the
 group has committed: how many records the group still has to process. It is computed when
 Prometheus scrapes, so it is never older than the scrape, and nothing is polled between scrapes.
-Only partitions a group has committed appear for that group; end offsets are reported for every
-partition of the project's topics and of any topic a group has committed on.
+Lag and end offsets are reported for the partitions of the topics the exporter is given (the
+project's topics); only partitions a group has committed on appear for that group.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 log = logging.getLogger(__name__)
+
+_COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                          KafkaError.COORDINATOR_NOT_AVAILABLE}
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,11 @@ class LagSnapshot:
 class LagReader:
     """Reads committed offsets of consumer groups and the end offsets of their partitions."""
 
-    def __init__(self, admin: AdminClient, groups: Iterable[str] = (), topics: Iterable[str] = (),
+    def __init__(self, client_config: dict[str, Any], groups: Iterable[str] = (), topics: Iterable[str] = (),
                  timeout: float = 10.0) -> None:
-        self.admin = admin
+        self.client_config = client_config
+        self.admin = AdminClient({**client_config, "log_level": 3})
+        self._consumers: dict[str, Consumer] = {}
         self.groups = list(groups)
         self.topics = list(topics)
         self.timeout = timeout
@@ -55,16 +62,49 @@ class LagReader:
         result = self.admin.list_consumer_groups(request_timeout=self.timeout).result()
         return sorted(g.group_id for g in result.valid)
 
-    def committed(self, groups: list[str]) -> dict[str, list[TopicPartition]]:
-        """Committed offsets per group (one request per group: the admin API takes one at a time)."""
+    def committed(self, groups: list[str], partitions: list[tuple[str, int]]) -> dict[str, list[TopicPartition]]:
+        """Committed offsets of each group on ``partitions`` (partitions without a commit are left out).
+
+        Read with a consumer handle per group (``Consumer.committed`` never joins the group), not
+        with ``AdminClient.list_consumer_group_offsets``: librdkafka's admin path crashes the
+        process (SIGSEGV) when the group coordinator answers NOT_COORDINATOR, which a fresh or
+        restarting cluster does (confluent-kafka-python issue 1982, reproduced here with 2.16.0
+        against Kafka 4.4).
+        """
+        wanted = [TopicPartition(t, p) for t, p in partitions]
         committed: dict[str, list[TopicPartition]] = {}
         for group in groups:
-            futures = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                                             request_timeout=self.timeout)
-            for name, future in futures.items():
-                partitions = future.result().topic_partitions or []
-                committed[name] = [tp for tp in partitions if tp.error is None and tp.offset >= 0]
+            if not wanted:
+                committed[group] = []
+                continue
+            result = self._committed_with_retry(group, wanted)
+            committed[group] = [tp for tp in result if tp.error is None and tp.offset >= 0]
         return committed
+
+    def _committed_with_retry(self, group: str, wanted: list[TopicPartition]) -> list[TopicPartition]:
+        """A coordinator that is moving or still loading (fresh cluster, broker restart) answers with a
+        retriable error for a moment; retry until the request timeout instead of failing the scrape."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self._consumer(group).committed(wanted, timeout=max(deadline - time.monotonic(), 0.5))
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                    raise
+                log.debug("committed offsets of %s: %s; retrying", group, error)
+                time.sleep(0.2)
+
+    def _consumer(self, group: str) -> Consumer:
+        if group not in self._consumers:
+            self._consumers[group] = Consumer({**self.client_config, "group.id": group,
+                                               "enable.auto.commit": False, "log_level": 3})
+        return self._consumers[group]
+
+    def close(self) -> None:
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
 
     def partitions_of(self, topics: Iterable[str]) -> list[tuple[str, int]]:
         md = self.admin.list_topics(timeout=self.timeout)
@@ -81,9 +121,9 @@ class LagReader:
         return ends
 
     def snapshot(self) -> LagSnapshot:
-        committed = self.committed(self.group_names())
-        group_topics = {tp.topic for tps in committed.values() for tp in tps}
-        ends = self.end_offsets(self.partitions_of([*self.topics, *group_topics]))
+        partitions = self.partitions_of(self.topics)
+        committed = self.committed(self.group_names(), partitions)
+        ends = self.end_offsets(partitions)
         lags = [
             PartitionLag(group, tp.topic, tp.partition, tp.offset, ends[(tp.topic, tp.partition)])
             for group, tps in sorted(committed.items()) for tp in tps if (tp.topic, tp.partition) in ends

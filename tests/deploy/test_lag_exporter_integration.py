@@ -12,7 +12,6 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, generate_latest
 
 from deploy.kafka.launcher import free_port
@@ -49,7 +48,7 @@ def group_with_known_lag(kafka):
 
 def test_collector_reports_lag_per_partition(kafka, group_with_known_lag):
     topics, group, counts, committed = group_with_known_lag
-    reader = LagReader(AdminClient(kafka.connection.confluent_config()), groups=[group],
+    reader = LagReader(kafka.connection.confluent_config(), groups=[group],
                        topics=[topics.readings, topics.anomalies])
     registry = CollectorRegistry()
     registry.register(ConsumerLagCollector(reader))
@@ -69,13 +68,30 @@ def test_collector_reports_lag_per_partition(kafka, group_with_known_lag):
 
 def test_unreachable_cluster_shows_up_zero_not_stale_lag():
     port = free_port()  # nothing listens there
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0})
     registry = CollectorRegistry()
-    registry.register(ConsumerLagCollector(LagReader(admin, groups=["g"], topics=["t"], timeout=1.0)))
+    reader = LagReader({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0}, groups=["g"], topics=["t"],
+                       timeout=1.0)
+    registry.register(ConsumerLagCollector(reader))
     text = generate_latest(registry).decode()
     assert "wattsup_kafka_lag_exporter_up 0.0" in text
     assert "wattsup_kafka_lag_exporter_errors_total 1.0" in text
     assert "wattsup_kafka_consumer_lag_messages{" not in text
+
+
+def test_groups_without_commits_and_on_a_fresh_group_coordinator_do_not_crash(kafka):
+    """A group that never committed (or does not exist) reports nothing, and the process lives.
+
+    Regression test: AdminClient.list_consumer_group_offsets segfaulted here (confluent-kafka 2.16.0).
+    """
+    topics = kafka.fresh_topics(partitions=2)
+    reader = LagReader(kafka.connection.confluent_config(), groups=[f"never-{uuid.uuid4().hex[:8]}"],
+                       topics=[topics.readings])
+    try:
+        snapshot = reader.snapshot()
+    finally:
+        reader.close()
+    assert snapshot.lags == []
+    assert snapshot.end_offsets == {(topics.readings, 0): 0, (topics.readings, 1): 0}
 
 
 def test_lag_exporter_command_serves_every_group(kafka, group_with_known_lag, tmp_path):
