@@ -10,7 +10,8 @@ Prints, from one run on one machine:
   ``predict(make_future_dataframe(48, freq="h"))`` on the same series (by default on the first
   ``--baseline-meters`` of them, since it is several times slower; ``--baseline-meters 0`` for all);
 * the ratio, the outcomes (Prophet, fallbacks, failures) and the load average, because the
-  figures depend on what else the machine's cores are doing.
+  figures depend on what else the machine's cores are doing; and the CPU time per fit (the
+  fitting process and its Stan child), which does not, with the rate it implies on idle cores.
 
 The worker's pool is started (processes up, Prophet imported) before timing, as it stays up
 between scheduled runs. Usage:
@@ -94,6 +95,10 @@ def main() -> None:
           f"{baseline:>8.1f} fits/s  ({len(baseline_series)} meters)")
     print(f"{'ratio, cold / plain':<66}{cold.fits_per_second / baseline:>8.1f} x")
     print(f"{'ratio, warm / plain':<66}{warm.fits_per_second / baseline:>8.1f} x")
+    for name, run in (("cold", cold), ("warm", warm)):
+        per_fit = run.cpu_seconds / max(run.meters, 1)
+        print(f"{'CPU per fit, ' + name + ' (fitting process + Stan), ms':<66}{per_fit * 1000:>8.1f}    "
+              f"-> {os.cpu_count() / per_fit:.0f} fits/s if all {os.cpu_count()} cores were free for it")
     print(f"outcomes (warm run): prophet={warm.prophet} fallbacks={warm.fallbacks} failures={warm.failures}")
     print(f"100,000 meters at the warm rate: {100_000 / warm.fits_per_second / 60:.0f} min")
     print(f"load average (1 min) before / after the worker runs: {load_before:.2f} / {load_after:.2f} "

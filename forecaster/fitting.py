@@ -23,6 +23,7 @@ errors, and the forecast says so in ``model_version``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,8 @@ class ForecastResult:
     reason: str = ""
     """Why Prophet was not used (fallbacks) or what went wrong (failures)."""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """CPU time of this forecast: the fitting process and its Stan child process."""
     params: dict[str, np.ndarray] | None = None
     """Prophet's fitted parameters, to warm-start the next run."""
 
@@ -276,21 +279,31 @@ def fit_prophet(series: MeterSeries, options: FitOptions, init: dict[str, np.nda
 def forecast_meter(series: MeterSeries, options: FitOptions, init: dict[str, np.ndarray] | None = None) -> ForecastResult:
     """Prophet, or the seasonal-naive fallback with the reason; never raises."""
     started = time.perf_counter()
+    cpu_started = _cpu_seconds()
     try:
         observed = series.kwh[np.isfinite(series.kwh)]
+        result = None
         if series.span_days < options.min_history_days or len(observed) < 2:
             reason = f"too little history ({series.span_days:.2f} days < {options.min_history_days:g})"
         elif np.ptp(observed) <= 1e-9 * max(1.0, abs(float(observed[0]))):
             reason = "flat series"
         else:
             try:
-                return fit_prophet(series, options, init)
+                result = fit_prophet(series, options, init)
             except Exception as exc:  # noqa: BLE001 - any Prophet/Stan failure falls back
                 reason = f"prophet failed: {type(exc).__name__}: {exc}"[:300]
-        result = seasonal_naive(series, options, reason)
+        if result is None:
+            result = seasonal_naive(series, options, reason)
     except Exception as exc:  # noqa: BLE001 - one bad meter never stops the run
         log.exception("forecast of meter %s failed", series.meter_id)
         result = ForecastResult(series.meter_id, series.feeder_id, series.interval_seconds, FAILED, "none",
                                 reason=f"{type(exc).__name__}: {exc}"[:300])
     result.seconds = time.perf_counter() - started
+    result.cpu_seconds = _cpu_seconds() - cpu_started
     return result
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (Stan runs as a child process)."""
+    children = os.times()  # clock-tick resolution, fine for a Stan run
+    return time.process_time() + children.children_user + children.children_system

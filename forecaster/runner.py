@@ -126,6 +126,8 @@ class RunSummary:
     failures: int = 0
     published: int = 0
     publish_failed: int = 0
+    cpu_seconds: float = 0.0
+    """CPU time of all forecasts (fitting processes and Stan), summed over meters."""
     fit_seconds: float = 0.0
     """Wall-clock time of the parallel fitting (and publishing, which overlaps it)."""
     seconds: float = 0.0
@@ -181,6 +183,7 @@ def forecast_series(
     for chunk in pool.map(items, options, stop):
         for r in chunk:
             summary.meters += 1
+            summary.cpu_seconds += r.cpu_seconds
             metrics.FITS.labels(r.outcome).inc()
             metrics.FIT_SECONDS.observe(r.seconds)
             if r.outcome == PROPHET:

@@ -12,6 +12,7 @@ from forecaster import fitting
 from forecaster.fitting import FAILED, PROPHET, SEASONAL_NAIVE, FitOptions, forecast_meter, seasonal_naive
 from forecaster.series import HOUR_MS, MeterSeries, series_from_readings
 from forecaster.warm_start import load_params, save_params
+from prophet import Prophet
 from producers.simulator import FleetConfig, simulate_fleet
 
 
@@ -175,3 +176,32 @@ def test_fast_prophet_fits_and_predicts_what_stock_prophet_does(hourly_fleet):
     np.testing.assert_allclose(forecasts[1], forecasts[0], rtol=1e-4, atol=1e-4)
     dates = pd.Series(pd.date_range("2026-03-01", periods=500, freq="h"))
     np.testing.assert_allclose(FastProphet.fourier_series(dates, 7, 3), Prophet.fourier_series(dates, 7, 3), atol=1e-10)
+
+
+def test_fast_features_and_cached_stan_rows_match_prophets_own(hourly_fleet):
+    import json
+
+    from forecaster import fast_backend
+    from forecaster.fast_backend import FastProphet
+
+    history = pd.DataFrame({"ds": pd.date_range("2026-03-02", periods=400, freq="h")})
+    history["weekend"] = history["ds"].dt.day_of_week >= 5
+    history["weekday"] = ~history["weekend"]
+    history["weekend_level"] = history["weekend"].astype(float)
+    built = []
+    for cls in (Prophet, FastProphet):
+        model = cls(yearly_seasonality=False, daily_seasonality=False)
+        model.add_seasonality("daily_weekday", period=1, fourier_order=8, condition_name="weekday")
+        model.add_seasonality("daily_weekend", period=1, fourier_order=8, condition_name="weekend")
+        model.add_regressor("weekend_level")
+        model.history_dates = history["ds"]
+        built.append(model.make_all_seasonality_features(model.setup_dataframe(history.assign(y=1.0), True)))
+    (f0, p0, c0, m0), (f1, p1, c1, m1) = built
+    assert list(f1.columns) == list(f0.columns) and p1 == p0 and m1 == m0
+    assert c1.equals(c0)
+    np.testing.assert_allclose(f1.to_numpy(), f0.to_numpy(), atol=1e-9)  # float rounding of the time axis
+    fast_backend._ROW_JSON.clear()
+    matrix = f1.to_numpy()
+    assert json.loads(fast_backend._matrix_json(matrix)) == matrix.tolist()
+    assert json.loads(fast_backend._matrix_json(matrix)) == matrix.tolist()  # now from cached rows
+    assert 0 < len(fast_backend._ROW_JSON) <= len(matrix)

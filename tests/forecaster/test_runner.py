@@ -94,3 +94,12 @@ def test_backtest_scores_prophet_and_the_seasonal_naive_baseline_on_the_same_poi
     assert prophet.smape < naive.smape
     assert prophet.mae < naive.mae
     assert FAILED not in {s.method for s in report.scores}
+
+
+def test_every_forecast_reports_its_time_and_cpu(fleet_series):
+    from forecaster.fitting import FitOptions, forecast_meter
+
+    for series in (fleet_series[0], MeterSeries("S", "F", 3600, fleet_series[0].end_ms[-30:], fleet_series[0].kwh[-30:])):
+        result = forecast_meter(series, FitOptions(horizon_seconds=24 * 3600))
+        assert result.seconds > 0 and result.cpu_seconds > 0, result.outcome
+        assert result.cpu_seconds < 10 * result.seconds + 0.05  # its own process and Stan, not the machine
