@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from deploy.kafka.launcher import free_port
@@ -36,6 +37,7 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+HISTORY_DAYS = 7
 UPLOAD_CSV = Path(__file__).with_name("upload_with_spike.csv")
 UPLOAD_SPIKE = ("U002", "2026-03-08T19:00:00Z")  # the one 10x reading in UPLOAD_CSV
 ANOMALY_RED = "#d62728"
@@ -51,6 +53,7 @@ if not os.access(CHROMIUM, os.X_OK):
 class RunningDashboard:
     url: str
     token: str
+    env: dict[str, str]
     process: subprocess.Popen
     log_path: Path
 
@@ -83,6 +86,7 @@ def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[objec
         "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.db'}",
         "WATTSUP_DASHBOARD_MODEL_DIR": str(model_dir),
         "WATTSUP_DASHBOARD_SUMMARY_SECONDS": "2",
+        "WATTSUP_FORECAST_DATA_DIR": str(tmp_path / "forecaster"),
     }
     created = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "create-token", "e2e-browser"],
                              env=env, capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
@@ -92,7 +96,7 @@ def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[objec
     process = subprocess.Popen([sys.executable, "-m", "wattsup.cli", "dashboard", "--port", str(port)], env=env,
                                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
                                start_new_session=True)
-    dashboard = RunningDashboard(f"http://127.0.0.1:{port}", token, process, log_path)
+    dashboard = RunningDashboard(f"http://127.0.0.1:{port}", token, env, process, log_path)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -149,6 +153,23 @@ def all_api_anomalies(dashboard: RunningDashboard) -> list[dict]:
             return items
 
 
+CHART_STATE_JS = """() => {
+  const chart = window.wattsupCharts.usage;
+  const index = chart.data.datasets.findIndex((d) => d.label === 'Anomalies');
+  const ds = chart.data.datasets[index];
+  const band = chart.data.datasets.find((d) => d.label === 'Forecast band');
+  return {key: document.querySelector("[data-testid='key-select']").value, visible: chart.isDatasetVisible(index),
+          color: ds.backgroundColor, pointStyle: ds.pointStyle, band: band.data.length,
+          meters: [...new Set(ds.data.map((p) => p.anomaly.meter_id))]};
+}"""
+
+
+def chart_shows_own_anomalies(page) -> bool:
+    """The usage chart has anomaly points, all of the meter it charts."""
+    state = page.evaluate(CHART_STATE_JS)
+    return state["key"].startswith("meter:") and state["meters"] == [state["key"].split(":", 1)[1]]
+
+
 ANOMALY_DATASET_JS = """(name) => {
   const chart = window.wattsupCharts && window.wattsupCharts[name];
   if (!chart) return null;
@@ -182,9 +203,13 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
     page.screenshot(path=artifacts / "01-empty.png", full_page=True)
 
     # 2. Produce a small simulated fleet with labelled anomalies while the page is open.
-    fleet = simulate_fleet(FleetConfig(meters=60, days=9, interval=timedelta(hours=1), seed=5202, anomaly_rate=0.1))
+    fleet = simulate_fleet(FleetConfig(meters=60, days=HISTORY_DAYS + 2, interval=timedelta(hours=1), seed=5202,
+                                       anomaly_rate=0.1))
+    readings = fleet.readings
+    cut = readings["timestamp"].min() + pd.Timedelta(days=HISTORY_DAYS) - pd.Timedelta(hours=1)
+    history, recent = readings[readings["timestamp"] <= cut], readings[readings["timestamp"] > cut]
     with ReadingProducer(kafka.connection, topics) as producer:
-        producer.send_frame(fleet.readings, batch_by_feeder=True)
+        producer.send_frame(history, batch_by_feeder=True)
 
     # 3. Live anomalies appear in the table without a reload.
     rows = page.locator("[data-testid='anomaly-table'] [data-testid='anomaly-row']")
@@ -194,34 +219,50 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
         (artifacts / "console.log").write_text("\n".join(console + errors))
     page.screenshot(path=artifacts / "02-live-anomalies.png", full_page=True)
 
-    # 4. ... and in red on the chart (the chart follows the first meter with an anomaly).
-    def chart_has_anomalies() -> bool:
-        data = page.evaluate(ANOMALY_DATASET_JS, "usage")
-        return bool(data and data["points"])
-    wait_until(chart_has_anomalies, 60, lambda: f"no anomaly points on the chart: {page.evaluate(ANOMALY_DATASET_JS, 'usage')}")
-    usage = page.evaluate(ANOMALY_DATASET_JS, "usage")
+    # 4. ... and in red on the chart, which follows the meter of the newest anomaly until someone picks one.
+    wait_until(lambda: chart_shows_own_anomalies(page), 60,
+               lambda: f"no anomalies of the charted meter on the chart: {page.evaluate(CHART_STATE_JS)}")
+    usage = page.evaluate(CHART_STATE_JS)
     assert usage["visible"] and usage["color"].lower() == ANOMALY_RED and usage["pointStyle"] == "triangle"
-    charted = page.locator("[data-testid='key-select']").input_value()
-    assert charted.startswith("meter:") and {p["meter"] for p in usage["points"]} == {charted.split(":", 1)[1]}
+
+    # A forecast run (Prophet, 48 h ahead) while the page is open, then the next two days of readings:
+    # the chart gets its forecast band, the stream scores the new readings against it.
+    worker.wait_for("wattsup_stream_readings_processed_total", len(history), timeout=180)
+    forecast = subprocess.run([sys.executable, "-m", "wattsup.cli", "forecast", "run", "--history", f"{HISTORY_DAYS}d",
+                               "--horizon", "48h", "--workers", "1"], env=dashboard.env, capture_output=True, text=True,
+                              timeout=300, cwd=PROJECT_ROOT)
+    assert forecast.returncode == 0, forecast.stderr[-3000:]
+    wait_until(lambda: dashboard.get(f"/api/v1/series?meter_id={readings['meter_id'].iloc[0]}")["forecast"], 30,
+               "the dashboard never stored the forecasts")
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(recent, batch_by_feeder=True)
 
     # Everything produced is processed and stored before the rest compares page and API.
-    worker.wait_for("wattsup_stream_readings_processed_total", len(fleet.readings), timeout=180)
+    worker.wait_for("wattsup_stream_readings_processed_total", len(readings), timeout=180)
     settled: list[int] = []
 
     def stored_total_is_stable() -> bool:
         settled.append(dashboard.get("/api/v1/anomalies?limit=1")["total"])
         return len(settled) >= 4 and len(set(settled[-4:])) == 1 and settled[-1] > 0
     wait_until(stored_total_is_stable, 60, lambda: f"anomaly total never settled: {settled[-10:]}")
+    wait_until(lambda: chart_shows_own_anomalies(page), 30, lambda: f"chart: {page.evaluate(CHART_STATE_JS)}")
+    band = page.evaluate(CHART_STATE_JS)["band"]
+    assert band > 0, "no forecast band on the chart"
     api_anomalies = all_api_anomalies(dashboard)
     by_id = {str(a["id"]): a for a in api_anomalies}
     received = page.evaluate("() => wattsupState.received")
     assert received["anomaly"] >= len(api_anomalies), (received, len(api_anomalies))  # all of them came live
+    assert received["reading"] > 0, received  # the charted meter's new readings came live too (live mode)
     wait_until(lambda: f"· {len(api_anomalies):,}" in page.inner_text("[data-testid='anomaly-total']")
                or f"of {len(api_anomalies):,}" in page.inner_text("[data-testid='anomaly-total']"), 20,
                lambda: f"table total {page.inner_text('[data-testid=anomaly-total]')!r}, API {len(api_anomalies)}")
     # Newest first, exactly as the API orders them.
     shown = rows.evaluate_all("rs => rs.map(r => r.dataset.key)")
     assert shown == [str(a["id"]) for a in api_anomalies[:len(shown)]]
+    # Nobody has picked a meter: the chart has moved on to the meter of the newest anomaly.
+    wait_until(lambda: page.evaluate(CHART_STATE_JS)["key"] == f"meter:{api_anomalies[0]['meter_id']}"
+               and chart_shows_own_anomalies(page), 20,
+               lambda: f"chart did not follow the newest anomaly {api_anomalies[0]}: {page.evaluate(CHART_STATE_JS)}")
     page.screenshot(path=artifacts / "03-stream-done.png", full_page=True)
 
     # The show-anomalies toggle hides and shows the red points.
@@ -331,7 +372,10 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
     with page.expect_download(timeout=60_000) as pdf_download:
         page.click("[data-testid='download-pdf']")
     pdf = Path(pdf_download.value.path()).read_bytes()
-    assert pdf.startswith(b"%PDF") and len(pdf) > 20_000, len(pdf)
+    assert pdf.startswith(b"%PDF") and b"/Subtype /Image" in pdf, "no chart image in the PDF"
+    # jsPDF writes text uncompressed: the title, the summary and the table's rows are in the file as text.
+    assert b"WattsUp anomaly report" in pdf and b"Fleet: 60 meters" in pdf
+    assert api_anomalies[0]["meter_id"].encode() in pdf
     (artifacts / "report.pdf").write_bytes(pdf)
     with page.expect_download() as png_download:
         page.click("[data-testid='download-png']")
@@ -355,6 +399,7 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
     phone.goto(dashboard.url + "/")
     phone.wait_for_selector("body[data-ready='true']")
     phone.locator("[data-testid='anomaly-row']").first.wait_for()
+    wait_until(lambda: chart_shows_own_anomalies(phone), 20, "no anomalies on the phone's chart")
     assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
     phone.screenshot(path=artifacts / "08-phone-dark.png", full_page=True)
 

@@ -135,9 +135,7 @@ function initRules() {
 }
 
 export function refreshControls() {
-  loadSensitivity().catch(() => {});
-  loadRules().catch(() => {});
-  loadHistory().catch(() => {});
+  return Promise.all([loadSensitivity(), loadRules(), loadHistory()].map((p) => p.catch(() => {})));
 }
 
 export function initControls(context) {

@@ -12,7 +12,9 @@ import { initThemeToggle, onThemeChange } from "./theme.js";
 import { initUpload } from "./upload.js";
 
 const TABLE_LIMIT = 100;
-const DEFAULT_SPAN_MS = 48 * 3600e3;
+const DEFAULT_SPAN_MS = 3 * 24 * 3600e3; // what live mode shows
+const LOADED_SPAN_MS = 7 * 24 * 3600e3; // what the chart loads (pan back to see it)
+const FOLLOW_THROTTLE_MS = 4000;
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
 const state = {
@@ -20,7 +22,9 @@ const state = {
   summary: null,
   meters: [],
   key: null, // {type: "meter" | "feeder", id}
-  keyPickedByPerson: false, // until someone picks, the chart may move to the first meter with an anomaly
+  keyPickedByPerson: false, // until someone picks, the chart follows the meter of the newest anomaly
+  followedAt: 0, // when the chart last moved to follow an anomaly (ms, page clock)
+  followedTimestamp: 0, // reading time of the anomaly it follows
   seriesAnomalies: [],
   liveKeyAnomalies: [], // anomalies of the charted key that arrived live (kept even outside the loaded range)
   anomalies: [],
@@ -181,8 +185,11 @@ async function loadMeters() {
   }
   renderKeyOptions();
   if (!state.key && state.meters.length) {
+    // First view: the meter of the newest anomaly, else the meter with most anomalies today.
+    const newest = state.anomalies[0];
+    if (newest) state.followedTimestamp = new Date(newest.timestamp).getTime();
     const busiest = [...state.meters].sort((a, b) => b.anomalies_24h - a.anomalies_24h)[0];
-    selectKey({ type: "meter", id: busiest.meter_id });
+    selectKey({ type: "meter", id: newest ? newest.meter_id : busiest.meter_id });
   }
 }
 
@@ -214,15 +221,19 @@ async function loadSeries({ around } = {}) {
   if (!state.key) return;
   const request = ++seriesRequest;
   const dates = dateFilters();
-  const range = around && !dates.since && !dates.until
-    ? { since: isoShift(around, -36), until: isoShift(around, 36) } : dates;
+  let range = dates;
+  if (around && !dates.since && !dates.until) range = { since: isoShift(around, -36), until: isoShift(around, 36) };
+  else if (!dates.since && !dates.until && lastReadingOfKey()) {
+    range = { since: new Date(lastReadingOfKey() - LOADED_SPAN_MS).toISOString().replace(/\.\d{3}Z$/, "Z") };
+  }
   const series = await api(`/series${query({ ...keyParams(), ...range })}`);
   if (request !== seriesRequest) return; // a newer selection won
   const loaded = series.anomalies || [];
   const seen = new Set(loaded.map(anomalyKey));
   state.seriesAnomalies = [...loaded, ...state.liveKeyAnomalies.filter((a) => !seen.has(anomalyKey(a)))];
   setSeries(usageChart, { ...series, anomalies: filteredSeriesAnomalies() });
-  $("chart-key").textContent = `· ${state.key.type === "feeder" ? "feeder " : ""}${state.key.id}`;
+  $("chart-key").textContent = `· ${state.key.type === "feeder" ? "feeder " : ""}${state.key.id}`
+    + (state.keyPickedByPerson ? "" : " (following the newest anomaly; pick a meter to stay)");
   if (around) {
     const t = new Date(around).getTime();
     focusAnomalyPoint(usageChart, t);
@@ -235,12 +246,28 @@ async function loadSeries({ around } = {}) {
   usageChart.update("none");
 }
 
-/** Live mode: keep the newest reading at the right edge, with the span the person last chose. */
+/** Newest reading time (ms) the service reported for the charted key, if known. */
+function lastReadingOfKey() {
+  if (!state.key) return null;
+  const times = state.meters
+    .filter((m) => (state.key.type === "feeder" ? m.feeder_id === state.key.id : m.meter_id === state.key.id))
+    .map((m) => (m.last_reading_at ? new Date(m.last_reading_at).getTime() : 0));
+  const newest = Math.max(0, ...times);
+  return newest || null;
+}
+
+/**
+ * Live mode: the newest reading near the right edge with the span the person last chose, and a
+ * little of the forecast ahead of it (the band shows what the next readings should look like).
+ */
 function followLatest() {
   const extent = dataExtent(usageChart);
   if (!extent) return;
-  usageChart.options.scales.x.min = Math.max(extent.min, extent.max - state.liveSpan);
-  usageChart.options.scales.x.max = extent.max;
+  const ahead = usageChart.data.datasets[DATASET.UPPER].data;
+  const forecastEnd = ahead.length ? ahead[ahead.length - 1].x : extent.max;
+  const max = Math.max(extent.max, Math.min(forecastEnd, extent.max + state.liveSpan / 6));
+  usageChart.options.scales.x.min = Math.max(extent.min, max - state.liveSpan);
+  usageChart.options.scales.x.max = max;
 }
 
 function selectKey(key, { around } = {}) {
@@ -377,11 +404,12 @@ function onAnomalyEvent(anomaly) {
     }
     scheduleTableRender();
   }
-  const chartedHasAnomalies = usageChart.data.datasets[DATASET.ANOMALIES].data.length > 0;
-  if (!state.key || (!state.keyPickedByPerson && !chartedHasAnomalies && !matchesKey(anomaly))) {
-    // Nothing worth seeing is charted yet: chart the meter of the first anomaly that arrives.
-    selectKey({ type: "meter", id: anomaly.meter_id });
-    state.liveKeyAnomalies.push(anomaly);
+  const at = new Date(anomaly.timestamp).getTime();
+  if (!state.keyPickedByPerson && matchesKey(anomaly)) state.followedTimestamp = Math.max(state.followedTimestamp, at);
+  if (!state.key) {
+    followAnomaly(anomaly);
+  } else if (!state.keyPickedByPerson && !matchesKey(anomaly) && at > state.followedTimestamp) {
+    scheduleFollowNewest();
   } else if (matchesKey(anomaly)) {
     state.liveKeyAnomalies.push(anomaly);
     if (state.liveKeyAnomalies.length > 1000) state.liveKeyAnomalies.shift();
@@ -392,6 +420,27 @@ function onAnomalyEvent(anomaly) {
     }
   }
   refreshAlertHistory({ soon: true });
+}
+
+/** Chart the meter of `anomaly` (the page follows the action until someone picks a meter). */
+function followAnomaly(anomaly) {
+  state.followedAt = Date.now();
+  state.followedTimestamp = new Date(anomaly.timestamp).getTime();
+  selectKey({ type: "meter", id: anomaly.meter_id });
+  state.liveKeyAnomalies.push(anomaly);
+}
+
+let followTimer = null;
+/** Move to the newest anomaly's meter, at most once every few seconds so a burst does not flicker. */
+function scheduleFollowNewest() {
+  if (followTimer) return;
+  const wait = Math.max(0, state.followedAt + FOLLOW_THROTTLE_MS - Date.now());
+  followTimer = setTimeout(() => {
+    followTimer = null;
+    const newest = state.anomalies[0];
+    if (!state.keyPickedByPerson && newest && new Date(newest.timestamp).getTime() > state.followedTimestamp
+        && !matchesKey(newest)) followAnomaly(newest);
+  }, wait);
 }
 
 function onReadingEvent(reading) {
@@ -506,7 +555,7 @@ function bandFromChart() {
 async function loadEverything() {
   try {
     await Promise.all([loadSummary(), loadAnomalies()]);
-    await loadMeters();
+    await Promise.all([loadMeters(), refreshControls()]);
     $("notice").hidden = true;
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
@@ -515,7 +564,6 @@ async function loadEverything() {
       notify(`Could not reach the service: ${error.message}`, { error: true, sticky: true });
     }
   }
-  refreshControls();
 }
 
 async function start() {

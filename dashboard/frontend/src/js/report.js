@@ -43,7 +43,7 @@ export async function buildReport({ chart, key, summary, filters, anomalies, tot
     const imageWidth = width - 2 * margin;
     const imageHeight = Math.min(260, imageWidth * (chart.height / chart.width));
     doc.setFont("helvetica", "bold").text(latin1(`Usage of ${key.type} ${key.id}`), margin, y + 6);
-    doc.addImage(image, "PNG", margin, y + 12, imageWidth, imageHeight);
+    doc.addImage(image, "PNG", margin, y + 12, imageWidth, imageHeight, undefined, "FAST");
     y += imageHeight + 24;
   }
 
