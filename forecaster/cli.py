@@ -31,6 +31,8 @@ _HISTORY = typer.Option(None, "--history", help="History per meter, e.g. 28d (WA
 _HORIZON = typer.Option(None, "--horizon", help="How far ahead, e.g. 48h (WATTSUP_FORECAST_HORIZON_SECONDS).")
 _CSV = typer.Option(None, "--csv", exists=True, dir_okay=False, help="Read history from this CSV instead of Kafka.")
 _WORKERS = typer.Option(None, "--workers", min=1, help="Fitting processes (WATTSUP_FORECAST_WORKERS).")
+_HOLIDAYS = typer.Option(None, "--country-holidays",
+                         help="ISO country code whose public holidays Prophet models (WATTSUP_FORECAST_COUNTRY_HOLIDAYS).")
 
 
 def _settings(history: str | None, horizon: str | None, workers: int | None, **extra: object) -> ForecastSettings:
@@ -83,7 +85,7 @@ def run(
     horizon: str | None = _HORIZON,
     csv: Path | None = _CSV,
     workers: int | None = _WORKERS,
-    country_holidays: str | None = typer.Option(None, help="ISO country code whose holidays Prophet models."),
+    country_holidays: str | None = _HOLIDAYS,
 ) -> None:
     """Fit every meter once and write its forecast to the compacted forecasts topic."""
     from forecaster.runner import FitPool
@@ -110,12 +112,13 @@ def schedule(
     workers: int | None = _WORKERS,
     metrics_port: int | None = typer.Option(None, help="Prometheus port (WATTSUP_FORECAST_METRICS_PORT, 0: none)."),
     runs: int = typer.Option(0, help="Stop after this many runs (0: until SIGTERM / Ctrl-C)."),
+    country_holidays: str | None = _HOLIDAYS,
 ) -> None:
     """Forecast every meter now and then every ``--every``; a failed run is logged and retried next time."""
     from forecaster.runner import FitPool
 
     settings = _settings(history, horizon, workers, every_seconds=parse_interval(every).total_seconds(),
-                         metrics_port=metrics_port)
+                         metrics_port=metrics_port, country_holidays=country_holidays)
     stop = threading.Event()
     _stop_on_signals(stop)
     if settings.metrics_port:
@@ -153,13 +156,14 @@ def evaluate(
     history: str | None = _HISTORY,
     horizon: str | None = _HORIZON,
     workers: int | None = _WORKERS,
+    country_holidays: str | None = _HOLIDAYS,
 ) -> None:
     """Backtest: sMAPE and MAE of Prophet and of the seasonal-naive baseline on held-out history."""
     from forecaster.evaluate import backtest
     from forecaster.runner import FitPool, fit_options, read_history
     from forecaster.series import series_from_readings
 
-    settings = _settings(history, horizon, workers)
+    settings = _settings(history, horizon, workers, country_holidays=country_holidays)
     if simulate_meters > 0:
         from producers.simulator import FleetConfig, simulate_fleet
 

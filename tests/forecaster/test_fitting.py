@@ -205,3 +205,10 @@ def test_fast_features_and_cached_stan_rows_match_prophets_own(hourly_fleet):
     assert json.loads(fast_backend._matrix_json(matrix)) == matrix.tolist()
     assert json.loads(fast_backend._matrix_json(matrix)) == matrix.tolist()  # now from cached rows
     assert 0 < len(fast_backend._ROW_JSON) <= len(matrix)
+
+
+def test_country_holidays_are_modelled_when_configured(hourly_fleet):
+    (s,) = series_from_readings(hourly_fleet, 28 * 86400)[:1]
+    result = forecast_meter(s, FitOptions(horizon_seconds=24 * 3600, country_holidays="KE"))
+    assert result.outcome == PROPHET, result.reason
+    assert np.isfinite(result.expected).all() and len(result.expected) == 24

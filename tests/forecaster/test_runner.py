@@ -103,3 +103,17 @@ def test_every_forecast_reports_its_time_and_cpu(fleet_series):
         result = forecast_meter(series, FitOptions(horizon_seconds=24 * 3600))
         assert result.seconds > 0 and result.cpu_seconds > 0, result.outcome
         assert result.cpu_seconds < 10 * result.seconds + 0.05  # its own process and Stan, not the machine
+
+
+def test_history_from_a_csv_becomes_per_meter_series(tmp_path):
+    from forecaster.runner import read_history
+
+    fleet = simulate_fleet(FleetConfig(meters=3, days=2, interval=timedelta(minutes=15), seed=5))
+    path = tmp_path / "history.csv"
+    fleet.write_readings_csv(path)
+    with path.open("a") as fh:
+        fh.write("2026-03-03T00:00:00Z,M000001,lots,0,F0001,900,,,\n")  # rejected, the rest is kept
+    series = series_from_readings(read_history(ForecastSettings(), csv=path), 2 * 86400)
+    assert [s.meter_id for s in series] == ["M000001", "M000002", "M000003"]
+    assert all(s.interval_seconds == 900 and len(s.end_ms) == 192 for s in series)
+    assert sum(s.observed for s in series) == fleet.readings.drop_duplicates(["meter_id", "timestamp"]).shape[0]
