@@ -124,7 +124,12 @@ def schedule(
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.metrics_port)
+        try:
+            start_http_server(settings.metrics_port)
+        except OSError as exc:
+            console.print(f"cannot serve metrics on port {settings.metrics_port}: {exc}; "
+                          "set WATTSUP_FORECAST_METRICS_PORT (or --metrics-port, 0 for none)")
+            raise typer.Exit(2) from exc
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     pool = FitPool(settings.workers)
     done = 0
