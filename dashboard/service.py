@@ -27,6 +27,11 @@ from dashboard.timeutil import iso
 log = logging.getLogger(__name__)
 
 
+def _import_model_code() -> None:
+    import models.artifacts  # noqa: F401
+    import stream_processors.batch_detect  # noqa: F401
+
+
 class DashboardService:
     def __init__(self, settings: DashboardSettings) -> None:
         self.settings = settings
@@ -45,6 +50,8 @@ class DashboardService:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, consume: bool | None = None) -> None:
+        # Importing the model code (scikit-learn) takes seconds; do it now, not in the first request.
+        threading.Thread(target=_import_model_code, name="warm-up", daemon=True).start()
         self.alerts.start()
         if self.settings.consume if consume is None else consume:
             self.start_ingest()

@@ -24,11 +24,9 @@ from dashboard.models import Anomaly, ConsumerOffset, Forecast, Meter, Reading
 from dashboard.timeutil import DAY_MS, HOUR_MS, iso
 
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
-_INSERT_CHUNK = 2000
-"""Rows per multi-row INSERT: SQLite allows 32,766 bound parameters per statement."""
 
 
-def _insert(session: Session, model: type) -> Any:
+def _insert(session: Session, model: Any) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL both do)."""
     name = session.get_bind().dialect.name
     if name == "postgresql":
@@ -86,20 +84,20 @@ def _dedupe(rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[dict[str, 
 def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
     """Insert the batch's rows and advance the offsets, all in the caller's transaction."""
     stored = StoredBatch()
+    # Core executemany ("insertmanyvalues"): one compiled statement for the whole list. Building a
+    # multi-row VALUES clause per batch instead costs SQLAlchemy ~0.4 ms per row just to compile.
+    connection = session.connection()
     if batch.anomalies:
         rows = _dedupe([_anomaly_row(a) for a in batch.anomalies], ("meter_id", "timestamp_ms"))
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            stmt = (_insert(session, Anomaly).values(rows[start:start + _INSERT_CHUNK])
-                    .on_conflict_do_nothing(index_elements=["meter_id", "timestamp_ms"])
-                    .returning(*Anomaly.__table__.c))
-            stored.anomalies += [anomaly_json(r) for r in session.execute(stmt).mappings()]
+        stmt = (_insert(session, Anomaly.__table__).on_conflict_do_nothing(index_elements=["meter_id", "timestamp_ms"])
+                .returning(*Anomaly.__table__.c))
+        stored.anomalies = [anomaly_json(r) for r in connection.execute(stmt, rows).mappings()]
     if batch.readings:
         rows = _dedupe(batch.readings, ("meter_id", "timestamp_ms"))
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            stmt = (_insert(session, Reading).values(rows[start:start + _INSERT_CHUNK])
-                    .on_conflict_do_nothing(index_elements=["meter_id", "timestamp_ms"])
-                    .returning(Reading.meter_id, Reading.feeder_id, Reading.timestamp_ms, Reading.kwh))
-            stored.readings += [dict(r) for r in session.execute(stmt).mappings()]
+        table = Reading.__table__
+        stmt = (_insert(session, table).on_conflict_do_nothing(index_elements=["meter_id", "timestamp_ms"])
+                .returning(table.c.meter_id, table.c.feeder_id, table.c.timestamp_ms, table.c.kwh))
+        stored.readings = [dict(r) for r in connection.execute(stmt, rows).mappings()]
         _update_meters(session, stored.readings)
     if batch.forecasts:
         newest: dict[str, dict[str, Any]] = {}
@@ -134,16 +132,15 @@ def _update_meters(session: Session, readings: list[dict[str, Any]]) -> None:
     if not latest:
         return
     rows = [{"meter_id": m, "feeder_id": f, "last_reading_ms": t} for m, (f, t) in latest.items()]
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        stmt = _insert(session, Meter).values(rows[start:start + _INSERT_CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["meter_id"],
-            set_={"feeder_id": stmt.excluded.feeder_id,
-                  "last_reading_ms": func.max(Meter.last_reading_ms, stmt.excluded.last_reading_ms)
-                  if session.get_bind().dialect.name == "sqlite"
-                  else func.greatest(Meter.last_reading_ms, stmt.excluded.last_reading_ms)},
-        )
-        session.execute(stmt)
+    table = Meter.__table__
+    stmt = _insert(session, table)
+    newest = func.max if session.get_bind().dialect.name == "sqlite" else func.greatest
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["meter_id"],
+        set_={"feeder_id": stmt.excluded.feeder_id,
+              "last_reading_ms": newest(table.c.last_reading_ms, stmt.excluded.last_reading_ms)},
+    )
+    session.connection().execute(stmt, rows)
 
 
 def stored_offsets(session: Session, topics: Iterable[str]) -> dict[tuple[str, int], int]:
