@@ -129,6 +129,8 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
             metrics.DEAD_LETTERS.labels(reason=r.reason.split(":")[0][:60]).inc()
             await dead_letters.send(key=r.source.encode(), value=serde.encode(DEAD_LETTER, record))
 
+    newest_reading_ms: dict[str, int] = {}
+
     @app.agent(readings, name="score-readings")
     async def score_readings(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch_messages, within=settings.batch_within_seconds):
@@ -152,8 +154,13 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
             metrics.BATCH_SIZE.observe(len(columns))
             metrics.READINGS_PROCESSED.inc(result.scored)
             metrics.DUPLICATE_READINGS.inc(result.duplicates)
+            for feeder, latest_ms in result.feeder_latest_ms.items():
+                if latest_ms > newest_reading_ms.get(feeder, 0):  # a batch of late readings never moves it back
+                    newest_reading_ms[feeder] = latest_ms
+                    metrics.FEEDER_LAST_READING.labels(feeder=feeder).set(latest_ms / 1000.0)
             for anomaly in result.anomalies:
                 metrics.ANOMALIES.labels(severity=anomaly["severity"]).inc()
+                metrics.FEEDER_ANOMALIES.labels(feeder=anomaly["feeder_id"]).inc()
                 await anomalies.send(key=anomaly["meter_id"].encode(), value=serde.encode(ANOMALY, anomaly))
             engine.persist(result.touched_feeders)
 

@@ -1,7 +1,10 @@
 """Prometheus metrics of the stream worker.
 
 Names follow Prometheus conventions (base units, ``_total`` on counters, ``_seconds``); no
-meter id ever becomes a label, so cardinality stays bounded by severity, reason and partition.
+meter id ever becomes a label. Two series carry a ``feeder`` label: operators alert per feeder
+("no readings from feeder F0042 for 30 minutes", "anomaly rate spike on a feeder"), and a
+cooperative has hundreds to a few thousand feeders, a cardinality Prometheus handles; meters
+number a hundred times more and never become labels.
 Faust's own Prometheus sensor reports milliseconds, so WattsUp exports its own.
 """
 
@@ -39,3 +42,8 @@ PARTITION_RESEEKS = Counter(
     "wattsup_stream_partition_reseeks_total",
     "Readings partitions sought back to their committed offset after Faust stalled on them.",
 )
+FEEDER_LAST_READING = Gauge(
+    "wattsup_stream_feeder_last_reading_timestamp_seconds",
+    "Event time of the newest reading scored per feeder (Unix seconds).", ["feeder"],
+)
+FEEDER_ANOMALIES = Counter("wattsup_stream_feeder_anomalies_total", "Anomalies emitted per feeder.", ["feeder"])

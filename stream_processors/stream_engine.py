@@ -86,6 +86,8 @@ class StreamResult:
     scored: int
     duplicates: int
     touched_feeders: dict[str, tuple[set[int], set[int]]] = field(default_factory=dict)
+    feeder_latest_ms: dict[str, int] = field(default_factory=dict)
+    """Newest reading timestamp per feeder in the batch (event time)."""
 
 
 class StreamEngine:
@@ -272,8 +274,12 @@ class StreamEngine:
         result = self.engine.score(columns.meter_ids, columns.feeder_ids, ts, kwh, interval, expected, lower, upper)
         how, hod, _, _ = _slots(ts, interval)
         touched: dict[str, tuple[set[int], set[int]]] = {f: (set(), set()) for f in feeders_in_batch}
-        for feeder, h, d in zip(columns.feeder_ids, how.tolist(), hod.tolist()):
-            touched[feeder][0].add(h)
-            touched[feeder][1].add(d)
+        latest: dict[str, int] = dict.fromkeys(feeders_in_batch, 0)
+        for feeder, h, d, t in zip(columns.feeder_ids, how.tolist(), hod.tolist(), columns.timestamps_ms):
+            slots = touched[feeder]
+            slots[0].add(h)
+            slots[1].add(d)
+            if t > latest[feeder]:
+                latest[feeder] = t
         return StreamResult(anomalies=result.anomalies, scored=result.scored, duplicates=result.duplicates,
-                            touched_feeders=touched)
+                            touched_feeders=touched, feeder_latest_ms=latest)

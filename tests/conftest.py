@@ -53,6 +53,24 @@ def start_test_broker(data_dir, **kwargs) -> LocalKafkaNode:
 
 
 @pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory):
+    """A detector trained on simulated history (150 meters x 10 days, hourly), shared by the session.
+
+    Its seed (1001) is apart from the fleets the tests stream, so no test is scored by a model
+    that saw its data.
+    """
+    from datetime import timedelta
+
+    from models.training import train_and_save
+    from producers.simulator import FleetConfig, simulate_fleet
+
+    path = tmp_path_factory.mktemp("models")
+    history = simulate_fleet(FleetConfig(meters=150, days=10, interval=timedelta(hours=1), seed=1001)).readings
+    train_and_save(history, path, n_estimators=100, source="test history")
+    return path
+
+
+@pytest.fixture(scope="session")
 def broker_factory():
     """Start extra brokers (each its own process, ports and data dir); they stop at session end."""
     started: list[LocalKafkaNode] = []
