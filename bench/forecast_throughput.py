@@ -38,17 +38,23 @@ from forecaster.settings import ForecastSettings
 from producers.simulator import FleetConfig, simulate_fleet
 
 
-def plain_prophet_loop(series: list[MeterSeries], horizon_hours: int) -> float:
-    """Fits per second of default Prophet, sequentially, fit + predict, on the same data."""
+def _cpu() -> float:
+    children = os.times()
+    return time.process_time() + children.children_user + children.children_system
+
+
+def plain_prophet_loop(series: list[MeterSeries], horizon_hours: int) -> tuple[float, float]:
+    """(fits per second, CPU seconds per fit) of default Prophet, sequentially, fit + predict, same data."""
     from prophet import Prophet
 
+    cpu_started = _cpu()
     started = time.perf_counter()
     for s in series:
         df = pd.DataFrame({"ds": pd.Series(s.end_ms.astype("datetime64[ms]")).astype("datetime64[ns]"), "y": s.kwh})
         model = Prophet()
         model.fit(df)
         model.predict(model.make_future_dataframe(periods=horizon_hours, freq="h"))
-    return len(series) / (time.perf_counter() - started)
+    return len(series) / (time.perf_counter() - started), (_cpu() - cpu_started) / len(series)
 
 
 def main() -> None:
@@ -84,7 +90,7 @@ def main() -> None:
 
     baseline_series = series if args.baseline_meters <= 0 else series[: args.baseline_meters]
     print(f"plain Prophet loop on {len(baseline_series):,} of the same meters ...", flush=True)
-    baseline = plain_prophet_loop(baseline_series, horizon_hours)
+    baseline, baseline_cpu = plain_prophet_loop(baseline_series, horizon_hours)
 
     print()
     print(f"{'WattsUp forecaster, ' + str(args.workers) + ' processes, cold (no previous parameters)':<66}"
@@ -99,6 +105,10 @@ def main() -> None:
         per_fit = run.cpu_seconds / max(run.meters, 1)
         print(f"{'CPU per fit, ' + name + ' (fitting process + Stan), ms':<66}{per_fit * 1000:>8.1f}    "
               f"-> {os.cpu_count() / per_fit:.0f} fits/s if all {os.cpu_count()} cores were free for it")
+    print(f"{'CPU per fit, plain Prophet loop, ms':<66}{baseline_cpu * 1000:>8.1f}    "
+          f"-> {os.cpu_count() / baseline_cpu:.0f} fits/s if all {os.cpu_count()} cores ran such loops")
+    print(f"{'CPU ratio, plain / WattsUp cold, warm':<66}{baseline_cpu / (cold.cpu_seconds / max(cold.meters, 1)):>8.1f} x, "
+          f"{baseline_cpu / (warm.cpu_seconds / max(warm.meters, 1)):.1f} x")
     print(f"outcomes (warm run): prophet={warm.prophet} fallbacks={warm.fallbacks} failures={warm.failures}")
     print(f"100,000 meters at the warm rate: {100_000 / warm.fits_per_second / 60:.0f} min")
     print(f"load average (1 min) before / after the worker runs: {load_before:.2f} / {load_after:.2f} "

@@ -75,7 +75,7 @@ class FitPool:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["forecaster.fitting"])
+            context.set_forkserver_preload(["forecaster.fitting", "forecaster.fast_backend"])  # Prophet imported once
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
         return self._pool
 
