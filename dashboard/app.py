@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MULTIPART_SLACK_BYTES = 64 * 1024
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",  # an uploaded or downloaded CSV is never run as script
+    "X-Frame-Options": "DENY",  # no clickjacking of the writing controls
+    "Referrer-Policy": "same-origin",
+}
 
 
 class BodySizeLimit:
@@ -121,6 +126,8 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
             service.metrics.http_requests.labels(route=_route_template(request), status="500").inc()
             raise
         service.metrics.http_requests.labels(route=_route_template(request), status=str(response.status_code)).inc()
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
         return response
 
     from dashboard.api_events import router as events_router

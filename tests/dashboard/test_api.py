@@ -298,3 +298,28 @@ def test_write_rate_limit_per_token(dashboard_factory):
     assert codes == [201, 201, 201, 429, 429]
     limited = dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "x", "email_to": "a@b.org"})
     assert "rate limit" in limited.json()["detail"] and int(limited.headers["retry-after"]) >= 1
+
+
+def test_security_headers_on_api_and_page(dash):
+    for path in ("/api/v1/summary", "/healthz", "/"):
+        headers = dash.client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY", path
+
+
+def test_page_is_served_from_static_or_a_clear_503(dashboard_factory, monkeypatch, tmp_path):
+    import dashboard.app
+
+    built = tmp_path / "built"
+    built.mkdir()
+    (built / "index.html").write_text("<!doctype html><html><body>WattsUp</body></html>")
+    (built / "app.js").write_text("console.log(1)")
+    monkeypatch.setattr(dashboard.app, "STATIC_DIR", built)
+    page = dashboard_factory()
+    assert page.client.get("/").text.endswith("WattsUp</body></html>")
+    assert page.client.get("/app.js").text == "console.log(1)"
+    assert page.client.get("/api/v1/summary").status_code == 200  # the API is not shadowed by the mount
+
+    monkeypatch.setattr(dashboard.app, "STATIC_DIR", tmp_path / "missing")
+    unbuilt = dashboard_factory()
+    response = unbuilt.client.get("/")
+    assert response.status_code == 503 and "not built" in response.json()["detail"]

@@ -1,0 +1,92 @@
+"""Storage details: the migration matches the models, retention pruning, live-event fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from dashboard.events import EventHub
+from dashboard.ingest import KafkaIngest
+from dashboard.models import Base, Reading
+from dashboard.store import prune_readings
+from tests.dashboard.conftest import QUARTER, T0, anomaly_record, reading_row
+
+
+def test_migrations_create_exactly_the_models_schema(dash):
+    with dash.service.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_migrating_twice_is_a_no_op(dash):
+    from dashboard.db import migrate
+
+    migrate(dash.service.engine)
+    migrate(dash.service.engine)
+
+
+def test_prune_keeps_the_retention_window_behind_the_newest_reading(dash):
+    day = 96 * QUARTER
+    dash.store(readings=[reading_row("M1", T0 + i * QUARTER, 1.0) for i in range(20 * 96)])
+    with dash.service.sessions.begin() as session:
+        removed = prune_readings(session, 14 * day)
+    with dash.service.sessions() as session:
+        remaining = session.scalar(select(func.count()).select_from(Reading))
+        oldest = session.scalar(select(func.min(Reading.timestamp_ms)))
+    newest = T0 + (20 * 96 - 1) * QUARTER
+    assert oldest == newest - 14 * day
+    assert removed + remaining == 20 * 96 and remaining == 14 * 96 + 1
+
+
+def test_feeder_sums_are_totals_over_all_stored_meters_of_the_timestamp(dash):
+    ingest = KafkaIngest(dash.settings, dash.service.sessions, dash.service.metrics)
+    dash.store(readings=[reading_row("M1", T0, 1.0), reading_row("M2", T0, 2.0, feeder="F1")])
+    later = dash.store(readings=[reading_row("M3", T0, 4.0), reading_row("M9", T0, 8.0, feeder="F2")])
+    sums = ingest.feeder_sums(later, {"F1"})
+    assert sums == [{"meter_id": None, "feeder_id": "F1", "timestamp": "2026-11-18T11:06:40Z", "kwh": 7.0}]
+
+
+def test_hub_sends_anomalies_to_all_and_readings_only_to_the_key_asked_for():
+    async def scenario():
+        hub = EventHub()
+        hub.bind(asyncio.get_running_loop())
+        everyone = hub.subscribe()
+        meter = hub.subscribe(meter_id="M1")
+        feeder = hub.subscribe(feeder_id="F2")
+        assert hub.watched_meters() == {"M1"} and hub.watched_feeders() == {"F2"}
+        anomaly = {"id": 1, **anomaly_record("M5", T0)}
+        readings = [{"meter_id": "M1", "feeder_id": "F1", "timestamp": "t", "kwh": 1.0},
+                    {"meter_id": "M2", "feeder_id": "F2", "timestamp": "t", "kwh": 2.0}]
+        sums = [{"meter_id": None, "feeder_id": "F2", "timestamp": "t", "kwh": 2.0}]
+        hub.publish_threadsafe([anomaly], readings, sums)
+        await asyncio.sleep(0.05)
+
+        def drain(s):
+            out = []
+            while not s.queue.empty():
+                out.append(s.queue.get_nowait())
+            return out
+
+        assert drain(everyone) == [("anomaly", anomaly)]
+        assert drain(meter) == [("anomaly", anomaly), ("reading", readings[0])]
+        assert drain(feeder) == [("anomaly", anomaly), ("reading", sums[0])]
+        hub.unsubscribe(meter)
+        assert hub.clients == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_client_loses_events_instead_of_blocking():
+    async def scenario():
+        hub = EventHub()
+        hub.bind(asyncio.get_running_loop())
+        slow = hub.subscribe()
+        for i in range(slow.queue.maxsize + 10):
+            hub.publish_threadsafe([{"id": i}], [], [])
+        await asyncio.sleep(0.05)
+        assert slow.queue.full() and slow.dropped == 10
+
+    asyncio.run(scenario())
