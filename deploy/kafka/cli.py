@@ -1,4 +1,4 @@
-"""``wattsup broker fetch|start|stop|status``: the local single-node Kafka (KRaft, no Docker)."""
+"""``wattsup broker fetch|start|stop|status``: the local Kafka (KRaft, no Docker), one node or a small cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from deploy.kafka.launcher import BrokerError, LocalKafkaNode, fetch_kafka_jars
+from deploy.kafka.launcher import BrokerError, LocalKafkaCluster, LocalKafkaNode, fetch_kafka_jars
 from deploy.kafka.settings import BrokerSettings
 from deploy.kafka.topics import ensure_topics, topic_offsets
 
@@ -17,6 +17,8 @@ console = Console()
 
 PortOpt = typer.Option(None, "--port", help="Broker port on 127.0.0.1 (default WATTSUP_BROKER_PORT or 9092).")
 DataDirOpt = typer.Option(None, "--data-dir", help="KRaft data dir (default WATTSUP_BROKER_DATA_DIR or var/kafka).")
+NodesOpt = typer.Option(None, "--nodes", min=1,
+                        help="Nodes of a local cluster (default WATTSUP_BROKER_NODES or 1); node i uses port+2(i-1).")
 
 
 def _node(settings: BrokerSettings, port: int | None, data_dir: Path | None) -> LocalKafkaNode:
@@ -26,6 +28,16 @@ def _node(settings: BrokerSettings, port: int | None, data_dir: Path | None) -> 
         controller_port=settings.controller_port if not port else None,
         cache_dir=settings.cache_dir,
         heap=settings.heap,
+    )
+
+
+def _cluster(settings: BrokerSettings, port: int | None, data_dir: Path | None, nodes: int) -> LocalKafkaCluster:
+    """Node i listens on base port + 2(i-1) and its controller on the port after it: 9092/9093, 9094/9095, ..."""
+    base = port or settings.port
+    return LocalKafkaCluster(
+        data_dir=data_dir or settings.data_dir, nodes=nodes,
+        ports=[base + 2 * i for i in range(nodes)], controller_ports=[base + 2 * i + 1 for i in range(nodes)],
+        heap=settings.heap, cache_dir=settings.cache_dir,
     )
 
 
@@ -46,25 +58,52 @@ def fetch() -> None:
 
 
 @app.command()
-def start(port: int = PortOpt, data_dir: Path = DataDirOpt, topics: bool = typer.Option(True, help="Create the project's topics.")) -> None:
-    """Format storage once, start the broker in the background, wait for it, create topics."""
+def start(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesOpt,
+          topics: bool = typer.Option(True, help="Create the project's topics.")) -> None:
+    """Format storage once, start the broker (or a local cluster) in the background, wait, create topics.
+
+    With --nodes 3 the topics are created with replication factor 3 and min.insync.replicas 2
+    unless WATTSUP_KAFKA_REPLICATION_FACTOR / WATTSUP_KAFKA_MIN_INSYNC_REPLICAS say otherwise.
+    """
     settings = BrokerSettings()
-    node = _node(settings, port, data_dir)
+    nodes = nodes or settings.nodes
     try:
-        node.start(timeout=settings.startup_timeout_seconds)
+        if nodes == 1:
+            node = _node(settings, port, data_dir)
+            node.start(timeout=settings.startup_timeout_seconds)
+            bootstrap, where = node.bootstrap_servers, f"pid {node.pid()}, data {node.data_dir}"
+        else:
+            cluster = _cluster(settings, port, data_dir, nodes)
+            cluster.start(timeout=settings.startup_timeout_seconds)
+            bootstrap = cluster.bootstrap_servers
+            where = f"{nodes} nodes, pids {' '.join(str(n.pid()) for n in cluster.members)}, data {cluster.data_dir}"
         if topics:
-            connection = settings.kafka.model_copy(update={"bootstrap_servers": node.bootstrap_servers})
+            update: dict[str, object] = {"bootstrap_servers": bootstrap}
+            env_set = settings.kafka.model_fields_set
+            if nodes > 1 and "replication_factor" not in env_set:
+                update["replication_factor"] = min(nodes, 3)
+            if nodes > 1 and "min_insync_replicas" not in env_set:
+                update["min_insync_replicas"] = min(nodes, 3) - 1
+            connection = settings.kafka.model_copy(update=update)
             created = ensure_topics(connection, settings.topics)
             console.print(f"topics created: {', '.join(created) or 'none (all exist)'}")
     except BrokerError as exc:
         _fail(exc)
-    console.print(f"Kafka broker running on [bold]{node.bootstrap_servers}[/bold] (pid {node.pid()}, data {node.data_dir})")
+    console.print(f"Kafka running on [bold]{bootstrap}[/bold] ({where})")
 
 
 @app.command()
-def stop(port: int = PortOpt, data_dir: Path = DataDirOpt) -> None:
-    """Stop the broker (SIGTERM, then SIGKILL after 30 s). Data stays in the data dir."""
-    node = _node(BrokerSettings(), port, data_dir)
+def stop(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesOpt) -> None:
+    """Stop the broker or every node of the local cluster (SIGTERM, then SIGKILL after 30 s). Data stays."""
+    settings = BrokerSettings()
+    nodes = nodes or settings.nodes
+    if nodes > 1:
+        cluster = _cluster(settings, port, data_dir, nodes)
+        running = len(cluster.running())
+        cluster.stop()
+        console.print(f"{running} of {nodes} nodes were running; stopped" if running else "cluster was not running")
+        return
+    node = _node(settings, port, data_dir)
     console.print("broker stopped" if node.stop() else "broker was not running")
 
 

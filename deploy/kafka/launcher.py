@@ -10,7 +10,9 @@ cluster when given the full controller quorum.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -20,7 +22,7 @@ from pathlib import Path
 from deploy.background_process import BackgroundProcess, free_port, port_is_free
 from wattsup.kafka_settings import PROJECT_ROOT
 
-__all__ = ["BrokerError", "LocalKafkaNode", "fetch_kafka_jars", "free_port", "port_is_free"]
+__all__ = ["BrokerError", "LocalKafkaCluster", "LocalKafkaNode", "fetch_kafka_jars", "free_port", "port_is_free"]
 
 log = logging.getLogger(__name__)
 
@@ -228,11 +230,19 @@ class LocalKafkaNode:
                     f"{name} port {port} on {self.host} is already in use: stop whatever listens there "
                     f"or choose another port (e.g. `wattsup broker start --port {free_port()}`)."
                 )
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Format storage if needed and spawn the process without waiting for it.
+
+        A node of a multi-node quorum cannot become ready until a majority of controllers runs,
+        so a cluster launches every node first and waits afterwards.
+        """
         self.format_storage()
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         pid = self.process.spawn(self._java_cmd("kafka.Kafka", str(self.properties_file)), cwd=self.data_dir)
         log.info("started Kafka node %s (pid %s), log %s", self.node_id, pid, self.log_file)
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         self.process.wait_until(lambda: self._log_says_started() and self._answers_metadata(), timeout,
@@ -268,3 +278,92 @@ class LocalKafkaNode:
     def kill(self) -> None:
         """``kill -9`` the node, as a crash would (used by resilience tests)."""
         self.process.kill()
+
+
+@dataclass
+class LocalKafkaCluster:
+    """Several combined broker+controller nodes on 127.0.0.1: one process, one broker port and one
+    controller port per node, one cluster id, every node a voter of the KRaft quorum.
+
+    With three nodes the quorum and every topic with replication factor 3 and
+    ``min.insync.replicas=2`` survive losing any one node; that is what the project's
+    ``WATTSUP_KAFKA_REPLICATION_FACTOR`` / ``WATTSUP_KAFKA_MIN_INSYNC_REPLICAS`` are for. The
+    internal topics (consumer offsets, transactions) get the same replication. Node ``i`` keeps
+    its data in ``data_dir/node-i``, so a stopped cluster starts again with its records.
+    """
+
+    data_dir: Path
+    nodes: int = 3
+    ports: list[int] | None = None
+    """Broker ports, one per node (default: free ports)."""
+    controller_ports: list[int] | None = None
+    heap: str = "384m"
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    cluster_id: str | None = None
+    extra_properties: dict[str, str] = field(default_factory=dict)
+    members: list[LocalKafkaNode] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise BrokerError(f"a cluster needs at least one node, got {self.nodes}")
+        self.data_dir = Path(self.data_dir).resolve()
+        self.ports = self.ports or [free_port() for _ in range(self.nodes)]
+        self.controller_ports = self.controller_ports or [free_port() for _ in range(self.nodes)]
+        if len(self.ports) != self.nodes or len(self.controller_ports) != self.nodes:
+            raise BrokerError(f"give one broker port and one controller port per node ({self.nodes} nodes)")
+        self.cluster_id = self.cluster_id or self._stored_cluster_id() or LocalKafkaNode._random_cluster_id()
+        quorum = {i + 1: cport for i, cport in enumerate(self.controller_ports)}
+        replication = min(self.nodes, 3)
+        self.members = [
+            LocalKafkaNode(
+                data_dir=self.data_dir / f"node-{i + 1}", port=port, controller_port=cport, node_id=i + 1,
+                quorum=quorum, cluster_id=self.cluster_id, heap=self.heap, cache_dir=self.cache_dir,
+                default_replication_factor=replication, extra_properties=dict(self.extra_properties),
+            )
+            for i, (port, cport) in enumerate(zip(self.ports, self.controller_ports))
+        ]
+
+    def _stored_cluster_id(self) -> str | None:
+        """The id a previous start formatted node 1 with, so a restarted cluster is the same cluster."""
+        meta = self.data_dir / "node-1" / "kraft-logs" / "meta.properties"
+        if not meta.exists():
+            return None
+        for line in meta.read_text().splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
+        return None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.members)
+
+    def node(self, node_id: int) -> LocalKafkaNode:
+        return self.members[node_id - 1]
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Launch every node that is not running, then wait until each answers metadata requests."""
+        try:
+            for node in self.members:
+                if not node.is_running():
+                    node.launch()
+            for node in self.members:
+                node.wait_ready(timeout)
+        except BrokerError:
+            self.stop()
+            raise
+
+    def running(self) -> list[LocalKafkaNode]:
+        return [node for node in self.members if node.is_running()]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Signal every node at once, then wait for each: stopped one by one, the last nodes lose
+        their controller quorum and wait out the timeout in a controlled shutdown that cannot finish."""
+        for node in self.members:
+            pid = node.pid()
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for node in self.members:
+            node.stop(timeout)

@@ -18,6 +18,8 @@ class BrokerSettings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / "var" / "kafka"
     cache_dir: Path = PROJECT_ROOT / ".cache"
     heap: str = "512m"
+    nodes: int = Field(1, ge=1)
+    """Nodes of the local cluster `wattsup broker start` runs (3 for a replicated one)."""
     startup_timeout_seconds: float = 90.0
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
     topics: TopicNames = Field(default_factory=TopicNames)
