@@ -164,6 +164,16 @@ CHART_STATE_JS = """() => {
 }"""
 
 
+FEEDER_STATE_JS = """() => {
+  const chart = window.wattsupCharts.usage;
+  const usage = chart.data.datasets[3].data, anomalies = chart.data.datasets[4].data;
+  const y = new Map(usage.map((p) => [p.x, p.y]));
+  return {readings: usage.length, anomalies: anomalies.length, band: chart.data.datasets[1].data.length,
+          meters: [...new Set(anomalies.map((p) => p.anomaly.meter_id))],
+          pinned: anomalies.every((p) => !y.has(p.x) || y.get(p.x) === p.y)};
+}"""
+
+
 def chart_shows_own_anomalies(page) -> bool:
     """The usage chart has anomaly points, all of the meter it charts."""
     state = page.evaluate(CHART_STATE_JS)
@@ -184,7 +194,7 @@ ANOMALY_DATASET_JS = """(name) => {
 def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, artifacts, tmp_path):
     topics, worker, dashboard = pipeline
     context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light",
-                                  accept_downloads=True)
+                                  accept_downloads=True, timezone_id="UTC")
     context.set_default_timeout(30_000)
     page = context.new_page()
     errors: list[str] = []
@@ -294,6 +304,41 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
     at = page.evaluate("(iso) => new Date(iso).getTime()", anomaly["timestamp"])
     assert x_range[0] < at < x_range[1] and x_range[1] - x_range[0] <= 25 * 3600e3, x_range
     page.screenshot(path=artifacts / "05-row-focused.png", full_page=True)
+
+    # A feeder: the sum of its meters, its meters' anomalies drawn on that line.
+    feeder_id = anomaly["feeder_id"]
+    page.select_option("[data-testid='key-select']", f"feeder:{feeder_id}")
+    feeder_meters = {a["meter_id"] for a in api_anomalies if a["feeder_id"] == feeder_id}
+
+    def feeder_charted() -> bool:
+        state = page.evaluate(FEEDER_STATE_JS)
+        return f"feeder {feeder_id}" in page.inner_text("[data-testid='chart-key']") and state["readings"] > 0 and state["anomalies"] > 0 and set(state["meters"]) <= feeder_meters
+    wait_until(feeder_charted, 15, lambda: f"feeder chart: {page.evaluate(FEEDER_STATE_JS)}")
+    feeder_state = page.evaluate(FEEDER_STATE_JS)
+    assert feeder_state["pinned"], "feeder anomalies are not drawn on the feeder's line"
+    page.screenshot(path=artifacts / "05b-feeder.png", full_page=True)
+
+    # Filters: a date range and severities narrow the table to what the API returns for them.
+    page.locator("[data-testid='table-scope']").check()
+    since, until = (pd.Timestamp(anomaly["timestamp"]) + pd.Timedelta(hours=h) for h in (-24, 24))
+    page.fill("[data-testid='since-input']", since.strftime("%Y-%m-%dT%H:%M"))
+    page.fill("[data-testid='until-input']", until.strftime("%Y-%m-%dT%H:%M"))
+    expected = dashboard.get(f"/api/v1/anomalies?feeder_id={feeder_id}&since={since:%Y-%m-%dT%H:%M:%SZ}"
+                             f"&until={until:%Y-%m-%dT%H:%M:%SZ}&limit=1000")
+    wait_until(lambda: rows.evaluate_all("rs => rs.map(r => r.dataset.key)") == [str(a["id"]) for a in expected["items"][:100]],
+               15, lambda: f"filtered table {rows.count()} rows, API {expected['total']}")
+    assert "since=" in page.get_attribute("[data-testid='download-csv']", "href")
+    page.locator("[data-testid='severity-filter'] input[value='INFO']").uncheck()
+    wait_until(lambda: all(sev != "INFO" for sev in rows.evaluate_all("rs => rs.map(r => r.dataset.severity)"))
+               and rows.count() == sum(a["severity"] != "INFO" for a in expected["items"]), 15,
+               "the severity filter did not narrow the table")
+    assert all(p["anomaly"]["severity"] != "INFO" for p in page.evaluate(
+        "() => wattsupCharts.usage.data.datasets[4].data.map((p) => ({anomaly: {severity: p.anomaly.severity}}))"))
+    page.screenshot(path=artifacts / "05c-filtered.png", full_page=True)
+    page.locator("[data-testid='severity-filter'] input[value='INFO']").check()
+    page.click("[data-testid='clear-dates']")
+    page.locator("[data-testid='table-scope']").uncheck()
+    wait_until(lambda: rows.count() == min(100, len(api_anomalies)), 15, "filters did not clear")
 
     # 6. Sign in with the API token, then upload a CSV with a known 10x spike: it is flagged.
     page.fill("[data-testid='token-input']", dashboard.token)

@@ -57,7 +57,7 @@ export function createUsageChart(canvas, { onUserPan } = {}) {
         {
           label: "Anomalies", data: [], showLine: false, order: 0,
           pointStyle: "triangle", pointRadius: anomalyPointRadius, pointHoverRadius: 9,
-          backgroundColor: ANOMALY_RED, borderColor: ANOMALY_RED, pointBorderWidth: 1,
+          backgroundColor: ANOMALY_RED, borderColor: ANOMALY_RED, pointBorderWidth: 1.5,
         },
       ],
     },
@@ -121,7 +121,8 @@ export function createUsageChart(canvas, { onUserPan } = {}) {
 /** Re-colour a chart after the theme changed (Chart.js does not read CSS variables itself). */
 export function applyChartTheme(chart) {
   const colors = palette();
-  const [lower, upper, expected, usage] = chart.data.datasets;
+  const [lower, upper, expected, usage, anomalies] = chart.data.datasets;
+  anomalies.borderColor = colors.card; // a thin outline keeps the red marks clear of the line
   lower.borderColor = "transparent";
   upper.borderColor = "transparent";
   upper.backgroundColor = colors.band;
@@ -148,12 +149,29 @@ export function setSeries(chart, { readings = [], forecast = [], anomalies = [] 
   ds[DATASET.LOWER].data = band.map((f) => ({ x: ms(f.timestamp), y: f.lower }));
   ds[DATASET.UPPER].data = band.map((f) => ({ x: ms(f.timestamp), y: f.upper, lower: f.lower }));
   ds[DATASET.EXPECTED].data = forecast.filter((f) => f.expected != null).map((f) => ({ x: ms(f.timestamp), y: f.expected }));
-  ds[DATASET.ANOMALIES].data = anomalies.map(anomalyPoint).sort((a, b) => a.x - b.x);
+  ds[DATASET.ANOMALIES].data = anomalies.map((a) => anomalyPoint(chart, a)).sort((a, b) => a.x - b.x);
 }
 
-export function anomalyPoint(anomaly) {
-  return { x: ms(anomaly.timestamp), y: anomaly.observed, anomaly };
+/**
+ * On a feeder's chart (the sum of its meters) a meter's anomaly is drawn on the feeder's line at
+ * its time, not at the meter's own kWh, which would sit far below the sum.
+ */
+export function pinAnomaliesToLine(chart, pin) {
+  chart.$wattsupPinAnomalies = pin;
 }
+
+function anomalyPoint(chart, anomaly) {
+  const x = ms(anomaly.timestamp);
+  let y = anomaly.observed;
+  if (chart.$wattsupPinAnomalies) {
+    const reading = chart.data.datasets[DATASET.USAGE].data.find((p) => p.x === x);
+    if (reading) y = reading.y;
+  }
+  return { x, y, anomaly };
+}
+
+const sameAnomaly = (a, b) => (a.id != null && b.id != null ? a.id === b.id
+  : a.meter_id === b.meter_id && a.timestamp === b.timestamp);
 
 /** Add one live reading (kept in time order; the same timestamp replaces the old value). */
 export function addReading(chart, reading, maxPoints = 5000) {
@@ -171,8 +189,8 @@ export function addReading(chart, reading, maxPoints = 5000) {
 
 export function addAnomaly(chart, anomaly) {
   const data = chart.data.datasets[DATASET.ANOMALIES].data;
-  const point = anomalyPoint(anomaly);
-  const existing = data.findIndex((p) => p.x === point.x);
+  const point = anomalyPoint(chart, anomaly);
+  const existing = data.findIndex((p) => sameAnomaly(p.anomaly, anomaly));
   if (existing >= 0) data[existing] = point;
   else data.push(point);
   data.sort((a, b) => a.x - b.x);

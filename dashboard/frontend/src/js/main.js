@@ -3,7 +3,7 @@
 import { api, ApiError, API, query } from "./api.js";
 import {
   addAnomaly, addReading, applyChartTheme, createUsageChart, dataExtent, DATASET, focusAnomalyPoint,
-  setSeries, showRange,
+  pinAnomaliesToLine, setSeries, showRange,
 } from "./charts.js";
 import { initControls, refreshAlertHistory, refreshControls } from "./controls.js";
 import { downloadBlob, formatNumber, formatTime, inputToIso, isoShift } from "./format.js";
@@ -221,16 +221,24 @@ async function loadSeries({ around } = {}) {
   if (!state.key) return;
   const request = ++seriesRequest;
   const dates = dateFilters();
-  let range = dates;
-  if (around && !dates.since && !dates.until) range = { since: isoShift(around, -36), until: isoShift(around, 36) };
-  else if (!dates.since && !dates.until && lastReadingOfKey()) {
-    range = { since: new Date(lastReadingOfKey() - LOADED_SPAN_MS).toISOString().replace(/\.\d{3}Z$/, "Z") };
+  const fetchSeries = (range) => api(`/series${query({ ...keyParams(), ...range })}`);
+  let series;
+  if (dates.since || dates.until) {
+    series = await fetchSeries(dates);
+  } else if (around) {
+    series = await fetchSeries({ since: isoShift(around, -36), until: isoShift(around, 36) });
+  } else {
+    // The last days of the fleet's data; a key whose data ended before that gets the service's
+    // default instead (the last 48 h of its own data).
+    const latest = state.summary && state.summary.latest_reading_at;
+    if (latest) series = await fetchSeries({ since: isoShift(latest, -LOADED_SPAN_MS / 3600e3) });
+    if (!series || !series.readings.length) series = await fetchSeries({});
   }
-  const series = await api(`/series${query({ ...keyParams(), ...range })}`);
   if (request !== seriesRequest) return; // a newer selection won
   const loaded = series.anomalies || [];
   const seen = new Set(loaded.map(anomalyKey));
   state.seriesAnomalies = [...loaded, ...state.liveKeyAnomalies.filter((a) => !seen.has(anomalyKey(a)))];
+  pinAnomaliesToLine(usageChart, state.key.type === "feeder");
   setSeries(usageChart, { ...series, anomalies: filteredSeriesAnomalies() });
   $("chart-key").textContent = `· ${state.key.type === "feeder" ? "feeder " : ""}${state.key.id}`
     + (state.keyPickedByPerson ? "" : " (following the newest anomaly; pick a meter to stay)");
@@ -244,16 +252,6 @@ async function loadSeries({ around } = {}) {
     if ($("live-toggle").checked) followLatest();
   }
   usageChart.update("none");
-}
-
-/** Newest reading time (ms) the service reported for the charted key, if known. */
-function lastReadingOfKey() {
-  if (!state.key) return null;
-  const times = state.meters
-    .filter((m) => (state.key.type === "feeder" ? m.feeder_id === state.key.id : m.meter_id === state.key.id))
-    .map((m) => (m.last_reading_at ? new Date(m.last_reading_at).getTime() : 0));
-  const newest = Math.max(0, ...times);
-  return newest || null;
 }
 
 /**
@@ -349,7 +347,11 @@ function renderTable() {
     onSelect: focusAnomaly, focusedKey: state.focusedKey, fresh: state.fresh,
   });
   state.fresh = new Set();
-  $("anomaly-empty").hidden = state.anomalies.length > 0;
+  const empty = $("anomaly-empty");
+  empty.hidden = state.anomalies.length > 0;
+  const filtered = Object.values(tableFilters()).some(Boolean);
+  empty.textContent = filtered ? "No anomalies match these filters."
+    : "No anomalies yet. New ones appear here as the stream finds them.";
   $("anomaly-total").textContent = state.total > state.anomalies.length
     ? `· newest ${state.anomalies.length} of ${formatNumber(state.total)}` : `· ${formatNumber(state.total)}`;
 }

@@ -106,7 +106,8 @@ export function initUpload({ notify, writeAction }) {
       if (response) {
         result = response;
         render();
-        notify(`${file.name}: ${response.anomalies.length} anomalies found in ${formatNumber(response.readings)} readings.`);
+        const n = response.anomalies.length;
+        notify(`${file.name}: ${n} ${n === 1 ? "anomaly" : "anomalies"} found in ${formatNumber(response.readings)} readings.`);
       }
     } finally {
       zone.classList.remove("busy");
