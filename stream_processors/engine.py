@@ -37,7 +37,7 @@ class Thresholds:
     info: float = 0.01
     warning: float = 0.0005
     critical: float = 0.0001
-    meter_z: float = 3.0
+    meter_z: float = 2.0
     """How far above its own usual score a warmed-up meter's reading must be."""
     meter_history: int = 48
     """Model-scored readings a meter needs before its own score spread is trusted."""

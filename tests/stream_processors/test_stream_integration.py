@@ -35,9 +35,11 @@ def test_streamed_fleet_yields_explained_anomalies_matching_labels(kafka, stream
 
     flags = flags_for(fleet.readings, anomalies)
     report = evaluate_flags(fleet.readings, flags, flags.astype(float), "stream")
-    # Measured at the time of writing: event precision ~0.8, recall ~0.8 (issue target: 0.8 / 0.9).
-    assert report.event_recall >= 0.7, report
-    assert report.event_precision >= 0.7, report
+    # Regression guard, not the issue's target (recall 0.9, precision 0.8): measured at the time of
+    # writing, event precision 0.95 and recall 0.82 here; most misses are events in a meter's first
+    # day, when only the baseline rules can judge it.
+    assert report.event_recall >= 0.78, report
+    assert report.event_precision >= 0.85, report
 
 
 def test_bad_messages_are_dead_lettered_and_sensitivity_changes_at_runtime(kafka, stream_workers, trained_model_dir):
