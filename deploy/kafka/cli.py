@@ -92,6 +92,21 @@ def start(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesOp
     console.print(f"Kafka running on [bold]{bootstrap}[/bold] ({where})")
 
 
+@app.command("create-topics")
+def create_topics() -> None:
+    """Create the project's topics on the cluster WATTSUP_KAFKA_* points at (idempotent).
+
+    For a cluster WattsUp does not start itself (docker compose, a managed Kafka): replication
+    factor and min.insync.replicas come from WATTSUP_KAFKA_REPLICATION_FACTOR / _MIN_INSYNC_REPLICAS.
+    """
+    settings = BrokerSettings()
+    try:
+        created = ensure_topics(settings.kafka, settings.topics)
+    except Exception as exc:  # noqa: BLE001 - any client error is reported the same way, exit 1
+        _fail(exc)
+    console.print(f"topics created on {settings.kafka.bootstrap_servers}: {', '.join(created) or 'none (all exist)'}")
+
+
 @app.command()
 def stop(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesOpt) -> None:
     """Stop the broker or every node of the local cluster (SIGTERM, then SIGKILL after 30 s). Data stays."""
