@@ -279,8 +279,8 @@ def series(session: Session, *, meter_id: str | None, feeder_id: str | None, sin
             until_ms = session.scalar(select(func.max(Anomaly.timestamp_ms)).where(anomaly_col == key))
     if until_ms is None:
         return {"key": key, "readings": [], "forecast": [], "anomalies": []}
-    if since_ms is None:
-        since_ms = until_ms - 2 * DAY_MS
+    if since_ms is None:  # the 48 h ending at until: (until - 48 h, until], so 48 hourly points, not 49
+        since_ms = until_ms - 2 * DAY_MS + 1
     if meter_id:
         q = (select(Reading.timestamp_ms, Reading.kwh).where(Reading.meter_id == meter_id)
              .where(Reading.timestamp_ms.between(since_ms, until_ms)).order_by(Reading.timestamp_ms))
