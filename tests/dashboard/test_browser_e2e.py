@@ -15,11 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +31,7 @@ from deploy.kafka.launcher import free_port
 from models.training import train_and_save
 from producers.kafka_producer import ReadingProducer
 from producers.simulator import FleetConfig, simulate_fleet
+from stream_processors.sensitivity import SensitivityWatcher
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +121,34 @@ def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[objec
             process.wait()
 
 
+@dataclass
+class WebhookReceiver:
+    url: str
+    received: list[dict]
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """A local HTTP endpoint that records the alert POSTs the dashboard sends."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield WebhookReceiver(f"http://127.0.0.1:{server.server_address[1]}/alerts", received)
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def browser() -> Iterator[object]:
     with sync_api.sync_playwright() as playwright:
@@ -191,7 +222,7 @@ ANOMALY_DATASET_JS = """(name) => {
 }"""
 
 
-def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, artifacts, tmp_path):
+def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, webhook, artifacts):
     topics, worker, dashboard = pipeline
     context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light",
                                   accept_downloads=True, timezone_id="UTC")
@@ -211,6 +242,21 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
     page.wait_for_selector("[data-testid='connection-state'][data-state='open']")
     assert page.locator("[data-testid='anomaly-row']").count() == 0
     page.screenshot(path=artifacts / "01-empty.png", full_page=True)
+
+    # Sign in with the API token (the writing controls need it) and add an alert rule in the page,
+    # sending every anomaly to a webhook this test receives.
+    page.fill("[data-testid='token-input']", dashboard.token)
+    page.click("[data-testid='signin-button']")
+    page.wait_for_selector("[data-testid='signed-in']:not([hidden])")
+    assert page.inner_text("[data-testid='signed-in-name']") == "e2e-browser"
+    page.locator(".alerts-card details summary").click()
+    form = page.locator("[data-testid='alert-rule-form']")
+    form.locator("input[name='name']").fill("all anomalies")
+    form.locator("select[name='min_severity']").select_option("INFO")
+    form.locator("input[name='webhook_url']").fill(webhook.url)
+    form.locator("button[type='submit']").click()
+    page.wait_for_selector("[data-testid='alert-rule']")
+    assert [r["name"] for r in dashboard.get("/api/v1/alert-rules")["items"]] == ["all anomalies"]
 
     # 2. Produce a small simulated fleet with labelled anomalies while the page is open.
     fleet = simulate_fleet(FleetConfig(meters=60, days=HISTORY_DAYS + 2, interval=timedelta(hours=1), seed=5202,
@@ -256,8 +302,9 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
         return len(settled) >= 4 and len(set(settled[-4:])) == 1 and settled[-1] > 0
     wait_until(stored_total_is_stable, 60, lambda: f"anomaly total never settled: {settled[-10:]}")
     wait_until(lambda: chart_shows_own_anomalies(page), 30, lambda: f"chart: {page.evaluate(CHART_STATE_JS)}")
-    band = page.evaluate(CHART_STATE_JS)["band"]
-    assert band > 0, "no forecast band on the chart"
+    # Live mode refreshes the charted series as new data arrives: the forecast band appears.
+    wait_until(lambda: page.evaluate(CHART_STATE_JS)["band"] > 0, 30,
+               lambda: f"no forecast band on the chart: {page.evaluate(CHART_STATE_JS)}")
     api_anomalies = all_api_anomalies(dashboard)
     by_id = {str(a["id"]): a for a in api_anomalies}
     received = page.evaluate("() => wattsupState.received")
@@ -274,6 +321,21 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
                and chart_shows_own_anomalies(page), 20,
                lambda: f"chart did not follow the newest anomaly {api_anomalies[0]}: {page.evaluate(CHART_STATE_JS)}")
     page.screenshot(path=artifacts / "03-stream-done.png", full_page=True)
+
+    # The rule made in the page alerted: the webhook got the anomalies, the page shows the history.
+    wait_until(lambda: webhook.received, 30, "the alert webhook received nothing")
+    alert_rows = page.locator("[data-testid='alert-history'] [data-testid='alert-row']")
+    wait_until(lambda: alert_rows.count() > 0, 40, "no alert history in the page")
+    history: list[dict] = []
+
+    def page_shows_alert_history() -> bool:
+        history[:] = dashboard.get("/api/v1/alerts?limit=50")["items"]
+        shown = alert_rows.evaluate_all("rs => rs.map(r => [...r.cells].map(c => c.innerText))")
+        return [(row[1], row[2], row[3], row[4]) for row in shown] == [
+            (a["rule_name"], a["meter_id"], a["channel"], a["status"]) for a in history]
+    wait_until(page_shows_alert_history, 45, lambda: f"alert history in the page differs from the API's {history[:3]}")
+    assert {a["status"] for a in history} <= {"sent", "suppressed"} and any(a["status"] == "sent" for a in history)
+    assert all(body["rule"]["name"] == "all anomalies" for body in webhook.received)
 
     # The show-anomalies toggle hides and shows the red points.
     page.locator("[data-testid='anomaly-toggle']").uncheck()
@@ -340,11 +402,7 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
     page.locator("[data-testid='table-scope']").uncheck()
     wait_until(lambda: rows.count() == min(100, len(api_anomalies)), 15, "filters did not clear")
 
-    # 6. Sign in with the API token, then upload a CSV with a known 10x spike: it is flagged.
-    page.fill("[data-testid='token-input']", dashboard.token)
-    page.click("[data-testid='signin-button']")
-    page.wait_for_selector("[data-testid='signed-in']:not([hidden])")
-    assert page.inner_text("[data-testid='signed-in-name']") == "e2e-browser"
+    # 6. Upload a CSV with a known 10x spike: it is flagged.
     page.set_input_files("[data-testid='upload-input']", str(UPLOAD_CSV))
     upload_rows = page.locator("[data-testid='upload-table'] [data-testid='anomaly-row']")
     upload_rows.first.wait_for(timeout=60_000)
@@ -377,9 +435,16 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
     page.wait_for_selector(f"[data-testid='sensitivity-overrides'] li[data-meter='{meter_id}']")
     assert dashboard.get("/api/v1/sensitivity")["meters"] == {meter_id: 3.0}
 
-    # An alert rule made in the page is listed by the API, and deleted again.
-    page.locator(".alerts-card details summary").click()
-    form = page.locator("[data-testid='alert-rule-form']")
+    # The page's settings reach the control topic every stream worker follows.
+    watcher = SensitivityWatcher(kafka.connection, topics, poll_seconds=0.2)
+    watcher.start()
+    try:
+        wait_until(lambda: watcher.fleet == 1.5 and watcher.for_meter(meter_id) == 3.0, 20,
+                   lambda: f"control topic: fleet {watcher.fleet}, meters {watcher.per_meter}")
+    finally:
+        watcher.stop()
+
+    # A second alert rule, with scope and quiet hours, is listed by the API and deleted again.
     form.locator("input[name='name']").fill("night crew")
     form.locator("select[name='min_severity']").select_option("CRITICAL")
     form.locator("input[name='feeder_id']").fill(anomaly["feeder_id"])
@@ -387,15 +452,17 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, a
     form.locator("input[name='quiet_end']").fill("06:00")
     form.locator("input[name='webhook_url']").fill("http://127.0.0.1:9/hook")
     form.locator("button[type='submit']").click()
-    page.wait_for_selector("[data-testid='alert-rule']")
-    rules = dashboard.get("/api/v1/alert-rules")["items"]
-    assert [(r["name"], r["min_severity"], r["feeder_id"], r["quiet_hours"]) for r in rules] == [
-        ("night crew", "CRITICAL", anomaly["feeder_id"], {"start": "22:00", "end": "06:00"})]
+    night_crew = page.locator("[data-testid='alert-rule']", has_text="night crew")
+    night_crew.wait_for()
+    rules = {r["name"]: r for r in dashboard.get("/api/v1/alert-rules")["items"]}
+    assert sorted(rules) == ["all anomalies", "night crew"]
+    assert (rules["night crew"]["min_severity"], rules["night crew"]["feeder_id"], rules["night crew"]["quiet_hours"]) == (
+        "CRITICAL", anomaly["feeder_id"], {"start": "22:00", "end": "06:00"})
     page.locator(".thresholds-card").scroll_into_view_if_needed()
     page.screenshot(path=artifacts / "07-controls.png", full_page=True)
-    page.locator("[data-testid='alert-rule'] button").click()
-    page.wait_for_selector("[data-testid='alert-rule']", state="detached")
-    assert dashboard.get("/api/v1/alert-rules")["items"] == []
+    night_crew.locator("button").click()
+    night_crew.wait_for(state="detached")
+    assert [r["name"] for r in dashboard.get("/api/v1/alert-rules")["items"]] == ["all anomalies"]
 
     # 7. Download the anomalies CSV export: its header and rows are the API's anomalies.
     with page.expect_download() as csv_download:

@@ -15,6 +15,7 @@ const TABLE_LIMIT = 100;
 const DEFAULT_SPAN_MS = 3 * 24 * 3600e3; // what live mode shows
 const LOADED_SPAN_MS = 7 * 24 * 3600e3; // what the chart loads (pan back to see it)
 const FOLLOW_THROTTLE_MS = 4000;
+const SERIES_REFRESH_MS = 10_000;
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
 const state = {
@@ -25,6 +26,8 @@ const state = {
   keyPickedByPerson: false, // until someone picks, the chart follows the meter of the newest anomaly
   followedAt: 0, // when the chart last moved to follow an anomaly (ms, page clock)
   followedTimestamp: 0, // reading time of the anomaly it follows
+  seriesLoadedAt: 0,
+  latestSeen: null, // newest reading time in the last summary
   seriesAnomalies: [],
   liveKeyAnomalies: [], // anomalies of the charted key that arrived live (kept even outside the loaded range)
   anomalies: [],
@@ -168,6 +171,13 @@ function renderSummary(summary) {
   $("summary-latest").textContent = summary.latest_reading_at ? formatTime(summary.latest_reading_at) : "–";
   $("summary-model").textContent = summary.model_version || "–";
   if (summary.meters !== state.meters.length) loadMeters();
+  // Live mode reloads the charted series now and then while data arrives, so forecasts and
+  // anomalies stored since (a forecast run, a reconnect) show up without a click.
+  const newData = summary.latest_reading_at !== state.latestSeen;
+  state.latestSeen = summary.latest_reading_at;
+  if (newData && state.key && $("live-toggle").checked && Date.now() - state.seriesLoadedAt > SERIES_REFRESH_MS) {
+    loadSeries().catch(() => {});
+  }
 }
 
 async function loadSummary() {
@@ -220,6 +230,7 @@ let seriesRequest = 0;
 async function loadSeries({ around } = {}) {
   if (!state.key) return;
   const request = ++seriesRequest;
+  state.seriesLoadedAt = Date.now();
   const dates = dateFilters();
   const fetchSeries = (range) => api(`/series${query({ ...keyParams(), ...range })}`);
   let series;
