@@ -92,10 +92,5 @@ class LocalPrometheus:
     def active_targets(self) -> list[dict[str, Any]]:
         return self._get("/api/v1/targets")["activeTargets"]
 
-    def scrapes_done(self) -> int:
-        """Successful scrapes of the least-scraped target so far (from ``prometheus_target_*``-free data)."""
-        counts = [float(r["value"][1]) for r in self.query("count_over_time(up[1h])")]
-        return int(min(counts)) if counts else 0
-
     def stop(self) -> None:
         self.process.stop(timeout=15)

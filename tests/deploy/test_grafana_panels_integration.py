@@ -1,11 +1,9 @@
 """Every Grafana panel's query returns data from a real Prometheus scraping a running pipeline.
 
-Real broker, a real ``wattsup stream`` worker, the real ``wattsup lag-exporter``, and Debian's
-Prometheus scraping both every second while simulated readings flow. Each panel target is then
-run as Grafana would run it (instant query, Grafana's variables substituted) and must return at
-least one series with a number. Panels whose service is not running in this test, or whose
-metric the worker does not export yet, are skipped with the reason, so the skip list is what
-is left to check.
+Real broker, a real ``wattsup stream`` worker, ``wattsup lag-exporter``, ``wattsup dashboard`` and
+``wattsup forecast schedule``, and Debian's Prometheus scraping all four every second while
+simulated readings flow. Each panel target is then run as Grafana would run it (instant query,
+Grafana's variables substituted) and must return at least one series with a number.
 """
 
 from __future__ import annotations
@@ -17,7 +15,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -31,88 +32,123 @@ pytestmark = pytest.mark.integration
 
 DASHBOARD = load_dashboard(DASHBOARDS_DIR / "wattsup-overview.json")
 QUERIES = panel_queries(DASHBOARD, rate_interval="2m", interval="1s", range_="5m")
-SERVICES_NOT_STARTED = {
-    "wattsup_forecast_": "the forecaster",
-    "wattsup_dashboard_": "the dashboard service",
-}
 
 
-def _metrics_text(port: int) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+def _metrics_text(port: int, path: str = "/metrics") -> str:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
+    except OSError:
+        return ""
+
+
+def _metric_sum(port: int, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", _metrics_text(port), re.M))
+
+
+@contextmanager
+def _service(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen([sys.executable, "-m", "wattsup.cli", *args], env={**os.environ, **env},
+                               stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait(what: str, ready, timeout: float, logs: list[Path]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in logs if p.exists())
+    raise AssertionError(f"{what} within {timeout:.0f} s\n{tails}")
+
+
+def _scraped(prometheus: LocalPrometheus, jobs: set[str], scrapes: int):
+    def ready() -> bool:
+        healthy = {t["labels"]["job"] for t in prometheus.active_targets() if t["health"] == "up"}
+        counts = {r["metric"]["job"]: float(r["value"][1])
+                  for r in prometheus.query("sum by (job) (count_over_time(up[1h]))")}
+        return jobs <= healthy and all(counts.get(job, 0) >= scrapes for job in jobs)
+    return ready
 
 
 @pytest.fixture(scope="module")
 def scraped_pipeline(kafka, tmp_path_factory):
-    """Worker + lag exporter + Prometheus, with readings produced while Prometheus scrapes."""
+    """Worker, lag exporter, dashboard and forecaster, scraped by Prometheus while readings flow."""
     from tests.conftest import WorkerFactory
 
     tmp = tmp_path_factory.mktemp("panels")
     topics = kafka.fresh_topics(partitions=4)
     app_id = f"panels-{os.urandom(3).hex()}"
+    env = {"WATTSUP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+           **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()}}
+    ports = {"lag": free_port(), "dashboard": free_port(), "forecaster": free_port()}
+    logs = {name: tmp / f"{name}.log" for name in ("lag-exporter", "dashboard", "forecaster")}
     workers = WorkerFactory(kafka, tmp)
     worker = workers.start(topics, tmp / "no-models", app_id=app_id)  # no model: baseline rules score
-
-    lag_port = free_port()
-    env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-           "WATTSUP_TOPIC_READINGS": topics.readings, "WATTSUP_TOPIC_DEAD_LETTERS": topics.dead_letters,
-           "WATTSUP_TOPIC_ANOMALIES": topics.anomalies, "WATTSUP_TOPIC_FORECASTS": topics.forecasts,
-           "WATTSUP_TOPIC_CONTROL": topics.control, "WATTSUP_LAG_EXPORTER_PORT": str(lag_port),
-           "WATTSUP_LAG_EXPORTER_GROUPS": f'["{app_id}"]'}
-    lag_log = tmp / "lag-exporter.log"
-    exporter = subprocess.Popen([sys.executable, "-m", "wattsup.cli", "lag-exporter"], env=env,
-                                stdout=open(lag_log, "wb"), stderr=subprocess.STDOUT)
     prometheus = LocalPrometheus(tmp / "prometheus", {
         "wattsup-stream": [f"127.0.0.1:{worker.metrics_port}"],
-        "wattsup-lag-exporter": [f"127.0.0.1:{lag_port}"],
+        "wattsup-lag-exporter": [f"127.0.0.1:{ports['lag']}"],
+        "wattsup-dashboard": [f"127.0.0.1:{ports['dashboard']}"],
+        "wattsup-forecaster": [f"127.0.0.1:{ports['forecaster']}"],
     })
+    all_logs = [*logs.values(), worker.log_path, prometheus.data_dir / "prometheus.log"]
     try:
-        prometheus.start()
-        # Prometheus must see the counters before and after readings arrive, or every rate() is 0.
-        try:
-            _wait_for_scrapes(prometheus, targets=2, scrapes=3)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nlag exporter (exit {exporter.poll()}): {lag_log.read_text()[-3000:]}"
-                                 f"\nworker: {worker.log_path.read_text()[-2000:]}") from exc
-        fleet = simulate_fleet(FleetConfig(meters=100, days=4, interval=timedelta(hours=1), seed=66,
-                                           anomaly_rate=0.5, meters_per_feeder=10))
-        readings = fleet.readings.sort_values("timestamp", kind="stable")
-        chunks = 4
-        with ReadingProducer(kafka.connection, topics) as producer:
-            for i in range(chunks):
-                chunk = readings.iloc[i * len(readings) // chunks:(i + 1) * len(readings) // chunks]
-                producer.send_frame(chunk, batch_by_feeder=True)
-                if i == chunks - 1:
-                    producer.producer.produce(topics.readings, key=b"F-broken", value=b"not an avro record")
-                producer.flush(30)
-                worker.wait_for("wattsup_stream_readings_processed_total", 0.9 * (i + 1) * len(readings) / chunks,
-                                timeout=120)
-                time.sleep(2.5)  # at least two scrapes between chunks
-        worker.wait_for("wattsup_stream_dead_letters_total", 1, timeout=60)
-        # A few scrapes of the final state of both targets.
-        _wait_for_scrapes(prometheus, targets=2, scrapes=prometheus.scrapes_done() + 3)
-        yield prometheus, worker
+        with _service(["lag-exporter"], {**env, "WATTSUP_LAG_EXPORTER_PORT": str(ports["lag"]),
+                                         "WATTSUP_LAG_EXPORTER_GROUPS": f'["{app_id}"]'}, logs["lag-exporter"]), \
+             _service(["dashboard", "--port", str(ports["dashboard"])],
+                      {**env, "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp / 'dashboard.db'}",
+                       "WATTSUP_DASHBOARD_MODEL_DIR": str(tmp / "no-models")}, logs["dashboard"]):
+            prometheus.start()
+            # Prometheus must see the counters before and after readings arrive, or every rate() is 0.
+            _wait("stream, lag exporter and dashboard scraped 3 times",
+                  _scraped(prometheus, {"wattsup-stream", "wattsup-lag-exporter", "wattsup-dashboard"}, 3),
+                  120, all_logs)
+            fleet = simulate_fleet(FleetConfig(meters=100, days=4, interval=timedelta(hours=1), seed=66,
+                                               anomaly_rate=0.5, meters_per_feeder=10))
+            readings = fleet.readings.sort_values("timestamp", kind="stable")
+            chunks = 4
+            with ReadingProducer(kafka.connection, topics) as producer:
+                for i in range(chunks):
+                    chunk = readings.iloc[i * len(readings) // chunks:(i + 1) * len(readings) // chunks]
+                    producer.send_frame(chunk, batch_by_feeder=True)
+                    if i == chunks - 1:
+                        producer.producer.produce(topics.readings, key=b"F-broken", value=b"not an avro record")
+                    producer.flush(30)
+                    worker.wait_for("wattsup_stream_readings_processed_total",
+                                    0.9 * (i + 1) * len(readings) / chunks, timeout=120)
+                    time.sleep(2.5)  # at least two scrapes between chunks
+            worker.wait_for("wattsup_stream_dead_letters_total", 1, timeout=60)
+
+            # One scheduled forecast run over a few meters' history from the readings topic.
+            meters = ",".join(sorted(readings["meter_id"].unique())[:4])
+            with _service(["forecast", "schedule", "--every", "1h", "--meters", meters, "--workers", "1",
+                           "--history", "4d", "--horizon", "1d", "--metrics-port", str(ports["forecaster"])],
+                          {**env, "WATTSUP_FORECAST_DATA_DIR": str(tmp / "forecaster")}, logs["forecaster"]):
+                _wait("a forecast run finished", lambda: _metric_sum(ports["forecaster"], "wattsup_forecast_runs_total") >= 1,
+                      180, all_logs)
+                _wait("the dashboard stored records",
+                      lambda: _metric_sum(ports["dashboard"], "wattsup_dashboard_records_ingested_total") > 0, 60, all_logs)
+                done = {r["metric"]["job"]: float(r["value"][1])
+                        for r in prometheus.query("sum by (job) (count_over_time(up[1h]))")}
+                _wait("final state scraped", _scraped(prometheus, {
+                    "wattsup-stream", "wattsup-lag-exporter", "wattsup-dashboard", "wattsup-forecaster"},
+                    int(max(done.values())) + 3), 60, all_logs)
+                yield prometheus, worker
     finally:
         prometheus.stop()
-        exporter.terminate()
-        exporter.wait(15)
         for started in workers.started:
             started.stop()
 
 
-def _wait_for_scrapes(prometheus: LocalPrometheus, targets: int, scrapes: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        active = prometheus.active_targets()
-        if len(active) == targets and all(t["health"] == "up" for t in active) and prometheus.scrapes_done() >= scrapes:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"Prometheus did not scrape {targets} targets {scrapes} times: {prometheus.active_targets()}")
-
-
 def _skip_reason(query: PanelQuery, exported: set[str]) -> str | None:
-    for prefix, service in SERVICES_NOT_STARTED.items():
-        if prefix in query.expr:
-            return f"panel {query.panel_title!r} needs {service}, not started by this test"
     for name in re.findall(r"\b(wattsup_stream_[a-z_]+)", query.expr):
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         if base not in exported:
@@ -130,6 +166,6 @@ def test_panel_query_returns_data(scraped_pipeline, query):
     result = prometheus.query(query.expr)
     assert result, f"panel {query.panel_title!r} target {query.ref_id}: no series for {query.expr}"
     values = [float(series["value"][1]) for series in result]
-    raw = [name for name in re.findall(r"\b(wattsup_[a-z_]+)", query.expr)]
+    names = re.findall(r"\b(wattsup_[a-z_]+)", query.expr)
     assert any(math.isfinite(v) for v in values), (
-        f"{query.expr}: only {values}; raw samples: {[prometheus.query(n + '[2m]') for n in raw]}")
+        f"{query.expr}: only {values}; raw samples: {[prometheus.query(n + '[2m]') for n in names]}")
