@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # Debian packages the tests drive: headless Chromium (dashboard end-to-end test; the browser is never
-# downloaded by a test tool) and promtool (Prometheus configuration checks). Installed only when missing.
-SYSTEM_TOOLS := chromium:chromium promtool:prometheus
+# downloaded by a test tool), promtool and prometheus (Prometheus configuration checks; the Grafana panel
+# test runs a real Prometheus) and docker-compose (validates docker-compose.yml; no engine needed).
+# Installed only when missing.
+SYSTEM_TOOLS := chromium:chromium promtool:prometheus prometheus:prometheus docker-compose:docker-compose
 system-packages:
 	@missing=$$(for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || echo $${pair##*:}; done); \
 	if [ -n "$$missing" ]; then \
