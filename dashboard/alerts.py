@@ -25,12 +25,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard.metrics import DashboardMetrics
-from dashboard.models import Alert, AlertRule
+from dashboard.models import Alert, AlertCursor, AlertRule, Anomaly
 from dashboard.settings import DashboardSettings
-from dashboard.store import SEVERITIES, _insert
+from dashboard.store import SEVERITIES, _insert, anomaly_json
 from dashboard.timeutil import HOUR_MS, iso, now_ms
 
 log = logging.getLogger(__name__)
+
+CATCH_UP_LIMIT = 10_000
 
 
 def rule_json(rule: AlertRule) -> dict[str, Any]:
@@ -94,8 +96,32 @@ class AlertDispatcher:
         self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
 
     def start(self) -> None:
+        self._catch_up()
         self._thread = threading.Thread(target=self._run, name="alert-dispatcher", daemon=True)
         self._thread.start()
+
+    def _catch_up(self) -> None:
+        """Queue the anomalies stored after the last one checked (e.g. just before a crash).
+
+        On a new database the cursor starts at the newest anomaly: rules apply to anomalies
+        stored from now on, not to history.
+        """
+        with self.sessions.begin() as session:
+            cursor = session.get(AlertCursor, 1)
+            if cursor is None:
+                newest = session.scalar(select(func.max(Anomaly.id))) or 0
+                session.add(AlertCursor(id=1, last_anomaly_id=newest))
+                return
+            pending = [anomaly_json(a) for a in session.scalars(
+                select(Anomaly).where(Anomaly.id > cursor.last_anomaly_id).order_by(Anomaly.id).limit(CATCH_UP_LIMIT))]
+        if pending:
+            log.info("checking %d anomalies stored after the last one checked against the alert rules", len(pending))
+            self.submit(pending)
+
+    def _advance_cursor(self, anomaly_id: int) -> None:
+        with self.sessions.begin() as session:
+            session.execute(update(AlertCursor).where(AlertCursor.id == 1, AlertCursor.last_anomaly_id < anomaly_id)
+                            .values(last_anomaly_id=anomaly_id))
 
     def stop(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -129,6 +155,12 @@ class AlertDispatcher:
                 except Exception:  # noqa: BLE001 - one bad anomaly or rule must not stop alerting
                     log.exception("alerting on anomaly %s failed", anomaly.get("id"))
                 self.processed += 1
+            ids = [a["id"] for a in item if "id" in a]
+            if ids:
+                try:
+                    self._advance_cursor(max(ids))
+                except Exception:  # noqa: BLE001 - worst case these are checked again (harmlessly) at restart
+                    log.exception("could not advance the alert cursor")
 
     # -- one anomaly --------------------------------------------------------------------
     def process(self, anomaly: dict[str, Any]) -> None:

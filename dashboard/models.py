@@ -129,6 +129,19 @@ class Alert(Base):
     sent_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class AlertCursor(Base):
+    """Id of the newest anomaly the alert dispatcher has checked (one row).
+
+    Anomalies stored but not yet checked when the process stopped are checked at the next start;
+    the unique alert rows make checking one twice harmless.
+    """
+
+    __tablename__ = "alert_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_anomaly_id: Mapped[int] = mapped_column(Integer)
+
+
 class ApiToken(Base):
     """An API token, stored only as the SHA-256 of the token (tokens are 32 random bytes)."""
 

@@ -67,7 +67,7 @@ def dashboard_factory(tmp_path: Path) -> Iterator[Callable[..., DashboardHarness
         client.__enter__()
         clients.append(client)
         service: DashboardService = app.state.service
-        token = create_token(service.sessions, "tester")
+        token = create_token(service.sessions, "tester" if len(clients) == 1 else f"tester-{len(clients)}")
         return DashboardHarness(client, service, token, settings)
 
     yield make

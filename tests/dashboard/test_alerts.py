@@ -199,3 +199,50 @@ def test_quiet_hours_suppress_and_wrap_midnight(dash, receiver_factory):
     assert receiver.received == []
     [alert] = _alerts(dash)["items"]
     assert alert["status"] == "suppressed" and "quiet hours" in alert["detail"]
+
+
+def test_anomalies_stored_but_not_checked_before_a_restart_are_alerted_after_it(dashboard_factory, receiver_factory,
+                                                                                tmp_path):
+    receiver = receiver_factory()
+    url = f"sqlite:///{tmp_path / 'shared' / 'wattsup.db'}"
+    first = dashboard_factory(database_url=url)
+    first.client.post("/api/v1/alert-rules", headers=first.auth, json={"name": "all", "min_severity": "INFO",
+                                                                        "webhook_url": receiver.url})
+    checked = first.store(anomalies=[anomaly_record("M1", T0)])
+    first.service.alerts.submit(checked.anomalies)
+    assert first.service.alerts.wait_idle()
+    # stored, then the process stopped before the dispatcher saw them
+    unchecked = first.store(anomalies=[anomaly_record("M2", T0), anomaly_record("M3", T0)])
+    first.client.__exit__(None, None, None)
+    assert [r["body"]["anomaly"]["meter_id"] for r in receiver.received] == ["M1"]
+
+    second = dashboard_factory(database_url=url)
+    assert second.service.alerts.wait_idle()
+    assert sorted(r["body"]["anomaly"]["meter_id"] for r in receiver.received) == ["M1", "M2", "M3"]
+    assert {a["anomaly_id"] for a in _alerts(second)["items"]} == {a["id"] for a in checked.anomalies + unchecked.anomalies}
+    second.client.__exit__(None, None, None)
+
+    third = dashboard_factory(database_url=url)  # nothing left to catch up on
+    assert third.service.alerts.wait_idle()
+    assert len(receiver.received) == 3
+
+
+def test_a_new_database_does_not_alert_on_history(dashboard_factory, receiver_factory, tmp_path):
+    from dashboard.alerts import AlertDispatcher
+
+    receiver = receiver_factory()
+    dash = dashboard_factory(consume=False)
+    dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "all", "min_severity": "INFO",
+                                                                      "webhook_url": receiver.url})
+    dash.store(anomalies=[anomaly_record("M1", T0)])
+    with dash.service.sessions.begin() as session:  # as if this database had never run a dispatcher
+        from dashboard.models import AlertCursor
+
+        session.query(AlertCursor).delete()
+    fresh = AlertDispatcher(dash.settings, dash.service.sessions, dash.service.metrics)
+    fresh.start()
+    try:
+        assert fresh.wait_idle()
+        assert receiver.received == []
+    finally:
+        fresh.stop()
