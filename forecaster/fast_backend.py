@@ -18,10 +18,10 @@ Stan, its inputs and its optimisation (L-BFGS, Newton fallback) are unchanged.
 """
 from __future__ import annotations
 
-import atexit
 import copy
 import json
 import logging
+import multiprocessing.util
 import os
 import shutil
 import tempfile
@@ -87,7 +87,9 @@ class FastCmdStanPyBackend(CmdStanPyBackend):
         super().__init__()
         if temp_dir is None:
             temp_dir = tempfile.mkdtemp(prefix="wattsup-stan-")
-            atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)
+            # run at exit by multiprocessing in pool workers too (they skip atexit handlers)
+            multiprocessing.util.Finalize(None, shutil.rmtree, args=(temp_dir,), kwargs={"ignore_errors": True},
+                                          exitpriority=0)
         self.temp_dir = temp_dir
 
     def fit(self, stan_init: dict[str, Any], stan_data: dict[str, Any], **kwargs: Any) -> OrderedDict[str, np.ndarray]:
