@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 from dashboard.alerts import rule_json
 from dashboard.auth import Principal
 from dashboard.deps import db_session, get_service, require_reader, require_writer
-from dashboard.detect import EXAMPLE_CSV, DetectTimings, ModelCache, UploadError, detect_upload
+from dashboard.detect import EXAMPLE_CSV, DetectTimings, UploadError, detect_upload
 from dashboard.models import AlertRule
 from dashboard.service import DashboardService
 from dashboard.timeutil import now_ms, to_ms
@@ -79,14 +78,11 @@ def validate_readings(body: Any) -> tuple[list[ReadingIn], list[dict[str, Any]],
     return valid, rejected, raw
 
 
-_produce_lock = threading.Lock()
-
-
 def _produce(service: DashboardService, valid: list[ReadingIn], rejected: list[dict[str, Any]],
              raw: list[Any]) -> int:
     """Send the readings and dead letters; returns how many readings the broker did not acknowledge."""
     producer = service.producer()
-    with _produce_lock:
+    with service.produce_lock:  # one request's delivery accounting at a time
         before = producer.summary.failed
         dead_before = producer.summary.dead_letters_failed
         for reading in valid:
@@ -135,8 +131,6 @@ async def post_readings(request: Request, service: Annotated[DashboardService, D
 
 
 # -- POST /detect ---------------------------------------------------------------------------
-_model_caches: dict[str, ModelCache] = {}
-
 
 @router.post("/detect", summary="Detect anomalies in an uploaded readings CSV (timestamp,meter_id,kwh or "
                                 "timestamp,consumption)")
@@ -156,11 +150,10 @@ async def post_detect(
         raise HTTPException(413, f"the uploaded file is larger than the limit of {service.settings.max_upload_mb:g} MB")
     if not data.strip():
         raise HTTPException(400, "the uploaded file is empty")
-    cache = _model_caches.setdefault(str(service.settings.model_dir), ModelCache(service.settings.model_dir))
     timings = DetectTimings()
     started = time.perf_counter()
     try:
-        model = await run_in_threadpool(cache.get)
+        model = await run_in_threadpool(service.model_cache.get)
         body = await run_in_threadpool(detect_upload, data, file.filename, model, sensitivity, timings)
     except UploadError as exc:
         return JSONResponse({"detail": str(exc), "rejected_rows": exc.rejected_rows[:1000]}, status_code=400)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard.alerts import AlertDispatcher
 from dashboard.db import make_engine, migrate, session_factory
+from dashboard.detect import ModelCache
 from dashboard.events import EventHub
 from dashboard.ingest import KafkaIngest
 from dashboard.metrics import DashboardMetrics
@@ -44,6 +45,8 @@ class DashboardService:
         self.ingest: KafkaIngest | None = None
         self.write_limiter = RateLimiter(settings.ingest_rate_per_minute)
         self.detect_limiter = RateLimiter(settings.detect_rate_per_minute)
+        self.model_cache = ModelCache(settings.model_dir)
+        self.produce_lock = threading.Lock()
         self._producer: Any = None
         self._watcher: Any = None
         self._lock = threading.Lock()
