@@ -323,3 +323,11 @@ def test_page_is_served_from_static_or_a_clear_503(dashboard_factory, monkeypatc
     unbuilt = dashboard_factory()
     response = unbuilt.client.get("/")
     assert response.status_code == 503 and "not built" in response.json()["detail"]
+
+
+def test_readings_body_over_the_limit_is_413(dashboard_factory):
+    dash = dashboard_factory(max_json_body_mb=0.001)
+    body = [{"meter_id": f"M{i}", "timestamp": "2026-11-25T08:00:00Z", "kwh": 1.0} for i in range(100)]
+    response = dash.client.post("/api/v1/readings", headers=dash.auth, json=body)
+    assert response.status_code == 413
+    assert response.json()["detail"] == "the request body is larger than the limit of 0.001 MB"
