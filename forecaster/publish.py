@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from forecaster.fitting import ForecastResult
 from producers.kafka_producer import producer_config
 from schemas.partitioning import partition_for
-from schemas.serde import FORECAST, make_serde
+from schemas.serde import FORECAST, SerdeError, make_serde
 from wattsup.kafka_settings import KafkaConnection
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,14 @@ class ForecastPublisher:
             self.summary.failed += 1
             log.error("forecast not delivered: %s", err)
 
-    def send(self, result: ForecastResult, generated_at_ms: int) -> None:
-        value = self.serde.encode(FORECAST, forecast_record(result, generated_at_ms))
+    def send(self, result: ForecastResult, generated_at_ms: int) -> bool:
+        """Queue one forecast; a record the schema refuses is logged and counted as failed, not raised."""
+        try:
+            value = self.serde.encode(FORECAST, forecast_record(result, generated_at_ms))
+        except (SerdeError, ValueError, TypeError) as exc:
+            self.summary.failed += 1
+            log.error("forecast of meter %s not sent: %s", result.meter_id, exc)
+            return False
         partition = partition_for(result.feeder_id, self.partitions)
         while True:
             try:
@@ -79,6 +85,7 @@ class ForecastPublisher:
             except BufferError:
                 self.producer.poll(0.05)
         self.producer.poll(0)
+        return True
 
     def close(self, timeout: float = 60.0) -> PublishSummary:
         deadline = time.monotonic() + timeout

@@ -117,3 +117,24 @@ def test_history_from_a_csv_becomes_per_meter_series(tmp_path):
     assert [s.meter_id for s in series] == ["M000001", "M000002", "M000003"]
     assert all(s.interval_seconds == 900 and len(s.end_ms) == 192 for s in series)
     assert sum(s.observed for s in series) == fleet.readings.drop_duplicates(["meter_id", "timestamp"]).shape[0]
+
+
+def test_a_forecast_the_schema_refuses_is_counted_not_raised(kafka_free_publisher):
+    publisher = kafka_free_publisher
+    too_long = ForecastResult("M1", "F1", 2**40, PROPHET, "prophet-test", end_ms=np.array([3_600_000]),
+                              expected=np.ones(1), lower=np.zeros(1), upper=np.ones(1))  # interval beyond Avro int
+    not_numbers = ForecastResult("M2", "F1", 3600, PROPHET, "prophet-test", end_ms=np.array([3_600_000]),
+                                 expected=np.array(["n/a"], dtype=object), lower=np.zeros(1), upper=np.ones(1))
+    assert publisher.send(too_long, 0) is False
+    assert publisher.send(not_numbers, 0) is False
+    assert publisher.summary.failed == 2
+
+
+@pytest.fixture
+def kafka_free_publisher():
+    """A publisher whose producer is never reached: encoding fails before anything is sent."""
+    from forecaster.publish import ForecastPublisher, PublishSummary
+
+    publisher = ForecastPublisher.__new__(ForecastPublisher)
+    publisher.serde, publisher.summary, publisher.partitions, publisher.topic = SingleObjectSerde(), PublishSummary(), 4, "t"
+    return publisher
