@@ -56,6 +56,10 @@ class ReadingIn(BaseModel):
                 "quality_flags": []}
 
 
+_READING_SCHEMA = ReadingIn.model_json_schema()
+"""Inlined in the OpenAPI document: the body is parsed by hand (to answer per item), so FastAPI does not list it."""
+
+
 def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return [{"field": ".".join(str(p) for p in e["loc"]) or "(reading)", "message": e["msg"]} for e in exc.errors()]
 
@@ -104,8 +108,7 @@ def _produce(service: DashboardService, valid: list[ReadingIn], rejected: list[d
              responses={202: {"description": "accepted, with the rejected items"},
                         400: {"description": "not JSON"}, 422: {"description": "every reading invalid"}},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                 "oneOf": [{"$ref": "#/components/schemas/ReadingIn"},
-                           {"type": "array", "items": {"$ref": "#/components/schemas/ReadingIn"}}]}}}}})
+                 "oneOf": [_READING_SCHEMA, {"type": "array", "items": _READING_SCHEMA}]}}}}})
 async def post_readings(request: Request, service: Annotated[DashboardService, Depends(get_service)],
                         principal: Annotated[Principal, Depends(require_writer)]) -> JSONResponse:
     raw_body = await request.body()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 
 import pytest
 
@@ -213,6 +215,10 @@ def test_openapi_document_and_docs(dash):
                  "/api/v1/alerts", "/api/v1/events", "/api/v1/session"):
         assert path in doc["paths"], path
     assert dash.client.get("/api/v1/docs").status_code == 200
+    refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc))
+    assert refs and set(refs) <= set(doc["components"]["schemas"])  # no dangling reference
+    body = doc["paths"]["/api/v1/readings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["oneOf"][0]["required"] == ["meter_id", "timestamp", "kwh"]
 
 
 def test_models_lists_versions_newest_first(dash, tmp_path):
