@@ -121,11 +121,11 @@ def test_history_from_a_csv_becomes_per_meter_series(tmp_path):
 
 def test_a_forecast_the_schema_refuses_is_counted_not_raised(kafka_free_publisher):
     publisher = kafka_free_publisher
-    too_long = ForecastResult("M1", "F1", 2**40, PROPHET, "prophet-test", end_ms=np.array([3_600_000]),
-                              expected=np.ones(1), lower=np.zeros(1), upper=np.ones(1))  # interval beyond Avro int
+    no_feeder = ForecastResult("M1", None, 3600, PROPHET, "prophet-test", end_ms=np.array([3_600_000]),
+                               expected=np.ones(1), lower=np.zeros(1), upper=np.ones(1))
     not_numbers = ForecastResult("M2", "F1", 3600, PROPHET, "prophet-test", end_ms=np.array([3_600_000]),
                                  expected=np.array(["n/a"], dtype=object), lower=np.zeros(1), upper=np.ones(1))
-    assert publisher.send(too_long, 0) is False
+    assert publisher.send(no_feeder, 0) is False
     assert publisher.send(not_numbers, 0) is False
     assert publisher.summary.failed == 2
 
