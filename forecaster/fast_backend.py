@@ -30,8 +30,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prophet import Prophet
-from prophet.models import CmdStanPyBackend
+
+# Prophet logs "Importing plotly failed" at ERROR on import; WattsUp never plots.
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+
+from prophet import Prophet  # noqa: E402 - after silencing its import-time log line
+from prophet.models import CmdStanPyBackend  # noqa: E402
 
 log = logging.getLogger(__name__)
 
