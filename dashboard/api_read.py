@@ -13,7 +13,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from dashboard import api_models as m
 from dashboard.alerts import alert_json, rule_json
+from dashboard.api_models import documented
 from dashboard.deps import db_session, get_service, require_reader
 from dashboard.models import Alert, AlertRule
 from dashboard.service import DashboardService
@@ -46,7 +48,7 @@ def anomaly_filter(
     return flt
 
 
-@router.get("/anomalies", summary="List anomalies, newest first")
+@router.get("/anomalies", summary="List anomalies, newest first", **documented(m.AnomalyPage))
 def get_anomalies(
     flt: Annotated[AnomalyFilter, Depends(anomaly_filter)],
     session: Annotated[Session, Depends(db_session)],
@@ -87,13 +89,15 @@ def _blank(value: Any) -> Any:
     return "" if value is None else value
 
 
-@router.get("/meters", summary="Meters with their newest reading and anomalies of the last 24 h")
+@router.get("/meters", summary="Meters with their newest reading and anomalies of the last 24 h",
+            **documented(m.MeterList))
 def get_meters(session: Annotated[Session, Depends(db_session)],
                feeder_id: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
     return {"items": list_meters(session, feeder_id or None)}
 
 
-@router.get("/series", summary="Readings, forecast and anomalies of a meter, or summed readings of a feeder")
+@router.get("/series", summary="Readings, forecast and anomalies of a meter, or summed readings of a feeder",
+            **documented(m.Series))
 def get_series(
     session: Annotated[Session, Depends(db_session)],
     meter_id: Annotated[str | None, Query(max_length=128)] = None,
@@ -108,23 +112,23 @@ def get_series(
                   until_ms=to_ms(until) if until else None)
 
 
-@router.get("/summary", summary="Fleet summary")
+@router.get("/summary", summary="Fleet summary", **documented(m.Summary))
 def get_summary(session: Annotated[Session, Depends(db_session)],
                 service: Annotated[DashboardService, Depends(get_service)]) -> dict[str, Any]:
     return summary(session, service.current_model_version())
 
 
-@router.get("/models", summary="Detector versions, newest first")
+@router.get("/models", summary="Detector versions, newest first", **documented(m.ModelList))
 def get_models(service: Annotated[DashboardService, Depends(get_service)]) -> dict[str, Any]:
     return {"items": service.model_versions()}
 
 
-@router.get("/alert-rules", summary="Alert rules")
+@router.get("/alert-rules", summary="Alert rules", **documented(m.RuleList))
 def get_alert_rules(session: Annotated[Session, Depends(db_session)]) -> dict[str, Any]:
     return {"items": [rule_json(r) for r in session.scalars(select(AlertRule).order_by(AlertRule.id))]}
 
 
-@router.get("/alerts", summary="Alert history, newest first")
+@router.get("/alerts", summary="Alert history, newest first", **documented(m.AlertPage))
 def get_alerts(session: Annotated[Session, Depends(db_session)],
                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
+from dashboard import api_models as m
+from dashboard.api_models import documented
 from dashboard.auth import SESSION_COOKIE, Principal, authenticate_token, close_session, open_session
 from dashboard.deps import current_principal, get_service
 from dashboard.service import DashboardService
@@ -18,14 +20,15 @@ class SessionIn(BaseModel):
     token: str = Field(min_length=1, max_length=512)
 
 
-@router.get("/session", summary="Who is logged in, and whether reading is public")
+@router.get("/session", summary="Who is logged in, and whether reading is public", **documented(m.SessionState))
 def get_session(service: Annotated[DashboardService, Depends(get_service)],
                 principal: Annotated[Principal | None, Depends(current_principal)]) -> dict[str, Any]:
     return {"authenticated": principal is not None, "name": principal.name if principal else None,
             "read_public": service.settings.read_public}
 
 
-@router.post("/session", summary="Log in with an API token; sets the wattsup_session cookie")
+@router.post("/session", summary="Log in with an API token; sets the wattsup_session cookie",
+             **documented(m.SessionState, {401: "invalid token"}))
 def post_session(body: SessionIn, response: Response,
                  service: Annotated[DashboardService, Depends(get_service)]) -> dict[str, Any]:
     with service.sessions.begin() as session:
@@ -38,7 +41,7 @@ def post_session(body: SessionIn, response: Response,
     return {"authenticated": True, "name": principal.name}
 
 
-@router.delete("/session", summary="Log out")
+@router.delete("/session", summary="Log out", **documented(m.SessionState))
 def delete_session(request: Request, response: Response,
                    service: Annotated[DashboardService, Depends(get_service)]) -> dict[str, Any]:
     with service.sessions.begin() as session:

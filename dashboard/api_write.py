@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dashboard import api_models as m
 from dashboard.alerts import rule_json
+from dashboard.api_models import documented
 from dashboard.auth import Principal
 from dashboard.deps import db_session, get_service, require_reader, require_writer
 from dashboard.detect import EXAMPLE_CSV, DetectTimings, UploadError, detect_upload
@@ -105,8 +107,13 @@ def _produce(service: DashboardService, valid: list[ReadingIn], rejected: list[d
 
 
 @router.post("/readings", status_code=202, summary="Ingest one reading or a list (JSON); produces to the readings topic",
-             responses={202: {"description": "accepted, with the rejected items"},
-                        400: {"description": "not JSON"}, 422: {"description": "every reading invalid"}},
+             response_model=None,
+             responses={202: {"model": m.IngestResult, "description": "accepted, with the rejected items"},
+                        400: {"model": m.Detail, "description": "not JSON"},
+                        401: {"model": m.Detail, "description": "no valid token or session"},
+                        413: {"model": m.Detail, "description": "body over the size limit"},
+                        422: {"model": m.IngestResult, "description": "every reading invalid"},
+                        503: {"model": m.Detail, "description": "Kafka did not acknowledge"}},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                  "oneOf": [_READING_SCHEMA, {"type": "array", "items": _READING_SCHEMA}]}}}}})
 async def post_readings(request: Request, service: Annotated[DashboardService, Depends(get_service)],
@@ -136,7 +143,9 @@ async def post_readings(request: Request, service: Annotated[DashboardService, D
 # -- POST /detect ---------------------------------------------------------------------------
 
 @router.post("/detect", summary="Detect anomalies in an uploaded readings CSV (timestamp,meter_id,kwh or "
-                                "timestamp,consumption)")
+                                "timestamp,consumption)",
+             **documented(m.DetectResult, {400: "not a readings CSV", 413: "file over the size limit",
+                                           429: "upload rate limit"}))
 async def post_detect(
     service: Annotated[DashboardService, Depends(get_service)],
     principal: Annotated[Principal, Depends(require_writer)],
@@ -192,19 +201,21 @@ def _publish(service: DashboardService, value: float | None, meter_id: str | Non
 
 
 @router.get("/sensitivity", summary="Fleet-wide and per-meter sensitivity the stream workers follow",
-            dependencies=[Depends(require_reader)])
+            dependencies=[Depends(require_reader)], **documented(m.SensitivitySettings))
 async def get_sensitivity(service: Annotated[DashboardService, Depends(get_service)]) -> dict[str, Any]:
     return await run_in_threadpool(_sensitivity_json, service)
 
 
-@router.put("/sensitivity", summary="Set the fleet's or one meter's sensitivity (written to the control topic)")
+@router.put("/sensitivity", summary="Set the fleet's or one meter's sensitivity (written to the control topic)",
+            **documented(m.SensitivitySettings))
 async def put_sensitivity(body: SensitivityIn, service: Annotated[DashboardService, Depends(get_service)],
                           principal: Annotated[Principal, Depends(require_writer)]) -> dict[str, Any]:
     await run_in_threadpool(_publish, service, body.value, body.meter_id)
     return await run_in_threadpool(_sensitivity_json, service)
 
 
-@router.delete("/sensitivity/{meter_id}", summary="Remove a meter's sensitivity override")
+@router.delete("/sensitivity/{meter_id}", summary="Remove a meter's sensitivity override",
+               **documented(m.SensitivitySettings))
 async def delete_sensitivity(meter_id: str, service: Annotated[DashboardService, Depends(get_service)],
                              principal: Annotated[Principal, Depends(require_writer)]) -> dict[str, Any]:
     if not meter_id.strip() or len(meter_id) > 128:
@@ -238,7 +249,7 @@ class AlertRuleIn(BaseModel):
         return self
 
 
-@router.post("/alert-rules", status_code=201, summary="Create an alert rule")
+@router.post("/alert-rules", status_code=201, summary="Create an alert rule", **documented(m.Rule, status=201))
 def post_alert_rule(body: AlertRuleIn, session: Annotated[Session, Depends(db_session)],
                     principal: Annotated[Principal, Depends(require_writer)]) -> dict[str, Any]:
     rule = AlertRule(name=body.name, min_severity=body.min_severity, meter_id=body.meter_id, feeder_id=body.feeder_id,

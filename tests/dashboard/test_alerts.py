@@ -105,6 +105,9 @@ def test_matching_anomaly_sends_webhook_and_email(dashboard_factory, smtp_server
     assert "usage 5x the usual" in mail.get_payload()
 
     history = _alerts(dash)
+    from dashboard.api_models import AlertPage
+
+    AlertPage.model_validate(history)
     assert history["total"] == 2
     assert sorted((a["channel"], a["status"], a["meter_id"]) for a in history["items"]) == [
         ("email", "sent", "M1"), ("webhook", "sent", "M1")]

@@ -337,3 +337,21 @@ def test_readings_body_over_the_limit_is_413(dashboard_factory):
     response = dash.client.post("/api/v1/readings", headers=dash.auth, json=body)
     assert response.status_code == 413
     assert response.json()["detail"] == "the request body is larger than the limit of 0.001 MB"
+
+
+def test_answers_match_the_documented_models(dash):
+    from dashboard import api_models as m
+
+    dash.store(readings=[reading_row("M1", T0 + i * QUARTER, 1.0) for i in range(4)],
+               anomalies=[anomaly_record("M1", T0 + QUARTER, "CRITICAL")],
+               forecasts=[{"meter_id": "M1", "feeder_id": "F1", "generated_at_ms": T0, "model_version": "p",
+                           "interval_seconds": 900, "points": [[T0, 1.0, 0.5, 1.5]]}])
+    dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
+        "name": "r", "email_to": "a@b.org", "quiet_hours": {"start": "22:00", "end": "06:00"}})
+    for path, model in (("/api/v1/anomalies", m.AnomalyPage), ("/api/v1/meters", m.MeterList),
+                        ("/api/v1/series?meter_id=M1", m.Series), ("/api/v1/series?feeder_id=F1", m.Series),
+                        ("/api/v1/summary", m.Summary), ("/api/v1/models", m.ModelList),
+                        ("/api/v1/alert-rules", m.RuleList), ("/api/v1/alerts", m.AlertPage),
+                        ("/api/v1/session", m.SessionState)):
+        model.model_validate(dash.client.get(path, headers=dash.auth).json())
+    m.IngestResult.model_validate({"accepted": 0, "rejected": [{"index": 0, "errors": [{"field": "kwh", "message": "x"}]}]})

@@ -27,6 +27,9 @@ def test_good_csv_flags_the_known_spike_and_reports_bad_rows(dash):
                                 files={"file": ("fleet.csv", _daily_csv(bad_rows=True), "text/csv")})
     assert response.status_code == 200, response.text[:500]
     body = response.json()
+    from dashboard.api_models import DetectResult
+
+    DetectResult.model_validate(body)
     assert body["readings"] == 2 * 14 * 96
     assert [r["row"] for r in body["rejected_rows"]] == [2690, 2691, 2692]
     reasons = [r["reason"] for r in body["rejected_rows"]]

@@ -1,0 +1,218 @@
+"""Pydantic models of the API's answers, for the OpenAPI document.
+
+The endpoints build their JSON directly (a page of a thousand anomalies or a million-point upload
+series is not worth validating again on the way out); these models describe that JSON, and
+``tests/dashboard`` checks real answers against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel as _PydanticModel
+from pydantic import ConfigDict, Field
+
+Severity = Literal["INFO", "WARNING", "CRITICAL"]
+
+
+class BaseModel(_PydanticModel):
+    """Extra fields forbidden: the tests validate real answers with these, so the document cannot drift."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Cause(BaseModel):
+    feature: str
+    contribution: float = Field(description="Share of the score attributed to the feature.")
+    text: str = Field(description="Plain-language sentence for an operator.")
+
+
+class Anomaly(BaseModel):
+    id: int
+    meter_id: str
+    feeder_id: str
+    timestamp: str = Field(description="ISO 8601 UTC, e.g. 2026-11-25T08:00:00Z")
+    observed: float
+    expected: float | None
+    lower: float | None
+    upper: float | None
+    residual: float | None
+    score: float
+    severity: Severity
+    kind: str | None
+    causes: list[Cause]
+    model_version: str
+    detected_at: str
+
+
+class AnomalyPage(BaseModel):
+    items: list[Anomaly]
+    total: int
+    limit: int
+    offset: int
+
+
+class MeterItem(BaseModel):
+    meter_id: str
+    feeder_id: str
+    last_reading_at: str | None
+    anomalies_24h: int
+
+
+class MeterList(BaseModel):
+    items: list[MeterItem]
+
+
+class ReadingPoint(BaseModel):
+    timestamp: str
+    kwh: float
+
+
+class ForecastPoint(BaseModel):
+    timestamp: str
+    expected: float
+    lower: float
+    upper: float
+
+
+class Series(BaseModel):
+    key: str
+    readings: list[ReadingPoint]
+    forecast: list[ForecastPoint]
+    anomalies: list[Anomaly]
+
+
+class SeveritiesCount(BaseModel):
+    INFO: int
+    WARNING: int
+    CRITICAL: int
+
+
+class Summary(BaseModel):
+    meters: int
+    feeders: int
+    readings_last_hour: int
+    anomalies_24h: SeveritiesCount
+    latest_reading_at: str | None
+    model_version: str | None
+
+
+class ModelList(BaseModel):
+    items: list[dict] = Field(description="Model metadata (models.artifacts.ModelMetadata), newest first.")
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class RejectedReading(BaseModel):
+    index: int
+    errors: list[FieldError]
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    rejected: list[RejectedReading]
+
+
+class RejectedRow(BaseModel):
+    row: int = Field(description="1-based line number in the file (the header is line 1).")
+    reason: str
+
+
+class UploadPoint(BaseModel):
+    timestamp: str
+    kwh: float
+    expected: float
+    score: float
+    flag: Literal[0, 1]
+    severity: Severity | None
+
+
+class UploadAnomaly(BaseModel):
+    meter_id: str
+    feeder_id: str
+    timestamp: str
+    observed: float
+    expected: float | None
+    lower: float | None
+    upper: float | None
+    residual: float | None
+    score: float
+    severity: Severity
+    kind: str | None
+    causes: list[Cause]
+    model_version: str
+    detected_at: str
+
+
+class DetectResult(BaseModel):
+    model_version: str
+    readings: int
+    rejected_rows: list[RejectedRow]
+    anomalies: list[UploadAnomaly]
+    series: dict[str, list[UploadPoint]]
+
+
+class SensitivitySettings(BaseModel):
+    fleet: float
+    meters: dict[str, float]
+
+
+class QuietHoursOut(BaseModel):
+    start: str
+    end: str
+
+
+class Rule(BaseModel):
+    id: int
+    name: str
+    min_severity: Severity
+    meter_id: str | None
+    feeder_id: str | None
+    quiet_hours: QuietHoursOut | None
+    webhook_url: str | None
+    email_to: str | None
+    enabled: bool
+
+
+class RuleList(BaseModel):
+    items: list[Rule]
+
+
+class AlertItem(BaseModel):
+    id: int
+    rule_id: int
+    rule_name: str
+    anomaly_id: int
+    meter_id: str
+    channel: Literal["webhook", "email"]
+    status: Literal["sent", "failed", "suppressed", "pending"]
+    detail: str
+    sent_at: str
+
+
+class AlertPage(BaseModel):
+    items: list[AlertItem]
+    total: int
+    limit: int
+    offset: int
+
+
+class SessionState(BaseModel):
+    authenticated: bool
+    name: str | None
+    read_public: bool | None = None
+
+
+class Detail(BaseModel):
+    detail: str
+
+
+def documented(model: type[_PydanticModel], errors: dict[int, str] | None = None, *, status: int = 200) -> dict[str, Any]:
+    """Route arguments that document ``model`` as the answer without validating the returned JSON again."""
+    responses: dict[int | str, dict[str, Any]] = {status: {"model": model, "description": "OK"}}
+    for code, text in (errors or {}).items():
+        responses[code] = {"model": Detail, "description": text}
+    return {"response_model": None, "responses": responses}
