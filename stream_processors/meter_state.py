@@ -26,10 +26,11 @@ the same relative behaviour, and slots adapt to the meter's interval, 5-minute t
 ``forecast_residual``           (usage - forecast) / half the forecast band; 0 without a forecast
 ==============================  ==================================================================
 
-The *expected* usage blends an hour-of-week baseline with an hour-of-day baseline by how many
-observations each has (hour-of-week needs a week to fill; hour-of-day one day), both
-exponentially weighted so they follow seasons. Updates are clipped to 4 spreads, so an anomaly
-moves the baseline little.
+The *expected* usage blends an hour-of-week baseline with an hour-of-day baseline of the same
+day type (weekday or weekend) by how many observations each has (hour-of-week needs a week to
+fill; hour-of-day one day), both exponentially weighted so they follow seasons. Updates are
+clipped to 4 spreads (a slot's first observation to the meter's mean plus 4 overall spreads),
+so an anomaly moves the baseline little.
 
 Missing and late readings, the documented policy:
 
@@ -71,7 +72,8 @@ WINDOW = 4
 SEEN = 32
 """Timestamps remembered per meter to recognise duplicates and late readings."""
 HOW_SLOTS = 168
-HOD_SLOTS = 24
+HOD_SLOTS = 48
+"""Hour of day by day type: 0-23 weekdays (Monday-Friday), 24-47 weekends."""
 WARMUP_DAYS = 1.0
 """History a meter needs before the model scores it; until then baseline rules do."""
 _DAY_MS = 86_400_000
@@ -93,6 +95,8 @@ class FeatureBatch:
     slot_labels: np.ndarray
     """hour-of-week slot (0..167, Monday 00:00 = 0) or day of week for daily data."""
     hourly_expected: np.ndarray
+    usual_share: np.ndarray
+    """This slot's baseline over the meter's overall mean: how much usage is usual right now."""
     """Baseline usage in kWh per hour, for "no consumption where X kWh/h is usual"."""
     duplicate: np.ndarray
     stale: np.ndarray
@@ -196,19 +200,25 @@ def _slots(ts_ms: np.ndarray, interval_s: np.ndarray) -> tuple[np.ndarray, np.nd
     hour = (in_week % _DAY_MS) // 3_600_000
     daily = interval_s >= 86_400
     how = np.where(daily, dow, dow * 24 + hour)
-    hod = np.where(daily, 0, hour)
+    weekend = dow >= 5
+    hod = np.where(daily, 0, hour) + 24 * weekend
     day_phase = (in_week % _DAY_MS) / _DAY_MS
     week_phase = in_week / (7 * _DAY_MS)
     return how.astype(np.int64), hod.astype(np.int64), day_phase, week_phase
 
 
 def _ew_update(stats: np.ndarray, rows: np.ndarray, slots: np.ndarray, value: np.ndarray,
-               min_alpha: float, spread: np.ndarray) -> None:
-    """Exponentially weighted mean/variance per (row, slot), clipped to 4 spreads."""
+               min_alpha: float, spread: np.ndarray, first_cap: np.ndarray) -> None:
+    """Exponentially weighted mean/variance per (row, slot), clipped to 4 spreads.
+
+    A slot's first observation has no spread of its own to be clipped by; it is capped at
+    ``first_cap`` (the meter's overall mean plus 4 overall spreads), so an anomaly in a meter's
+    first day does not become the baseline its next day is judged against.
+    """
     mean = stats[rows, slots, 0].astype(np.float64)
     var = stats[rows, slots, 1].astype(np.float64)
     n = stats[rows, slots, 2].astype(np.float64)
-    clipped = np.where(n > 0, np.clip(value, mean - 4 * spread, mean + 4 * spread), value)
+    clipped = np.where(n > 0, np.clip(value, mean - 4 * spread, mean + 4 * spread), np.minimum(value, first_cap))
     alpha = np.maximum(1.0 / (n + 1.0), min_alpha)
     delta = clipped - mean
     mean = mean + alpha * delta
@@ -309,7 +319,7 @@ class FeatureExtractor:
         out = FeatureBatch(
             matrix=np.zeros((n, len(FEATURE_NAMES))), expected=np.zeros(n), baseline=np.zeros(n),
             spread=np.zeros(n), unchanged_intervals=np.zeros(n), zero_hours=np.zeros(n),
-            slot_labels=np.zeros(n, dtype=np.int64), hourly_expected=np.zeros(n),
+            slot_labels=np.zeros(n, dtype=np.int64), hourly_expected=np.zeros(n), usual_share=np.zeros(n),
             duplicate=np.zeros(n, dtype=bool), stale=np.zeros(n, dtype=bool), late=np.zeros(n, dtype=bool),
             cold=np.zeros(n, dtype=bool), history_hours=np.zeros(n), lower=fc_lo.copy(), upper=fc_hi.copy(),
             drift_ratio=np.ones(n), window_ratio=np.ones(n), peer_shift=np.zeros(n),
@@ -358,8 +368,11 @@ class FeatureExtractor:
         d = st.hod[rows, hod].astype(np.float64)
         k = 2.0
         w_how = h[:, 2] / (h[:, 2] + k)
-        hod_mean = np.where(d[:, 2] > 0, d[:, 0], mean)
-        hod_var = np.where(d[:, 2] > 1, d[:, 1], gvar)
+        # Hour of day on the same day type (weekday or weekend); until that day type has been
+        # seen at this hour, the other day type's, then the meter's overall level.
+        o = st.hod[rows, (hod + 24) % HOD_SLOTS].astype(np.float64)
+        hod_mean = np.where(d[:, 2] > 0, d[:, 0], np.where(o[:, 2] > 0, o[:, 0], mean))
+        hod_var = np.where(d[:, 2] > 1, d[:, 1], np.where(o[:, 2] > 1, o[:, 1], gvar))
         baseline = np.where(h[:, 2] > 0, w_how * h[:, 0] + (1 - w_how) * hod_mean, hod_mean)
         base_var = np.where(h[:, 2] > 1, w_how * h[:, 1] + (1 - w_how) * hod_var, hod_var)
         spread = np.sqrt(base_var + (0.1 * baseline) ** 2 + (0.02 * mean) ** 2) + 1e-9
@@ -441,6 +454,7 @@ class FeatureExtractor:
         out.zero_hours[idx] = zero_hours
         out.slot_labels[idx] = how
         out.hourly_expected[idx] = usual_rate
+        out.usual_share[idx] = baseline / (mean + 1e-9)
         out.cold[idx] = cold
         out.history_hours[idx] = hours_of_history
         out.drift_ratio[idx] = drift_ratio
@@ -457,8 +471,10 @@ class FeatureExtractor:
         if not upd.any():
             return
         u = rows[upd]
-        _ew_update(st.how, u, how[upd], kwh[upd], 0.15, spread[upd])
-        _ew_update(st.hod, u, hod[upd], kwh[upd], 0.1, spread[upd])
+        # the meter's first reading has no overall statistics yet: nothing to cap it by
+        first_cap = np.where(n_seen[upd] > 0, mean[upd] + 4 * g_spread[upd], np.inf)
+        _ew_update(st.how, u, how[upd], kwh[upd], 0.15, spread[upd], first_cap)
+        _ew_update(st.hod, u, hod[upd], kwh[upd], 0.1, spread[upd], first_cap)
         n_u = sc[u, st.S_N]
         alpha = np.maximum(1.0 / (n_u + 1.0), 0.01)
         gm = np.where(n_u > 0, sc[u, st.S_MEAN], kwh[upd])
