@@ -89,3 +89,20 @@ def authenticate_session(session: Session, cookie: str) -> Principal | None:
 def close_session(session: Session, cookie: str) -> None:
     if cookie:
         session.execute(delete(WebSession).where(WebSession.session_hash == hash_secret(cookie)))
+
+
+def list_tokens(sessions: sessionmaker[Session]) -> list[tuple[str, int]]:
+    """(name, created_at_ms) of every token; the tokens themselves are not stored."""
+    with sessions() as session:
+        return [(t.name, t.created_at_ms) for t in session.scalars(select(ApiToken).order_by(ApiToken.name))]
+
+
+def revoke_token(sessions: sessionmaker[Session], name: str) -> bool:
+    """Delete the token called ``name`` and its browser sessions; False if there is none."""
+    with sessions.begin() as session:
+        token = session.scalar(select(ApiToken).where(ApiToken.name == name))
+        if token is None:
+            return False
+        session.execute(delete(WebSession).where(WebSession.token_id == token.id))
+        session.delete(token)
+    return True

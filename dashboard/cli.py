@@ -60,18 +60,23 @@ def serve(
     _GracefulServer(config).run()
 
 
+def _sessions():  # type: ignore[no-untyped-def]
+    from dashboard.db import make_engine, migrate, session_factory
+    from dashboard.settings import DashboardSettings
+
+    engine = make_engine(DashboardSettings().database_url)
+    migrate(engine)
+    return engine, session_factory(engine)
+
+
 @app.command("create-token")
 def create_token_command(name: str = typer.Argument(..., help="Who or what the token is for, e.g. gateway-7.")) -> None:
     """Create an API token for the writing endpoints; it is printed once and stored only hashed."""
     from dashboard.auth import TokenExistsError, create_token
-    from dashboard.db import make_engine, migrate, session_factory
-    from dashboard.settings import DashboardSettings
 
-    settings = DashboardSettings()
-    engine = make_engine(settings.database_url)
-    migrate(engine)
+    engine, sessions = _sessions()
     try:
-        token = create_token(session_factory(engine), name)
+        token = create_token(sessions, name)
     except (TokenExistsError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -79,3 +84,32 @@ def create_token_command(name: str = typer.Argument(..., help="Who or what the t
         engine.dispose()
     console.print(f"token {name!r} created; it is shown only this once:")
     typer.echo(token)
+
+
+@app.command("list-tokens")
+def list_tokens_command() -> None:
+    """Names and creation times of the API tokens (the tokens themselves are not stored)."""
+    from dashboard.auth import list_tokens
+    from dashboard.timeutil import iso
+
+    engine, sessions = _sessions()
+    try:
+        for name, created in list_tokens(sessions):
+            typer.echo(f"{name}\t{iso(created)}")
+    finally:
+        engine.dispose()
+
+
+@app.command("revoke-token")
+def revoke_token_command(name: str = typer.Argument(..., help="Name given at create-token.")) -> None:
+    """Delete a token and log out every browser session opened with it."""
+    from dashboard.auth import revoke_token
+
+    engine, sessions = _sessions()
+    try:
+        if not revoke_token(sessions, name):
+            console.print(f"[red]error:[/red] no token named {name!r}")
+            raise typer.Exit(2)
+    finally:
+        engine.dispose()
+    console.print(f"token {name!r} revoked")

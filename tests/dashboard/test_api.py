@@ -355,3 +355,18 @@ def test_answers_match_the_documented_models(dash):
                         ("/api/v1/session", m.SessionState)):
         model.model_validate(dash.client.get(path, headers=dash.auth).json())
     m.IngestResult.model_validate({"accepted": 0, "rejected": [{"index": 0, "errors": [{"field": "kwh", "message": "x"}]}]})
+
+
+def test_revoking_a_token_ends_its_sessions(dash):
+    from dashboard.auth import create_token, list_tokens, revoke_token
+
+    other = create_token(dash.service.sessions, "gateway")
+    assert [n for n, _ in list_tokens(dash.service.sessions)] == ["gateway", "tester"]
+    assert dash.client.post("/api/v1/session", json={"token": dash.token}).status_code == 200
+    assert dash.client.get("/api/v1/session").json()["authenticated"] is True
+    assert revoke_token(dash.service.sessions, "tester") and not revoke_token(dash.service.sessions, "tester")
+    assert dash.client.get("/api/v1/session").json()["authenticated"] is False
+    assert dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "x", "email_to": "a@b.org"}
+                            ).status_code == 401
+    assert dash.client.post("/api/v1/alert-rules", headers={"Authorization": f"Bearer {other}"},
+                            json={"name": "x", "email_to": "a@b.org"}).status_code == 201

@@ -41,6 +41,9 @@ def test_serve_create_token_and_stop_on_sigterm(kafka, tmp_path):
     again = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "create-token", "ops"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "already exists" in again.stdout
+    listed = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "list-tokens"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.stdout.split("\t")[0] == "ops" and token not in listed.stdout
 
     log_path = tmp_path / "dashboard.log"
     with open(log_path, "wb") as log:
@@ -63,6 +66,9 @@ def test_serve_create_token_and_stop_on_sigterm(kafka, tmp_path):
         code = process.wait(timeout=30)
     assert code == 0, log_path.read_text()[-3000:]
     assert "Application shutdown complete" in log_path.read_text()
+    revoked = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "revoke-token", "ops"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
 
 
 def test_demo_runs_the_dashboard_on_the_configured_port(monkeypatch):
