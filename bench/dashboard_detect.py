@@ -13,6 +13,7 @@ on the upload.
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +56,8 @@ def main() -> None:
                 print(f"end to end {total:.2f} s ({len(frame) / total:,.0f} rows/s), response "
                       f"{len(response.content) / 1e6:.1f} MB, {len(body['anomalies'])} anomalies, "
                       f"model {body['model_version']}; server timing: {response.headers['server-timing']}")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak memory of this process (test client, app and the CSV together): {peak:,.0f} MiB")
 
 
 if __name__ == "__main__":
