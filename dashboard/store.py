@@ -104,15 +104,15 @@ def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
         for f in batch.forecasts:
             if f["meter_id"] not in newest or f["generated_at_ms"] >= newest[f["meter_id"]]["generated_at_ms"]:
                 newest[f["meter_id"]] = f
-        for f in newest.values():
-            stmt = _insert(session, Forecast).values(**f)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["meter_id"],
-                set_={c: stmt.excluded[c] for c in ("feeder_id", "generated_at_ms", "model_version",
-                                                    "interval_seconds", "points")},
-                where=Forecast.generated_at_ms <= stmt.excluded.generated_at_ms,
-            )
-            session.execute(stmt)
+        table = Forecast.__table__
+        stmt = _insert(session, table)
+        stmt = stmt.on_conflict_do_update(  # a late, older forecast never replaces a newer one
+            index_elements=["meter_id"],
+            set_={c: stmt.excluded[c] for c in ("feeder_id", "generated_at_ms", "model_version",
+                                                "interval_seconds", "points")},
+            where=table.c.generated_at_ms <= stmt.excluded.generated_at_ms,
+        )
+        connection.execute(stmt, list(newest.values()))
         stored.forecasts = len(newest)
     if batch.offsets:
         rows = [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in batch.offsets.items()]
