@@ -179,6 +179,51 @@ def seasonal_naive(series: MeterSeries, options: FitOptions, reason: str) -> For
                           horizon_ms, expected, lower, upper, reason=reason, seconds=time.perf_counter() - started)
 
 
+# -- history cleaning ----------------------------------------------------------------------
+_STUCK_RUN = 4
+"""Identical consecutive readings from this many on are a stuck register, not usage."""
+_OUTLIER_SPREADS = 6.0
+"""Readings this many robust spreads above the usual for their hour of the day are left out."""
+
+
+def usual_usage_mask(kwh: np.ndarray, end_ms: np.ndarray, step_ms: int) -> np.ndarray:
+    """Readings that look like normal usage (True) rather than an outage, a stuck register or a spike.
+
+    The forecast is the *expected* usage, and anomalies already in the history would be learnt as
+    normal: an outage drags the daily shape towards zero (and the forecast, clipped at zero, then
+    misses every hour by 100%), a stuck register flattens it, a spike lifts it. Cheap rules, no
+    second fit: zeros of a meter that is rarely zero, runs of 4+ identical non-zero readings, and readings
+    more than 6 robust spreads (MAD) above the median of their hour of the day. If that would
+    leave out half the history, the rules do not describe this meter and nothing is left out.
+    """
+    ok = np.isfinite(kwh)
+    values = np.where(ok, kwh, np.nan)
+    if ok.sum() < 8:
+        return ok
+    zeros = values == 0
+    if zeros.sum() < 0.1 * ok.sum():  # a meter that is rarely zero: its zeros are outages
+        ok &= ~zeros
+    same = np.zeros(len(values), dtype=bool)
+    same[1:] = values[1:] == values[:-1]
+    run_start = np.flatnonzero(~same)
+    run_length = np.diff(np.append(run_start, len(values)))
+    stuck = np.repeat(run_length >= _STUCK_RUN, run_length)
+    ok &= ~(stuck & ~zeros)  # zeros are outages (above) or, for an often-zero meter, normal
+    hours = _hour_of_day(end_ms, step_ms)
+    for h in range(24):
+        in_hour = ok & (hours == h)
+        if in_hour.sum() < 5:
+            continue
+        v = values[in_hour]
+        median = np.median(v)
+        spread = 1.4826 * np.median(np.abs(v - median))
+        if spread > 0:
+            ok[in_hour] = v <= median + _OUTLIER_SPREADS * spread
+    if ok.sum() < 0.5 * np.isfinite(kwh).sum():  # the rules do not fit this meter: keep its history
+        return np.isfinite(kwh)
+    return ok
+
+
 # -- Prophet -------------------------------------------------------------------------------
 _BACKEND: Any = None
 
@@ -232,7 +277,10 @@ def fit_prophet(series: MeterSeries, options: FitOptions, init: dict[str, np.nda
     from forecaster.fast_backend import FastProphet
 
     started = time.perf_counter()
-    per, bucket_ms, y, which = _fit_grid(series, options.fit_interval_seconds)
+    usual = usual_usage_mask(series.kwh, series.end_ms, series.step_ms)
+    clean = MeterSeries(series.meter_id, series.feeder_id, series.interval_seconds, series.end_ms,
+                        np.where(usual, series.kwh, np.nan))
+    per, bucket_ms, y, which = _fit_grid(clean, options.fit_interval_seconds)
     step_bucket_ms = series.step_ms * per
     span_days = series.span_days
     model = FastProphet(
@@ -266,7 +314,7 @@ def fit_prophet(series: MeterSeries, options: FitOptions, init: dict[str, np.nda
     fitted_native = yhat[: len(bucket_ms)][which]
     expected = yhat[len(bucket_ms):][future_which]
     level = float(np.nanmean(series.kwh))
-    offsets = residual_band(series.kwh - fitted_native, series.end_ms, horizon_ms, series.step_ms,
+    offsets = residual_band(clean.kwh - fitted_native, series.end_ms, horizon_ms, series.step_ms,
                             options.interval_width, level)
     expected, lower, upper = _finish(series, horizon_ms, expected, offsets)
     params = {k: np.asarray(model.params[k], dtype=float).reshape(-1) for k in _INIT_PARAMS}

@@ -212,3 +212,26 @@ def test_country_holidays_are_modelled_when_configured(hourly_fleet):
     result = forecast_meter(s, FitOptions(horizon_seconds=24 * 3600, country_holidays="KE"))
     assert result.outcome == PROPHET, result.reason
     assert np.isfinite(result.expected).all() and len(result.expected) == 24
+
+
+def test_outages_stuck_registers_and_spikes_in_the_history_are_not_learnt_as_usage():
+    from forecaster.fitting import usual_usage_mask
+
+    rng = np.random.default_rng(4)
+    hours = np.arange(24 * 14)
+    usage = 1.0 + 0.5 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 0.05, len(hours))
+    usage[100:106] = 0.0  # outage
+    usage[200:210] = usage[199]  # stuck register
+    usage[250] *= 8  # spike
+    s = _series(usage)
+    usual = usual_usage_mask(s.kwh, s.end_ms, s.step_ms)
+    assert not usual[100:106].any() and not usual[200:210].any() and not usual[250]
+    assert usual.sum() >= len(usage) - 6 - 10 - 1 - 5  # next to nothing else
+    # a meter that is often zero (e.g. solar-only hours) keeps its zeros
+    often_zero = np.where(hours % 24 < 8, 0.0, usage)
+    assert usual_usage_mask(often_zero, s.end_ms, s.step_ms)[hours % 24 < 8].all()
+
+    fit = forecast_meter(_series(usage), FitOptions(horizon_seconds=24 * 3600))
+    assert fit.outcome == PROPHET
+    truth = 1.0 + 0.5 * np.sin(2 * np.pi * np.arange(len(usage), len(usage) + 24) / 24)
+    np.testing.assert_allclose(fit.expected, truth, atol=0.1)  # neither dragged down nor lifted
