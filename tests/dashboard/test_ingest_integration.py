@@ -197,8 +197,9 @@ def test_post_readings_produces_valid_ones_and_dead_letters_the_rest(kafka, sett
         ]
         by_key = {m.key(): m.partition() for m in readings}
         assert by_key[b"F9"] == partition_for("F9", topics.partitions)  # murmur2, as Faust expects
-        letters = [serde.decode(m.value())[1] for m in _read_topic(kafka, topics.dead_letters, 3)]
-        assert len(letters) == 3
+        decoded_letters = [serde.decode(m.value()) for m in _read_topic(kafka, topics.dead_letters, 3)]
+        assert [name for name, _ in decoded_letters] == [DEAD_LETTER] * 3
+        letters = [record for _, record in decoded_letters]
         assert all(d["source"] == "http:/api/v1/readings" for d in letters)
         reasons = sorted(d["reason"] for d in letters)
         assert reasons[0].startswith("reading 0: ") and "meter_id" not in reasons[0]
