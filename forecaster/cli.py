@@ -157,6 +157,7 @@ def evaluate(
     simulate_days: float = typer.Option(28.0, help="Days of simulated history."),
     interval: str = typer.Option("1h", help="Interval of simulated history."),
     seed: int = typer.Option(7, help="Seed of the simulated fleet."),
+    with_anomalies: bool = typer.Option(False, help="Keep the simulated anomalies in history and holdout."),
     meters: list[str] | None = _METERS,
     history: str | None = _HISTORY,
     horizon: str | None = _HORIZON,
@@ -174,7 +175,8 @@ def evaluate(
 
         frame = simulate_fleet(FleetConfig(meters=simulate_meters, days=simulate_days,
                                            interval=parse_interval(interval), seed=seed)).readings
-        frame = frame[frame["label"] == 0]  # the baseline and Prophet are judged on normal usage
+        if not with_anomalies:
+            frame = frame[frame["label"] == 0]  # judged on normal usage unless asked otherwise
     else:
         frame = read_history(settings, csv)
     # the holdout comes out of the history window, so read the window plus the horizon
