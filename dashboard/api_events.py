@@ -14,7 +14,6 @@ from sse_starlette.sse import EventSourceResponse
 
 from dashboard.deps import get_service, require_reader
 from dashboard.service import DashboardService
-from dashboard.store import summary
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_reader)])
 
@@ -31,13 +30,9 @@ async def events(
     service.metrics.sse_clients.set(service.hub.clients)
     period = service.settings.summary_seconds
 
-    def current_summary() -> dict[str, Any]:
-        with service.sessions() as session:
-            return summary(session, service.current_model_version())
-
     async def stream() -> AsyncIterator[dict[str, Any]]:
         try:
-            yield {"event": "summary", "data": json.dumps(await run_in_threadpool(current_summary))}
+            yield {"event": "summary", "data": json.dumps(await run_in_threadpool(service.cached_summary))}
             next_summary = time.monotonic() + period
             while True:
                 timeout = max(next_summary - time.monotonic(), 0.0)
@@ -47,7 +42,7 @@ async def events(
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
                         break
-                    yield {"event": "summary", "data": json.dumps(await run_in_threadpool(current_summary))}
+                    yield {"event": "summary", "data": json.dumps(await run_in_threadpool(service.cached_summary))}
                     next_summary = time.monotonic() + period
         finally:
             service.hub.unsubscribe(subscriber)

@@ -71,10 +71,10 @@ def get_anomalies_csv(
         writer.writerow(CSV_COLUMNS)
         with service.sessions() as session:
             for n, a in enumerate(iter_anomalies(session, flt), 1):
-                writer.writerow([a["timestamp"], a["meter_id"], a["feeder_id"], a["observed"], _blank(a["expected"]),
-                                 _blank(a["lower"]), _blank(a["upper"]), _blank(a["residual"]), a["score"],
-                                 a["severity"], a["kind"] or "", "; ".join(c["text"] for c in a["causes"]),
-                                 a["model_version"]])
+                writer.writerow([a["timestamp"], _text(a["meter_id"]), _text(a["feeder_id"]), a["observed"],
+                                 _blank(a["expected"]), _blank(a["lower"]), _blank(a["upper"]), _blank(a["residual"]),
+                                 a["score"], a["severity"], _text(a["kind"] or ""),
+                                 _text("; ".join(c["text"] for c in a["causes"])), _text(a["model_version"])])
                 if n % 1000 == 0:
                     yield buffer.getvalue()
                     buffer.seek(0)
@@ -83,6 +83,12 @@ def get_anomalies_csv(
 
     return StreamingResponse(rows(), media_type="text/csv",
                              headers={"Content-Disposition": "attachment; filename=anomalies.csv"})
+
+
+def _text(value: str) -> str:
+    """A text cell a spreadsheet will not run: ids come from ingest clients, and ``=HYPERLINK(...)``
+    as a meter id must stay text when an operator opens the export (CSV formula injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def _blank(value: Any) -> Any:

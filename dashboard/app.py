@@ -141,11 +141,14 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
     app.include_router(events_router)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, Any]:
+    def healthz() -> Any:
+        """``{"status": "ok"}`` plus what the ingest is doing; 503 while it is failing (it retries)."""
         ingest = service.ingest
         if ingest is not None and ingest.error is not None:
-            return JSONResponse({"status": "error", "detail": f"ingest stopped: {ingest.error}"}, status_code=503)
-        return {"status": "ok"}
+            return JSONResponse({"status": "error", "ingest": "failing", "detail": f"ingest: {ingest.error}"},
+                                status_code=503)
+        state = "off" if ingest is None else "following" if ingest.assigned.is_set() else "waiting for topics"
+        return {"status": "ok", "ingest": state}
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -22,7 +23,7 @@ from dashboard.ingest import KafkaIngest
 from dashboard.metrics import DashboardMetrics
 from dashboard.ratelimit import RateLimiter
 from dashboard.settings import DashboardSettings
-from dashboard.store import StoredBatch
+from dashboard.store import StoredBatch, summary
 from dashboard.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class DashboardService:
         self._producer: Any = None
         self._watcher: Any = None
         self._lock = threading.Lock()
+        self._summary_lock = threading.Lock()
+        self._summary: tuple[float, dict[str, Any]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, consume: bool | None = None) -> None:
@@ -115,6 +118,15 @@ class DashboardService:
         from models.artifacts import list_versions
 
         return [asdict(m) for m in reversed(list_versions(self.settings.model_dir))]
+
+    def cached_summary(self) -> dict[str, Any]:
+        """The fleet summary, computed at most once a second however many live clients ask."""
+        with self._summary_lock:
+            now = time.monotonic()
+            if self._summary is None or now - self._summary[0] > 1.0:
+                with self.sessions() as session:
+                    self._summary = (now, summary(session, self.current_model_version()))
+            return self._summary[1]
 
     def current_model_version(self) -> str | None:
         from models.artifacts import latest_version

@@ -47,7 +47,7 @@ def test_reads_are_public_by_default_and_refused_when_configured(dashboard_facto
             allowed = private.client.get(path, headers=private.auth)
             assert allowed.status_code == 200, path
     assert private.client.get("/api/v1/session").json() == {"authenticated": False, "name": None, "read_public": False}
-    assert private.client.get("/healthz").status_code == 200
+    assert private.client.get("/healthz").json() == {"status": "ok", "ingest": "off"}
 
 
 def test_session_login_cookie_and_logout(dashboard_factory):
@@ -370,3 +370,10 @@ def test_revoking_a_token_ends_its_sessions(dash):
                             ).status_code == 401
     assert dash.client.post("/api/v1/alert-rules", headers={"Authorization": f"Bearer {other}"},
                             json={"name": "x", "email_to": "a@b.org"}).status_code == 201
+
+
+def test_csv_export_defuses_spreadsheet_formulas_in_text_cells(dash):
+    dash.store(anomalies=[anomaly_record('=HYPERLINK("http://evil")', T0, feeder="@F1")])
+    rows = list(csv.DictReader(io.StringIO(dash.client.get("/api/v1/anomalies.csv").text)))
+    assert rows[0]["meter_id"] == "'=HYPERLINK(\"http://evil\")" and rows[0]["feeder_id"] == "'@F1"
+    assert rows[0]["residual"] == "4.0"  # numbers are left alone (a negative residual stays a number)

@@ -282,7 +282,7 @@ def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_
         assert set(readings[0]) >= {"meter_id", "feeder_id", "timestamp", "kwh"}
         summary = next(d for e, d in events if e == "summary")
         assert set(summary) >= {"meters", "feeders", "readings_last_hour", "anomalies_24h"}
-        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "ingest": "following"}
     finally:
         server.should_exit = True
         thread.join(20)
