@@ -37,6 +37,10 @@ from forecaster.warm_start import load_params, save_params
 
 log = logging.getLogger(__name__)
 
+_MIN_METERS_PER_WORKER = 8
+"""Fewer meters than this per worker are fitted in this process when no pool runs yet: starting
+processes (and importing Prophet in each) costs seconds, more than fitting a handful of meters."""
+
 Progress = Callable[[int, int], None]
 """Called with (meters done, meters in the run) after each chunk."""
 
@@ -61,6 +65,10 @@ def _init_worker() -> None:
     _backend()  # import Prophet and load the Stan model before the first chunk arrives
 
 
+def _ready() -> bool:
+    return True
+
+
 def fit_chunk(chunk: Sequence[tuple[MeterSeries, dict[str, np.ndarray] | None]], options: FitOptions) -> list[ForecastResult]:
     return [forecast_meter(series, options, init) for series, init in chunk]
 
@@ -79,13 +87,20 @@ class FitPool:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
         return self._pool
 
+    def warm_up(self) -> None:
+        """Start the processes now (without waiting), so they import Prophet while history is read."""
+        if self.workers > 1:
+            pool = self._executor()
+            for _ in range(self.workers):
+                pool.submit(_ready)
+
     def map(self, items: list, options: FitOptions, stop: threading.Event,
             task: Callable[[Sequence, FitOptions], list] = fit_chunk) -> Iterable[list]:
         """``task`` over chunks of ``items``, results in completion order; stops handing out work once
         ``stop`` is set. ``task`` must be a module-level function (it is pickled to the workers)."""
         if not items:
             return
-        if self.workers <= 1:
+        if self.workers <= 1 or (len(items) < _MIN_METERS_PER_WORKER * self.workers and self._pool is None):
             size = max(1, min(64, math.ceil(len(items) / 20)))
             for i in range(0, len(items), size):
                 if stop.is_set():
@@ -246,6 +261,7 @@ def run_once(
     from forecaster.publish import ForecastPublisher
 
     started = time.perf_counter()
+    pool.warm_up()
     try:
         frame = read_history(settings, csv)
         series = series_from_readings(frame, settings.history_seconds, meters)

@@ -36,6 +36,7 @@ def test_run_in_worker_processes_survives_a_bad_meter_and_keeps_warm_start_state
     published: list[ForecastResult] = []
     progress: list[tuple[int, int]] = []
     pool = FitPool(2)
+    pool.warm_up()  # few meters: without a running pool they would be fitted in this process
     try:
         summary = forecast_series(series, _settings(tmp_path, workers=2), pool, publish=published.append,
                                   progress=lambda d, t: progress.append((d, t)))
