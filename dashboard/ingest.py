@@ -149,7 +149,10 @@ class KafkaIngest:
                 continue
             try:
                 if topic == self.topics.readings:
-                    decode_into(columns, self.serde, value, f"topic:{topic}[{partition}]@{offset}")
+                    # Invalid readings are the stream worker's to dead-letter; only count what cannot be decoded.
+                    rejected = decode_into(columns, self.serde, value, f"topic:{topic}[{partition}]@{offset}")
+                    if any(r.raw_bytes is not None for r in rejected):
+                        self.metrics.records_undecodable.labels(topic=topic).inc()
                 elif topic == self.topics.anomalies:
                     name, record = self.serde.decode(value, raw_timestamps=True)
                     if name == ANOMALY:

@@ -286,3 +286,23 @@ def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def test_undecodable_messages_are_counted_and_skipped(kafka, settings_for):
+    topics = kafka.fresh_topics(partitions=1)
+    raw = Producer(kafka.connection.confluent_config())
+    raw.produce(topics.anomalies, b"not avro", b"M1")
+    raw.produce(topics.anomalies, serde.encode(METER_READING, {  # a valid record of the wrong type
+        "meter_id": "M1", "feeder_id": "F1", "timestamp": T0, "energy_kwh": 1.0, "interval_seconds": 900}), b"M1")
+    raw.produce(topics.forecasts, b"\xc3\x01garbage!", b"M1")
+    raw.produce(topics.readings, b"junk", b"F1")
+    assert raw.flush(30) == 0
+    _produce_anomalies(kafka, topics, [anomaly_record("M1", T0)])
+    with TestClient(create_app(settings_for(topics))) as client:
+        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, what="the good anomaly")
+        _wait(lambda: _metric(client, "wattsup_dashboard_records_undecodable_total", topics.anomalies) == 2,
+              what="undecodable anomalies counted")
+        assert _metric(client, "wattsup_dashboard_records_undecodable_total", topics.forecasts) == 1
+        _wait(lambda: _metric(client, "wattsup_dashboard_records_undecodable_total", topics.readings) == 1,
+              what="undecodable reading counted")
+        assert client.get("/healthz").json()["status"] == "ok"
