@@ -194,7 +194,8 @@ class LocalKafkaNode:
             return
         cluster_id = self.cluster_id or self._random_cluster_id()
         result = subprocess.run(
-            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties_file)),
+            # `--cluster-id=ID`, not `-t ID`: a random id may start with "-", which argparse takes for an option.
+            self._java_cmd("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.properties_file)),
             capture_output=True, text=True,
         )
         if result.returncode != 0:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
                           KafkaError.COORDINATOR_NOT_AVAILABLE}
@@ -82,17 +83,22 @@ class LagReader:
         return committed
 
     def _committed_with_retry(self, group: str, wanted: list[TopicPartition]) -> list[TopicPartition]:
-        """A coordinator that is moving or still loading (fresh cluster, broker restart) answers with a
-        retriable error for a moment; retry until the request timeout instead of failing the scrape."""
+        return self._retrying(f"committed offsets of {group}", lambda remaining: self._consumer(group).committed(
+            wanted, timeout=remaining))
+
+    def _retrying(self, what: str, request: Callable[[float], T]) -> T:
+        """A coordinator or partition leader that is moving or still loading (fresh topic, broker
+        restart, lost broker) answers with a retriable error for a moment; retry until the request
+        timeout instead of failing the scrape."""
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                return self._consumer(group).committed(wanted, timeout=max(deadline - time.monotonic(), 0.5))
+                return request(max(deadline - time.monotonic(), 0.5))
             except KafkaException as exc:
                 error = exc.args[0]
-                if error.code() not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                if not (error.retriable() or error.code() in _COORDINATOR_NOT_READY) or time.monotonic() > deadline:
                     raise
-                log.debug("committed offsets of %s: %s; retrying", group, error)
+                log.debug("%s: %s; retrying", what, error)
                 time.sleep(0.2)
 
     def _consumer(self, group: str) -> Consumer:
@@ -115,10 +121,11 @@ class LagReader:
         request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions}
         if not request:
             return {}
-        ends: dict[tuple[str, int], int] = {}
-        for tp, future in self.admin.list_offsets(request, request_timeout=self.timeout).items():
-            ends[(tp.topic, tp.partition)] = future.result().offset
-        return ends
+        def read(remaining: float) -> dict[tuple[str, int], int]:
+            futures = self.admin.list_offsets(request, request_timeout=remaining)
+            return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+
+        return self._retrying("end offsets", read)
 
     def snapshot(self) -> LagSnapshot:
         partitions = self.partitions_of(self.topics)

@@ -53,8 +53,14 @@ def test_pipeline_survives_losing_one_of_three_brokers(cluster, tmp_path, monkey
     topics = TopicNames(partitions=4)
     ensure_topics(connection, topics)
     admin = AdminClient(connection.confluent_config())
-    md = admin.list_topics(timeout=10)
-    for name in (topics.readings, topics.anomalies, topics.forecasts, topics.control, topics.dead_letters):
+    names = (topics.readings, topics.anomalies, topics.forecasts, topics.control, topics.dead_letters)
+    deadline = time.monotonic() + 30
+    while True:  # each broker learns of new topics from the controller a moment apart
+        md = admin.list_topics(timeout=10)
+        if all(name in md.topics for name in names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    for name in names:
         assert all(len(p.replicas) == 3 for p in md.topics[name].partitions.values()), name
     resource = ConfigResource(ConfigResource.Type.TOPIC, topics.readings)
     assert admin.describe_configs([resource])[resource].result()["min.insync.replicas"].value == "2"

@@ -11,7 +11,7 @@ import urllib.request
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 
 from deploy.kafka.launcher import free_port
@@ -41,7 +41,17 @@ def group_with_known_lag(kafka):
     group = f"lag-test-{uuid.uuid4().hex[:8]}"
     consumer = Consumer({**kafka.connection.confluent_config(), "group.id": group, "enable.auto.commit": False})
     committed = {0: 10, 2: 20, 3: 33}
-    consumer.commit(offsets=[TopicPartition(topics.readings, p, o) for p, o in committed.items()], asynchronous=False)
+    offsets = [TopicPartition(topics.readings, p, o) for p, o in committed.items()]
+    deadline = time.monotonic() + 60
+    while True:  # the first group on a fresh broker meets a coordinator that is still loading
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            break
+        except KafkaException as exc:
+            if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_COORDINATOR \
+                    or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     consumer.close()
     return topics, group, counts, committed
 
