@@ -45,27 +45,35 @@ class DueAccuracy:
     meters: int
 
 
+def _load_horizons(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    try:
+        with np.load(path, allow_pickle=True) as data:  # our own file, written by save_horizons
+            return {str(m): (e, x) for m, e, x in zip(data["meters"], data["end_ms"], data["expected"])}
+    except Exception as exc:  # noqa: BLE001 - a damaged file only costs one accuracy figure
+        log.warning("ignoring unreadable horizons file %s: %s", path, exc)
+        return None
+
+
 def save_horizons(data_dir: Path, results: Iterable[ForecastResult]) -> None:
-    rows = [r for r in results if r.outcome != FAILED and len(r.end_ms)]
+    """Keep this run's horizons (and those of meters it did not forecast, e.g. a ``--meters`` run)."""
+    path = data_dir / HORIZONS_FILE
+    horizons = (_load_horizons(path) or {}) if path.exists() else {}
+    horizons.update({r.meter_id: (r.end_ms, r.expected) for r in results if r.outcome != FAILED and len(r.end_ms)})
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / f".{HORIZONS_FILE}.{os.getpid()}.tmp.npz"
-    end_ms, expected = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
-    for i, r in enumerate(rows):
-        end_ms[i], expected[i] = r.end_ms, r.expected
-    np.savez(tmp, meters=np.array([r.meter_id for r in rows], dtype=str), end_ms=end_ms, expected=expected)
-    os.replace(tmp, data_dir / HORIZONS_FILE)
+    meters = sorted(horizons)
+    end_ms, expected = np.empty(len(meters), dtype=object), np.empty(len(meters), dtype=object)
+    for i, m in enumerate(meters):
+        end_ms[i], expected[i] = horizons[m]
+    np.savez(tmp, meters=np.array(meters, dtype=str), end_ms=end_ms, expected=expected)
+    os.replace(tmp, path)
 
 
 def due_accuracy(data_dir: Path, series: Iterable[MeterSeries]) -> DueAccuracy | None:
     """sMAPE of the previous run's horizons over the points the new history now covers."""
     path = data_dir / HORIZONS_FILE
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=True) as data:  # our own file, written by save_horizons
-            previous = {str(m): (e, x) for m, e, x in zip(data["meters"], data["end_ms"], data["expected"])}
-    except Exception as exc:  # noqa: BLE001 - a damaged file only costs one accuracy figure
-        log.warning("ignoring unreadable horizons file %s: %s", path, exc)
+    previous = _load_horizons(path) if path.exists() else None
+    if previous is None:
         return None
     terms: list[np.ndarray] = []
     meters = 0

@@ -139,3 +139,17 @@ def kafka_free_publisher():
     publisher = ForecastPublisher.__new__(ForecastPublisher)
     publisher.serde, publisher.summary, publisher.partitions, publisher.topic = SingleObjectSerde(), PublishSummary(), 4, "t"
     return publisher
+
+
+def test_horizons_of_meters_left_out_of_a_run_are_kept(tmp_path):
+    from forecaster.accuracy import HORIZONS_FILE
+
+    def result(meter: str, value: float) -> ForecastResult:
+        return ForecastResult(meter, "F1", 3600, PROPHET, "p", end_ms=np.array([3_600_000]), expected=np.array([value]),
+                              lower=np.zeros(1), upper=np.ones(1))
+
+    save_horizons(tmp_path, [result("A", 1.0), result("B", 2.0)])
+    save_horizons(tmp_path, [result("B", 3.0)])  # e.g. `wattsup forecast run --meters B`
+    with np.load(tmp_path / HORIZONS_FILE, allow_pickle=True) as data:
+        kept = {str(m): float(x[0]) for m, x in zip(data["meters"], data["expected"])}
+    assert kept == {"A": 1.0, "B": 3.0}
