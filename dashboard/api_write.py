@@ -160,13 +160,14 @@ async def post_detect(
     data = await file.read(service.settings.max_upload_bytes + 1)
     if len(data) > service.settings.max_upload_bytes:
         raise HTTPException(413, f"the uploaded file is larger than the limit of {service.settings.max_upload_mb:g} MB")
-    if not data.strip():
+    if not data or data.isspace():
         raise HTTPException(400, "the uploaded file is empty")
     timings = DetectTimings()
-    started = time.perf_counter()
     try:
-        model = await run_in_threadpool(service.model_cache.get)
-        body = await run_in_threadpool(detect_upload, data, file.filename, model, sensitivity, timings)
+        async with service.detect_slots:
+            started = time.perf_counter()
+            model = await run_in_threadpool(service.model_cache.get)
+            body = await run_in_threadpool(detect_upload, data, file.filename, model, sensitivity, timings)
     except UploadError as exc:
         return JSONResponse({"detail": str(exc), "rejected_rows": exc.rejected_rows[:1000]}, status_code=400)
     service.metrics.detect_seconds.observe(time.perf_counter() - started)

@@ -6,6 +6,7 @@ created on demand, so an app for pure API tests needs no broker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -47,6 +48,7 @@ class DashboardService:
         self.write_limiter = RateLimiter(settings.ingest_rate_per_minute)
         self.detect_limiter = RateLimiter(settings.detect_rate_per_minute)
         self.model_cache = ModelCache(settings.model_dir)
+        self.detect_slots = asyncio.Semaphore(max(1, settings.detect_concurrency))
         self.produce_lock = threading.Lock()
         self._producer: Any = None
         self._watcher: Any = None

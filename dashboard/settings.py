@@ -37,6 +37,8 @@ class DashboardSettings(BaseSettings):
     """Requests per minute one token (or client address) may make to the writing endpoints."""
     detect_rate_per_minute: int = 10
     """CSV uploads per minute per token: each may take seconds of CPU."""
+    detect_concurrency: int = 1
+    """Uploads scored at once; more wait their turn (a million-row upload needs about 1.5 GB while scored)."""
     session_hours: float = 12.0
     cookie_secure: bool = False
     """Mark the session cookie Secure (set it when the dashboard is served over HTTPS)."""
