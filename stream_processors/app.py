@@ -20,6 +20,7 @@ Why it is shaped this way (see FACTS.md for the measurements):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -158,10 +159,19 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
                 if latest_ms > newest_reading_ms.get(feeder, 0):  # a batch of late readings never moves it back
                     newest_reading_ms[feeder] = latest_ms
                     metrics.FEEDER_LAST_READING.labels(feeder=feeder).set(latest_ms / 1000.0)
+            # Anomalies go to their feeder's partition (where a successor looks for them after a
+            # crash) and are durable before the state that marks their readings as seen is
+            # written: a crash may then repeat an anomaly, which the successor filters out
+            # (stream_processors/emitted_anomalies.py), but never loses one.
+            deliveries = []
             for anomaly in result.anomalies:
                 metrics.ANOMALIES.labels(severity=anomaly["severity"]).inc()
                 metrics.FEEDER_ANOMALIES.labels(feeder=anomaly["feeder_id"]).inc()
-                await anomalies.send(key=anomaly["meter_id"].encode(), value=serde.encode(ANOMALY, anomaly))
+                deliveries.append(await anomalies.send(
+                    key=anomaly["meter_id"].encode(), value=serde.encode(ANOMALY, anomaly),
+                    partition=partition_for(anomaly["feeder_id"], topics.partitions)))
+            if deliveries:
+                await asyncio.gather(*deliveries)
             engine.persist(result.touched_feeders)
 
     @app.agent(forecasts, name="keep-forecasts")

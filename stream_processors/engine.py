@@ -125,7 +125,8 @@ class DetectionEngine:
         timestamps_ms = np.asarray(timestamps_ms, dtype=np.int64)
         rows = self.store.rows_for(meter_ids)
         fb = self.extractor.transform_batch(meter_ids, timestamps_ms, kwh, interval_s, expected, lower, upper,
-                                            peer_groups=feeder_ids if peer_groups is None else peer_groups)
+                                            peer_groups=feeder_ids if peer_groups is None else peer_groups,
+                                            rows=rows)
         scored = fb.scored
         use_model = scored & ~fb.cold if self.model else np.zeros(n, dtype=bool)
         use_rules = scored & ~use_model

@@ -303,9 +303,11 @@ class FeatureExtractor:
         lower: np.ndarray | None = None,
         upper: np.ndarray | None = None,
         peer_groups: list[str] | np.ndarray | None = None,
+        rows: np.ndarray | None = None,
     ) -> FeatureBatch:
         """Features of a batch, in each meter's order; ``peer_groups`` (e.g. the feeder of each
-        reading) enables the peer correction, see :func:`correct_for_peers`."""
+        reading) enables the peer correction, see :func:`correct_for_peers`; ``rows`` are the
+        meters' store rows when the caller already looked them up."""
         n = len(meter_ids)
         ts = np.asarray(timestamps_ms, dtype=np.int64)
         kwh = np.asarray(kwh, dtype=np.float64)
@@ -315,7 +317,8 @@ class FeatureExtractor:
         fc_lo = nan if lower is None else np.asarray(lower, dtype=np.float64)
         fc_hi = nan if upper is None else np.asarray(upper, dtype=np.float64)
 
-        rows = self.store.rows_for(meter_ids)
+        if rows is None:
+            rows = self.store.rows_for(meter_ids)
         out = FeatureBatch(
             matrix=np.zeros((n, len(FEATURE_NAMES))), expected=np.zeros(n), baseline=np.zeros(n),
             spread=np.zeros(n), unchanged_intervals=np.zeros(n), zero_hours=np.zeros(n),

@@ -47,3 +47,7 @@ FEEDER_LAST_READING = Gauge(
     "Event time of the newest reading scored per feeder (Unix seconds).", ["feeder"],
 )
 FEEDER_ANOMALIES = Counter("wattsup_stream_feeder_anomalies_total", "Anomalies emitted per feeder.", ["feeder"])
+ANOMALIES_ALREADY_EMITTED = Counter(
+    "wattsup_stream_anomalies_already_emitted_total",
+    "Anomalies not emitted again because a crashed worker had emitted them before its state was saved.",
+)

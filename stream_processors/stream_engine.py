@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from stream_processors.reading_columns import ReadingColumns
 log = logging.getLogger(__name__)
 
 _FAST_FIELDS = ("last_ts", "scalars", "window", "window_expected", "seen")
+EMITTED_MARGIN_MS = 60_000
+"""Anomalies read back from this long before a recovered state was written (clock skew between hosts)."""
 
 
 def _pack(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
@@ -92,7 +95,11 @@ class StreamResult:
 
 class StreamEngine:
     def __init__(self, model_dir: Path, serde: Any, *, sensitivity: Callable[[str], float] | None = None,
-                 thresholds: Thresholds | None = None) -> None:
+                 thresholds: Thresholds | None = None,
+                 emitted_since: Callable[[str, int], set[tuple[str, int]]] | None = None) -> None:
+        """``emitted_since(feeder, since_ms)`` reads back anomalies already on the topic, see
+        :mod:`stream_processors.emitted_anomalies`; without it a recovered worker may repeat
+        anomalies a crashed one emitted just before it died."""
         self.model_dir = model_dir
         self.serde = serde
         self.engine = DetectionEngine(self._load_model(), MeterStateStore(), sensitivity=sensitivity,
@@ -105,6 +112,11 @@ class StreamEngine:
         self._forecast_blobs: dict[str, dict[str, bytes]] = {}
         """feeder -> meter -> the Forecast record as received."""
         self._members: dict[str, set[str]] = {}
+        self.emitted_since = emitted_since
+        self._already_emitted: dict[str, set[tuple[str, int]]] = {}
+        """feeder -> (meter, timestamp) of anomalies a predecessor emitted after its last state write."""
+        self._feeder_rows: dict[str, np.ndarray] = {}
+        """feeder -> store rows of ``feeder_meters[feeder]``, for persisting without lookups."""
         self._publish_model_info()
 
     # -- model ---------------------------------------------------------------------------
@@ -177,7 +189,11 @@ class StreamEngine:
         store.import_rows(meters, arrays)
         self.feeder_meters[feeder] = list(meters)
         self._members[feeder] = set(meters)
+        self._feeder_rows.pop(feeder, None)
         self._written[feeder] = blob
+        if self.emitted_since is not None:
+            since = int(header.get("persisted_at", 0)) - EMITTED_MARGIN_MS
+            self._already_emitted[feeder] = self.emitted_since(feeder, since)
         self._load_forecasts(feeder)
 
     def persist(self, touched: dict[str, tuple[set[int], set[int]]]) -> None:
@@ -187,9 +203,11 @@ class StreamEngine:
         store = self.engine.store
         for feeder, (how_slots, hod_slots) in touched.items():
             meters = self.feeder_meters[feeder]
-            rows = store.rows_for(meters)
+            rows = self._feeder_rows.get(feeder)
+            if rows is None or len(rows) != len(meters):  # store rows never move; members only grow
+                rows = self._feeder_rows[feeder] = store.rows_for(meters)
             fast = {name: getattr(store, name)[rows] for name in _FAST_FIELDS}
-            blob = _pack({"meters": meters}, fast)
+            blob = _pack({"meters": meters, "persisted_at": int(time.time() * 1000)}, fast)
             self.state_table[f"{feeder}|fast".encode()] = blob
             self._written[feeder] = blob
             for slot in how_slots:
@@ -281,5 +299,11 @@ class StreamEngine:
             slots[1].add(d)
             if t > latest[feeder]:
                 latest[feeder] = t
-        return StreamResult(anomalies=result.anomalies, scored=result.scored, duplicates=result.duplicates,
+        anomalies = result.anomalies
+        if self._already_emitted and anomalies:
+            before = self._already_emitted
+            kept = [a for a in anomalies if (a["meter_id"], a["timestamp"]) not in before.get(a["feeder_id"], ())]
+            metrics.ANOMALIES_ALREADY_EMITTED.inc(len(anomalies) - len(kept))
+            anomalies = kept
+        return StreamResult(anomalies=anomalies, scored=result.scored, duplicates=result.duplicates,
                             touched_feeders=touched, feeder_latest_ms=latest)

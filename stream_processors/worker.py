@@ -8,6 +8,7 @@ from prometheus_client import start_http_server
 
 from schemas.serde import make_serde
 from stream_processors.app import create_app
+from stream_processors.emitted_anomalies import EmittedAnomalies
 from stream_processors.sensitivity import SensitivityWatcher
 from stream_processors.settings import StreamSettings
 from stream_processors.stream_engine import StreamEngine
@@ -24,7 +25,8 @@ def run_worker(settings: StreamSettings) -> None:
     watcher = SensitivityWatcher(settings.kafka, settings.topics)
     watcher.start()
     serde = make_serde(settings.kafka.schema_registry_url, **settings.kafka.registry_config())
-    engine = StreamEngine(settings.model_dir, serde, sensitivity=watcher.for_meter)
+    emitted = EmittedAnomalies(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
+    engine = StreamEngine(settings.model_dir, serde, sensitivity=watcher.for_meter, emitted_since=emitted.since)
     app = create_app(settings, engine)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -47,9 +47,19 @@ class KafkaFixture:
 
 
 def start_test_broker(data_dir, **kwargs) -> LocalKafkaNode:
-    node = LocalKafkaNode(data_dir=data_dir, port=free_port(), controller_port=free_port(), heap="384m", **kwargs)
-    node.start(timeout=120)
-    return node
+    """A broker on free ports; retried on new ports if another process took one in between."""
+    from deploy.kafka.launcher import BrokerError
+
+    for attempt in range(3):
+        where = data_dir if attempt == 0 else Path(data_dir) / f"retry-{attempt}"
+        node = LocalKafkaNode(data_dir=where, port=free_port(), controller_port=free_port(), heap="384m", **kwargs)
+        try:
+            node.start(timeout=120)
+            return node
+        except BrokerError as exc:
+            if "already in use" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")

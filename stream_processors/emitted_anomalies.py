@@ -1,0 +1,80 @@
+"""What a crashed worker already emitted: so its successor does not say it twice.
+
+The worker makes each anomaly durable *before* it writes the state that marks the reading as
+seen, so a crash never loses an anomaly. The price is a narrow window in which an anomaly is on
+the topic but the state that remembers it is not in the changelog yet; after a crash those
+readings come again and would be flagged again. So when a worker takes a feeder's state over
+from the changelog (recovery after a crash, or a rebalance), it reads back the anomalies of that
+feeder's partition emitted since the state was last written (anomalies go to their feeder's
+partition, like readings and forecasts) and does not emit those again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.partitioning import partition_for
+from schemas.serde import ANOMALY, SerdeError
+from wattsup.kafka_settings import KafkaConnection
+
+log = logging.getLogger(__name__)
+
+REUSE_SECONDS = 30.0
+"""A partition read back this recently serves the other feeders of that partition too."""
+
+
+class EmittedAnomalies:
+    """Reads back recently emitted anomalies per feeder, one partition at a time."""
+
+    def __init__(self, connection: KafkaConnection, topic: str, partitions: int, serde: Any,
+                 timeout: float = 10.0) -> None:
+        self.connection = connection
+        self.topic = topic
+        self.partitions = partitions
+        self.serde = serde
+        self.timeout = timeout
+        self._cache: dict[int, tuple[float, int, dict[str, set[tuple[str, int]]]]] = {}
+
+    def since(self, feeder: str, since_ms: int) -> set[tuple[str, int]]:
+        """(meter_id, timestamp ms) of the feeder's anomalies written at or after ``since_ms``."""
+        partition = partition_for(feeder, self.partitions)
+        cached = self._cache.get(partition)
+        if cached is not None and time.monotonic() - cached[0] < REUSE_SECONDS and cached[1] <= since_ms:
+            return cached[2].get(feeder, set())
+        by_feeder = self._read_partition(partition, since_ms)
+        self._cache[partition] = (time.monotonic(), since_ms, by_feeder)
+        return by_feeder.get(feeder, set())
+
+    def _read_partition(self, partition: int, since_ms: int) -> dict[str, set[tuple[str, int]]]:
+        consumer = Consumer({**self.connection.confluent_config(), "group.id": f"wattsup-emitted-{uuid.uuid4().hex[:8]}",
+                             "enable.auto.commit": False})
+        found: dict[str, set[tuple[str, int]]] = {}
+        try:
+            start = consumer.offsets_for_times([TopicPartition(self.topic, partition, since_ms)],
+                                               timeout=self.timeout)[0].offset
+            _, end = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=self.timeout)
+            if start < 0 or start >= end:
+                return found
+            consumer.assign([TopicPartition(self.topic, partition, start)])
+            position, deadline = start, time.monotonic() + self.timeout
+            while position < end and time.monotonic() < deadline:
+                for msg in consumer.consume(1000, timeout=0.5):
+                    if msg.error() is not None:
+                        continue
+                    position = msg.offset() + 1
+                    try:
+                        name, record = self.serde.decode(msg.value(), raw_timestamps=True)
+                    except SerdeError:
+                        continue
+                    if name == ANOMALY:
+                        found.setdefault(record["feeder_id"], set()).add((record["meter_id"], int(record["timestamp"])))
+            log.info("read back %d anomalies of %s[%d] emitted since %d to avoid repeating them",
+                     sum(map(len, found.values())), self.topic, partition, since_ms)
+        finally:
+            consumer.close()
+        return found
