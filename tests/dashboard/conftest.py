@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,10 @@ from dashboard.auth import create_token
 from dashboard.service import DashboardService
 from dashboard.settings import DashboardSettings
 from dashboard.store import IngestBatch, StoredBatch, store_batch
+
+POSTGRES_URL = os.environ.get("WATTSUP_TEST_POSTGRES_URL")
+"""Optional: a PostgreSQL server URL (e.g. ``postgresql+psycopg://user@127.0.0.1:5432/postgres``); the API
+tests then run on a fresh database there instead of a SQLite file. Unset (the default) means SQLite."""
 
 T0 = 1_795_000_000_000
 """A fixed reading time (ms) so tests do not depend on the clock."""
@@ -54,13 +60,43 @@ class DashboardHarness:
             return store_batch(session, batch)
 
 
+class _PostgresDatabases:
+    """Fresh PostgreSQL databases for one test, dropped afterwards."""
+
+    def __init__(self, server_url: str) -> None:
+        from sqlalchemy import create_engine
+
+        self.server_url = server_url
+        self.admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+        self.names: list[str] = []
+
+    def create(self) -> str:
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+
+        name = f"wattsup_test_{uuid.uuid4().hex[:12]}"
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))  # a generated name, never user input
+        self.names.append(name)
+        return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        from sqlalchemy import text
+
+        with self.admin.connect() as connection:
+            for name in self.names:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
 @pytest.fixture
 def dashboard_factory(tmp_path: Path) -> Iterator[Callable[..., DashboardHarness]]:
     clients: list[TestClient] = []
+    postgres = _PostgresDatabases(POSTGRES_URL) if POSTGRES_URL else None
 
     def make(**overrides: Any) -> DashboardHarness:
-        fields = {"database_url": f"sqlite:///{tmp_path / f'db{len(clients)}' / 'wattsup.db'}", "consume": False,
-                  "model_dir": tmp_path / "models", **overrides}
+        url = postgres.create() if postgres else f"sqlite:///{tmp_path / f'db{len(clients)}' / 'wattsup.db'}"
+        fields = {"database_url": url, "consume": False, "model_dir": tmp_path / "models", **overrides}
         settings = DashboardSettings(**fields)
         app = create_app(settings)
         client = TestClient(app)
@@ -73,6 +109,8 @@ def dashboard_factory(tmp_path: Path) -> Iterator[Callable[..., DashboardHarness
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+    if postgres:
+        postgres.drop_all()
 
 
 @pytest.fixture
