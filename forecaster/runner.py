@@ -19,11 +19,13 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,6 +71,12 @@ def _ready() -> bool:
     return True
 
 
+def _failed_chunk(chunk: Sequence[tuple[MeterSeries, dict[str, np.ndarray] | None]], exc: BaseException,
+                  ) -> list[ForecastResult]:
+    reason = f"fitting process failed: {type(exc).__name__}: {exc}"[:300]
+    return [ForecastResult(s.meter_id, s.feeder_id, s.interval_seconds, FAILED, "none", reason=reason) for s, _ in chunk]
+
+
 def fit_chunk(chunk: Sequence[tuple[MeterSeries, dict[str, np.ndarray] | None]], options: FitOptions) -> list[ForecastResult]:
     return [forecast_meter(series, options, init) for series, init in chunk]
 
@@ -80,11 +88,15 @@ class FitPool:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
+    @staticmethod
+    def _context() -> Any:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["forecaster.fitting", "forecaster.fast_backend"])  # Prophet imported once
+        return context
+
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["forecaster.fitting", "forecaster.fast_backend"])  # Prophet imported once
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context(), initializer=_init_worker)
         return self._pool
 
     def warm_up(self) -> None:
@@ -95,9 +107,18 @@ class FitPool:
                 pool.submit(_ready)
 
     def map(self, items: list, options: FitOptions, stop: threading.Event,
-            task: Callable[[Sequence, FitOptions], list] = fit_chunk) -> Iterable[list]:
+            task: Callable[[Sequence, FitOptions], list] = fit_chunk,
+            on_error: Callable[[Sequence, BaseException], list] | None = None) -> Iterator[list]:
         """``task`` over chunks of ``items``, results in completion order; stops handing out work once
-        ``stop`` is set. ``task`` must be a module-level function (it is pickled to the workers)."""
+        ``stop`` is set. ``task`` must be a module-level function (it is pickled to the workers).
+
+        A chunk whose task raises yields ``on_error(chunk, exc)`` instead (by default: failed
+        forecasts for its meters). A worker process that dies (killed, out of memory) breaks the
+        whole pool and every chunk not finished with it: those go to a new pool once, and if that
+        breaks too, each goes alone to a process of its own, so only the chunk that kills its
+        process is lost.
+        """
+        on_error = on_error or _failed_chunk
         if not items:
             return
         if self.workers <= 1 or (len(items) < _MIN_METERS_PER_WORKER * self.workers and self._pool is None):
@@ -108,23 +129,50 @@ class FitPool:
                 yield task(items[i:i + size], options)
             return
         size = max(1, min(64, math.ceil(len(items) / (self.workers * 8))))
-        pool = self._executor()
-        pending: set[Future] = {pool.submit(task, items[i:i + size], options) for i in range(0, len(items), size)}
+        lost = [items[i:i + size] for i in range(0, len(items), size)]
+        for _ in range(2):
+            lost = yield from self._round(self._executor(), lost, options, stop, task, on_error)
+            if not lost:
+                return
+            log.error("a fitting process died; %d unfinished chunks go to a new pool", len(lost))
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        for chunk in lost:  # isolate the chunk that kills its process
+            single = ProcessPoolExecutor(1, mp_context=self._context(), initializer=_init_worker)
+            try:
+                if (yield from self._round(single, [chunk], options, stop, task, on_error)):
+                    yield on_error(chunk, BrokenProcessPool("its fitting process died"))
+            finally:
+                single.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _round(pool: ProcessPoolExecutor, chunks: list[Sequence], options: FitOptions, stop: threading.Event,
+               task: Callable[[Sequence, FitOptions], list], on_error: Callable[[Sequence, BaseException], list],
+               ) -> Generator[list, None, list[Sequence]]:
+        """Run ``chunks`` on ``pool``; returns the chunks lost to a broken pool."""
+        futures: dict[Future, Sequence] = {pool.submit(task, chunk, options): chunk for chunk in chunks}
+        pending, lost = set(futures), []
         try:
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
                 if stop.is_set():
                     for future in pending:
                         future.cancel()
-                    pending = {f for f in pending if not f.cancelled()}
-                    for future in pending:  # already running: a chunk takes seconds at most
+                    done |= {f for f in pending if not f.cancelled()}  # running: seconds at most
+                    wait(done)
+                    pending = set()
+                for future in done:
+                    try:
                         yield future.result()
-                    return
+                    except BrokenProcessPool:
+                        lost.append(futures[future])
+                    except Exception as exc:  # noqa: BLE001 - one bad chunk never stops the run
+                        log.error("a chunk of %d meters failed: %s: %s", len(futures[future]), type(exc).__name__, exc)
+                        yield on_error(futures[future], exc)
         finally:
             for future in pending:
                 future.cancel()
+        return [] if stop.is_set() else lost
 
     def close(self) -> None:
         if self._pool is not None:

@@ -153,3 +153,36 @@ def test_horizons_of_meters_left_out_of_a_run_are_kept(tmp_path):
     with np.load(tmp_path / HORIZONS_FILE, allow_pickle=True) as data:
         kept = {str(m): float(x[0]) for m, x in zip(data["meters"], data["expected"])}
     assert kept == {"A": 1.0, "B": 3.0}
+
+
+def test_a_meter_that_kills_its_fitting_process_fails_alone(tmp_path, fleet_series, monkeypatch):
+    import shutil
+    import sys
+
+    helper = tmp_path / "helpers"
+    helper.mkdir()
+    (helper / "crash_helper.py").write_text(
+        "import os\n"
+        "from forecaster.runner import fit_chunk\n\n"
+        "def fit_or_die(chunk, options):\n"
+        "    if any(series.meter_id == 'KILLER' for series, _ in chunk):\n"
+        "        os._exit(9)  # as the kernel's OOM killer would end it\n"
+        "    return fit_chunk(chunk, options)\n")
+    monkeypatch.syspath_prepend(str(helper))  # the worker processes import the task from here
+    import crash_helper
+
+    killer = MeterSeries("KILLER", "F9", 3600, fleet_series[0].end_ms, fleet_series[0].kwh)
+    items = [(s, None) for s in [*fleet_series[:4], killer, *fleet_series[4:]]]
+    pool = FitPool(2)
+    pool.warm_up()  # a pool, not this process: few meters would otherwise be fitted here
+    try:
+        results = [r for chunk in pool.map(items, fit_options(_settings(tmp_path)), threading.Event(),
+                                           task=crash_helper.fit_or_die) for r in chunk]
+    finally:
+        pool.close()
+        sys.modules.pop("crash_helper", None)
+        shutil.rmtree(helper, ignore_errors=True)
+    outcomes = {r.meter_id: r.outcome for r in results}
+    assert len(results) == len(items) and outcomes.pop("KILLER") == FAILED
+    assert set(outcomes.values()) == {PROPHET}
+    assert "fitting process" in next(r.reason for r in results if r.meter_id == "KILLER")
