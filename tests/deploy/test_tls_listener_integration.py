@@ -2,7 +2,7 @@
 
 A throwaway CA (trustme) signs the broker's and the client's certificates in the test. The SSL
 listener requires client certificates (mutual TLS); the SASL_SSL listener takes a user name and
-password (SASL PLAIN) over TLS. Every client goes through the one `KafkaConnection` settings
+password over TLS (SASL PLAIN, and SCRAM-SHA-512 with a user created through the admin API). Every client goes through the one `KafkaConnection` settings
 object, as a deployment would set it with `WATTSUP_KAFKA_*`: the readings producer, topic
 creation, the history reader, and a real stream worker (Faust/aiokafka via `faust_credentials`).
 Wrong CA, missing client certificate and a wrong password are refused.
@@ -33,6 +33,8 @@ from wattsup.readings_history import read_readings
 pytestmark = pytest.mark.integration
 
 SASL_USER, SASL_PASSWORD = "wattsup-app", "meters-are-not-labels"
+SCRAM_USER, SCRAM_PASSWORD = "wattsup-scram", "salted-and-challenged"
+KEY_PASSWORD = "client-key-passphrase"
 
 
 @dataclass
@@ -41,13 +43,15 @@ class TlsFiles:
     client_cert: Path
     client_key: Path
     other_ca: Path
+    client_key_encrypted: Path
 
 
-def _pkcs8(key_pem: bytes) -> bytes:
-    """Kafka's PEM key stores read PKCS#8 only."""
+def _pkcs8(key_pem: bytes, password: str | None = None) -> bytes:
+    """Kafka's PEM key stores read PKCS#8 only; ``password`` encrypts the key."""
     key = serialization.load_pem_private_key(key_pem, password=None)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    encryption = (serialization.BestAvailableEncryption(password.encode()) if password
+                  else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
 @dataclass
@@ -82,11 +86,12 @@ def tls_broker(tmp_path_factory, broker_factory):
     other = trustme.CA(key_type=trustme.KeyType.RSA)
 
     files = TlsFiles(ca=tmp / "ca.pem", client_cert=tmp / "client.pem", client_key=tmp / "client.key",
-                     other_ca=tmp / "other-ca.pem")
+                     other_ca=tmp / "other-ca.pem", client_key_encrypted=tmp / "client-encrypted.key")
     ca.cert_pem.write_to_path(str(files.ca))
     other.cert_pem.write_to_path(str(files.other_ca))
     client.cert_chain_pems[0].write_to_path(str(files.client_cert))
     files.client_key.write_bytes(_pkcs8(client.private_key_pem.bytes()))
+    files.client_key_encrypted.write_bytes(_pkcs8(client.private_key_pem.bytes(), KEY_PASSWORD))
     keystore = tmp / "broker-keystore.pem"  # PKCS#8 key + certificate chain, one PEM file
     keystore.write_bytes(_pkcs8(server.private_key_pem.bytes()) + b"".join(c.bytes() for c in server.cert_chain_pems))
 
@@ -98,8 +103,10 @@ def tls_broker(tmp_path_factory, broker_factory):
                               "ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore),
                               "ssl.truststore.type": "PEM", "ssl.truststore.location": str(files.ca),
                               "listener.name.ssl.ssl.client.auth": "required",
-                              "sasl.enabled.mechanisms": "PLAIN",
+                              "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512",
                               "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+                              "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                                  "org.apache.kafka.common.security.scram.ScramLoginModule required;",
                           })
     yield TlsBroker(node, ssl_port, sasl_port, files)
 
@@ -176,17 +183,42 @@ def test_sasl_ssl_password_accepted_and_wrong_password_refused(tls_broker):
     assert any("Authentication failed" in e or "SASL" in e for e in errors), errors
 
 
+def test_sasl_scram_sha_512_user_created_through_the_admin_api(tls_broker):
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    admin = AdminClient(tls_broker.mtls().confluent_config())
+    upsert = UserScramCredentialUpsertion(SCRAM_USER, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096),
+                                          SCRAM_PASSWORD.encode())
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result()
+    connection = tls_broker.sasl(sasl_mechanism="SCRAM-SHA-512", sasl_username=SCRAM_USER,
+                                 sasl_password=SecretStr(SCRAM_PASSWORD))
+    topics = TopicNames(readings="scram.readings", forecasts="scram.forecasts", anomalies="scram.anomalies",
+                        dead_letters="scram.dead-letters", control="scram.control", partitions=1)
+    ensure_topics(connection, topics)
+    readings = _fleet(8)
+    with ReadingProducer(connection, topics) as producer:
+        producer.send_frame(readings, batch_by_feeder=True)
+    assert producer.summary.ok and producer.summary.sent == len(readings), producer.summary.line()
+    errors = _refused(tls_broker.sasl(sasl_mechanism="SCRAM-SHA-512", sasl_username=SCRAM_USER,
+                                      sasl_password=SecretStr("guess")))
+    assert any("Authentication failed" in e or "SASL" in e for e in errors), errors
+
+
 def test_stream_worker_over_mutual_tls(tls_broker, tmp_path, monkeypatch):
-    """A real `wattsup stream` (Faust on aiokafka, credentials from faust_credentials) over mutual TLS."""
+    """A real `wattsup stream` (Faust on aiokafka, credentials from faust_credentials) over mutual TLS,
+    with a password-protected client key, as is usual in production."""
     from tests.conftest import WorkerFactory
 
-    connection = tls_broker.mtls()
+    connection = tls_broker.mtls(ssl_key_location=tls_broker.files.client_key_encrypted,
+                                 ssl_key_password=SecretStr(KEY_PASSWORD))
     topics = TopicNames(readings="tlsw.readings", forecasts="tlsw.forecasts", anomalies="tlsw.anomalies",
                         dead_letters="tlsw.dead-letters", control="tlsw.control", partitions=2)
     ensure_topics(connection, topics)
     for key, value in {"SECURITY_PROTOCOL": "SSL", "SSL_CA_LOCATION": tls_broker.files.ca,
                        "SSL_CERTIFICATE_LOCATION": tls_broker.files.client_cert,
-                       "SSL_KEY_LOCATION": tls_broker.files.client_key}.items():
+                       "SSL_KEY_LOCATION": tls_broker.files.client_key_encrypted,
+                       "SSL_KEY_PASSWORD": KEY_PASSWORD}.items():
         monkeypatch.setenv(f"WATTSUP_KAFKA_{key}", str(value))
 
     @dataclass
