@@ -55,9 +55,11 @@ class Service:
 def demo_services(settings: DemoSettings) -> list[Service]:
     """The services the demo runs, each a ``wattsup`` sub-command."""
     from dashboard.settings import DashboardSettings
+    from stream_processors.settings import StreamSettings
 
     wattsup = [sys.executable, "-m", "wattsup.cli"]
     dashboard = DashboardSettings()
+    stream = StreamSettings()
     browse_host = "127.0.0.1" if dashboard.host in ("0.0.0.0", "::", "") else dashboard.host
     return [
         Service(
@@ -65,6 +67,7 @@ def demo_services(settings: DemoSettings) -> list[Service]:
             [*wattsup, "produce", "simulate", "--meters", str(settings.meters), "--interval", settings.interval,
              "--days", "0", "--speedup", str(settings.speedup), "--batch-by", "feeder"],
         ),
+        Service("stream", [*wattsup, "stream"], url=f"http://{stream.worker_host}:{stream.metrics_port}/metrics"),
         Service("dashboard", [*wattsup, "dashboard", "--host", dashboard.host, "--port", str(dashboard.port)],
                 url=f"http://{browse_host}:{dashboard.port}/"),
         # One run a minute (15 simulated hours at speedup 900), a day ahead, one fitting process so
@@ -96,6 +99,7 @@ class Demo:
             self.started_broker = True
         connection = self.settings.broker.kafka.model_copy(update={"bootstrap_servers": self.node.bootstrap_servers})
         ensure_topics(connection, self.settings.broker.topics)
+        self.ensure_model()
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         env = self._child_env()
         for service in self.services:
@@ -103,6 +107,28 @@ class Demo:
             service.process = subprocess.Popen(service.argv, stdout=out, stderr=subprocess.STDOUT, env=env,
                                                stdin=subprocess.DEVNULL, start_new_session=True)
             log.info("started %s (pid %s), log %s", service.name, service.process.pid, out.name)
+
+    def ensure_model(self) -> None:
+        """Give the stream worker a detector: train one on simulated history if none exists yet.
+
+        The history is the demo fleet's kind (same interval) but another seed than the live
+        simulator, so the worker judges readings its model has not seen.
+        """
+        from models.artifacts import latest_version
+        from stream_processors.settings import StreamSettings
+
+        model_dir = StreamSettings().model_dir
+        if latest_version(model_dir) is not None:
+            return
+        from models.training import train_and_save
+        from producers.cli import parse_interval
+        from producers.simulator import FleetConfig, simulate_fleet
+
+        started = time.monotonic()
+        history = simulate_fleet(FleetConfig(meters=min(self.settings.meters, 200), days=7,
+                                             interval=parse_interval(self.settings.interval), seed=1001)).readings
+        model = train_and_save(history, model_dir, source="demo: simulated history, seed 1001")
+        log.info("trained detector %s for the demo in %.1f s", model.version, time.monotonic() - started)
 
     def summary(self) -> str:
         lines = ["", "WattsUp demo is running:", f"  Kafka broker      {self.node.bootstrap_servers}  (data {self.node.data_dir})"]
