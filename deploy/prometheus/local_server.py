@@ -33,6 +33,8 @@ class LocalPrometheus:
     targets: dict[str, list[str]]
     """Job name -> ``host:port`` targets."""
     scrape_interval: str = "1s"
+    rule_files: list[Path] = field(default_factory=list)
+    """Alerting/recording rule files to load (evaluated every scrape interval)."""
     port: int = field(default_factory=free_port)
     binary: str = "prometheus"
     process: BackgroundProcess = field(init=False, repr=False)
@@ -50,6 +52,7 @@ class LocalPrometheus:
     def config(self) -> dict[str, Any]:
         return {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "rule_files": [str(Path(p).resolve()) for p in self.rule_files],
             "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
                                for job, targets in self.targets.items()],
         }
@@ -88,6 +91,10 @@ class LocalPrometheus:
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its health and last evaluation error."""
+        return [rule for group in self._get("/api/v1/rules")["groups"] for rule in group["rules"]]
 
     def active_targets(self) -> list[dict[str, Any]]:
         return self._get("/api/v1/targets")["activeTargets"]
