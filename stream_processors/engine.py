@@ -222,7 +222,7 @@ class DetectionEngine:
         spike = np.where(spikes & known & (ratio >= 4) & (z >= 6), np.minimum(0.5 * z / 6, 1.0), 0.0)
         unchanged_n = fb.unchanged_intervals[mask] + 1  # readings with the same value, this one included
         unchanged_h = unchanged_n * interval_s[mask] / 3600.0
-        stuck_run = (unchanged_h >= th.stuck_hours) & (unchanged_n >= th.stuck_intervals) & (fb.unchanged_intervals[mask] > 0)
+        stuck_run = (unchanged_h >= th.stuck_hours) & (unchanged_n >= th.stuck_intervals)
         stuck = np.where(stuck_run, np.minimum(0.5 * unchanged_h / th.stuck_hours, 1.0), 0.0)
         zero_h = fb.zero_hours[mask] * (fb.usual_share[mask] >= 0.25)
         outage = np.where(zero_h >= th.outage_hours, np.minimum(0.5 * zero_h / th.outage_hours, 1.0), 0.0)

@@ -49,6 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 FEATURE_NAMES: tuple[str, ...] = (
     "usage_vs_baseline",
@@ -95,9 +96,9 @@ class FeatureBatch:
     slot_labels: np.ndarray
     """hour-of-week slot (0..167, Monday 00:00 = 0) or day of week for daily data."""
     hourly_expected: np.ndarray
+    """Baseline usage in kWh per hour, for "no consumption where X kWh/h is usual"."""
     usual_share: np.ndarray
     """This slot's baseline over the meter's overall mean: how much usage is usual right now."""
-    """Baseline usage in kWh per hour, for "no consumption where X kWh/h is usual"."""
     duplicate: np.ndarray
     stale: np.ndarray
     late: np.ndarray
@@ -109,8 +110,6 @@ class FeatureBatch:
     upper: np.ndarray
     drift_ratio: np.ndarray
     window_ratio: np.ndarray
-    peer_shift: np.ndarray
-    """Common-mode log deviation of the reading's peers (0 when not corrected)."""
     round: np.ndarray
     """k for the k-th reading of its meter in this batch: rows of one round are one per meter."""
 
@@ -246,8 +245,6 @@ def correct_for_peers(fb: FeatureBatch, groups: np.ndarray, ts: np.ndarray, kwh:
     Readings of zero energy are never discounted: a feeder-wide outage is still an outage of
     every meter on it. Groups smaller than :data:`MIN_PEERS` are left alone.
     """
-    import pandas as pd
-
     scored = fb.scored & (kwh > 1e-9)
     if scored.sum() < MIN_PEERS:
         return
@@ -266,7 +263,6 @@ def correct_for_peers(fb: FeatureBatch, groups: np.ndarray, ts: np.ndarray, kwh:
     same_way = (np.sign(values) == np.sign(common)) & enough[:, None]
     shrunk = np.sign(values) * np.maximum(np.abs(values) - np.abs(common), 0.0)
     fb.matrix[np.ix_(idx, cols)] = np.where(same_way, shrunk, values)
-    fb.peer_shift[idx] = np.where(enough, common[:, 0], 0.0)
 
 
 def time_aligned_chunks(ts_sorted: np.ndarray, chunk: int) -> list[tuple[int, int]]:
@@ -325,8 +321,7 @@ class FeatureExtractor:
             slot_labels=np.zeros(n, dtype=np.int64), hourly_expected=np.zeros(n), usual_share=np.zeros(n),
             duplicate=np.zeros(n, dtype=bool), stale=np.zeros(n, dtype=bool), late=np.zeros(n, dtype=bool),
             cold=np.zeros(n, dtype=bool), history_hours=np.zeros(n), lower=fc_lo.copy(), upper=fc_hi.copy(),
-            drift_ratio=np.ones(n), window_ratio=np.ones(n), peer_shift=np.zeros(n),
-            round=np.zeros(n, dtype=np.int64),
+            drift_ratio=np.ones(n), window_ratio=np.ones(n), round=np.zeros(n, dtype=np.int64),
         )
         # Rounds: the k-th reading of each meter in this batch goes to round k.
         order = np.argsort(rows, kind="stable")
