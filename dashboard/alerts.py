@@ -14,6 +14,7 @@ import json
 import logging
 import queue
 import smtplib
+import ssl
 import threading
 from datetime import datetime, time as dtime, timezone
 from email.message import EmailMessage
@@ -233,7 +234,7 @@ class AlertDispatcher:
         message.set_content(body)
         with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds) as smtp:
             if s.smtp_starttls:
-                smtp.starttls()
+                smtp.starttls(context=ssl.create_default_context(cafile=str(s.smtp_ca_file) if s.smtp_ca_file else None))
             if s.smtp_user and s.smtp_password:
                 smtp.login(s.smtp_user, s.smtp_password.get_secret_value())
             refused = smtp.send_message(message)

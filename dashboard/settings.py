@@ -52,6 +52,8 @@ class DashboardSettings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    smtp_ca_file: Path | None = None
+    """PEM bundle to verify the SMTP server's certificate with (default: the system's CAs)."""
     smtp_timeout_seconds: float = 10.0
     webhook_timeout_seconds: float = 5.0
     alert_rate_per_hour: int = 10

@@ -249,3 +249,46 @@ def test_a_new_database_does_not_alert_on_history(dashboard_factory, receiver_fa
         assert receiver.received == []
     finally:
         fresh.stop()
+
+
+def test_email_over_starttls_with_login(dashboard_factory, tmp_path):
+    import ssl
+
+    import trustme
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"alerts", b"s3cret")
+        return AuthResult(success=ok)
+
+    mailbox = _Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), tls_context=server_context,
+                            require_starttls=True, auth_required=True, authenticator=authenticator)
+    controller.start()
+    try:
+        def send_with(**smtp):
+            dash = dashboard_factory(smtp_host="127.0.0.1", smtp_port=controller.port, smtp_starttls=True,
+                                     smtp_timeout_seconds=3, **smtp)
+            dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "tls", "min_severity": "INFO",
+                                                                              "email_to": "ops@test.local"})
+            stored = dash.store(anomalies=[anomaly_record("M1", T0)])
+            dash.service.alerts.submit(stored.anomalies)
+            assert dash.service.alerts.wait_idle()
+            return _alerts(dash)["items"][0]
+
+        sent = send_with(smtp_ca_file=ca_file, smtp_user="alerts", smtp_password="s3cret")
+        assert sent["status"] == "sent", sent["detail"]
+        assert len(mailbox.messages) == 1
+        wrong_password = send_with(smtp_ca_file=ca_file, smtp_user="alerts", smtp_password="nope")
+        assert wrong_password["status"] == "failed"  # refused (aiosmtpd answers 535 or drops the session)
+        untrusted = send_with(smtp_user="alerts", smtp_password="s3cret")  # the system CAs do not know ours
+        assert untrusted["status"] == "failed" and "CERTIFICATE_VERIFY_FAILED" in untrusted["detail"]
+        assert len(mailbox.messages) == 1
+    finally:
+        controller.stop()
