@@ -81,7 +81,8 @@ def summarise(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, bool]], 
 
 def backtest(series: list[MeterSeries], options: FitOptions, pool, stop: threading.Event | None = None) -> BacktestReport:
     rows: list = []
-    for chunk in pool.map(series, options, stop or threading.Event(), task=backtest_chunk):
+    for chunk in pool.map(series, options, stop or threading.Event(), task=backtest_chunk,
+                          on_error=lambda _chunk, _exc: []):  # a lost chunk counts as skipped meters
         rows.extend(chunk)
     return summarise(rows, len(series))
 
