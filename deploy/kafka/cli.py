@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
@@ -123,18 +124,35 @@ def stop(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesOpt
 
 
 @app.command()
-def status(port: int = PortOpt, data_dir: Path = DataDirOpt) -> None:
-    """Whether the broker runs, and the end offset of every partition of the project's topics."""
+def status(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesOpt) -> None:
+    """Whether the broker (or each node) runs, and the end offset of every partition of the project's topics."""
     settings = BrokerSettings()
-    node = _node(settings, port, data_dir)
-    pid = node.pid()
-    if pid is None:
-        console.print(f"broker is [red]not running[/red] (data dir {node.data_dir})")
-        raise typer.Exit(3)
-    console.print(f"broker [green]running[/green], pid {pid}, {node.bootstrap_servers}, data {node.data_dir}")
-    connection = settings.kafka.model_copy(update={"bootstrap_servers": node.bootstrap_servers})
+    nodes = nodes or settings.nodes
+    if nodes > 1:
+        cluster = _cluster(settings, port, data_dir, nodes)
+        running = cluster.running()
+        for node in cluster.members:
+            state = f"[green]running[/green], pid {node.pid()}" if node in running else "[red]not running[/red]"
+            console.print(f"node {node.node_id} {state}, {node.bootstrap_servers}, data {node.data_dir}")
+        if not running:
+            raise typer.Exit(3)
+        bootstrap = ",".join(node.bootstrap_servers for node in running)
+    else:
+        node = _node(settings, port, data_dir)
+        pid = node.pid()
+        if pid is None:
+            console.print(f"broker is [red]not running[/red] (data dir {node.data_dir})")
+            raise typer.Exit(3)
+        console.print(f"broker [green]running[/green], pid {pid}, {node.bootstrap_servers}, data {node.data_dir}")
+        bootstrap = node.bootstrap_servers
+    connection = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
     t = settings.topics
-    offsets = topic_offsets(connection, [t.readings, t.forecasts, t.anomalies, t.dead_letters, t.control])
+    try:
+        offsets = topic_offsets(connection, [t.readings, t.forecasts, t.anomalies, t.dead_letters, t.control])
+    except KafkaException as exc:
+        console.print(f"[red]cannot read end offsets:[/red] {exc.args[0].str()} (right after a node stops, "
+                      "its partitions' leadership moves within about 10 s: try again)")
+        raise typer.Exit(4) from exc
     table = Table("topic", "partitions", "records (sum of end offsets)", "end offsets")
     for name, ends in offsets.items():
         table.add_row(name, str(len(ends)), str(sum(ends)), " ".join(map(str, ends)))
