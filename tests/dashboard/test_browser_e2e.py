@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,20 +77,18 @@ def model_dir(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[object, object, RunningDashboard]]:
-    """Fresh topics, a stream worker and the dashboard service (temp SQLite DB, one API token)."""
-    topics = kafka.fresh_topics(partitions=4)
-    worker = stream_workers.start(topics, model_dir, app_id=f"e2e-{os.urandom(3).hex()}")
+@contextmanager
+def running_dashboard(kafka, topics, tmp_path: Path, **settings: str) -> Iterator[RunningDashboard]:
+    """``wattsup dashboard`` as a subprocess on a free port with a temp SQLite DB and one API token."""
     port = free_port()
     env = {
         **os.environ,
         "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
         "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.db'}",
-        "WATTSUP_DASHBOARD_MODEL_DIR": str(model_dir),
         "WATTSUP_DASHBOARD_SUMMARY_SECONDS": "2",
         "WATTSUP_FORECAST_DATA_DIR": str(tmp_path / "forecaster"),
+        **{f"WATTSUP_DASHBOARD_{k.upper()}": v for k, v in settings.items()},
     }
     created = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "create-token", "e2e-browser"],
                              env=env, capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
@@ -111,7 +110,7 @@ def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[objec
                 pass
             assert time.monotonic() < deadline, f"dashboard not healthy in 60 s:\n{dashboard.log_tail()}"
             time.sleep(0.3)
-        yield topics, worker, dashboard
+        yield dashboard
     finally:
         process.terminate()
         try:
@@ -119,6 +118,15 @@ def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[objec
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[object, object, RunningDashboard]]:
+    """Fresh topics, a stream worker and the dashboard service."""
+    topics = kafka.fresh_topics(partitions=4)
+    worker = stream_workers.start(topics, model_dir, app_id=f"e2e-{os.urandom(3).hex()}")
+    with running_dashboard(kafka, topics, tmp_path, model_dir=str(model_dir)) as dashboard:
+        yield topics, worker, dashboard
 
 
 @dataclass
@@ -192,6 +200,13 @@ CHART_STATE_JS = """() => {
   return {key: document.querySelector("[data-testid='key-select']").value, visible: chart.isDatasetVisible(index),
           color: ds.backgroundColor, pointStyle: ds.pointStyle, band: band.data.length,
           meters: [...new Set(ds.data.map((p) => p.anomaly.meter_id))]};
+}"""
+
+
+LIVE_STATE_JS = """() => {
+  const chart = window.wattsupCharts.usage, usage = chart.data.datasets[3].data;
+  return {meter: document.querySelector("[data-testid='key-select']").value.split(":")[1],
+          last: usage.length ? usage[usage.length - 1].x : null, min: chart.scales.x.min, max: chart.scales.x.max};
 }"""
 
 
@@ -309,7 +324,6 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     by_id = {str(a["id"]): a for a in api_anomalies}
     received = page.evaluate("() => wattsupState.received")
     assert received["anomaly"] >= len(api_anomalies), (received, len(api_anomalies))  # all of them came live
-    assert received["reading"] > 0, received  # the charted meter's new readings came live too (live mode)
     wait_until(lambda: f"· {len(api_anomalies):,}" in page.inner_text("[data-testid='anomaly-total']")
                or f"of {len(api_anomalies):,}" in page.inner_text("[data-testid='anomaly-total']"), 20,
                lambda: f"table total {page.inner_text('[data-testid=anomaly-total]')!r}, API {len(api_anomalies)}")
@@ -320,6 +334,15 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     wait_until(lambda: page.evaluate(CHART_STATE_JS)["key"] == f"meter:{api_anomalies[0]['meter_id']}"
                and chart_shows_own_anomalies(page), 20,
                lambda: f"chart did not follow the newest anomaly {api_anomalies[0]}: {page.evaluate(CHART_STATE_JS)}")
+    # Live mode keeps the charted meter's newest reading in view, at the right edge of the chart.
+    live: dict = {}
+
+    def live_view_is_current() -> bool:
+        live.update(page.evaluate(LIVE_STATE_JS))
+        newest = dashboard.get(f"/api/v1/series?meter_id={live['meter']}")["readings"][-1]["timestamp"]
+        live["newest"] = pd.Timestamp(newest).value // 10**6
+        return live["last"] == live["newest"] and live["min"] < live["last"] <= live["max"]
+    wait_until(live_view_is_current, 30, lambda: f"live view is not at the newest reading: {live}")
     page.screenshot(path=artifacts / "03-stream-done.png", full_page=True)
 
     # The rule made in the page alerted: the webhook got the anomalies, the page shows the history.
@@ -535,3 +558,27 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     page.screenshot(path=artifacts / "09-first-visit-dark-phone.png", full_page=True)
     first_visit.close()
 
+
+
+def test_private_dashboard_asks_for_a_token_then_goes_live(kafka, browser, artifacts, tmp_path):
+    """With WATTSUP_DASHBOARD_READ_PUBLIC=false the page says to sign in, then loads and connects."""
+    topics = kafka.fresh_topics(partitions=1)
+    with running_dashboard(kafka, topics, tmp_path, read_public="false", consume="false") as dashboard:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(dashboard.url + "/")
+        notice = page.locator("[data-testid='notice']")
+        notice.wait_for(state="visible")
+        assert "needs an API token" in notice.inner_text()
+        assert page.inner_text("[data-testid='summary-meters']") == "–"
+        page.screenshot(path=artifacts / "10-private-signed-out.png")
+        page.fill("[data-testid='token-input']", dashboard.token)
+        page.click("[data-testid='signin-button']")
+        page.wait_for_selector("[data-testid='connection-state'][data-state='open']")
+        assert page.inner_text("[data-testid='summary-meters']") == "0"
+        assert page.locator("[data-testid='anomaly-empty']").is_visible()
+        page.screenshot(path=artifacts / "11-private-signed-in.png")
+        assert not errors, errors
+        context.close()

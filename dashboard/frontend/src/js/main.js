@@ -35,7 +35,8 @@ const state = {
   focusedKey: null,
   fresh: new Set(),
   liveSpan: DEFAULT_SPAN_MS,
-  events: null,
+  events: null, // the charted key's reading stream
+  fleetEvents: null, // anomalies and summary
   received: { anomaly: 0, reading: 0, summary: 0 }, // live events seen, for the status line and tests
 };
 
@@ -99,7 +100,9 @@ function initSignIn() {
       input.value = "";
       renderSession();
       notify(`Signed in as ${result.name}.`);
+      connectFleetEvents();
       await loadEverything();
+      if (state.key && (!state.events || state.events.readyState === EventSource.CLOSED)) connectEvents();
     } catch (error) {
       notify(error.status === 401 ? "That token is not valid." : `Sign-in failed: ${error.message}`, { error: true });
     }
@@ -480,7 +483,9 @@ function parseWith(handler) {
 }
 
 function connectFleetEvents() {
+  if (state.fleetEvents && state.fleetEvents.readyState !== EventSource.CLOSED) return;
   const source = new EventSource(`${API}/events`);
+  state.fleetEvents = source;
   const indicator = $("connection-state");
   let dropped = false;
   source.addEventListener("anomaly", parseWith(onAnomalyEvent));
@@ -495,10 +500,11 @@ function connectFleetEvents() {
     }
   };
   source.onerror = () => {
-    // EventSource reconnects by itself; say so instead of failing silently.
+    // EventSource reconnects by itself, except after an HTTP error such as 401 (reading needs a
+    // token): then signing in connects again.
     dropped = true;
     indicator.dataset.state = "error";
-    indicator.textContent = "reconnecting";
+    indicator.textContent = source.readyState === EventSource.CLOSED ? "offline" : "reconnecting";
   };
 }
 
