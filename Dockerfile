@@ -17,11 +17,9 @@ WORKDIR /app
 
 # Dependencies first, pinned by constraints.txt, so a source change does not reinstall them.
 COPY pyproject.toml constraints.txt README.md ./
-RUN python - <<'PY' > /tmp/requirements.txt
-import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
-PY
-RUN pip install --constraint constraints.txt -r /tmp/requirements.txt
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --constraint constraints.txt -r /tmp/requirements.txt
 
 COPY wattsup/ wattsup/
 COPY producers/ producers/
