@@ -55,7 +55,8 @@ def _meter_list(meters: list[str] | None) -> list[str] | None:
 
 def _progress() -> Progress:
     return Progress(TextColumn("forecasting"), BarColumn(), MofNCompleteColumn(), TextColumn("meters"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=not console.is_terminal)  # in a log file the summary line says it all
 
 
 def _run_with_progress(settings: ForecastSettings, pool, *, csv: Path | None, meters: list[str] | None,
