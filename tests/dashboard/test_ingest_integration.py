@@ -306,3 +306,29 @@ def test_undecodable_messages_are_counted_and_skipped(kafka, settings_for):
         _wait(lambda: _metric(client, "wattsup_dashboard_records_undecodable_total", topics.readings) == 1,
               what="undecodable reading counted")
         assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_a_failed_transaction_is_retried_from_the_stored_offsets(kafka, settings_for, monkeypatch):
+    import dashboard.ingest
+
+    topics = kafka.fresh_topics(partitions=1)
+    records = [anomaly_record(f"M{i}", T0) for i in range(20)]
+    _produce_anomalies(kafka, topics, records)
+    real_store = dashboard.ingest.store_batch
+    failures = []
+
+    def failing_once(session, batch):
+        if not failures:
+            failures.append(len(batch.anomalies))
+            real_store(session, batch)  # the rows are written, then the transaction fails: all rolled back
+            raise RuntimeError("injected: database went away mid-transaction")
+        return real_store(session, batch)
+
+    monkeypatch.setattr(dashboard.ingest, "store_batch", failing_once)
+    monkeypatch.setattr(dashboard.ingest, "RETRY_SECONDS", 1.0)
+    with TestClient(create_app(settings_for(topics))) as client:
+        _wait(lambda: failures, what="the injected failure")
+        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == len(records), what="retry to store all")
+        assert client.get("/healthz").json() == {"status": "ok", "ingest": "following"}
+        assert _metric(client, "wattsup_dashboard_records_ingested_total", topics.anomalies) == len(records)
+        assert failures[0] > 0
