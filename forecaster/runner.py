@@ -290,6 +290,10 @@ def read_history(settings: ForecastSettings, csv: Path | None = None) -> pd.Data
         return parsed.readings
     from wattsup.readings_history import read_readings
 
+    if settings.topics.retention_ms < settings.history_seconds * 1000:
+        log.warning("the readings topic keeps %.1f days (WATTSUP_TOPIC_RETENTION_MS) but the history window is %.1f "
+                    "days: meters get at most the retained days; raise the retention or forecast from a CSV",
+                    settings.topics.retention_ms / 86_400_000, settings.history_seconds / 86400)
     produced_days = settings.produced_days or settings.history_seconds / 86400
     since = datetime.now(UTC) - timedelta(days=produced_days)
     return read_readings(settings.kafka, settings.topics.readings, produced_since=since)
