@@ -46,6 +46,7 @@ def test_reads_are_public_by_default_and_refused_when_configured(dashboard_facto
         if path != "/api/v1/sensitivity":  # that one reads the control topic: tested with the broker
             allowed = private.client.get(path, headers=private.auth)
             assert allowed.status_code == 200, path
+    assert private.client.get("/api/v1/events").status_code == 401  # the live stream too (allowed: tested live)
     assert private.client.get("/api/v1/session").json() == {"authenticated": False, "name": None, "read_public": False}
     assert private.client.get("/healthz").json() == {"status": "ok", "ingest": "off"}
 
