@@ -21,8 +21,11 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                          KafkaError.COORDINATOR_NOT_AVAILABLE}
+_NOT_READY_YET = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                  KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+                  KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+"""Errors of a coordinator or partition leader that is moving or still loading (admin results do not
+always mark them retriable)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class LagReader:
         against Kafka 4.4).
         """
         wanted = [TopicPartition(t, p) for t, p in partitions]
+        for gone in set(self._consumers) - set(groups):  # a group deleted or expired: free its handle
+            self._consumers.pop(gone).close()
         committed: dict[str, list[TopicPartition]] = {}
         for group in groups:
             if not wanted:
@@ -96,7 +101,7 @@ class LagReader:
                 return request(max(deadline - time.monotonic(), 0.5))
             except KafkaException as exc:
                 error = exc.args[0]
-                if not (error.retriable() or error.code() in _COORDINATOR_NOT_READY) or time.monotonic() > deadline:
+                if not (error.retriable() or error.code() in _NOT_READY_YET) or time.monotonic() > deadline:
                     raise
                 log.debug("%s: %s; retrying", what, error)
                 time.sleep(0.2)

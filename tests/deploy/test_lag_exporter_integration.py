@@ -48,8 +48,9 @@ def group_with_known_lag(kafka):
             consumer.commit(offsets=offsets, asynchronous=False)
             break
         except KafkaException as exc:
-            if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_COORDINATOR \
-                    or time.monotonic() > deadline:
+            loading = exc.args[0].code() in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                             KafkaError.COORDINATOR_NOT_AVAILABLE)
+            if not (exc.args[0].retriable() or loading) or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
     consumer.close()
