@@ -239,8 +239,9 @@ def test_sensitivity_writes_reach_the_control_topic(kafka, settings_for):
 
 
 def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_for):
+    """Reading is not public here: the browser's session cookie opens the stream, as EventSource sends it."""
     topics = kafka.fresh_topics(partitions=1)
-    settings = settings_for(topics, summary_seconds=1.0)
+    settings = settings_for(topics, summary_seconds=1.0, read_public=False)
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -249,11 +250,16 @@ def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_
     base = f"http://127.0.0.1:{port}"
     _wait(lambda: server.started, what="uvicorn start")
     _wait(lambda: app.state.service.ingest.assigned.is_set(), what="ingest assignment")
+    assert httpx.get(f"{base}/api/v1/events").status_code == 401
+    login = httpx.post(f"{base}/api/v1/session",
+                       json={"token": create_token(app.state.service.sessions, "browser")})
+    cookies = {"wattsup_session": login.cookies["wattsup_session"]}
     events: list[tuple[str, dict]] = []
     connected = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{base}/api/v1/events", params={"meter_id": "M1"}, timeout=30) as response:
+        with httpx.stream("GET", f"{base}/api/v1/events", params={"meter_id": "M1"}, cookies=cookies,
+                          timeout=30) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             connected.set()
             event = None
@@ -283,6 +289,7 @@ def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_
         summary = next(d for e, d in events if e == "summary")
         assert set(summary) >= {"meters", "feeders", "readings_last_hour", "anomalies_24h"}
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "ingest": "following"}
+        assert httpx.get(f"{base}/api/v1/summary", cookies=cookies).status_code == 200
     finally:
         server.should_exit = True
         thread.join(20)
