@@ -3,11 +3,25 @@
 // folded to it first.
 import { jsPDF } from "jspdf";
 import { autoTable } from "jspdf-autotable";
+import { applyChartTheme } from "./charts.js";
 import { causeTexts, formatKwh, formatTime } from "./format.js";
 
 const latin1 = (text) => String(text ?? "")
   .replace(/[–—]/g, "-").replace(/[‘’]/g, "'").replace(/[“”]/g, '"').replace(/…/g, "...").replace(/[×]/g, "x")
   .replace(/[^\x20-\xff]/g, "?");
+
+/** The chart drawn in light colours (a report is read on paper), whatever the page's theme. */
+function lightChartImage(chart) {
+  const root = document.documentElement;
+  const theme = root.getAttribute("data-theme");
+  if (theme !== "dark") return chart.toBase64Image("image/png", 1);
+  root.setAttribute("data-theme", "light"); // synchronous: the page is not repainted in between
+  applyChartTheme(chart);
+  const image = chart.toBase64Image("image/png", 1);
+  root.setAttribute("data-theme", theme);
+  applyChartTheme(chart);
+  return image;
+}
 
 export async function buildReport({ chart, key, summary, filters, anomalies, total }) {
   const doc = new jsPDF({ orientation: "landscape", unit: "pt", format: "a4" });
@@ -39,7 +53,7 @@ export async function buildReport({ chart, key, summary, filters, anomalies, tot
   y += 12;
 
   if (key && chart) {
-    const image = chart.toBase64Image("image/png", 1);
+    const image = lightChartImage(chart);
     const imageWidth = width - 2 * margin;
     const imageHeight = Math.min(260, imageWidth * (chart.height / chart.width));
     doc.setFont("helvetica", "bold").text(latin1(`Usage of ${key.type} ${key.id}`), margin, y + 6);
