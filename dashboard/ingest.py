@@ -86,7 +86,12 @@ class KafkaIngest:
     def _assign(self, consumer: Consumer) -> bool:
         """Assign all partitions, each at its stored offset; False if a topic does not exist yet."""
         names = [self.topics.anomalies, self.topics.readings, self.topics.forecasts]
-        metadata = consumer.list_topics(timeout=10)
+        try:
+            # A short timeout: this is retried, and a stop request must not wait long for it.
+            metadata = consumer.list_topics(timeout=TOPIC_WAIT_SECONDS)
+        except KafkaException as exc:
+            log.warning("waiting for Kafka at %s: %s", self.settings.kafka.bootstrap_servers, exc.args[0].str())
+            return False
         missing = [n for n in names if n not in metadata.topics or metadata.topics[n].error is not None]
         if missing:
             log.info("waiting for topics %s to exist", missing)
