@@ -515,6 +515,11 @@ function connectEvents() {
   const source = new EventSource(`${API}/events${query(keyParams())}`);
   state.events = source;
   source.addEventListener("reading", parseWith(onReadingEvent));
+  // Readings stored between the series request and this stream's start would be missing: in
+  // live mode, load the series again once the stream is open (and after each reconnect).
+  source.onopen = () => {
+    if ($("live-toggle").checked) loadSeries().catch(() => {});
+  };
 }
 
 // ---------------------------------------------------------------- filters wiring and downloads
