@@ -1,17 +1,19 @@
-"""Consumer-group lag per partition, read with the Kafka admin API.
+"""Consumer-group lag per partition, read from Kafka when Prometheus scrapes.
 
 Lag is the partition's end offset (the next offset a producer will write) minus the offset the
 group has committed: how many records the group still has to process. It is computed when
 Prometheus scrapes, so it is never older than the scrape, and nothing is polled between scrapes.
 Lag and end offsets are reported for the partitions of the topics the exporter is given (the
-project's topics); only partitions a group has committed on appear for that group.
+project's topics); only partitions a group has committed on appear for that group. Groups and end
+offsets come from the admin API, committed offsets from a consumer handle per group (see
+``LagReader.committed`` for why).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,9 +143,3 @@ class LagReader:
             for group, tps in sorted(committed.items()) for tp in tps if (tp.topic, tp.partition) in ends
         ]
         return LagSnapshot(lags, ends)
-
-
-def lag_rows(snapshot: LagSnapshot) -> Iterator[tuple[str, str, str, int]]:
-    """(group, topic, partition, lag) rows, partition as a label string."""
-    for item in snapshot.lags:
-        yield item.group, item.topic, str(item.partition), item.lag
