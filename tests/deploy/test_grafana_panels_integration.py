@@ -186,3 +186,12 @@ def test_alert_rules_evaluate_on_the_pipeline_series(scraped_pipeline):
     assert not broken, broken
     # Nothing is wrong with this healthy pipeline yet, so no alert is firing ("for:" keeps them pending).
     assert not [rule["name"] for rule in rules if rule.get("state") == "firing"]
+
+
+def test_bench_script_reports_every_panel_with_data(scraped_pipeline):
+    prometheus, _ = scraped_pipeline
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "bench" / "grafana_panels.py"),
+                             "--prometheus", prometheus.url, "--rate-interval", "2m", "--range", "5m"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(QUERIES)} queries of {len(DASHBOARD.panels)} panels, 0 without data" in result.stdout
