@@ -573,6 +573,7 @@ def test_private_dashboard_asks_for_a_token_then_goes_live(kafka, browser, artif
         notice.wait_for(state="visible")
         assert "needs an API token" in notice.inner_text()
         assert page.inner_text("[data-testid='summary-meters']") == "–"
+        assert page.inner_text("[data-testid='anomaly-empty']") == "Sign in to see the anomalies."
         page.screenshot(path=artifacts / "10-private-signed-out.png")
         page.fill("[data-testid='token-input']", dashboard.token)
         page.click("[data-testid='signin-button']")

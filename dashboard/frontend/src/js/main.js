@@ -584,6 +584,7 @@ async function loadEverything() {
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
       notify("This dashboard needs an API token to read data: sign in above.", { sticky: true });
+      $("anomaly-empty").textContent = "Sign in to see the anomalies.";
     } else {
       notify(`Could not reach the service: ${error.message}`, { error: true, sticky: true });
     }
