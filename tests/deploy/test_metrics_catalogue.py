@@ -14,6 +14,10 @@ METRIC_MODULES = ["stream_processors/metrics.py", "deploy/lag_exporter/collector
 DEFINITION = re.compile(r'(Counter|Gauge|Histogram|Info|Summary|CounterMetricFamily|GaugeMetricFamily)\(\s*"(wattsup_[a-z_]+)"')
 
 
+CATALOGUE_TYPE = {"Counter": "counter", "CounterMetricFamily": "counter", "Gauge": "gauge",
+                  "GaugeMetricFamily": "gauge", "Histogram": "histogram", "Summary": "summary", "Info": "gauge"}
+
+
 def exported_name(kind: str, name: str) -> str:
     """The name as scraped: counters end in _total, Info metrics in _info."""
     if kind.startswith("Counter") and not name.endswith("_total"):
@@ -37,6 +41,9 @@ def test_every_defined_metric_is_catalogued(module):
     assert metrics, f"no metric definitions found in {module}"
     missing = [name for _, name in metrics if f"`{name}`" not in catalogue]
     assert not missing, f"not in docs/metrics.md: {missing}"
+    documented = dict(re.findall(r"^\| `(wattsup_[a-z_]+)` \| ([a-z]+)", catalogue, re.M))
+    wrong = [(name, kind, documented[name]) for kind, name in metrics if documented[name] != CATALOGUE_TYPE[kind]]
+    assert not wrong, f"type in docs/metrics.md differs from the code (name, code, doc): {wrong}"
 
 
 def test_names_follow_prometheus_conventions():
