@@ -55,6 +55,7 @@ class Service:
 def demo_services(settings: DemoSettings) -> list[Service]:
     """The services the demo runs, each a ``wattsup`` sub-command."""
     from dashboard.settings import DashboardSettings
+    from forecaster.settings import ForecastSettings
     from stream_processors.settings import StreamSettings
 
     wattsup = [sys.executable, "-m", "wattsup.cli"]
@@ -73,7 +74,8 @@ def demo_services(settings: DemoSettings) -> list[Service]:
         # One run a minute (15 simulated hours at speedup 900), a day ahead, one fitting process so
         # the stream worker keeps a core; the first simulated days get the logged seasonal-naive fallback.
         Service("forecaster", [*wattsup, "forecast", "schedule", "--every", "60s", "--history", "7d",
-                               "--horizon", "24h", "--workers", "1"]),
+                               "--horizon", "24h", "--workers", "1"],
+                url=f"http://127.0.0.1:{ForecastSettings().metrics_port}/metrics"),
     ]
 
 
