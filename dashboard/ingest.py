@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 600.0
 TOPIC_WAIT_SECONDS = 2.0
 RETRY_SECONDS = 5.0
+PARTITION_CHECK_SECONDS = 30.0
+"""How often the topics' partition counts are checked, so added partitions are followed."""
 
 StoredCallback = Callable[[StoredBatch], None]
 
@@ -83,8 +85,12 @@ class KafkaIngest:
             "fetch.max.bytes": 16 * 1024 * 1024,
         })
 
-    def _assign(self, consumer: Consumer) -> bool:
-        """Assign all partitions, each at its stored offset; False if a topic does not exist yet."""
+    def _assign(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> bool:
+        """Assign every partition not in ``assigned`` yet, each at its stored offset (else the beginning).
+
+        Called at start and then every ``PARTITION_CHECK_SECONDS``, so partitions added to a topic
+        later are followed too. False if Kafka or a topic is not there yet.
+        """
         names = [self.topics.anomalies, self.topics.readings, self.topics.forecasts]
         try:
             # A short timeout: this is retried, and a stop request must not wait long for it.
@@ -96,13 +102,16 @@ class KafkaIngest:
         if missing:
             log.info("waiting for topics %s to exist", missing)
             return False
+        new = [(n, p) for n in names for p in sorted(metadata.topics[n].partitions) if (n, p) not in assigned]
+        if not new:
+            return True
         with self.sessions() as session:
             offsets = stored_offsets(session, names)
-        assignment = [TopicPartition(n, p, offsets.get((n, p), OFFSET_BEGINNING))
-                      for n in names for p in sorted(metadata.topics[n].partitions)]
-        consumer.assign(assignment)
-        log.info("following %d partitions of %s (%d resumed from stored offsets)", len(assignment), names,
-                 sum(1 for tp in assignment if tp.offset != OFFSET_BEGINNING))
+        partitions = [TopicPartition(n, p, offsets.get((n, p), OFFSET_BEGINNING)) for n, p in new]
+        consumer.incremental_assign(partitions)
+        assigned.update(new)
+        log.info("following %d more partitions of %s (%d resumed from stored offsets); %d in all", len(partitions),
+                 names, sum(1 for tp in partitions if tp.offset != OFFSET_BEGINNING), len(assigned))
         return True
 
     def _run(self) -> None:
@@ -119,16 +128,21 @@ class KafkaIngest:
 
     def _consume(self) -> None:
         consumer = self._consumer()
+        assigned: set[tuple[str, int]] = set()
         last_prune = 0.0
         try:
-            while not self._stop.is_set() and not self._assign(consumer):
+            while not self._stop.is_set() and not self._assign(consumer, assigned):
                 self._stop.wait(TOPIC_WAIT_SECONDS)
             self.assigned.set()
             self.error = None
+            last_check = time.monotonic()
             while not self._stop.is_set():
                 messages = consumer.consume(self.settings.consumer_batch, timeout=0.5)
                 if messages:
                     self._handle(messages)
+                if time.monotonic() - last_check > PARTITION_CHECK_SECONDS:
+                    last_check = time.monotonic()
+                    self._assign(consumer, assigned)
                 if time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
                     last_prune = time.monotonic()
                     self._prune()

@@ -339,3 +339,25 @@ def test_a_failed_transaction_is_retried_from_the_stored_offsets(kafka, settings
         assert client.get("/healthz").json() == {"status": "ok", "ingest": "following"}
         assert _metric(client, "wattsup_dashboard_records_ingested_total", topics.anomalies) == len(records)
         assert failures[0] > 0
+
+
+def test_partitions_added_to_a_topic_later_are_followed(kafka, settings_for, monkeypatch):
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    import dashboard.ingest
+
+    monkeypatch.setattr(dashboard.ingest, "PARTITION_CHECK_SECONDS", 1.0)
+    topics = kafka.fresh_topics(partitions=1)
+    _produce_anomalies(kafka, topics, [anomaly_record("M1", T0)])
+    with TestClient(create_app(settings_for(topics))) as client:
+        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, what="first anomaly")
+        admin = AdminClient(kafka.connection.confluent_config())
+        for future in admin.create_partitions([NewPartitions(topics.anomalies, 3)]).values():
+            future.result(30)
+        producer = Producer(kafka.connection.confluent_config())
+        for partition in (1, 2):
+            record = anomaly_record(f"M{partition + 1}", T0)
+            producer.produce(topics.anomalies, serde.encode(ANOMALY, record), record["meter_id"].encode(),
+                             partition=partition)
+        assert producer.flush(30) == 0
+        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == 3, what="anomalies on the new partitions")
