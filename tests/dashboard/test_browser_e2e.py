@@ -578,8 +578,14 @@ def test_private_dashboard_asks_for_a_token_then_goes_live(kafka, browser, artif
         page.fill("[data-testid='token-input']", dashboard.token)
         page.click("[data-testid='signin-button']")
         page.wait_for_selector("[data-testid='connection-state'][data-state='open']")
-        assert page.inner_text("[data-testid='summary-meters']") == "0"
+        wait_until(lambda: page.inner_text("[data-testid='summary-meters']") == "0", 20, "the summary did not load")
         assert page.locator("[data-testid='anomaly-empty']").is_visible()
+        # A file that is not a readings CSV: the page shows the service's reason.
+        not_readings = tmp_path / "notes.csv"
+        not_readings.write_text("name,colour\nkettle,blue\n")
+        page.set_input_files("[data-testid='upload-input']", str(not_readings))
+        wait_until(lambda: "Could not check notes.csv" in notice.inner_text(), 20, lambda: notice.inner_text())
+        assert page.locator("[data-testid='upload-result']").is_hidden()
         page.screenshot(path=artifacts / "11-private-signed-in.png")
         assert not errors, errors
         context.close()

@@ -48,8 +48,10 @@ function showMeter(meterId, { around } = {}) {
   chart.update("none");
 }
 
+const UPLOAD_TABLE_LIMIT = 500; // a big file can have thousands; the download has them all
+
 function renderTable() {
-  const anomalies = [...result.anomalies].sort(compareNewestFirst);
+  const anomalies = [...result.anomalies].sort(compareNewestFirst).slice(0, UPLOAD_TABLE_LIMIT);
   renderAnomalyRows($("upload-table").querySelector("tbody"), anomalies, {
     columns: "upload",
     focusedKey,
@@ -68,6 +70,7 @@ function render() {
   const rejected = result.rejected_rows || [];
   $("upload-summary").textContent = `${fileName}: ${formatNumber(result.readings)} readings from ${meters.length} `
     + `meter${meters.length === 1 ? "" : "s"}, ${result.anomalies.length} flagged`
+    + (result.anomalies.length > UPLOAD_TABLE_LIMIT ? ` (the table shows the newest ${UPLOAD_TABLE_LIMIT})` : "")
     + (rejected.length ? `, ${rejected.length} rows rejected (first: row ${rejected[0].row}, ${rejected[0].reason})` : "")
     + ` · model ${result.model_version || "fitted on the file"}.`;
   $("upload-result").hidden = false;
