@@ -53,7 +53,7 @@ def fit_options(settings: ForecastSettings) -> FitOptions:
         min_history_days=settings.min_history_days, interval_width=settings.interval_width,
         n_changepoints=settings.n_changepoints, changepoint_prior_scale=settings.changepoint_prior_scale,
         country_holidays=settings.country_holidays, daily_fourier_order=settings.daily_fourier_order,
-        seasonality_mode=settings.seasonality_mode,
+        seasonality_mode=settings.seasonality_mode, timezone=settings.timezone,
     )
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wattsup.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
@@ -39,6 +41,8 @@ class ForecastSettings(BaseSettings):
     """Harmonics of each daily shape (weekday and weekend): 8 follows a one-hour-wide peak, Prophet's
     default 4 smooths it away (backtest sMAPE 0.14 vs 0.18 on the simulated fleet)."""
     seasonality_mode: str = Field("additive", pattern="^(additive|multiplicative)$")
+    timezone: str = "UTC"
+    """IANA time zone of the fleet (e.g. ``Africa/Nairobi``): weekends begin at its local midnight."""
     country_holidays: str | None = None
     """ISO country code (e.g. ``KE``) whose public holidays Prophet models; unset: none."""
     warm_start: bool = True
@@ -51,3 +55,12 @@ class ForecastSettings(BaseSettings):
     """Prometheus endpoint of ``wattsup forecast schedule`` (0: none)."""
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
     topics: TopicNames = Field(default_factory=TopicNames)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Africa/Nairobi or UTC") from None
+        return value

@@ -235,3 +235,19 @@ def test_outages_stuck_registers_and_spikes_in_the_history_are_not_learnt_as_usa
     assert fit.outcome == PROPHET
     truth = 1.0 + 0.5 * np.sin(2 * np.pi * np.arange(len(usage), len(usage) + 24) / 24)
     np.testing.assert_allclose(fit.expected, truth, atol=0.1)  # neither dragged down nor lifted
+
+
+def test_weekends_begin_at_the_fleets_local_midnight():
+    from pydantic import ValidationError
+
+    from forecaster.fitting import _with_day_kind
+    from forecaster.settings import ForecastSettings
+
+    # intervals ending 2026-03-06 (a Friday) 21:00 .. 23:00 UTC start on Saturday in Nairobi (UTC+3)
+    end_ms = pd.date_range("2026-03-06T21:00", periods=3, freq="h").as_unit("ms").asi8
+    utc = _with_day_kind(pd.DataFrame(index=range(3)), end_ms, HOUR_MS)
+    nairobi = _with_day_kind(pd.DataFrame(index=range(3)), end_ms, HOUR_MS, "Africa/Nairobi")
+    assert not utc["weekend"].any()
+    assert list(nairobi["weekend"]) == [False, True, True]  # 20:00-21:00 UTC is 23:00-24:00 Friday
+    with pytest.raises(ValidationError, match="unknown time zone"):
+        ForecastSettings(timezone="Mars/Olympus")
