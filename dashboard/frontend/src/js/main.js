@@ -254,6 +254,7 @@ async function loadSeries({ around } = {}) {
   state.seriesAnomalies = [...loaded, ...state.liveKeyAnomalies.filter((a) => !seen.has(anomalyKey(a)))];
   pinAnomaliesToLine(usageChart, state.key.type === "feeder");
   setSeries(usageChart, { ...series, anomalies: filteredSeriesAnomalies() });
+  $("table-scope-key").textContent = state.key.type === "feeder" ? `feeder ${state.key.id}` : state.key.id;
   $("chart-key").textContent = `· ${state.key.type === "feeder" ? "feeder " : ""}${state.key.id}`
     + (state.keyPickedByPerson ? "" : " (following the newest anomaly; pick a meter to stay)");
   if (around) {
