@@ -1,8 +1,9 @@
 """Every Grafana panel's query returns data from a real Prometheus scraping a running pipeline.
 
 Real broker, a real ``wattsup stream`` worker, ``wattsup lag-exporter``, ``wattsup dashboard`` and
-``wattsup forecast schedule``, and Debian's Prometheus scraping all four every second while
-simulated readings flow. Each panel target is then run as Grafana would run it (instant query,
+``wattsup forecast schedule`` (two runs: the second scores the first one's horizon as it comes
+due, so the sMAPE panel shows a real accuracy), and Debian's Prometheus scraping all four every
+second while simulated readings flow. Each panel target is then run as Grafana would run it (instant query,
 Grafana's variables substituted) and must return at least one series with a number.
 """
 
@@ -16,7 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -102,11 +103,14 @@ def scraped_pipeline(kafka, tmp_path_factory):
     }, rule_files=sorted(RULES_DIR.glob("*.yml")))
     all_logs = [*logs.values(), worker.log_path, prometheus.data_dir / "prometheus.log"]
     try:
-        with _service(["lag-exporter"], {**env, "WATTSUP_LAG_EXPORTER_PORT": str(ports["lag"]),
-                                         "WATTSUP_LAG_EXPORTER_GROUPS": f'["{app_id}"]'}, logs["lag-exporter"]), \
-             _service(["dashboard", "--port", str(ports["dashboard"])],
-                      {**env, "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp / 'dashboard.db'}",
-                       "WATTSUP_DASHBOARD_MODEL_DIR": str(tmp / "no-models")}, logs["dashboard"]):
+        with ExitStack() as services:
+            services.enter_context(_service(
+                ["lag-exporter"], {**env, "WATTSUP_LAG_EXPORTER_PORT": str(ports["lag"]),
+                                   "WATTSUP_LAG_EXPORTER_GROUPS": f'["{app_id}"]'}, logs["lag-exporter"]))
+            services.enter_context(_service(
+                ["dashboard", "--port", str(ports["dashboard"])],
+                {**env, "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp / 'dashboard.db'}",
+                 "WATTSUP_DASHBOARD_MODEL_DIR": str(tmp / "no-models")}, logs["dashboard"]))
             prometheus.start()
             # Prometheus must see the counters before and after readings arrive, or every rate() is 0.
             _wait("stream, lag exporter and dashboard scraped 3 times",
@@ -115,7 +119,8 @@ def scraped_pipeline(kafka, tmp_path_factory):
             fleet = simulate_fleet(FleetConfig(meters=100, days=4, interval=timedelta(hours=1), seed=66,
                                                anomaly_rate=0.5, meters_per_feeder=10))
             readings = fleet.readings.sort_values("timestamp", kind="stable")
-            chunks = 4
+            meters = ",".join(sorted(readings["meter_id"].unique())[:4])
+            chunks = 4  # about a day each
             with ReadingProducer(kafka.connection, topics) as producer:
                 for i in range(chunks):
                     chunk = readings.iloc[i * len(readings) // chunks:(i + 1) * len(readings) // chunks]
@@ -125,24 +130,28 @@ def scraped_pipeline(kafka, tmp_path_factory):
                     producer.flush(30)
                     worker.wait_for("wattsup_stream_readings_processed_total",
                                     0.9 * (i + 1) * len(readings) / chunks, timeout=120)
+                    if i == chunks - 2:
+                        # The forecaster's first run forecasts a few meters' last day; the readings of
+                        # that day arrive next, and its second run scores them (sMAPE as it comes due).
+                        services.enter_context(_service(
+                            ["forecast", "schedule", "--every", "15s", "--meters", meters, "--workers", "1",
+                             "--history", "4d", "--horizon", "1d", "--metrics-port", str(ports["forecaster"])],
+                            {**env, "WATTSUP_FORECAST_DATA_DIR": str(tmp / "forecaster")}, logs["forecaster"]))
+                        _wait("a first forecast run finished",
+                              lambda: _metric_sum(ports["forecaster"], "wattsup_forecast_runs_total") >= 1,
+                              180, all_logs)
                     time.sleep(2.5)  # at least two scrapes between chunks
             worker.wait_for("wattsup_stream_dead_letters_total", 1, timeout=60)
-
-            # One scheduled forecast run over a few meters' history from the readings topic.
-            meters = ",".join(sorted(readings["meter_id"].unique())[:4])
-            with _service(["forecast", "schedule", "--every", "1h", "--meters", meters, "--workers", "1",
-                           "--history", "4d", "--horizon", "1d", "--metrics-port", str(ports["forecaster"])],
-                          {**env, "WATTSUP_FORECAST_DATA_DIR": str(tmp / "forecaster")}, logs["forecaster"]):
-                _wait("a forecast run finished", lambda: _metric_sum(ports["forecaster"], "wattsup_forecast_runs_total") >= 1,
-                      180, all_logs)
-                _wait("the dashboard stored records",
-                      lambda: _metric_sum(ports["dashboard"], "wattsup_dashboard_records_ingested_total") > 0, 60, all_logs)
-                done = {r["metric"]["job"]: float(r["value"][1])
-                        for r in prometheus.query("sum by (job) (count_over_time(up[1h]))")}
-                _wait("final state scraped", _scraped(prometheus, {
-                    "wattsup-stream", "wattsup-lag-exporter", "wattsup-dashboard", "wattsup-forecaster"},
-                    int(max(done.values())) + 3), 60, all_logs)
-                yield prometheus, worker
+            _wait("a forecast run scored the horizon that came due",
+                  lambda: _metric_sum(ports["forecaster"], "wattsup_forecast_smape_points") > 0, 180, all_logs)
+            _wait("the dashboard stored records",
+                  lambda: _metric_sum(ports["dashboard"], "wattsup_dashboard_records_ingested_total") > 0, 60, all_logs)
+            done = {r["metric"]["job"]: float(r["value"][1])
+                    for r in prometheus.query("sum by (job) (count_over_time(up[1h]))")}
+            _wait("final state scraped", _scraped(prometheus, {
+                "wattsup-stream", "wattsup-lag-exporter", "wattsup-dashboard", "wattsup-forecaster"},
+                int(max(done.values())) + 3), 60, all_logs)
+            yield prometheus, worker
     finally:
         prometheus.stop()
         for started in workers.started:
