@@ -334,7 +334,8 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     wait_until(lambda: page.evaluate(CHART_STATE_JS)["key"] == f"meter:{api_anomalies[0]['meter_id']}"
                and chart_shows_own_anomalies(page), 20,
                lambda: f"chart did not follow the newest anomaly {api_anomalies[0]}: {page.evaluate(CHART_STATE_JS)}")
-    # Live mode keeps the charted meter's newest reading in view, at the right edge of the chart.
+    # Pick the newest anomaly's meter: live mode keeps its newest reading in view, at the right edge.
+    page.select_option("[data-testid='key-select']", f"meter:{api_anomalies[0]['meter_id']}")
     live: dict = {}
 
     def live_view_is_current() -> bool:

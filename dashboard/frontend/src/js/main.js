@@ -16,6 +16,8 @@ const DEFAULT_SPAN_MS = 3 * 24 * 3600e3; // what live mode shows
 const LOADED_SPAN_MS = 7 * 24 * 3600e3; // what the chart loads (pan back to see it)
 const FOLLOW_THROTTLE_MS = 4000;
 const SERIES_REFRESH_MS = 10_000;
+const FOLLOW_CONTEXT_MS = 2 * 24 * 3600e3; // history shown before a followed anomaly
+const MAX_EXTRA_MS = 30 * 24 * 3600e3; // at most this much more than LOADED_SPAN_MS
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
 const state = {
@@ -245,7 +247,12 @@ async function loadSeries({ around } = {}) {
     // The last days of the fleet's data; a key whose data ended before that gets the service's
     // default instead (the last 48 h of its own data).
     const latest = state.summary && state.summary.latest_reading_at;
-    if (latest) series = await fetchSeries({ since: isoShift(latest, -LOADED_SPAN_MS / 3600e3) });
+    if (latest) {
+      let since = new Date(latest).getTime() - LOADED_SPAN_MS;
+      // Following an anomaly older than that (a backlog being replayed): load back to it too.
+      if (following()) since = Math.max(Math.min(since, state.followedTimestamp - FOLLOW_CONTEXT_MS), since - MAX_EXTRA_MS);
+      series = await fetchSeries({ since: new Date(since).toISOString().replace(/\.\d{3}Z$/, "Z") });
+    }
     if (!series || !series.readings.length) series = await fetchSeries({});
   }
   if (request !== seriesRequest) return; // a newer selection won
@@ -278,7 +285,12 @@ function followLatest() {
   if (!extent) return;
   const ahead = usageChart.data.datasets[DATASET.UPPER].data;
   const forecastEnd = ahead.length ? ahead[ahead.length - 1].x : extent.max;
-  const max = Math.max(extent.max, Math.min(forecastEnd, extent.max + state.liveSpan / 6));
+  let max = Math.max(extent.max, Math.min(forecastEnd, extent.max + state.liveSpan / 6));
+  // Following an anomaly: keep it in view even when the readings have run far ahead of it (a
+  // replayed backlog); live, the newest anomaly is near the newest reading anyway.
+  if (following() && state.followedTimestamp + state.liveSpan / 4 < extent.max) {
+    max = state.followedTimestamp + state.liveSpan / 4;
+  }
   usageChart.options.scales.x.min = Math.max(extent.min, max - state.liveSpan);
   usageChart.options.scales.x.max = max;
 }
@@ -437,6 +449,11 @@ function onAnomalyEvent(anomaly) {
     }
   }
   refreshAlertHistory({ soon: true });
+}
+
+/** True while the chart follows the newest anomaly (nobody has picked a meter yet). */
+function following() {
+  return !state.keyPickedByPerson && state.followedTimestamp > 0;
 }
 
 /** Chart the meter of `anomaly` (the page follows the action until someone picks a meter). */
