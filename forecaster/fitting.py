@@ -230,14 +230,21 @@ def usual_usage_mask(kwh: np.ndarray, end_ms: np.ndarray, step_ms: int) -> np.nd
 _BACKEND: Any = None
 
 
-def _backend() -> Any:
-    """One fast backend per process (see :mod:`forecaster.fast_backend`)."""
+def _backend(parent_dir: str | None = None) -> Any:
+    """One fast backend per process (see :mod:`forecaster.fast_backend`).
+
+    ``parent_dir``: where the process keeps Stan's temporary files (a pool's worker gets one under
+    the pool's directory, which the pool removes however its workers end).
+    """
     global _BACKEND
     if _BACKEND is None:
+        import tempfile
+
         from forecaster.fast_backend import FastCmdStanPyBackend, quiet_stan_logging
 
         quiet_stan_logging()
-        _BACKEND = FastCmdStanPyBackend()
+        temp_dir = tempfile.mkdtemp(prefix="stan-", dir=parent_dir) if parent_dir else None
+        _BACKEND = FastCmdStanPyBackend(temp_dir)
     return _BACKEND
 
 

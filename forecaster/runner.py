@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -58,13 +60,13 @@ def fit_options(settings: ForecastSettings) -> FitOptions:
 
 
 # -- worker processes ----------------------------------------------------------------------
-def _init_worker() -> None:
+def _init_worker(temp_dir: str) -> None:
     """Ctrl-C and SIGTERM are the parent's to handle; it cancels what is queued and lets chunks finish."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from forecaster.fitting import _backend
 
-    _backend()  # import Prophet and load the Stan model before the first chunk arrives
+    _backend(temp_dir)  # import Prophet and load the Stan model before the first chunk arrives
 
 
 def _ready() -> bool:
@@ -87,6 +89,14 @@ class FitPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._temp_dir: str | None = None
+        """Stan's temporary files of every worker; removed on close, however the workers ended."""
+
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        if self._temp_dir is None:
+            self._temp_dir = tempfile.mkdtemp(prefix="wattsup-stan-")
+        return ProcessPoolExecutor(workers, mp_context=self._context(), initializer=_init_worker,
+                                   initargs=(self._temp_dir,))
 
     @staticmethod
     def _context() -> Any:
@@ -96,7 +106,7 @@ class FitPool:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context(), initializer=_init_worker)
+            self._pool = self._new_pool(self.workers)
         return self._pool
 
     def warm_up(self) -> None:
@@ -138,7 +148,7 @@ class FitPool:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         for chunk in lost:  # isolate the chunk that kills its process
-            single = ProcessPoolExecutor(1, mp_context=self._context(), initializer=_init_worker)
+            single = self._new_pool(1)
             try:
                 if (yield from self._round(single, [chunk], options, stop, task, on_error)):
                     yield on_error(chunk, BrokenProcessPool("its fitting process died"))
@@ -178,6 +188,9 @@ class FitPool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
 
 
 # -- one run -------------------------------------------------------------------------------
