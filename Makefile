@@ -40,14 +40,17 @@ registry: install
 	$(BIN)/wattsup registry fetch
 
 # The dashboard page: npm packages pinned in package-lock.json, bundled by esbuild into dashboard/static
-# (committed, so the service works without Node). Rebuilt only when a source is newer than the output.
+# (committed, so the service works without Node). Rebuilt only when a source is newer than the output;
+# without npm the committed build is kept (with a warning).
 FRONTEND := dashboard/frontend
 FRONTEND_SOURCES := $(shell find $(FRONTEND)/src -type f 2>/dev/null) $(FRONTEND)/build.mjs $(FRONTEND)/package.json
+NPM_MISSING := echo "warning: npm not found (install Node.js 20 and npm); keeping the committed dashboard/static" >&2
 $(FRONTEND)/node_modules/.package-lock.json: $(FRONTEND)/package-lock.json
-	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20 (Debian: apt-get install nodejs npm)" >&2; exit 1; }
-	cd $(FRONTEND) && npm ci --no-audit --no-fund
+	@if command -v npm >/dev/null; then cd $(FRONTEND) && npm ci --no-audit --no-fund; else $(NPM_MISSING); fi
 dashboard/static/app.js: $(FRONTEND_SOURCES) $(FRONTEND)/node_modules/.package-lock.json
-	cd $(FRONTEND) && npm run --silent build
+	@if command -v npm >/dev/null; then cd $(FRONTEND) && npm run --silent build; \
+	elif [ -f dashboard/static/index.html ]; then $(NPM_MISSING); \
+	else echo "error: npm not found and dashboard/static is not built; install Node.js 20 and npm" >&2; exit 1; fi
 	touch $@
 dashboard-assets: dashboard/static/app.js
 
