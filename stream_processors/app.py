@@ -26,8 +26,8 @@ Why it is shaped this way (see FACTS.md for the measurements):
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -36,8 +36,9 @@ from faust.tables import Table
 
 from schemas.dead_letters import dead_letter_record
 from schemas.partitioning import partition_for
-from schemas.serde import ANOMALY, DEAD_LETTER
+from schemas.serde import DEAD_LETTER
 from stream_processors import metrics
+from stream_processors.anomaly_publisher import AnomalyDeliveryError, AnomalyPublisher
 from stream_processors.reading_columns import ReadingColumns, Rejection, decode_into
 from stream_processors.settings import StreamSettings
 from wattsup.kafka_settings import KafkaConnection
@@ -85,7 +86,7 @@ def faust_credentials(connection: KafkaConnection) -> Any:
     )
 
 
-def create_app(settings: StreamSettings, engine: Any) -> faust.App:
+def create_app(settings: StreamSettings, engine: Any, publisher: AnomalyPublisher) -> faust.App:
     """Build the Faust app around a :class:`~stream_processors.stream_engine.StreamEngine`."""
     topics = settings.topics
     brokers = ";".join(f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(","))
@@ -116,7 +117,6 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
     serde = engine.serde
     readings = app.topic(topics.readings, key_type=bytes, value_type=bytes, partitions=topics.partitions,
                          internal=False)
-    anomalies = app.topic(topics.anomalies, key_type=bytes, value_type=bytes)
     dead_letters = app.topic(topics.dead_letters, key_type=bytes, value_type=bytes)
     forecasts = app.topic(topics.forecasts, key_type=bytes, value_type=bytes, partitions=topics.partitions)
 
@@ -169,15 +169,17 @@ def create_app(settings: StreamSettings, engine: Any) -> faust.App:
             # crash) and are durable before the state that marks their readings as seen is
             # written: a crash may then repeat an anomaly, which the successor filters out
             # (stream_processors/emitted_anomalies.py), but never loses one.
-            deliveries = []
+            try:
+                await publisher.publish(result.anomalies)
+            except AnomalyDeliveryError as exc:
+                # Crash-only: without the acknowledgements this batch must not be marked done, and
+                # Faust would still acknowledge its messages. Stop now; a restarted worker recovers
+                # the state from the changelog and scores the batch again.
+                log.critical("stopping the worker: %s", exc)
+                os._exit(70)
             for anomaly in result.anomalies:
                 metrics.ANOMALIES.labels(severity=anomaly["severity"]).inc()
                 metrics.FEEDER_ANOMALIES.labels(feeder=anomaly["feeder_id"]).inc()
-                deliveries.append(await anomalies.send(
-                    key=anomaly["meter_id"].encode(), value=serde.encode(ANOMALY, anomaly),
-                    partition=partition_for(anomaly["feeder_id"], topics.partitions)))
-            if deliveries:
-                await asyncio.gather(*deliveries)
             engine.persist(result.touched_feeders)
 
     @app.agent(forecasts, name="keep-forecasts")

@@ -45,8 +45,9 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
 def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK) -> DetectionResult:
     """Score ``frame`` (timestamp, meter_id, kwh[, feeder_id, interval_seconds]) in time order."""
     frame = _ordered(frame)
-    order = np.argsort(frame["timestamp"].to_numpy(), kind="stable")
-    ts = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()[order]
+    epoch_ms = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()
+    order = np.argsort(epoch_ms, kind="stable")  # int64: sorting tz-aware timestamps makes Python objects
+    ts = epoch_ms[order]
     meters = frame["meter_id"].astype(str).to_numpy()[order]
     feeders = frame["feeder_id"].astype(str).to_numpy()[order]
     groups = peer_groups(frame)[order]

@@ -30,7 +30,7 @@ import numpy as np
 
 from models.artifacts import LoadedModel
 from stream_processors.explain import DEFAULT_SCALE, explain_rows
-from stream_processors.meter_state import F, FeatureBatch, FeatureExtractor, MeterStateStore
+from stream_processors.meter_state import F, FeatureBatch, FeatureExtractor, MeterStateStore, round_indices
 
 BASELINE_RULES = "baseline-rules"
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
@@ -184,8 +184,8 @@ class DetectionEngine:
         st = self.store
         needed_hours = 48 + th.meter_history * interval_s / 3600.0
         alpha = 0.02
-        for k in range(int(fb.round.max()) + 1 if len(rows) else 0):
-            idx = np.flatnonzero((fb.round == k) & use_model)
+        for in_round in round_indices(fb.round):
+            idx = in_round[use_model[in_round]]
             if len(idx) == 0:
                 continue
             r = rows[idx]

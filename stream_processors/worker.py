@@ -7,6 +7,7 @@ import logging
 from prometheus_client import start_http_server
 
 from schemas.serde import make_serde
+from stream_processors.anomaly_publisher import AnomalyPublisher
 from stream_processors.app import create_app
 from stream_processors.emitted_anomalies import EmittedAnomalies
 from stream_processors.sensitivity import SensitivityWatcher
@@ -27,10 +28,12 @@ def run_worker(settings: StreamSettings) -> None:
     serde = make_serde(settings.kafka.schema_registry_url, **settings.kafka.registry_config())
     emitted = EmittedAnomalies(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
     engine = StreamEngine(settings.model_dir, serde, sensitivity=watcher.for_meter, emitted_since=emitted.since)
-    app = create_app(settings, engine)
+    publisher = AnomalyPublisher(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
+    app = create_app(settings, engine, publisher)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         Worker(app, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(), quiet=True,
                redirect_stdouts=False).execute_from_commandline()
     finally:
+        publisher.close()
         watcher.stop()

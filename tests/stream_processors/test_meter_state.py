@@ -114,3 +114,19 @@ def test_forecast_residual_is_scaled_by_the_band(forecast, expected_sign):
     # (observed - forecast) / half band, the band floored at 5% of the forecast plus a small epsilon
     assert fb.matrix[0, F["forecast_residual"]] == pytest.approx((8.0 - forecast) / 1.0, rel=0.1)
     assert fb.expected[0] == forecast
+
+
+def test_a_burst_of_late_readings_never_makes_the_newest_reading_count_twice():
+    """After a crash, a replay re-delivers old readings; the newest must still be known as seen."""
+    ex = FeatureExtractor()
+    minute = 60_000
+    on_time = T0 + minute * 10 * np.arange(64)  # every 10 minutes
+    ex.transform_batch(["m"] * 64, on_time, np.full(64, 1.0), np.full(64, 600))
+    applied = ex.store.scalars[0, ex.store.S_N]
+    # 32 readings that arrive late, all newer than the oldest remembered one
+    late = np.r_[T0 + minute * (10 * np.arange(32, 63) + 1), T0 + minute * 625]
+    fb = ex.transform_batch(["m"] * 32, late, np.full(32, 1.0), np.full(32, 600))
+    assert fb.late.all()
+    again = ex.transform_batch(["m"], on_time[-1:], np.array([1.0]), np.array([600]))
+    assert again.duplicate.all()
+    assert ex.store.scalars[0, ex.store.S_N] == applied

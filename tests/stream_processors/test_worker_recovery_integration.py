@@ -134,7 +134,11 @@ def test_two_workers_one_killed_the_other_takes_over(kafka, stream_workers, trai
     deadline = time.monotonic() + 180
     while not (a.metric("wattsup_stream_readings_processed_total") > 0
                and b.metric("wattsup_stream_readings_processed_total") > 0):
-        assert time.monotonic() < deadline, "both workers should own partitions with readings"
+        assert time.monotonic() < deadline, (
+            f"both workers should own partitions with readings: a processed "
+            f"{a.metric('wattsup_stream_readings_processed_total')}, b "
+            f"{b.metric('wattsup_stream_readings_processed_total')}; logs:\n{a.log_path.read_text()[-1500:]}\n"
+            f"{b.log_path.read_text()[-1500:]}")
         time.sleep(0.5)
     wait_for_zero_lag(kafka, app_id, topics.readings, a)
 
