@@ -110,7 +110,7 @@ def wait_processed(ports: list[int], target: float, procs: list[subprocess.Popen
             return now - first_t, v - first_v
         if v >= target:
             raise RuntimeError("the worker processed everything between two polls: use more --meters or --days")
-        time.sleep(0.05)
+        time.sleep(0.5)  # a scrape renders thousands of per-feeder series: polling hard would steal the worker's CPU
     raise TimeoutError(f"worker processed {v} of {target} readings")
 
 
@@ -170,6 +170,7 @@ def main() -> None:
         agent_rate = processed / seconds
         scoring = sum(metric(p, "wattsup_stream_scoring_seconds_sum") for p in ports)
         emitted = sum(metric(p, "wattsup_stream_anomalies_total") for p in ports)
+        batches = sum(metric(p, "wattsup_stream_batch_readings_count") for p in ports)
 
         per_event, batched = naive_rate(model, history)
 
@@ -184,6 +185,7 @@ def main() -> None:
         print(f"{label:<58}{agent_rate:>12,.0f} readings/s")
         print(f"{'  of which features + scoring (engine), summed':<58}{scoring:>12.1f} s of {seconds:.1f} s")
         print(f"{'  anomalies emitted while streaming the fleet':<58}{emitted:>12,.0f}")
+        print(f"{'  micro-batches, mean readings per batch':<58}{batches:>12,.0f}   ({processed / max(batches, 1):,.0f})")
         print(f"{'naive: one score_samples call per reading':<58}{per_event:>12,.0f} readings/s")
         print(f"{'model alone, one call per batch of the same rows':<58}{batched:>12,.0f} readings/s")
         print(f"{'worker / ceiling':<58}{agent_rate / ceiling:>12.2f}")
