@@ -138,15 +138,55 @@ def create_app(settings: StreamSettings, engine: Any, publisher: AnomalyPublishe
 
     newest_reading_ms: dict[str, int] = {}
 
+    next_offset: dict[int, int] = {}
+    """readings partition -> the offset the agent must see next, so it notices Faust skipping some."""
+    generation = [-1]
+    rewinds: dict[tuple[int, int], int] = {}
+
+    async def rewind(gaps: dict[int, int]) -> None:
+        """Seek partitions back to the first message Faust skipped; they come again, in order."""
+        consumer = app.consumer
+        for partition, offset in gaps.items():
+            tp = next((tp for tp in consumer.assignment() if tp.topic == topics.readings and tp.partition == partition),
+                      None)
+            if tp is None:
+                continue
+            log.warning("readings partition %s skipped from offset %s: seeking back", partition, offset)
+            metrics.PARTITION_RESEEKS.inc()
+            await consumer.seek(tp, offset)
+
     @app.agent(readings, name="score-readings")
     async def score_readings(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch_messages, within=settings.batch_within_seconds):
+            if app.consumer_generation_id != generation[0]:  # after a rebalance a partition starts anew
+                generation[0] = app.consumer_generation_id
+                next_offset.clear()
+                rewinds.clear()
             columns = ReadingColumns()
             rejections: list[Rejection] = []
+            gaps: dict[int, int] = {}
             for event in events:
                 msg = event.message
+                # Faust can drop messages it fetched around a recovery (faust-streaming issue 596)
+                # and go on with later ones. A meter's readings must be scored in order, so the
+                # rest of such a partition's batch waits: the partition is sought back to the
+                # first missing message and everything after it comes again.
+                if msg.partition in gaps:
+                    continue
+                expected = next_offset.get(msg.partition)
+                if expected is not None and msg.offset > expected:
+                    # An offset that never comes (a transaction marker) is let go after 3 tries.
+                    tries = rewinds[(msg.partition, expected)] = rewinds.get((msg.partition, expected), 0) + 1
+                    if tries <= 3:
+                        gaps[msg.partition] = expected
+                        continue
+                    log.warning("readings partition %s has no offset %s: going on from %s", msg.partition,
+                                expected, msg.offset)
+                next_offset[msg.partition] = max(expected or 0, msg.offset + 1)
                 rejections += decode_into(columns, serde, event.value,
                                           f"topic:{msg.topic}[{msg.partition}]@{msg.offset}")
+            if gaps:
+                await rewind(gaps)
             metrics.MESSAGES_PROCESSED.inc(len(events))
             if rejections:
                 await send_dead_letters(rejections)
