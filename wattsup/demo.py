@@ -56,11 +56,13 @@ def demo_services(settings: DemoSettings) -> list[Service]:
     """The services the demo runs, each a ``wattsup`` sub-command."""
     from dashboard.settings import DashboardSettings
     from forecaster.settings import ForecastSettings
+    from deploy.lag_exporter.settings import LagExporterSettings
     from stream_processors.settings import StreamSettings
 
     wattsup = [sys.executable, "-m", "wattsup.cli"]
     dashboard = DashboardSettings()
     stream = StreamSettings()
+    lag = LagExporterSettings()
     browse_host = "127.0.0.1" if dashboard.host in ("0.0.0.0", "::", "") else dashboard.host
     return [
         Service(
@@ -69,6 +71,8 @@ def demo_services(settings: DemoSettings) -> list[Service]:
              "--days", "0", "--speedup", str(settings.speedup), "--batch-by", "feeder"],
         ),
         Service("stream", [*wattsup, "stream"], url=f"http://{stream.worker_host}:{stream.metrics_port}/metrics"),
+        Service("lag-exporter", [*wattsup, "lag-exporter"],
+                url=f"http://{lag.host}:{lag.port}/metrics"),
         Service("dashboard", [*wattsup, "dashboard", "--host", dashboard.host, "--port", str(dashboard.port)],
                 url=f"http://{browse_host}:{dashboard.port}/"),
         # One run a minute (15 simulated hours at speedup 900), a day ahead, one fitting process so

@@ -31,6 +31,7 @@ def test_make_demo_runs_for_demo_seconds_and_streams_readings(tmp_path):
         "WATTSUP_STREAM_DATA_DIR": str(tmp_path / "stream"),
         "WATTSUP_STREAM_MODEL_DIR": str(tmp_path / "models"),
         "WATTSUP_FORECAST_METRICS_PORT": str(free_port()),
+        "WATTSUP_LAG_EXPORTER_PORT": str(free_port()),
     }
     with open(tmp_path / "stdout", "w+") as out, open(tmp_path / "stderr", "w+") as err:
         process = subprocess.Popen(["make", "--no-print-directory", "demo"], cwd=PROJECT_ROOT, env=env,
