@@ -46,7 +46,10 @@ class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
         self.train_scores_ = np.sort(scores)
         self.feature_center_ = np.median(X, axis=0)
         q75, q25 = np.percentile(X, [75, 25], axis=0)
-        self.feature_scale_ = np.maximum((q75 - q25) / 1.349, np.maximum(X.std(axis=0) * 0.1, 1e-3))
+        scale = np.maximum((q75 - q25) / 1.349, np.maximum(X.std(axis=0) * 0.1, 1e-3))
+        # A feature constant in training (forecast_residual when the history had no forecasts)
+        # keeps its natural unit, so it cannot swamp every explanation by a tiny spread.
+        self.feature_scale_ = np.where(X.std(axis=0) > 0, scale, 1.0)
         self.n_features_in_ = X.shape[1]
         return self
 
