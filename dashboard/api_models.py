@@ -27,8 +27,9 @@ class Cause(BaseModel):
     text: str = Field(description="Plain-language sentence for an operator.")
 
 
-class Anomaly(BaseModel):
-    id: int
+class UploadAnomaly(BaseModel):
+    """An anomaly as the engine reports it (an upload's, not stored: no id)."""
+
     meter_id: str
     feeder_id: str
     timestamp: str = Field(description="ISO 8601 UTC, e.g. 2026-11-25T08:00:00Z")
@@ -43,6 +44,12 @@ class Anomaly(BaseModel):
     causes: list[Cause]
     model_version: str
     detected_at: str
+
+
+class Anomaly(UploadAnomaly):
+    """A stored anomaly."""
+
+    id: int
 
 
 class AnomalyPage(BaseModel):
@@ -128,23 +135,6 @@ class UploadPoint(BaseModel):
     score: float
     flag: Literal[0, 1]
     severity: Severity | None
-
-
-class UploadAnomaly(BaseModel):
-    meter_id: str
-    feeder_id: str
-    timestamp: str
-    observed: float
-    expected: float | None
-    lower: float | None
-    upper: float | None
-    residual: float | None
-    score: float
-    severity: Severity
-    kind: str | None
-    causes: list[Cause]
-    model_version: str
-    detected_at: str
 
 
 class DetectResult(BaseModel):

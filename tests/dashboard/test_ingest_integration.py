@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ from schemas.partitioning import partition_for
 from schemas.serde import ANOMALY, DEAD_LETTER, FORECAST, METER_READING, SingleObjectSerde
 from stream_processors.sensitivity import SensitivityWatcher
 from tests.dashboard.conftest import QUARTER, T0, anomaly_record
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +59,6 @@ def _produce_forecast(kafka, topics, meter: str, feeder: str, generated: int) ->
                                                  "upper": 1.5} for i in range(8)]})
     producer.produce(topics.forecasts, value, meter.encode(), partition=partition_for(feeder, topics.partitions))
     assert producer.flush(30) == 0
-
-
-def _wait(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
 
 
 def _metric(client: TestClient, name: str, topic: str) -> float:
@@ -113,10 +102,10 @@ def test_stored_exactly_once_and_resumes_after_restart(kafka, settings_for):
     settings = settings_for(topics)
 
     with TestClient(create_app(settings)) as client:
-        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == len(first), what="first anomalies")
-        _wait(lambda: _metric(client, "wattsup_dashboard_records_ingested_total", topics.readings) == n_readings,
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == len(first), what="first anomalies")
+        wait_until(lambda: _metric(client, "wattsup_dashboard_records_ingested_total", topics.readings) == n_readings,
               what="readings stored")
-        _wait(lambda: client.get("/api/v1/series", params={"meter_id": "M000"}).json()["forecast"], what="forecast")
+        wait_until(lambda: client.get("/api/v1/series", params={"meter_id": "M000"}).json()["forecast"], what="forecast")
         assert client.get("/api/v1/summary").json()["meters"] == 12
         assert len(client.get("/api/v1/series", params={"meter_id": "M011"}).json()["readings"]) == 20
         first_consumed = _metric(client, "wattsup_dashboard_messages_consumed_total", topics.anomalies)
@@ -130,9 +119,9 @@ def test_stored_exactly_once_and_resumes_after_restart(kafka, settings_for):
     _produce_readings(kafka, topics, meters[:3], T0, steps=2)  # re-sent old readings
 
     with TestClient(create_app(settings)) as client:
-        _wait(lambda: _metric(client, "wattsup_dashboard_messages_consumed_total", topics.anomalies)
+        wait_until(lambda: _metric(client, "wattsup_dashboard_messages_consumed_total", topics.anomalies)
               == len(second) + len(redelivered), what="second run to consume the new anomaly messages")
-        _wait(lambda: _metric(client, "wattsup_dashboard_records_ingested_total", topics.readings) == more_readings,
+        wait_until(lambda: _metric(client, "wattsup_dashboard_records_ingested_total", topics.readings) == more_readings,
               what="new readings stored")
         time.sleep(1.5)  # let anything extra (there must be none) arrive
         body = client.get("/api/v1/anomalies", params={"limit": 1000}).json()
@@ -206,7 +195,7 @@ def test_post_readings_produces_valid_ones_and_dead_letters_the_rest(kafka, sett
         assert "kwh" in reasons[1] and "timestamp" in reasons[2]
         assert json.loads(next(d for d in letters if "many" in d["raw_text"])["raw_text"])["kwh"] == "many"
         # and the service's own ingest stores what it produced
-        _wait(lambda: client.get("/api/v1/series", params={"meter_id": "IOT-1"}).json()["readings"],
+        wait_until(lambda: client.get("/api/v1/series", params={"meter_id": "IOT-1"}).json()["readings"],
               what="posted reading stored")
 
 
@@ -227,14 +216,14 @@ def test_sensitivity_writes_reach_the_control_topic(kafka, settings_for):
     watcher = SensitivityWatcher(kafka.connection, topics, poll_seconds=0.2)
     watcher.start()
     try:
-        _wait(lambda: watcher.updates_applied >= 4, what="control records")
+        wait_until(lambda: watcher.updates_applied >= 4, what="control records")
         assert watcher.fleet == 2.0 and watcher.per_meter == {"M7": 0.5}
         assert watcher.for_meter("M7") == 0.5 and watcher.for_meter("M8") == 2.0
     finally:
         watcher.stop()
     # and a fresh dashboard reads the settings back from the topic
     with TestClient(create_app(settings_for(topics, consume=False))) as client:
-        _wait(lambda: client.get("/api/v1/sensitivity").json() == {"fleet": 2.0, "meters": {"M7": 0.5}},
+        wait_until(lambda: client.get("/api/v1/sensitivity").json() == {"fleet": 2.0, "meters": {"M7": 0.5}},
               what="sensitivity read back")
 
 
@@ -248,8 +237,8 @@ def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    _wait(lambda: server.started, what="uvicorn start")
-    _wait(lambda: app.state.service.ingest.assigned.is_set(), what="ingest assignment")
+    wait_until(lambda: server.started, what="uvicorn start")
+    wait_until(lambda: app.state.service.ingest.assigned.is_set(), what="ingest assignment")
     assert httpx.get(f"{base}/api/v1/events").status_code == 401
     login = httpx.post(f"{base}/api/v1/session",
                        json={"token": create_token(app.state.service.sessions, "browser")})
@@ -276,7 +265,7 @@ def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_
     listener.start()
     try:
         assert connected.wait(15)
-        _wait(lambda: app.state.service.hub.clients == 1, what="subscriber registered")
+        wait_until(lambda: app.state.service.hub.clients == 1, what="subscriber registered")
         _produce_anomalies(kafka, topics, [anomaly_record("M1", T0, "CRITICAL")])
         _produce_readings(kafka, topics, [("M1", "F1"), ("M2", "F1")], T0, steps=2)
         listener.join(30)
@@ -306,11 +295,11 @@ def test_undecodable_messages_are_counted_and_skipped(kafka, settings_for):
     assert raw.flush(30) == 0
     _produce_anomalies(kafka, topics, [anomaly_record("M1", T0)])
     with TestClient(create_app(settings_for(topics))) as client:
-        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, what="the good anomaly")
-        _wait(lambda: _metric(client, "wattsup_dashboard_records_undecodable_total", topics.anomalies) == 2,
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, what="the good anomaly")
+        wait_until(lambda: _metric(client, "wattsup_dashboard_records_undecodable_total", topics.anomalies) == 2,
               what="undecodable anomalies counted")
         assert _metric(client, "wattsup_dashboard_records_undecodable_total", topics.forecasts) == 1
-        _wait(lambda: _metric(client, "wattsup_dashboard_records_undecodable_total", topics.readings) == 1,
+        wait_until(lambda: _metric(client, "wattsup_dashboard_records_undecodable_total", topics.readings) == 1,
               what="undecodable reading counted")
         assert client.get("/healthz").json()["status"] == "ok"
 
@@ -334,8 +323,8 @@ def test_a_failed_transaction_is_retried_from_the_stored_offsets(kafka, settings
     monkeypatch.setattr(dashboard.ingest, "store_batch", failing_once)
     monkeypatch.setattr(dashboard.ingest, "RETRY_SECONDS", 1.0)
     with TestClient(create_app(settings_for(topics))) as client:
-        _wait(lambda: failures, what="the injected failure")
-        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == len(records), what="retry to store all")
+        wait_until(lambda: failures, what="the injected failure")
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == len(records), what="retry to store all")
         assert client.get("/healthz").json() == {"status": "ok", "ingest": "following"}
         assert _metric(client, "wattsup_dashboard_records_ingested_total", topics.anomalies) == len(records)
         assert failures[0] > 0
@@ -350,7 +339,7 @@ def test_partitions_added_to_a_topic_later_are_followed(kafka, settings_for, mon
     topics = kafka.fresh_topics(partitions=1)
     _produce_anomalies(kafka, topics, [anomaly_record("M1", T0)])
     with TestClient(create_app(settings_for(topics))) as client:
-        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, what="first anomaly")
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, what="first anomaly")
         admin = AdminClient(kafka.connection.confluent_config())
         for future in admin.create_partitions([NewPartitions(topics.anomalies, 3)]).values():
             future.result(30)
@@ -360,4 +349,4 @@ def test_partitions_added_to_a_topic_later_are_followed(kafka, settings_for, mon
             producer.produce(topics.anomalies, serde.encode(ANOMALY, record), record["meter_id"].encode(),
                              partition=partition)
         assert producer.flush(30) == 0
-        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == 3, what="anomalies on the new partitions")
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 3, what="anomalies on the new partitions")

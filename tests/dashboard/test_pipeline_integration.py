@@ -17,19 +17,9 @@ from dashboard.settings import DashboardSettings
 from producers.kafka_producer import ReadingProducer
 from producers.simulator import FleetConfig, simulate_fleet
 from tests.stream_processors.stream_checks import read_anomalies
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(check, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
 
 
 def test_worker_anomalies_reach_the_api_and_api_sensitivity_reaches_the_worker(kafka, stream_workers,
@@ -53,8 +43,8 @@ def test_worker_anomalies_reach_the_api_and_api_sensitivity_reaches_the_worker(k
         calm = _settled(worker)
         assert calm > 0
         # Every anomaly the worker emitted is stored once, with its explanation.
-        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == len(read_anomalies(kafka, topics.anomalies)),
-              what="worker anomalies stored")
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == len(read_anomalies(kafka, topics.anomalies)),
+                   timeout=120, what="worker anomalies stored", poll=0.5)
         page = client.get("/api/v1/anomalies", params={"limit": 5}).json()["items"]
         assert all(a["causes"] and a["causes"][0]["text"] and a["model_version"] for a in page)
         summary = client.get("/api/v1/summary").json()
@@ -72,8 +62,8 @@ def test_worker_anomalies_reach_the_api_and_api_sensitivity_reaches_the_worker(k
         sensitive = _settled(worker) - calm
         assert sensitive / len(sensitive_part) > 2 * calm / len(calm_part), (calm, sensitive)
         on_topic = read_anomalies(kafka, topics.anomalies)
-        _wait(lambda: client.get("/api/v1/anomalies").json()["total"] == len(on_topic),
-              what="sensitive-phase anomalies stored")
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == len(on_topic),
+                   timeout=120, what="sensitive-phase anomalies stored", poll=0.5)
         stored = [a for offset in range(0, len(on_topic), 1000)
                   for a in client.get("/api/v1/anomalies", params={"limit": 1000, "offset": offset}).json()["items"]]
         assert sorted((a["meter_id"], a["timestamp"]) for a in stored) == sorted(
