@@ -21,6 +21,7 @@ import pytest
 
 from deploy.kafka.launcher import LocalKafkaNode, free_port
 from deploy.kafka.topics import ensure_topics
+from tests.waiting import stop_process
 from wattsup.kafka_settings import KafkaConnection, TopicNames
 
 
@@ -138,13 +139,7 @@ class WorkerProcess:
         raise AssertionError(f"{name} reached only {value} (wanted {at_least}); log:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 30)
 
     def kill_9(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)

@@ -1,7 +1,8 @@
-"""Waiting for something a real service does in its own time, with a message that says what."""
+"""Waiting for real services in tests: for what they do in their own time, and for them to stop."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,3 +18,15 @@ def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "con
             return last
         time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM (a clean stop flushes and commits), then SIGKILL if it does not end in ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -33,6 +33,7 @@ from models.training import train_and_save
 from producers.kafka_producer import ReadingProducer
 from producers.simulator import FleetConfig, simulate_fleet
 from stream_processors.sensitivity import SensitivityWatcher
+from tests.waiting import stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -112,12 +113,7 @@ def running_dashboard(kafka, topics, tmp_path: Path, **settings: str) -> Iterato
             time.sleep(0.3)
         yield dashboard
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 15)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from deploy.kafka.launcher import free_port
 from deploy.prometheus.local_server import LocalPrometheus
 from producers.kafka_producer import ReadingProducer
 from producers.simulator import FleetConfig, simulate_fleet
+from tests.waiting import stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -54,12 +55,7 @@ def _service(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[s
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 20)
 
 
 def _wait(what: str, ready, timeout: float, logs: list[Path]) -> None:
