@@ -76,8 +76,12 @@ def email_text(rule: AlertRule, anomaly: dict[str, Any]) -> tuple[str, str]:
                f"(feeder {anomaly['feeder_id']}) at {anomaly['timestamp']}")
     lines = [f"Rule: {rule.name}", f"Meter: {anomaly['meter_id']}  Feeder: {anomaly['feeder_id']}",
              f"Time: {anomaly['timestamp']}", f"Observed: {anomaly['observed']:.3f} kWh"]
+    # The forecast and the meter's usual usage are different numbers; each is named so a reader
+    # never takes the one for the other (schema version 1 anomalies may carry the usual in expected).
     if anomaly.get("expected") is not None:
-        lines.append(f"Expected: {anomaly['expected']:.3f} kWh")
+        lines.append(f"Expected (forecast): {anomaly['expected']:.3f} kWh")
+    if anomaly.get("baseline") is not None:
+        lines.append(f"Usual for this hour: {anomaly['baseline']:.3f} kWh")
     lines.append(f"Severity: {anomaly['severity']}  Score: {anomaly['score']:.3f}  Kind: {anomaly.get('kind') or '-'}")
     lines += ["", "Why:"] + [f"  - {c['text']}" for c in anomaly.get("causes") or []]
     return subject, "\n".join(lines) + "\n"

@@ -34,10 +34,15 @@ class UploadAnomaly(BaseModel):
     feeder_id: str
     timestamp: str = Field(description="ISO 8601 UTC, e.g. 2026-11-25T08:00:00Z")
     observed: float
-    expected: float | None
-    lower: float | None
-    upper: float | None
-    residual: float | None
+    baseline: float | None = Field(description="The meter's usual kWh for this hour of the week, from its own history; "
+                                               "null only for anomalies stored from schema version 1.")
+    expected: float | None = Field(description="The forecast's expected kWh; null when no forecast covers the reading "
+                                               "(uploads never have one).")
+    lower: float | None = Field(description="Lower edge of the forecast band, kWh; null without a forecast.")
+    upper: float | None = Field(description="Upper edge of the forecast band, kWh; null without a forecast.")
+    residual: float | None = Field(description="observed - expected, kWh; null without a forecast.")
+    band_residual: float | None = Field(description="Residual over half the forecast band's width: beyond 1 or -1 the "
+                                                    "reading is outside the band; null without a forecast.")
     score: float
     severity: Severity
     kind: str | None
@@ -131,7 +136,7 @@ class RejectedRow(BaseModel):
 class UploadPoint(BaseModel):
     timestamp: str
     kwh: float
-    expected: float
+    baseline: float = Field(description="The meter's usual kWh for this slot as the detector saw it (not a forecast).")
     score: float
     flag: Literal[0, 1]
     severity: Severity | None

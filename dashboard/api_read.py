@@ -24,8 +24,10 @@ from dashboard.timeutil import to_ms
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_reader)])
 
+# Columns added later are appended, so a spreadsheet built on the export by position keeps working:
+# ``band_residual`` and ``baseline`` came with Anomaly schema version 2.
 CSV_COLUMNS = ("timestamp", "meter_id", "feeder_id", "observed", "expected", "lower", "upper", "residual", "score",
-               "severity", "kind", "causes", "model_version")
+               "severity", "kind", "causes", "model_version", "band_residual", "baseline")
 
 
 def anomaly_filter(
@@ -74,7 +76,8 @@ def get_anomalies_csv(
                 writer.writerow([a["timestamp"], _text(a["meter_id"]), _text(a["feeder_id"]), a["observed"],
                                  _blank(a["expected"]), _blank(a["lower"]), _blank(a["upper"]), _blank(a["residual"]),
                                  a["score"], a["severity"], _text(a["kind"] or ""),
-                                 _text("; ".join(c["text"] for c in a["causes"])), _text(a["model_version"])])
+                                 _text("; ".join(c["text"] for c in a["causes"])), _text(a["model_version"]),
+                                 _blank(a["band_residual"]), _blank(a["baseline"])])
                 if n % 1000 == 0:
                     yield buffer.getvalue()
                     buffer.seek(0)

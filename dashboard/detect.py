@@ -124,8 +124,9 @@ def detect_upload(data: bytes, filename: str | None, model: Any, sensitivity: fl
         for i, row in enumerate(a.itertuples(index=False)):
             anomalies.append({
                 "meter_id": row.meter_id, "feeder_id": row.feeder_id, "timestamp": str(stamps[i]),
-                "observed": _num(row.observed), "expected": _num(row.expected), "lower": None, "upper": None,
-                "residual": _num(row.residual), "score": _num(row.score), "severity": row.severity,
+                "observed": _num(row.observed), "baseline": _num(row.baseline), "expected": _num(row.expected),
+                "lower": _num(row.lower), "upper": _num(row.upper), "residual": _num(row.residual),
+                "band_residual": _num(row.band_residual), "score": _num(row.score), "severity": row.severity,
                 "kind": row.kind if isinstance(row.kind, str) and row.kind else None,
                 "causes": json.loads(row.causes_json), "model_version": row.model_version, "detected_at": detected_at,
             })
@@ -133,7 +134,8 @@ def detect_upload(data: bytes, filename: str | None, model: Any, sensitivity: fl
     series_frame = pd.DataFrame({
         "timestamp": _iso_column(scores["timestamp"]),
         "kwh": frame["kwh"].to_numpy(),
-        "expected": scores["expected"].to_numpy(),
+        # The meter's usual usage, not a forecast (a file has none): named so the chart cannot call it one.
+        "baseline": scores["baseline"].to_numpy(),
         "score": scores["score"].to_numpy(),
         "flag": scores["flag"].to_numpy(),
         "severity": scores["severity"].replace("", None).to_numpy(),

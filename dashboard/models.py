@@ -17,7 +17,12 @@ class Base(DeclarativeBase):
 
 
 class Anomaly(Base):
-    """One anomaly the stream emitted; (meter_id, timestamp) is unique so a re-delivered one is not stored twice."""
+    """One anomaly the stream emitted; (meter_id, timestamp) is unique so a re-delivered one is not stored twice.
+
+    ``expected``, ``lower``, ``upper`` and ``residual`` are the forecast's (null when no forecast covered
+    the reading); ``baseline`` is the meter's usual usage, kept apart so the two are never confused.
+    Anomalies stored from schema version 1 may hold the baseline in ``expected`` and have no ``baseline``.
+    """
 
     __tablename__ = "anomalies"
     __table_args__ = (
@@ -35,6 +40,10 @@ class Anomaly(Base):
     lower: Mapped[float | None] = mapped_column(Float, nullable=True)
     upper: Mapped[float | None] = mapped_column(Float, nullable=True)
     residual: Mapped[float | None] = mapped_column(Float, nullable=True)
+    band_residual: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Residual over half the forecast band's width (beyond 1 or -1: outside the band); null without a forecast."""
+    baseline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The meter's usual kWh for the hour of week; null for anomalies stored from schema version 1."""
     score: Mapped[float] = mapped_column(Float)
     severity: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -63,7 +63,8 @@ def _anomaly_row(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "meter_id": record["meter_id"], "feeder_id": record["feeder_id"], "timestamp_ms": int(record["timestamp"]),
         "observed": record["observed"], "expected": record.get("expected"), "lower": record.get("lower"),
-        "upper": record.get("upper"), "residual": record.get("residual"), "score": record["score"],
+        "upper": record.get("upper"), "residual": record.get("residual"),
+        "band_residual": record.get("band_residual"), "baseline": record.get("baseline"), "score": record["score"],
         "severity": record["severity"], "kind": record.get("kind"), "causes": list(record.get("causes") or []),
         "model_version": record["model_version"], "detected_at_ms": int(record["detected_at"]),
     }
@@ -164,7 +165,8 @@ def anomaly_json(row: Any) -> dict[str, Any]:
     return {
         "id": get("id"), "meter_id": get("meter_id"), "feeder_id": get("feeder_id"),
         "timestamp": iso(get("timestamp_ms")), "observed": get("observed"), "expected": get("expected"),
-        "lower": get("lower"), "upper": get("upper"), "residual": get("residual"), "score": get("score"),
+        "lower": get("lower"), "upper": get("upper"), "residual": get("residual"),
+        "band_residual": get("band_residual"), "baseline": get("baseline"), "score": get("score"),
         "severity": get("severity"), "kind": get("kind"), "causes": get("causes") or [],
         "model_version": get("model_version"), "detected_at": iso(get("detected_at_ms")),
     }

@@ -29,9 +29,14 @@ QUARTER = 900_000
 
 def anomaly_record(meter: str, ts: int, severity: str = "WARNING", feeder: str = "F1", score: float = 0.8,
                    **extra: Any) -> dict[str, Any]:
-    """An Anomaly record as the stream worker writes it (raw millisecond timestamps)."""
+    """An Anomaly record as the stream worker writes it (schema version 2, raw millisecond timestamps).
+
+    A forecast covers it by default; pass ``expected=None, lower=None, upper=None, residual=None,
+    band_residual=None`` for one without (the worker then sends only the baseline).
+    """
     return {"meter_id": meter, "feeder_id": feeder, "timestamp": ts, "observed": 5.0, "expected": 1.0, "lower": 0.5,
-            "upper": 1.5, "residual": 4.0, "score": score, "severity": severity, "kind": "spike",
+            "upper": 1.5, "residual": 4.0, "band_residual": 8.0, "baseline": 1.2, "score": score,
+            "severity": severity, "kind": "spike",
             "causes": [{"feature": "ratio", "contribution": 0.7, "text": "usage 5x the usual"},
                        {"feature": "change_z", "contribution": 0.3, "text": "sudden jump"}],
             "model_version": "v1", "detected_at": ts + 1000, **extra}

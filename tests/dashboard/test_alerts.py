@@ -292,3 +292,18 @@ def test_email_over_starttls_with_login(dashboard_factory, tmp_path):
         assert len(mailbox.messages) == 1
     finally:
         controller.stop()
+
+
+def test_email_names_the_forecast_and_the_usual_apart():
+    """Schema version 2: expected is the forecast's (or absent); the baseline is the meter's usual usage."""
+    from dashboard.alerts import email_text
+
+    def body(**fields) -> str:
+        anomaly = {**anomaly_record("M1", T0, **fields), "id": 1, "timestamp": "2026-11-18T11:06:40Z"}
+        return email_text(AlertRule(name="r"), anomaly)[1]
+
+    with_forecast = body()
+    assert "Expected (forecast): 1.000 kWh" in with_forecast and "Usual for this hour: 1.200 kWh" in with_forecast
+    without = body(expected=None, lower=None, upper=None, residual=None, band_residual=None, baseline=0.8)
+    assert "Expected" not in without and "Usual for this hour: 0.800 kWh" in without
+    assert "Observed: 5.000 kWh" in without

@@ -104,7 +104,8 @@ def test_anomaly_object_matches_the_contract(dash):
     dash.store(anomalies=[anomaly_record("M1", T0, "CRITICAL")])
     a = dash.client.get("/api/v1/anomalies").json()["items"][0]
     assert set(a) == {"id", "meter_id", "feeder_id", "timestamp", "observed", "expected", "lower", "upper", "residual",
-                      "score", "severity", "kind", "causes", "model_version", "detected_at"}
+                      "band_residual", "baseline", "score", "severity", "kind", "causes", "model_version", "detected_at"}
+    assert (a["expected"], a["baseline"], a["band_residual"]) == (1.0, 1.2, 8.0)
     assert a["timestamp"] == "2026-11-18T11:06:40Z" and a["detected_at"] == "2026-11-18T11:06:41Z"
     assert a["causes"][0] == {"feature": "ratio", "contribution": 0.7, "text": "usage 5x the usual"}
 
@@ -149,8 +150,9 @@ def test_anomalies_csv_download(dash):
     assert response.headers["content-disposition"] == "attachment; filename=anomalies.csv"
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert list(rows[0]) == ["timestamp", "meter_id", "feeder_id", "observed", "expected", "lower", "upper", "residual",
-                             "score", "severity", "kind", "causes", "model_version"]
+                             "score", "severity", "kind", "causes", "model_version", "band_residual", "baseline"]
     assert len(rows) == 1 and rows[0]["meter_id"] == "M1"
+    assert (rows[0]["expected"], rows[0]["band_residual"], rows[0]["baseline"]) == ("1.0", "8.0", "1.2")
     assert rows[0]["causes"] == "usage 5x the usual; sudden jump"
 
 
@@ -378,3 +380,33 @@ def test_csv_export_defuses_spreadsheet_formulas_in_text_cells(dash):
     rows = list(csv.DictReader(io.StringIO(dash.client.get("/api/v1/anomalies.csv").text)))
     assert rows[0]["meter_id"] == "'=HYPERLINK(\"http://evil\")" and rows[0]["feeder_id"] == "'@F1"
     assert rows[0]["residual"] == "4.0"  # numbers are left alone (a negative residual stays a number)
+
+
+NO_FORECAST = {"expected": None, "lower": None, "upper": None, "residual": None, "band_residual": None}
+
+
+def test_anomaly_without_a_forecast_keeps_its_baseline_apart_from_expected(dash):
+    """Schema version 2: no forecast covers the reading, so expected is null and the usual usage is the baseline."""
+    from dashboard.api_models import Anomaly, AnomalyPage, Series
+
+    stored = dash.store(anomalies=[anomaly_record("M1", T0, "CRITICAL", baseline=0.9, **NO_FORECAST)])
+    assert stored.anomalies[0]["expected"] is None and stored.anomalies[0]["baseline"] == 0.9
+    Anomaly.model_validate(stored.anomalies[0])  # what live events and alert webhooks carry
+    page = dash.client.get("/api/v1/anomalies").json()
+    AnomalyPage.model_validate(page)
+    a = page["items"][0]
+    assert (a["expected"], a["lower"], a["upper"], a["residual"], a["band_residual"]) == (None,) * 5
+    assert a["baseline"] == 0.9 and a["observed"] == 5.0
+    series = dash.client.get("/api/v1/series", params={"meter_id": "M1"}).json()
+    Series.model_validate(series)
+    assert series["anomalies"][0]["baseline"] == 0.9 and series["anomalies"][0]["expected"] is None
+    rows = list(csv.DictReader(io.StringIO(dash.client.get("/api/v1/anomalies.csv").text)))
+    assert (rows[0]["expected"], rows[0]["residual"], rows[0]["band_residual"], rows[0]["baseline"]) == ("", "", "", "0.9")
+
+
+def test_version_1_anomaly_without_baseline_is_stored_with_nulls(dash):
+    """A record decoded from schema version 1 has no band_residual or baseline key at all."""
+    record = {k: v for k, v in anomaly_record("M1", T0).items() if k not in ("band_residual", "baseline")}
+    dash.store(anomalies=[record])
+    a = dash.client.get("/api/v1/anomalies").json()["items"][0]
+    assert a["expected"] == 1.0 and a["baseline"] is None and a["band_residual"] is None

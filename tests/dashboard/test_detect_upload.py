@@ -43,9 +43,15 @@ def test_good_csv_flags_the_known_spike_and_reports_bad_rows(dash):
     assert set(body["series"]) == {"M0001", "M0002"}
     points = body["series"]["M0001"]
     assert len(points) == 14 * 96
-    assert set(points[0]) == {"timestamp", "kwh", "expected", "score", "flag", "severity"}
+    assert set(points[0]) == {"timestamp", "kwh", "baseline", "score", "flag", "severity"}
     at_spike = next(p for p in points if p["timestamp"] == spike_time)
     assert at_spike["flag"] == 1 and at_spike["kwh"] == 6.0
+    # The series line is the meter's usual usage: learned from the file, far below the 6 kWh spike.
+    assert all(isinstance(p["baseline"], float) for p in points[96:])
+    assert 0 < at_spike["baseline"] < 3
+    # A file has no forecast: the anomaly carries the baseline, and the forecast fields are null.
+    assert spike["baseline"] is not None and 0 < spike["baseline"] < 3
+    assert (spike["expected"], spike["lower"], spike["upper"], spike["residual"], spike["band_residual"]) == (None,) * 5
     assert [p["timestamp"] for p in points] == sorted(p["timestamp"] for p in points)
     assert body["model_version"]
     assert "wattsup_dashboard_detect_seconds_count 1.0" in dash.client.get("/metrics").text

@@ -284,6 +284,27 @@ def test_live_events_stream_new_anomalies_and_a_meters_readings(kafka, settings_
         thread.join(20)
 
 
+def test_version_2_anomaly_without_forecast_and_a_version_1_one_are_both_stored(kafka, settings_for):
+    """Through the broker and the Avro decoder: a version 2 anomaly no forecast covers (expected null,
+    baseline set) keeps both as sent; one from a version 1 writer is stored with the new fields null."""
+    from schemas.serde import SINGLE_OBJECT_MAGIC, SchemaCatalog, schemaless_encode
+
+    topics = kafka.fresh_topics(partitions=1)
+    _produce_anomalies(kafka, topics, [anomaly_record("V2", T0, expected=None, lower=None, upper=None, residual=None,
+                                                      band_residual=None, baseline=0.6)])
+    catalog = SchemaCatalog()
+    v1 = next(w for w in catalog.by_fingerprint.values() if w.name == ANOMALY and w is not catalog.current[ANOMALY])
+    old = {k: v for k, v in anomaly_record("V1", T0).items() if k not in ("band_residual", "baseline")}
+    producer = Producer(kafka.connection.confluent_config())
+    producer.produce(topics.anomalies, SINGLE_OBJECT_MAGIC + v1.fingerprint + schemaless_encode(v1, old), b"V1")
+    assert producer.flush(30) == 0
+    with TestClient(create_app(settings_for(topics))) as client:
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 2, what="both anomalies stored")
+        items = {a["meter_id"]: a for a in client.get("/api/v1/anomalies").json()["items"]}
+    assert (items["V2"]["expected"], items["V2"]["residual"], items["V2"]["baseline"]) == (None, None, 0.6)
+    assert (items["V1"]["expected"], items["V1"]["baseline"], items["V1"]["band_residual"]) == (1.0, None, None)
+
+
 def test_undecodable_messages_are_counted_and_skipped(kafka, settings_for):
     topics = kafka.fresh_topics(partitions=1)
     raw = Producer(kafka.connection.confluent_config())

@@ -1,4 +1,4 @@
-"""Storage details: the migration matches the models, retention pruning, live-event fan-out."""
+"""Storage details: the migrations match the models and upgrade old databases, retention pruning, live-event fan-out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select, text
 
 from dashboard.events import EventHub
 from dashboard.ingest import KafkaIngest
@@ -26,6 +26,58 @@ def test_migrating_twice_is_a_no_op(dash):
 
     migrate(dash.service.engine)
     migrate(dash.service.engine)
+
+
+def _alembic_to(engine, revision: str, *, down: bool = False) -> None:
+    """Move ``engine``'s schema to ``revision`` with the service's own migration scripts."""
+    from alembic import command
+    from alembic.config import Config
+
+    from dashboard.db import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def test_a_database_from_before_the_baseline_columns_is_migrated_and_keeps_its_anomalies(dashboard_factory, tmp_path):
+    """An existing database at revision 0002 (anomaly schema version 1) gains band_residual and baseline as
+    nulls for the anomalies it holds, and the service then stores and serves version 2 anomalies with both."""
+    from dashboard.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'old' / 'wattsup.db'}"
+    engine = make_engine(url)
+    _alembic_to(engine, "0002")
+    old_columns = {c["name"] for c in inspect(engine).get_columns("anomalies")}
+    assert "baseline" not in old_columns and "band_residual" not in old_columns
+    with engine.begin() as connection:  # what a version 1 writer left: the baseline in expected
+        connection.execute(text(
+            "INSERT INTO anomalies (meter_id, feeder_id, timestamp_ms, observed, expected, lower, upper, residual, "
+            "score, severity, kind, causes, model_version, detected_at_ms) VALUES "
+            "('OLD', 'F1', :ts, 4.0, 1.0, NULL, NULL, 3.0, 0.9, 'CRITICAL', 'spike', '[]', 'v1', :ts)"), {"ts": T0})
+    engine.dispose()
+
+    dash = dashboard_factory(database_url=url)  # the service migrates at start-up
+    with dash.service.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+    dash.store(anomalies=[anomaly_record("NEW", T0 + QUARTER, expected=None, lower=None, upper=None, residual=None,
+                                         band_residual=None, baseline=0.7)])
+    items = {a["meter_id"]: a for a in dash.client.get("/api/v1/anomalies").json()["items"]}
+    assert (items["OLD"]["expected"], items["OLD"]["baseline"], items["OLD"]["band_residual"]) == (1.0, None, None)
+    assert (items["NEW"]["expected"], items["NEW"]["baseline"], items["NEW"]["band_residual"]) == (None, 0.7, None)
+
+
+def test_the_baseline_migration_downgrades_and_upgrades_again(dash):
+    engine = dash.service.engine
+    dash.store(anomalies=[anomaly_record("M1", T0)])
+    _alembic_to(engine, "0002", down=True)
+    assert "baseline" not in {c["name"] for c in inspect(engine).get_columns("anomalies")}
+    _alembic_to(engine, "head")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT meter_id, baseline FROM anomalies")).all() == [("M1", None)]
 
 
 def test_prune_keeps_the_retention_window_behind_the_newest_reading(dash):
