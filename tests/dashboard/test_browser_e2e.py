@@ -47,7 +47,7 @@ UPLOAD_CSV = Path(__file__).with_name("upload_with_spike.csv")
 UPLOAD_SPIKE = ("U002", "2026-03-08T19:00:00Z")  # the one 10x reading in UPLOAD_CSV
 ANOMALY_RED = "#d62728"
 CSV_COLUMNS = ["timestamp", "meter_id", "feeder_id", "observed", "expected", "lower", "upper", "residual", "score",
-               "severity", "kind", "causes", "model_version"]
+               "severity", "kind", "causes", "model_version", "band_residual", "baseline"]
 
 sync_api = pytest.importorskip("playwright.sync_api")
 if not os.access(CHROMIUM, os.X_OK):
@@ -222,6 +222,17 @@ def chart_shows_own_anomalies(page) -> bool:
     return state["key"].startswith("meter:") and state["meters"] == [state["key"].split(":", 1)[1]]
 
 
+EXPECTED_CELLS_JS = """rs => rs.map((r) => {
+  const cell = r.querySelector("[data-testid='expected-cell']");
+  return {source: cell.dataset.source, title: cell.title || "", tagged: !!cell.querySelector(".usual-tag"), text: cell.innerText};
+})"""
+
+LINE_DATASET_JS = """(name) => {
+  const line = window.wattsupCharts[name].data.datasets[2];
+  return {label: line.label, points: line.data.length};
+}"""
+
+
 ANOMALY_DATASET_JS = """(name) => {
   const chart = window.wattsupCharts && window.wattsupCharts[name];
   if (!chart) return null;
@@ -326,6 +337,13 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     # Newest first, exactly as the API orders them.
     shown = rows.evaluate_all("rs => rs.map(r => r.dataset.key)")
     assert shown == [str(a["id"]) for a in api_anomalies[:len(shown)]]
+    # The expected column shows the forecast's value, or else the usual one, tagged so it is not read as a forecast.
+    assert all(a["baseline"] is not None for a in api_anomalies), "a version 2 anomaly without its baseline"
+    cells = rows.evaluate_all(EXPECTED_CELLS_JS)
+    for key, cell in zip(shown, cells):
+        a = by_id[key]
+        assert cell["source"] == ("forecast" if a["expected"] is not None else "usual"), (a, cell)
+        assert cell["tagged"] == (a["expected"] is None) and ("no forecast" in cell["title"]) == (a["expected"] is None)
     # Nobody has picked a meter: the chart has moved on to the meter of the newest anomaly.
     wait_until(lambda: page.evaluate(CHART_STATE_JS)["key"] == f"meter:{api_anomalies[0]['meter_id']}"
                and chart_shows_own_anomalies(page), 20,
@@ -372,6 +390,7 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     text = tooltip.inner_text()
     assert anomaly["causes"] and all(cause["text"] in text for cause in anomaly["causes"]), (text, anomaly["causes"])
     assert anomaly["meter_id"] in text
+    assert "usual for this hour" in text and ("expected (forecast)" in text) == (anomaly["expected"] is not None), text
     page.screenshot(path=artifacts / "04-row-tooltip.png")
 
     # Click the row: the chart shows that meter, zoomed around the anomaly, its point enlarged.
@@ -428,6 +447,9 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     upload_rows.first.wait_for(timeout=60_000)
     flagged = upload_rows.evaluate_all("rs => rs.map(r => [r.dataset.meter, r.dataset.timestamp])")
     assert list(UPLOAD_SPIKE) in flagged, flagged
+    # A file has no forecast: every expected cell is the usual value, marked as such, and so is the chart's line.
+    upload_cells = upload_rows.evaluate_all(EXPECTED_CELLS_JS)
+    assert all(c["source"] == "usual" and c["tagged"] and "no forecast" in c["title"] for c in upload_cells), upload_cells
     spike_row = page.locator(f"[data-testid='upload-table'] [data-testid='anomaly-row'][data-meter='{UPLOAD_SPIKE[0]}']"
                              f"[data-timestamp='{UPLOAD_SPIKE[1]}']")
     spike_row.click()
@@ -435,6 +457,8 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     upload_chart = page.evaluate(ANOMALY_DATASET_JS, "upload")
     assert upload_chart["color"].lower() == ANOMALY_RED
     assert any(p["timestamp"] == UPLOAD_SPIKE[1] and p["focused"] for p in upload_chart["points"]), upload_chart
+    upload_line = page.evaluate(LINE_DATASET_JS, "upload")
+    assert upload_line["label"] == "Usual usage" and upload_line["points"] > 0, upload_line
     page.locator("[data-testid='upload-result']").scroll_into_view_if_needed()
     page.screenshot(path=artifacts / "06-upload-flagged.png", full_page=True)
     with page.expect_download() as result_download:
@@ -443,6 +467,7 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     assert len(result_rows) == sum(1 for _ in UPLOAD_CSV.open()) - 1
     spike = [r for r in result_rows if (r["meter_id"], r["timestamp"]) == UPLOAD_SPIKE]
     assert len(spike) == 1 and spike[0]["flag"] == "1" and spike[0]["causes"], spike
+    assert "expected" not in result_rows[0] and 0 < float(spike[0]["baseline"]) < float(spike[0]["kwh"]), spike
 
     # Sensitivity, fleet-wide and per meter, through the page (the service publishes it to the control topic).
     page.fill("[data-testid='fleet-sensitivity']", "1.5")

@@ -42,9 +42,11 @@ function anomalyPointRadius(context) {
 
 /**
  * A usage chart on `canvas`. `onUserPan` is called when the person drags the view (the page then
- * stops live scrolling, since they are looking at something on purpose).
+ * stops live scrolling, since they are looking at something on purpose). `lineLabel` names the
+ * dashed line: the forecast's expected usage on the fleet chart, the meter's usual usage on the
+ * upload chart (a file has no forecast).
  */
-export function createUsageChart(canvas, { onUserPan } = {}) {
+export function createUsageChart(canvas, { onUserPan, lineLabel = "Expected (forecast)" } = {}) {
   const colors = palette();
   const chart = new Chart(canvas, {
     type: "line",
@@ -52,7 +54,7 @@ export function createUsageChart(canvas, { onUserPan } = {}) {
       datasets: [
         { label: "Forecast low", data: [], borderWidth: 0, pointRadius: 0, fill: false, order: 5 },
         { label: "Forecast band", data: [], borderWidth: 0, pointRadius: 0, fill: "-1", order: 4 },
-        { label: "Expected", data: [], borderWidth: 1.5, borderDash: [5, 4], pointRadius: 0, order: 3 },
+        { label: lineLabel, data: [], borderWidth: 1.5, borderDash: [5, 4], pointRadius: 0, order: 3 },
         { label: "Usage", data: [], borderWidth: 1.8, pointRadius: 0, pointHoverRadius: 4, order: 2 },
         {
           label: "Anomalies", data: [], showLine: false, order: 0,
@@ -88,8 +90,11 @@ export function createUsageChart(canvas, { onUserPan } = {}) {
               const raw = context.raw || {};
               if (context.datasetIndex === DATASET.ANOMALIES && raw.anomaly) {
                 const a = raw.anomaly;
+                // The forecast and the usual are named apart: they are different numbers.
                 return `${a.severity} ${a.kind || "anomaly"} at ${a.meter_id}: ${formatKwh(a.observed)} kWh`
-                  + (a.expected != null ? ` (expected ${formatKwh(a.expected)})` : "");
+                  + (a.expected != null ? ` (forecast expected ${formatKwh(a.expected)} kWh)` : "")
+                  + (a.baseline != null ? ` (usual for this hour ${formatKwh(a.baseline)} kWh`
+                    + `${a.expected == null ? "; no forecast covers this reading" : ""})` : "");
               }
               if (context.datasetIndex === DATASET.LOWER) return null;
               if (context.datasetIndex === DATASET.UPPER) {

@@ -40,6 +40,19 @@ export function causeTexts(anomaly) {
   return (anomaly.causes || []).map((c) => c.text).filter(Boolean);
 }
 
+export const USUAL_HINT = "Usual for this hour (the meter's own history); no forecast covers this reading";
+
+/**
+ * What an anomaly's "expected" column shows: the forecast's expected kWh when a forecast covers the
+ * reading, else the meter's usual kWh for the hour (`baseline`), marked `usual` so the page never
+ * presents the one as the other. Anomalies stored before the two were split have only `expected`.
+ */
+export function expectedOrUsual(anomaly) {
+  if (anomaly.expected != null) return { value: anomaly.expected, usual: false };
+  if (anomaly.baseline != null) return { value: anomaly.baseline, usual: true };
+  return { value: null, usual: false };
+}
+
 /** RFC 4180 CSV text from rows of values. */
 export function toCsv(header, rows) {
   const cell = (v) => {

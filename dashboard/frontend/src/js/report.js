@@ -64,12 +64,13 @@ export async function buildReport({ chart, key, summary, filters, anomalies, tot
   autoTable(doc, {
     startY: y,
     margin: { left: margin, right: margin },
-    head: [["Time", "Meter", "Feeder", "Severity", "Kind", "Observed kWh", "Expected kWh", "Causes"]],
+    // The forecast and the meter's usual usage are separate columns: "-" in Forecast means no forecast covered it.
+    head: [["Time", "Meter", "Feeder", "Severity", "Kind", "Observed kWh", "Forecast kWh", "Usual kWh", "Causes"]],
     body: anomalies.map((a) => [formatTime(a.timestamp), a.meter_id, a.feeder_id, a.severity, a.kind || "",
-      formatKwh(a.observed), formatKwh(a.expected), causeTexts(a).join("; ")].map(latin1)),
+      formatKwh(a.observed), formatKwh(a.expected), formatKwh(a.baseline), causeTexts(a).join("; ")].map(latin1)),
     styles: { fontSize: 8, cellPadding: 3, overflow: "linebreak" },
     headStyles: { fillColor: [31, 95, 174] },
-    columnStyles: { 5: { halign: "right" }, 6: { halign: "right" }, 7: { cellWidth: 300 } },
+    columnStyles: { 5: { halign: "right" }, 6: { halign: "right" }, 7: { halign: "right" }, 8: { cellWidth: 270 } },
     didParseCell(data) {
       if (data.section === "body" && data.column.index === 3 && data.cell.raw === "CRITICAL") data.cell.styles.textColor = [214, 39, 40];
     },

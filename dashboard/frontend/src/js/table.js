@@ -1,5 +1,5 @@
 // Anomaly tables: rows newest first, a tooltip with the causes in plain words, click to focus.
-import { causeTexts, escapeHtml, formatKwh, formatTime } from "./format.js";
+import { USUAL_HINT, causeTexts, escapeHtml, expectedOrUsual, formatKwh, formatTime } from "./format.js";
 
 const tooltip = () => document.getElementById("row-tooltip");
 
@@ -8,6 +8,7 @@ function showTooltip(row, anomaly) {
   const texts = causeTexts(anomaly);
   const shares = (anomaly.causes || []).map((c) => c.contribution);
   tip.innerHTML = `<strong>${escapeHtml(anomaly.severity)} ${escapeHtml(anomaly.kind || "anomaly")} · ${escapeHtml(anomaly.meter_id)} · ${escapeHtml(formatTime(anomaly.timestamp))}</strong>`
+    + `<span class="tip-values">${escapeHtml(comparisonText(anomaly))}</span>`
     + (texts.length
       ? `<ul>${texts.map((t, i) => `<li>${escapeHtml(t)}${shares[i] != null ? ` <span class="share">(${Math.round(shares[i] * 100)}%)</span>` : ""}</li>`).join("")}</ul>`
       : "<span>No cause recorded.</span>");
@@ -25,6 +26,26 @@ function hideTooltip(row) {
   row.removeAttribute("aria-describedby");
 }
 
+/** Observed against the forecast and the usual, each named: the two are different numbers. */
+export function comparisonText(anomaly) {
+  const parts = [`Observed ${formatKwh(anomaly.observed)} kWh`];
+  if (anomaly.expected != null) parts.push(`expected (forecast) ${formatKwh(anomaly.expected)} kWh`);
+  if (anomaly.baseline != null) parts.push(`usual for this hour ${formatKwh(anomaly.baseline)} kWh`);
+  if (anomaly.expected == null && anomaly.baseline != null) parts.push("no forecast covers this reading");
+  return parts.join(" · ");
+}
+
+/** The expected cell: the forecast's value, or the usual value tagged "usual" with a tooltip saying so. */
+function expectedCell(anomaly) {
+  const { value, usual } = expectedOrUsual(anomaly);
+  if (value == null) return `<td class="num opt" data-testid="expected-cell" data-source="none">–</td>`;
+  if (!usual) {
+    return `<td class="num opt" data-testid="expected-cell" data-source="forecast" title="Forecast's expected usage">${formatKwh(value)}</td>`;
+  }
+  return `<td class="num opt usual" data-testid="expected-cell" data-source="usual" title="${escapeHtml(USUAL_HINT)}">`
+    + `<span class="usual-tag">usual</span> ${formatKwh(value)}</td>`;
+}
+
 const severityBadge = (s) => `<span class="sev sev-${escapeHtml(s)}">${escapeHtml(s)}</span>`;
 
 /**
@@ -38,10 +59,10 @@ export function renderAnomalyRows(tbody, anomalies, { columns = "fleet", onSelec
     const cells = columns === "upload"
       ? `<td>${formatTime(a.timestamp)}</td><td>${escapeHtml(a.meter_id)}</td><td>${severityBadge(a.severity)}</td>`
         + `<td>${escapeHtml(a.kind || "")}</td><td class="num">${formatKwh(a.observed)}</td>`
-        + `<td class="num opt">${formatKwh(a.expected)}</td><td class="cause">${escapeHtml(causeTexts(a)[0] || "")}</td>`
+        + `${expectedCell(a)}<td class="cause">${escapeHtml(causeTexts(a)[0] || "")}</td>`
       : `<td>${formatTime(a.timestamp)}</td><td>${escapeHtml(a.meter_id)}</td><td class="wide">${escapeHtml(a.feeder_id)}</td>`
         + `<td>${severityBadge(a.severity)}</td><td>${escapeHtml(a.kind || "")}</td>`
-        + `<td class="num">${formatKwh(a.observed)}</td><td class="num opt">${formatKwh(a.expected)}</td>`
+        + `<td class="num">${formatKwh(a.observed)}</td>${expectedCell(a)}`
         + `<td class="num wide">${a.score != null ? Number(a.score).toFixed(3) : "–"}</td>`;
     return `<tr tabindex="0" data-testid="anomaly-row" data-key="${escapeHtml(key)}" data-meter="${escapeHtml(a.meter_id)}" `
       + `data-timestamp="${escapeHtml(a.timestamp)}" data-severity="${escapeHtml(a.severity)}"${classes ? ` class="${classes}"` : ""}>${cells}</tr>`;

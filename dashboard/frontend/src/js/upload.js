@@ -16,7 +16,7 @@ let focusedKey = null;
 
 function ensureChart() {
   if (!chart) {
-    chart = createUsageChart($("upload-chart"));
+    chart = createUsageChart($("upload-chart"), { lineLabel: "Usual usage" });
     window.wattsupCharts = { ...(window.wattsupCharts || {}), upload: chart };
     onThemeChange(() => applyChartTheme(chart));
   }
@@ -34,7 +34,8 @@ function showMeter(meterId, { around } = {}) {
   $("upload-key").value = meterId;
   setSeries(ensureChart(), {
     readings: points.map((p) => ({ timestamp: p.timestamp, kwh: p.kwh })),
-    forecast: points.filter((p) => p.expected != null).map((p) => ({ timestamp: p.timestamp, expected: p.expected })),
+    // The dashed line is the meter's usual usage (a file has no forecast), drawn without a band.
+    forecast: points.filter((p) => p.baseline != null).map((p) => ({ timestamp: p.timestamp, expected: p.baseline })),
     anomalies: result.anomalies.filter((a) => a.meter_id === meterId),
   });
   chart.resetZoom("none");
@@ -86,12 +87,12 @@ function resultCsv() {
   for (const [meterId, points] of Object.entries(result.series)) {
     for (const p of points) {
       const anomaly = byReading.get(`${meterId}@${ms(p.timestamp)}`);
-      rows.push([p.timestamp, meterId, p.kwh, p.expected, p.score, p.flag, p.severity ?? "",
+      rows.push([p.timestamp, meterId, p.kwh, p.baseline, p.score, p.flag, p.severity ?? "",
         anomaly ? anomaly.kind ?? "" : "", anomaly ? causeTexts(anomaly).join("; ") : ""]);
     }
   }
   rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1].localeCompare(b[1])));
-  return toCsv(["timestamp", "meter_id", "kwh", "expected", "score", "flag", "severity", "kind", "causes"], rows);
+  return toCsv(["timestamp", "meter_id", "kwh", "baseline", "score", "flag", "severity", "kind", "causes"], rows);
 }
 
 export function initUpload({ notify, writeAction }) {
