@@ -26,7 +26,7 @@ RECORDS = {
                "interval_seconds": 3600,
                "horizon": [{"timestamp": TS + 3_600_000, "expected": 0.5, "lower": 0.3, "upper": 0.8}]},
     ANOMALY: {"meter_id": "M000001", "feeder_id": "F0001", "timestamp": TS, "observed": 5.0, "expected": 1.2,
-              "lower": 0.8, "upper": 1.6, "residual": 3.8, "score": 0.91, "severity": "CRITICAL", "kind": "spike",
+              "lower": 0.8, "upper": 1.6, "residual": 3.8, "band_residual": 9.5, "baseline": 1.1, "score": 0.91, "severity": "CRITICAL", "kind": "spike",
               "causes": [{"feature": "baseline_ratio", "contribution": 0.7, "text": "usage 4.2x the usual"}],
               "model_version": "20260302T000000", "detected_at": TS + 1000},
     DEAD_LETTER: {"source": "csv:x.csv", "raw_bytes": None, "raw_text": "a,b,c", "reason": "missing meter_id",
@@ -340,3 +340,15 @@ def test_parsed_schemas_are_marked_so_fastavro_does_not_reparse_per_message():
     """Without the marker fastavro re-parses the schema on each call: twice the encode/decode time."""
     schema = SingleObjectSerde().catalog.reader(METER_READING_BATCH)
     assert schema.parsed.get("__fastavro_parsed") and schema.parsed_raw_time.get("__fastavro_parsed")
+
+
+def test_version_1_anomaly_reads_with_the_new_fields_empty():
+    """An anomaly written before schema version 2 (no band_residual, no baseline) still decodes."""
+    catalog = SchemaCatalog()
+    v1 = [w for w in catalog.by_fingerprint.values() if w.name == ANOMALY and w is not catalog.current[ANOMALY]]
+    assert len(v1) == 1
+    old = {k: v for k, v in RECORDS[ANOMALY].items() if k not in ("band_residual", "baseline")}
+    data = SINGLE_OBJECT_MAGIC + v1[0].fingerprint + schemaless_encode(v1[0], old)
+    name, decoded = SingleObjectSerde(catalog).decode(data, raw_timestamps=True)
+    assert name == ANOMALY
+    assert decoded == {**old, "band_residual": None, "baseline": None}
