@@ -43,6 +43,9 @@ class ModelMetadata:
     sklearn_version: str = sklearn.__version__
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     source: str = ""
+    forecast_coverage: float = 0.0
+    """Share of the training readings that had a (replayed) forecast: 0 means the detector never
+    saw a forecast residual and gives it no weight."""
 
 
 @dataclass

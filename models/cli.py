@@ -28,9 +28,12 @@ def train(
     since: datetime | None = typer.Option(None, help="With --from-kafka: readings at or after this time (UTC)."),
     until: datetime | None = typer.Option(None, help="With --from-kafka: readings before this time (UTC)."),
     model_dir: Path | None = typer.Option(None, help="Where versions are kept (WATTSUP_MODEL_DIR)."),
+    forecasts: bool = typer.Option(True, "--forecasts/--no-forecasts",
+                                   help="Replay the forecaster over the history (WATTSUP_FORECAST_* settings) so the "
+                                        "detector learns forecast residuals; --no-forecasts is quicker."),
 ) -> None:
     """Fit the detector on history and save a new version; running workers pick it up."""
-    from models.training import train_and_save
+    from models.training import replay_forecasts, train_and_save
 
     settings = ModelSettings()
     target = model_dir or settings.dir
@@ -58,10 +61,16 @@ def train(
         frame, source = simulate_fleet(cfg).readings, f"simulated:{simulate_meters}x{simulate_days}d@{interval},seed={seed}"
     else:
         raise typer.BadParameter("give --from-kafka, --csv FILE or --simulate-meters N")
+    replayed = None
+    if forecasts:
+        with console.status("replaying the forecaster over the history"):
+            replayed = replay_forecasts(frame)
+        console.print(f"replayed {replayed.runs} forecast runs ({replayed.fallbacks} seasonal-naive): "
+                      f"{replayed.covered} of {len(frame)} readings covered")
     model = train_and_save(frame, target, contamination=settings.contamination, n_estimators=settings.n_estimators,
-                           source=source)
+                           source=source, forecasts=replayed)
     console.print(f"trained model [bold]{model.version}[/bold] on {model.metadata.rows} readings of "
-                  f"{model.metadata.meters} meters -> {model.path}")
+                  f"{model.metadata.meters} meters ({model.metadata.forecast_coverage:.0%} with a forecast) -> {model.path}")
 
 
 @app.command("list")

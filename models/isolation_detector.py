@@ -3,6 +3,9 @@
 It follows scikit-learn's conventions (``fit``, ``score_samples`` where higher means more
 normal), and adds what a fleet operator needs on top of a raw forest score:
 
+* Readings without a forecast are scored by a forest that never saw the forecast residual, so
+  detection is as good without the forecaster as it would be had it never existed; readings
+  with one by a forest that also weighs it (see ``forecast_feature``).
 * :meth:`tail_probability`: the share of training readings that scored at least as abnormal.
   Severity thresholds and the runtime sensitivity are expressed in this probability, so
   "sensitivity 2" means "flag twice as many readings", whatever the forest's score scale.
@@ -29,38 +32,110 @@ class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
     contamination
         Expected share of abnormal readings; :meth:`predict` flags readings whose tail
         probability is at most this (it does not change the forest).
+    forecast_feature
+        Index of a column that is NaN where a reading had no forecast (the forecast residual).
+        Two forests are fitted: one without that column, which scores readings without a
+        forecast exactly as a detector that never saw forecasts would, and one with it, fitted on
+        the readings that had a forecast (when there are at least ``max_samples`` of them). The
+        second forest's scores are mapped onto the first's scale by their training quantiles, so
+        one score scale, one calibration and one per-meter threshold serve both. A reading with
+        a forecast scores the lesser of the two: the forecast can explain a reading away (a
+        holiday or a trend Prophet knows of), but it does not raise one the meter's own history
+        finds ordinary; that combined score is mapped by its own training quantiles again, so
+        readings with forecasts are flagged as often as readings without. Measured on the
+        simulated fleet (200 meters x 14 days, hourly, model trained on seed 1001): the forecast
+        forest deciding alone cost event precision (0.84 against 0.91 on seed 202), since
+        Prophet misses ordinary readings about as much as the baseline does; the lesser of the
+        two stays within 0.01 to 0.05 of the forecast-free detector's event precision at the
+        about the same recall (seeds 202, 303, 404) and ranks readings slightly better (PR-AUC +0.002 to
+        +0.011). ``None``: one forest over every
+        column, which must then be finite.
     """
 
     def __init__(self, n_estimators: int = 100, max_samples: int | str = 512, contamination: float = 0.003,
-                 random_state: int | None = 0) -> None:
+                 random_state: int | None = 0, forecast_feature: int | None = None) -> None:
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.contamination = contamination
         self.random_state = random_state
+        self.forecast_feature = forecast_feature
+
+    def _forest(self, X: np.ndarray) -> tuple[IsolationForest, np.ndarray]:
+        forest = IsolationForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
+                                 random_state=self.random_state, n_jobs=1).fit(X)
+        return forest, np.sort(-forest.score_samples(X))
+
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        return check_array(X, dtype=np.float64, ensure_all_finite="allow-nan" if self.forecast_feature is not None else True)
 
     def fit(self, X: np.ndarray, y: None = None) -> MeterAnomalyDetector:
-        X = check_array(X, dtype=np.float64)
-        self.forest_ = IsolationForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
-                                       random_state=self.random_state, n_jobs=1).fit(X)
-        scores = -self.forest_.score_samples(X)
-        self.train_scores_ = np.sort(scores)
-        self.feature_center_ = np.median(X, axis=0)
-        q75, q25 = np.percentile(X, [75, 25], axis=0)
-        scale = np.maximum((q75 - q25) / 1.349, np.maximum(X.std(axis=0) * 0.1, 1e-3))
-        # A feature constant in training (forecast_residual when the history had no forecasts)
-        # keeps its natural unit, so it cannot swamp every explanation by a tiny spread.
-        self.feature_scale_ = np.where(X.std(axis=0) > 0, scale, 1.0)
-        self.n_features_in_ = X.shape[1]
+        X = self._check(X)
+        n_features = X.shape[1]
+        base = np.ones(n_features, dtype=bool)
+        has_forecast = np.zeros(len(X), dtype=bool)
+        if self.forecast_feature is not None:
+            base[self.forecast_feature] = False
+            has_forecast = np.isfinite(X[:, self.forecast_feature])
+            if np.isnan(X[:, base]).any():
+                raise ValueError("only the forecast feature may be NaN")
+        self.base_features_ = np.flatnonzero(base)
+        self.forest_, self.train_scores_ = self._forest(X[:, self.base_features_])
+        min_rows = self.max_samples if isinstance(self.max_samples, int) else 256
+        self.forecast_forest_: IsolationForest | None = None
+        self.forecast_train_scores_: np.ndarray | None = None
+        self.combined_train_scores_: np.ndarray | None = None
+        if has_forecast.sum() >= min_rows:
+            self.forecast_forest_, self.forecast_train_scores_ = self._forest(X[has_forecast])
+            self.combined_train_scores_ = np.sort(self._combined(X[has_forecast]))
+        # Explanations measure each feature's deviation from its typical value in training.
+        filled = np.where(np.isfinite(X), X, 0.0)
+        self.feature_center_ = np.median(filled, axis=0)
+        q75, q25 = np.percentile(filled, [75, 25], axis=0)
+        scale = np.maximum((q75 - q25) / 1.349, np.maximum(filled.std(axis=0) * 0.1, 1e-3))
+        # A feature constant in training keeps its natural unit, so it cannot swamp every
+        # explanation by a tiny spread.
+        self.feature_scale_ = np.where(filled.std(axis=0) > 0, scale, 1.0)
+        if self.forecast_feature is not None and self.forecast_forest_ is None:
+            # not learned, so no part of any score: it explains nothing
+            self.feature_scale_[self.forecast_feature] = np.inf
+        self.n_features_in_ = n_features
         return self
 
-    def score_samples(self, X: np.ndarray) -> np.ndarray:
-        """Opposite of the anomaly score (scikit-learn convention: lower is more abnormal)."""
-        check_is_fitted(self, "forest_")
-        return self.forest_.score_samples(check_array(X, dtype=np.float64))
+    @property
+    def forecast_coverage_(self) -> bool:
+        """Whether the detector learned the forecast feature (the history had enough forecasts)."""
+        return getattr(self, "forecast_forest_", None) is not None
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
         """Higher is more abnormal (about 0.35 for typical readings up to about 0.8)."""
-        return -self.score_samples(X)
+        check_is_fitted(self, "forest_")
+        X = self._check(X)
+        scores = -self.forest_.score_samples(X[:, self.base_features_])
+        if self.forecast_coverage_ and len(X):
+            rows = np.isfinite(X[:, self.forecast_feature])
+            if rows.any():
+                scores[rows] = self._onto_base_scale(self._combined(X[rows]), self.combined_train_scores_)
+        return scores
+
+    def _combined(self, X: np.ndarray) -> np.ndarray:
+        """Rows with a forecast: the lesser of the two forests' scores, on the base forest's scale."""
+        with_forecast = self._onto_base_scale(-self.forecast_forest_.score_samples(X), self.forecast_train_scores_)
+        return np.minimum(with_forecast, -self.forest_.score_samples(X[:, self.base_features_]))
+
+    def _onto_base_scale(self, scores: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """The base forest's score at the same quantile of ``ref`` (training scores of the same
+        kind); beyond the training range, shifted."""
+        base = self.train_scores_
+        quantile = np.searchsorted(ref, scores, side="left") / len(ref)
+        mapped = np.quantile(base, np.clip(quantile, 0.0, 1.0))
+        above, below = scores > ref[-1], scores < ref[0]
+        mapped[above] = base[-1] + (scores[above] - ref[-1])
+        mapped[below] = base[0] + (scores[below] - ref[0])
+        return mapped
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Opposite of the anomaly score (scikit-learn convention: lower is more abnormal)."""
+        return -self.anomaly_score(X)
 
     def tail_probability(self, anomaly_scores: np.ndarray) -> np.ndarray:
         """Share of training readings scoring at least this abnormal (1 = typical, ~0 = rare)."""

@@ -1,4 +1,10 @@
-"""Fit the detector on history, on exactly the features the stream computes."""
+"""Fit the detector on history, on exactly the features the stream computes.
+
+Those features include the forecast residual, which the stream computes from the forecaster's
+forecasts. History has no forecasts of its own, so :func:`replay_forecasts` re-runs the forecaster
+over it (see :mod:`forecaster.hindcast`) and the detector learns what a residual against a
+forecast made before the reading usually looks like.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecaster.hindcast import HindcastColumns
 from models.artifacts import LoadedModel, ModelMetadata, new_version, save_model
 from models.isolation_detector import MeterAnomalyDetector
 from stream_processors.meter_state import FEATURE_NAMES, FeatureExtractor, time_aligned_chunks
@@ -18,9 +25,31 @@ MAX_TRAINING_ROWS = 200_000
 """Isolation Forest sees max_samples rows per tree; more rows only sharpen the calibration."""
 
 
-def history_features(frame: pd.DataFrame, chunk: int = 20_000) -> np.ndarray:
-    """Features of every warmed-up, in-order reading of ``frame``, replayed in time order."""
-    frame = frame.sort_values("timestamp", kind="stable")
+def replay_forecasts(frame: pd.DataFrame, settings=None, *, every_seconds: float = 86400.0) -> HindcastColumns:
+    """The forecasts the forecaster would have made over ``frame``, with its settings (``WATTSUP_FORECAST_*``),
+    had it run every ``every_seconds``. Training replays a run a day (cheap; see
+    :mod:`forecaster.hindcast` for why that is conservative), evaluation the configured schedule."""
+    from forecaster.hindcast import HindcastPlan, hindcast_readings
+    from forecaster.runner import FitPool, fit_options
+    from forecaster.settings import ForecastSettings
+
+    settings = settings or ForecastSettings()
+    pool = FitPool(settings.workers)
+    try:
+        return hindcast_readings(frame, fit_options(settings), pool,
+                                 HindcastPlan(every_seconds=every_seconds, history_seconds=settings.history_seconds))
+    finally:
+        pool.close()
+
+
+def history_features(frame: pd.DataFrame, chunk: int = 20_000, forecasts: HindcastColumns | None = None) -> np.ndarray:
+    """Features of every warmed-up, in-order reading of ``frame``, replayed in time order.
+
+    ``forecasts`` (row-aligned with ``frame``) are joined as the stream joins the forecasts topic.
+    """
+    order = np.argsort(frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy(), kind="stable")
+    frame = frame.iloc[order]
+    fc = None if forecasts is None else (forecasts.expected[order], forecasts.lower[order], forecasts.upper[order])
     ts = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()
     meters = frame["meter_id"].astype(str).tolist()
     kwh = frame["kwh"].to_numpy(dtype=float)
@@ -29,7 +58,9 @@ def history_features(frame: pd.DataFrame, chunk: int = 20_000) -> np.ndarray:
     extractor = FeatureExtractor()
     parts = []
     for s, e in time_aligned_chunks(ts, chunk):
-        fb = extractor.transform_batch(meters[s:e], ts[s:e], kwh[s:e], interval[s:e], peer_groups=groups[s:e])
+        expected, lower, upper = (None, None, None) if fc is None else (c[s:e] for c in fc)
+        fb = extractor.transform_batch(meters[s:e], ts[s:e], kwh[s:e], interval[s:e], expected, lower, upper,
+                                       peer_groups=groups[s:e])
         keep = fb.scored & ~fb.cold & ~fb.late
         parts.append(fb.matrix[keep])
     return np.vstack(parts) if parts else np.empty((0, len(FEATURE_NAMES)))
@@ -47,17 +78,18 @@ def peer_groups(frame: pd.DataFrame) -> np.ndarray:
 
 
 def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimators: int = 100,
-                 random_state: int = 0, source: str = "") -> LoadedModel:
-    """Train on readings (timestamp, meter_id, kwh, interval_seconds); nothing is saved."""
+                 random_state: int = 0, source: str = "", forecasts: HindcastColumns | None = None) -> LoadedModel:
+    """Train on readings (timestamp, meter_id, kwh, interval_seconds) and, when given, the forecasts
+    that covered them (see :func:`replay_forecasts`); nothing is saved."""
     from stream_processors.engine import Thresholds
 
-    X = history_features(frame)
+    X = history_features(frame, forecasts=forecasts)
     if len(X) < 100:
         raise ValueError(f"only {len(X)} readings of warmed-up meters to train on; give at least 3 days of history")
     if len(X) > MAX_TRAINING_ROWS:
         X = X[np.random.default_rng(random_state).choice(len(X), MAX_TRAINING_ROWS, replace=False)]
-    detector = MeterAnomalyDetector(n_estimators=n_estimators, contamination=contamination,
-                                    random_state=random_state).fit(X)
+    detector = MeterAnomalyDetector(n_estimators=n_estimators, contamination=contamination, random_state=random_state,
+                                    forecast_feature=FEATURE_NAMES.index("forecast_residual")).fit(X)
     metadata = ModelMetadata(
         version=new_version(Path("/nonexistent")),
         features=list(FEATURE_NAMES),
@@ -69,6 +101,7 @@ def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimat
         meters=int(frame["meter_id"].nunique()),
         thresholds=Thresholds().as_dict(),
         source=source,
+        forecast_coverage=round(float(np.isfinite(X[:, FEATURE_NAMES.index("forecast_residual")]).mean()), 4),
     )
     return LoadedModel(detector=detector, metadata=metadata, path=Path())
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from forecaster.hindcast import HindcastColumns
 from models.artifacts import LoadedModel
 from models.training import fit_detector, peer_groups
 from stream_processors.engine import DetectionEngine, Thresholds
@@ -25,9 +26,11 @@ CHUNK = 20_000
 @dataclass
 class DetectionResult:
     scores: pd.DataFrame
-    """One row per input reading, input order: timestamp, meter_id, score, flag, severity, ... ."""
+    """One row per input reading, input order: timestamp, meter_id, score, flag, severity, baseline
+    (the meter's usual usage for the slot), model_version."""
     anomalies: pd.DataFrame
-    """One row per anomaly with its causes (``causes`` as text, ``causes_json`` as records)."""
+    """One row per anomaly with its causes (``causes`` as text, ``causes_json`` as records); the
+    forecast columns (expected, lower, upper, residual, band_residual) are empty: a file has no forecast."""
     model_version: str
 
 
@@ -42,8 +45,10 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK) -> DetectionResult:
-    """Score ``frame`` (timestamp, meter_id, kwh[, feeder_id, interval_seconds]) in time order."""
+def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK,
+               forecasts: HindcastColumns | None = None) -> DetectionResult:
+    """Score ``frame`` (timestamp, meter_id, kwh[, feeder_id, interval_seconds]) in time order,
+    joined with ``forecasts`` (row-aligned, e.g. :func:`models.training.replay_forecasts`) if given."""
     frame = _ordered(frame)
     epoch_ms = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()
     order = np.argsort(epoch_ms, kind="stable")  # int64: sorting tz-aware timestamps makes Python objects
@@ -53,24 +58,26 @@ def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK)
     groups = peer_groups(frame)[order]
     kwh = frame["kwh"].to_numpy(dtype=float)[order]
     interval = frame["interval_seconds"].to_numpy(dtype=np.int64)[order]
+    fc = None if forecasts is None else (forecasts.expected[order], forecasts.lower[order], forecasts.upper[order])
     n = len(frame)
     score = np.zeros(n)
     flag = np.zeros(n, dtype=bool)
     severity = np.full(n, "", dtype=object)
     version = np.full(n, "", dtype=object)
-    expected = np.zeros(n)
+    baseline = np.zeros(n)
     anomalies: list[dict] = []
     for s, e in time_aligned_chunks(ts, chunk):
+        expected, lower, upper = (None, None, None) if fc is None else (c[s:e] for c in fc)
         res = engine.score(meters[s:e].tolist(), feeders[s:e].tolist(), ts[s:e], kwh[s:e], interval[s:e],
-                           peer_groups=groups[s:e])
+                           expected, lower, upper, peer_groups=groups[s:e])
         score[s:e], flag[s:e], severity[s:e] = res.score, res.flag, res.severity
-        version[s:e], expected[s:e] = res.model_version, res.features.expected
+        version[s:e], baseline[s:e] = res.model_version, res.features.baseline
         anomalies += res.anomalies
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
     scores = pd.DataFrame({
         "timestamp": frame["timestamp"], "meter_id": frame["meter_id"], "score": np.round(score[inverse], 5),
-        "flag": flag[inverse].astype(int), "severity": severity[inverse], "expected": np.round(expected[inverse], 4),
+        "flag": flag[inverse].astype(int), "severity": severity[inverse], "baseline": np.round(baseline[inverse], 4),
         "model_version": version[inverse],
     })
     return DetectionResult(scores=scores, anomalies=anomalies_frame(anomalies), model_version=engine.model_version)
@@ -79,8 +86,8 @@ def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK)
 def anomalies_frame(anomalies: list[dict]) -> pd.DataFrame:
     import json
 
-    columns = ["timestamp", "meter_id", "feeder_id", "observed", "expected", "residual", "score", "severity", "kind",
-               "causes", "model_version", "causes_json"]
+    columns = ["timestamp", "meter_id", "feeder_id", "observed", "baseline", "expected", "lower", "upper", "residual",
+               "band_residual", "score", "severity", "kind", "causes", "model_version", "causes_json"]
     if not anomalies:
         return pd.DataFrame(columns=columns)
     df = pd.DataFrame(anomalies)
@@ -91,9 +98,10 @@ def anomalies_frame(anomalies: list[dict]) -> pd.DataFrame:
 
 
 def detect_frame(frame: pd.DataFrame, model: LoadedModel | None = None, *, sensitivity: float = 1.0,
-                 thresholds: Thresholds | None = None) -> DetectionResult:
-    """Detect anomalies in a readings frame; fits a model on it when none is given."""
+                 thresholds: Thresholds | None = None, forecasts: HindcastColumns | None = None) -> DetectionResult:
+    """Detect anomalies in a readings frame, joined with ``forecasts`` if given (row-aligned); fits
+    a model on it (and the forecasts) when none is given."""
     if model is None:
-        model = fit_detector(_ordered(frame), source="the input itself (unsupervised)")
+        model = fit_detector(_ordered(frame), source="the input itself (unsupervised)", forecasts=forecasts)
     engine = DetectionEngine(model, sensitivity=lambda _m: sensitivity, thresholds=thresholds)
-    return run_engine(engine, frame)
+    return run_engine(engine, frame, forecasts=forecasts)

@@ -77,6 +77,9 @@ def evaluate(
     detectors: str = typer.Option("iforest", help="Comma list of iforest, lof, ocsvm on the WattsUp features."),
     model_dir: Path | None = typer.Option(None, help="Evaluate the newest model there instead of fitting on the input."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the reports as JSON."),
+    forecasts: bool = typer.Option(False, "--forecasts",
+                                   help="Also score with forecasts replayed over the file on the forecaster's "
+                                        "schedule (WATTSUP_FORECAST_*); Prophet fits take minutes on a large file."),
 ) -> None:
     """Precision, recall and F1 (point and event level) against the labels, with two baselines."""
     from stream_processors.batch_detect import detect_frame
@@ -94,6 +97,17 @@ def evaluate(
             result = detect_frame(frame, _model(model_dir, model_dir is None))
             reports.append(evaluate_flags(frame, result.scores["flag"].to_numpy(), result.scores["score"].to_numpy(),
                                           "wattsup (isolation forest)"))
+            if forecasts:
+                from forecaster.settings import ForecastSettings
+                from models.training import replay_forecasts
+
+                settings = ForecastSettings()
+                with console.status("replaying the forecaster over the file"):
+                    replayed = replay_forecasts(frame, settings, every_seconds=settings.every_seconds)
+                result = detect_frame(frame, _model(model_dir, model_dir is None), forecasts=replayed)
+                reports.append(evaluate_flags(frame, result.scores["flag"].to_numpy(),
+                                              result.scores["score"].to_numpy(),
+                                              f"wattsup with forecasts ({replayed.covered / len(frame):.0%} covered)"))
         else:
             flag, score = feature_detector_flags(frame, name)
             reports.append(evaluate_flags(frame, flag, score, f"{name} on wattsup features"))

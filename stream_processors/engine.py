@@ -245,16 +245,19 @@ class DetectionEngine:
             if len(model_rows) == 0:
                 continue
             for i, (kind, causes) in zip(model_rows, explain_rows(fb, model_rows, kwh, interval_s, center, scale)):
+                has_forecast = bool(np.isfinite(fb.expected[i]))
                 has_band = bool(np.isfinite(fb.lower[i]) and np.isfinite(fb.upper[i]))
                 out.append({
                     "meter_id": meter_ids[i],
                     "feeder_id": feeder_ids[i],
                     "timestamp": int(ts[i]),
                     "observed": float(kwh[i]),
-                    "expected": float(fb.expected[i]),
+                    "expected": float(fb.expected[i]) if has_forecast else None,
                     "lower": float(fb.lower[i]) if has_band else None,
                     "upper": float(fb.upper[i]) if has_band else None,
-                    "residual": float(kwh[i] - fb.expected[i]),
+                    "residual": float(kwh[i] - fb.expected[i]) if has_forecast else None,
+                    "band_residual": float(fb.band_residual[i]) if has_forecast else None,
+                    "baseline": float(fb.baseline[i]),
                     "score": float(result.score[i]),
                     "severity": str(result.severity[i]),
                     "kind": kind,

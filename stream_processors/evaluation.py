@@ -147,7 +147,7 @@ def feature_detector_flags(frame: pd.DataFrame, name: str, contamination: float 
     from sklearn.svm import OneClassSVM
 
     from stream_processors.batch_detect import _ordered
-    from stream_processors.meter_state import FeatureExtractor
+    from stream_processors.meter_state import F, FeatureExtractor
 
     frame = _ordered(frame)
     order = np.argsort(frame["timestamp"].to_numpy(), kind="stable")
@@ -155,7 +155,8 @@ def feature_detector_flags(frame: pd.DataFrame, name: str, contamination: float 
     fb = ex.transform_batch(frame["meter_id"].astype(str).to_numpy()[order].tolist(),
                             frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()[order],
                             frame["kwh"].to_numpy(float)[order], frame["interval_seconds"].to_numpy()[order])
-    X = RobustScaler().fit_transform(fb.matrix)
+    # the file has no forecasts: the forecast residual column is empty
+    X = RobustScaler().fit_transform(np.delete(fb.matrix, F["forecast_residual"], axis=1))
     fit_rows = np.random.default_rng(0).choice(len(X), min(len(X), 20_000), replace=False)
     if name == "lof":
         model = LocalOutlierFactor(n_neighbors=35, novelty=True, contamination=contamination).fit(X[fit_rows])

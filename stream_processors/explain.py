@@ -52,24 +52,39 @@ def slot_name(slot: int, interval_s: int) -> str:
 
 
 def contributions(matrix: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Per-row feature shares of the deviation (rows sum to 1)."""
-    dev = ((matrix - center) / scale) ** 2
+    """Per-row feature shares of the deviation (rows sum to 1); a missing value (NaN: no
+    forecast) deviates by nothing."""
+    dev = np.nan_to_num(((matrix - center) / scale) ** 2, nan=0.0)
     weights = np.array([TIME_WEIGHT if n in TIME_FEATURES else 1.0 for n in FEATURE_NAMES])
     dev = dev * weights
     total = dev.sum(axis=1, keepdims=True)
     return np.divide(dev, total, out=np.full_like(dev, 1.0 / dev.shape[1]), where=total > 0)
 
 
+def forecast_sentence(kwh: float, expected: float, lower: float, upper: float) -> str:
+    """How a reading compares with its forecast, in the terms an operator reads a band chart."""
+    head = f"observed {kwh:.2f} kWh where the forecast expected {expected:.2f} kWh"
+    if not (np.isfinite(lower) and np.isfinite(upper)):
+        return head
+    if kwh > upper:
+        return f"{head}: {kwh / max(upper, 1e-9):.1f}x the band's upper edge ({upper:.2f} kWh)"
+    if kwh < lower:
+        return f"{head}: {kwh / max(lower, 1e-9) * 100:.0f}% of the band's lower edge ({lower:.2f} kWh)"
+    return f"{head}, inside its band ({lower:.2f} to {upper:.2f} kWh)"
+
+
 def _sentence(feature: str, i: int, fb: FeatureBatch, kwh: float, interval_s: int) -> str:
-    expected = fb.expected[i]
+    usual = fb.baseline[i]
     when = slot_name(fb.slot_labels[i], interval_s)
     if feature in ("usage_vs_baseline", "baseline_z"):
         if kwh <= 1e-9:
-            return f"no consumption where {expected:.2f} kWh is usual for {when}"
-        ratio = kwh / max(expected, 1e-9)
+            return f"no consumption where {usual:.2f} kWh is usual for {when}"
+        ratio = kwh / max(usual, 1e-9)
+        if ratio >= 100:
+            return f"usage of {kwh:.2f} kWh where almost none is usual for {when} ({usual:.3f} kWh)"
         if ratio >= 1:
-            return f"usage {ratio:.1f}x the usual for {when} ({kwh:.2f} kWh vs {expected:.2f} kWh)"
-        return f"usage {ratio * 100:.0f}% of the usual for {when} ({kwh:.2f} kWh vs {expected:.2f} kWh)"
+            return f"usage {ratio:.1f}x the usual for {when} ({kwh:.2f} kWh vs {usual:.2f} kWh)"
+        return f"usage {ratio * 100:.0f}% of the usual for {when} ({kwh:.2f} kWh vs {usual:.2f} kWh)"
     if feature == "change_z":
         delta = fb.matrix[i, F["change_z"]] * fb.spread[i]
         return f"usage changed by {delta:+.2f} kWh from the previous reading"
@@ -90,16 +105,13 @@ def _sentence(feature: str, i: int, fb: FeatureBatch, kwh: float, interval_s: in
         direction = "crept up" if ratio >= 1 else "sunk"
         return f"usage has {direction} to {ratio:.2f}x the usual over the past days"
     if feature == "forecast_residual":
-        band = (fb.upper[i] - fb.lower[i]) / 2 if np.isfinite(fb.upper[i]) else float("nan")
-        times = abs(kwh - expected) / band if band and np.isfinite(band) and band > 0 else float("nan")
-        return (f"observed {kwh:.2f} kWh against a forecast of {expected:.2f} kWh "
-                f"({times:.1f}x the forecast band)")
+        return forecast_sentence(kwh, fb.expected[i], fb.lower[i], fb.upper[i])
     return f"unusual usage for {when}"
 
 
 def anomaly_kind(i: int, fb: FeatureBatch, kwh: float) -> str:
     """The most likely kind: outage, stuck, drift, high_load, spike or dip."""
-    ratio = kwh / max(fb.expected[i], 1e-9)
+    ratio = kwh / max(fb.baseline[i], 1e-9)
     if kwh <= 1e-9 and fb.zero_hours[i] > 0:
         return "outage"
     if fb.unchanged_intervals[i] >= 2:

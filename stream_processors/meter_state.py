@@ -13,24 +13,26 @@ Features (all scale-free: a 0.1 kWh household and a 500 kWh building give the sa
 the same relative behaviour, and slots adapt to the meter's interval, 5-minute to daily):
 
 ==============================  ==================================================================
-``usage_vs_baseline``           log of usage over the expected usage for this hour of the week
-``baseline_z``                  (usage - expected) / the slot's usual spread
+``usage_vs_baseline``           log of usage over the baseline (usual usage) for this hour of the week
+``baseline_z``                  (usage - baseline) / the slot's usual spread
 ``change_z``                    change from the previous reading / the meter's usual spread (0 after a gap)
-``window_vs_baseline``          log of the mean of the last readings over their expected mean
+``window_vs_baseline``          log of the mean of the last readings over their baselines' mean
 ``window_variability``          log of the recent spread over the meter's usual spread (stuck: very low)
 ``unchanged_hours``             log(1 + hours the reading has not changed), when usage is not zero
 ``zero_hours``                  log(1 + hours of zero usage), weighted by how much usage is usual
-``drift``                       log of a slow (3-day) average of usage over the slow average of expected
+``drift``                       log of a slow (3-day) average of usage over the slow average of baseline
 ``hour_sin``, ``hour_cos``      time of day
 ``dow_sin``, ``dow_cos``        day of week
-``forecast_residual``           (usage - forecast) / half the forecast band; 0 without a forecast
+``forecast_residual``           signed log(1 + |usage - forecast| / the slot's usual spread); NaN without a forecast
 ==============================  ==================================================================
 
-The *expected* usage blends an hour-of-week baseline with an hour-of-day baseline of the same
+The *baseline* blends an hour-of-week baseline with an hour-of-day baseline of the same
 day type (weekday or weekend) by how many observations each has (hour-of-week needs a week to
 fill; hour-of-day one day), both exponentially weighted so they follow seasons. Updates are
 clipped to 4 spreads (a slot's first observation to the meter's mean plus 4 overall spreads),
-so an anomaly moves the baseline little.
+so an anomaly moves the baseline little. The baseline features never use the forecast: a
+forecast (Prophet's expected usage and band, joined by the stream) adds its own feature,
+``forecast_residual``, so the other features mean the same whether a forecast exists or not.
 
 Missing and late readings, the documented policy:
 
@@ -88,8 +90,9 @@ class FeatureBatch:
     matrix: np.ndarray
     """[n, len(FEATURE_NAMES)] float64; rows of duplicates and stale readings are zeros."""
     expected: np.ndarray
-    """Expected usage (kWh) per reading: the forecast if one covers it, else the baseline."""
+    """The forecast's expected usage (kWh) per reading; NaN where no forecast covers it."""
     baseline: np.ndarray
+    """The meter's usual usage (kWh) for the reading's hour-of-week slot, from its own history."""
     spread: np.ndarray
     unchanged_intervals: np.ndarray
     zero_hours: np.ndarray
@@ -108,6 +111,9 @@ class FeatureBatch:
     """Hours of in-order history the meter had before this reading."""
     lower: np.ndarray
     upper: np.ndarray
+    """The forecast band (kWh); NaN where no forecast covers the reading."""
+    band_residual: np.ndarray
+    """(usage - forecast) / half the band's width, unclipped; NaN where no forecast covers it."""
     drift_ratio: np.ndarray
     window_ratio: np.ndarray
     round: np.ndarray
@@ -227,7 +233,16 @@ def _ew_update(stats: np.ndarray, rows: np.ndarray, slots: np.ndarray, value: np
     stats[rows, slots, 2] = np.minimum(n + 1, 1e6)
 
 
-PEER_FEATURES = ("usage_vs_baseline", "baseline_z", "window_vs_baseline", "change_z")
+def forecast_deviation(spreads: np.ndarray) -> np.ndarray:
+    """The forecast residual as the detector sees it: signed log of one plus the miss in spreads.
+
+    The log keeps one huge miss (a young meter's forecast near zero) from dwarfing the other
+    features, as ``usage_vs_baseline`` is a log ratio for the same reason; NaN (no forecast) stays.
+    """
+    return np.sign(spreads) * np.log1p(np.abs(spreads))
+
+
+PEER_FEATURES = ("usage_vs_baseline", "baseline_z", "window_vs_baseline", "change_z", "forecast_residual")
 """Deviation features that move together when a whole feeder deviates at once."""
 MIN_PEERS = 8
 """Readings of one group and interval needed before their median is trusted as a common mode."""
@@ -326,11 +341,12 @@ class FeatureExtractor:
         if rows is None:
             rows = self.store.rows_for(meter_ids)
         out = FeatureBatch(
-            matrix=np.zeros((n, len(FEATURE_NAMES))), expected=np.zeros(n), baseline=np.zeros(n),
+            matrix=np.zeros((n, len(FEATURE_NAMES))), expected=fc_exp.copy(), baseline=np.zeros(n),
             spread=np.zeros(n), unchanged_intervals=np.zeros(n), zero_hours=np.zeros(n),
             slot_labels=np.zeros(n, dtype=np.int64), hourly_expected=np.zeros(n), usual_share=np.zeros(n),
             duplicate=np.zeros(n, dtype=bool), stale=np.zeros(n, dtype=bool), late=np.zeros(n, dtype=bool),
             cold=np.zeros(n, dtype=bool), history_hours=np.zeros(n), lower=fc_lo.copy(), upper=fc_hi.copy(),
+            band_residual=np.full(n, np.nan),
             drift_ratio=np.ones(n), window_ratio=np.ones(n), round=np.zeros(n, dtype=np.int64),
         )
         # Rounds: the k-th reading of each meter in this batch goes to round k.
@@ -345,6 +361,8 @@ class FeatureExtractor:
             self._round(idx, rows[idx], ts[idx], kwh[idx], interval_s[idx], fc_exp[idx], fc_lo[idx], fc_hi[idx], out)
         if peer_groups is not None and n:
             correct_for_peers(out, np.asarray(peer_groups), ts, kwh)
+        column = out.matrix[:, F["forecast_residual"]]
+        column[:] = forecast_deviation(column)
         return out
 
     def _round(self, idx: np.ndarray, rows: np.ndarray, ts: np.ndarray, kwh: np.ndarray, interval_s: np.ndarray,
@@ -384,10 +402,15 @@ class FeatureExtractor:
         base_var = np.where(h[:, 2] > 1, w_how * h[:, 1] + (1 - w_how) * hod_var, hod_var)
         spread = np.sqrt(base_var + (0.1 * baseline) ** 2 + (0.02 * mean) ** 2) + 1e-9
 
+        # The baseline features never use the forecast, so they mean the same with or without one;
+        # what the forecast adds is its own feature.
         has_fc = np.isfinite(fc_exp)
-        expected = np.where(has_fc, fc_exp, baseline)
         half_band = np.where(has_fc, np.maximum((fc_hi - fc_lo) / 2.0, 0.05 * np.abs(fc_exp) + eps), 1.0)
-        forecast_residual = np.where(has_fc, np.clip((kwh - fc_exp) / half_band, -50, 50), 0.0)
+        band_residual = np.where(has_fc, (kwh - fc_exp) / half_band, np.nan)
+        # In the baseline's spreads (the band of a young meter's forecast is too narrow to judge
+        # by: 3 days of history give Prophet a confident band); shaped by
+        # :func:`forecast_deviation` once peers have been accounted for.
+        forecast_residual = np.where(has_fc, np.clip((kwh - fc_exp) / spread, -50, 50), np.nan)
 
         last_kwh = sc[rows, st.S_LAST_KWH]
         contiguous = has_history & ~late & (ts - st.last_ts[rows] <= 1.5 * interval_s * 1000)
@@ -431,14 +454,14 @@ class FeatureExtractor:
         # An hour-of-week slot never seen yet is estimated from the hour of day alone, which
         # knows nothing of weekly patterns (a school on its first Saturday): usage *below* such
         # an estimate is discounted until the slot has been seen, usage above it is not.
-        slot_confidence = np.where(has_fc, 1.0, 0.25 + 0.75 * h[:, 2] / (h[:, 2] + 1.0))
+        slot_confidence = 0.25 + 0.75 * h[:, 2] / (h[:, 2] + 1.0)
 
         def discount_dips(values: np.ndarray) -> np.ndarray:
             return np.where(values < 0, values * slot_confidence, values)
 
         m = out.matrix
-        m[idx, F["usage_vs_baseline"]] = discount_dips(np.log((kwh + eps) / (expected + eps)))
-        m[idx, F["baseline_z"]] = discount_dips(np.clip((kwh - expected) / spread, -50, 50))
+        m[idx, F["usage_vs_baseline"]] = discount_dips(np.log((kwh + eps) / (baseline + eps)))
+        m[idx, F["baseline_z"]] = discount_dips(np.clip((kwh - baseline) / spread, -50, 50))
         m[idx, F["change_z"]] = np.clip(change_z, -50, 50)
         m[idx, F["window_vs_baseline"]] = discount_dips(np.log(window_ratio))
         m[idx, F["window_variability"]] = window_variability
@@ -454,7 +477,7 @@ class FeatureExtractor:
         if skip.any():
             m[idx[skip]] = 0.0
 
-        out.expected[idx] = expected
+        out.band_residual[idx] = band_residual
         out.baseline[idx] = baseline
         out.spread[idx] = spread
         out.unchanged_intervals[idx] = unchanged

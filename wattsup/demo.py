@@ -126,14 +126,16 @@ class Demo:
         model_dir = StreamSettings().model_dir
         if latest_version(model_dir) is not None:
             return
-        from models.training import train_and_save
+        from models.training import replay_forecasts, train_and_save
         from producers.cli import parse_interval
         from producers.simulator import FleetConfig, simulate_fleet
 
         started = time.monotonic()
         history = simulate_fleet(FleetConfig(meters=min(self.settings.meters, 200), days=7,
                                              interval=parse_interval(self.settings.interval), seed=1001)).readings
-        model = train_and_save(history, model_dir, source="demo: simulated history, seed 1001")
+        # the demo runs the forecaster, so the detector learns forecast residuals too
+        model = train_and_save(history, model_dir, source="demo: simulated history, seed 1001",
+                               forecasts=replay_forecasts(history))
         log.info("trained detector %s for the demo in %.1f s", model.version, time.monotonic() - started)
 
     def summary(self) -> str:

@@ -9,11 +9,12 @@ import sys
 import time
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from models.training import train_and_save
+from models.training import replay_forecasts, train_and_save
 from producers.kafka_producer import ReadingProducer
 from producers.simulator import FleetConfig, simulate_fleet
 from schemas.partitioning import partition_for
@@ -29,7 +30,8 @@ HOUR_MS = 3_600_000
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("models")
     history = simulate_fleet(FleetConfig(meters=60, days=7, interval=timedelta(hours=1), seed=1001)).readings
-    train_and_save(history, path, n_estimators=50, source="test history")
+    model = train_and_save(history, path, n_estimators=50, source="test history", forecasts=replay_forecasts(history))
+    assert model.metadata.forecast_coverage > 0.5  # the detector learned forecast residuals
     return path
 
 
@@ -125,5 +127,12 @@ def test_forecast_run_publishes_per_meter_forecasts_that_the_stream_joins_into_a
         assert row.expected == pytest.approx(points[(row.meter_id, t)], rel=1e-9, abs=1e-12)
         assert row.lower is not None and row.upper is not None and row.lower <= row.expected <= row.upper
         assert row.residual == pytest.approx(row.observed - row.expected)
-    # readings the forecast does not cover (the history) are still scored: detection works without it
-    assert (anomalies["timestamp"] <= cut).sum() > 0
+        assert row.band_residual is not None and np.sign(row.band_residual) == np.sign(row.residual)
+        assert row.baseline is not None and row.baseline >= 0
+    # readings the forecast does not cover (the history) are still scored: detection works without it,
+    # and their forecast fields are empty rather than filled with something else
+    uncovered = anomalies[anomalies["timestamp"] <= cut]
+    assert len(uncovered) > 0
+    for column in ("expected", "lower", "upper", "residual", "band_residual"):
+        assert uncovered[column].isna().all(), column
+    assert uncovered["baseline"].notna().all()

@@ -36,3 +36,21 @@ def test_evaluate_keeps_labels_aligned_with_blank_lines_and_bad_rows(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(path), "--json", str(tmp_path / "report.json")])
     assert result.exit_code == 0, result.output
     assert "baseline: rolling z-score" in result.output
+
+
+def test_evaluate_with_forecasts_reports_a_row_scored_with_replayed_forecasts(tmp_path, monkeypatch):
+    import json
+
+    fleet = simulate_fleet(FleetConfig(meters=12, days=5, interval=timedelta(hours=1), seed=22))
+    path = tmp_path / "labelled.csv"
+    fleet.write_readings_csv(path)
+    monkeypatch.setenv("WATTSUP_FORECAST_WORKERS", "1")
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["evaluate", str(path), "--forecasts", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    rows = {r["detector"]: r for r in json.loads(report.read_text())}
+    with_forecasts = [name for name in rows if name.startswith("wattsup with forecasts")]
+    assert len(with_forecasts) == 1
+    covered = int(with_forecasts[0].split("(")[1].split("%")[0])
+    assert 70 <= covered <= 100  # every reading after a meter's first day (4 of 5 days)
+    assert rows[with_forecasts[0]]["readings"] == len(fleet.readings)

@@ -105,15 +105,31 @@ def test_daily_data_uses_day_of_week_slots():
 
 
 @pytest.mark.parametrize("forecast, expected_sign", [(2.0, 1), (20.0, -1)])
-def test_forecast_residual_is_scaled_by_the_band(forecast, expected_sign):
+def test_forecast_residual_against_the_band_and_the_usual_spread(forecast, expected_sign):
     ex, _ = run(daily_pattern(3))
     ts = np.array([T0 + HOUR_MS * (len(daily_pattern(3)) + 1)])
     fb = ex.transform_batch(["m"], ts, np.array([8.0]), np.array([3600]), expected=np.array([forecast]),
-                            lower=np.array([forecast - 1]), upper=np.array([forecast + 1]))
+                            lower=np.array([forecast - 3]), upper=np.array([forecast + 3]))
+    # the anomaly's field: (observed - forecast) / half the band (3 kWh here)
+    assert fb.band_residual[0] == pytest.approx((8.0 - forecast) / 3)
+    # the detector's feature: signed log(1 + |miss| / the slot's usual spread), the miss capped at 50 spreads
+    spreads = np.clip((8.0 - forecast) / fb.spread[0], -50, 50)
+    assert fb.matrix[0, F["forecast_residual"]] == pytest.approx(np.sign(spreads) * np.log1p(abs(spreads)))
     assert np.sign(fb.matrix[0, F["forecast_residual"]]) == expected_sign
-    # (observed - forecast) / half band, the band floored at 5% of the forecast plus a small epsilon
-    assert fb.matrix[0, F["forecast_residual"]] == pytest.approx((8.0 - forecast) / 1.0, rel=0.1)
     assert fb.expected[0] == forecast
+    # the baseline features do not depend on the forecast
+    without = run(daily_pattern(3))[0].transform_batch(["m"], ts, np.array([8.0]), np.array([3600]))
+    keep = [i for i, name in enumerate(FEATURE_NAMES) if name != "forecast_residual"]
+    np.testing.assert_array_equal(fb.matrix[0, keep], without.matrix[0, keep])
+
+
+def test_without_a_forecast_the_forecast_fields_are_missing():
+    ex, _ = run(daily_pattern(3))
+    ts = np.array([T0 + HOUR_MS * (len(daily_pattern(3)) + 1)])
+    fb = ex.transform_batch(["m"], ts, np.array([8.0]), np.array([3600]))
+    assert np.isnan(fb.matrix[0, F["forecast_residual"]])
+    assert np.isnan(fb.expected[0]) and np.isnan(fb.band_residual[0]) and np.isnan(fb.lower[0])
+    assert fb.baseline[0] > 0
 
 
 def test_a_burst_of_late_readings_never_makes_the_newest_reading_count_twice():

@@ -105,7 +105,10 @@ def test_forecasts_join_readings_and_survive_restore(setup):
     a = result.anomalies[0]
     assert (a["expected"], a["lower"], a["upper"]) == (1.0, 0.8, 1.2)
     assert a["residual"] == pytest.approx(8.0)
-    assert any("forecast" in c["text"] for c in a["causes"])
+    assert a["band_residual"] == pytest.approx(8.0 / 0.2)
+    assert a["baseline"] > 0 and a["baseline"] != a["expected"]
+    # this model was trained without forecasts: the forecast residual is no part of its score
+    assert not any(c["feature"] == "forecast_residual" for c in a["causes"])
 
 
 def test_hot_reload_takes_a_newer_version_and_refuses_other_features(setup, tmp_path):
