@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
+DETECTOR_FORMAT = 2
+"""Bumped when a saved detector no longer fits the scoring code: 2 added the forecast forest and
+takes a missing (NaN) forecast residual, where format 1 took 0."""
 
 
 class ModelMismatchError(ValueError):
@@ -44,6 +47,8 @@ class ModelMetadata:
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     source: str = ""
     forecast_coverage: float = 0.0
+    detector_format: int = 1
+    """:data:`DETECTOR_FORMAT` of the code that trained it (absent, so 1, before format 2)."""
     """Share of the training readings that had a (replayed) forecast: 0 means the detector never
     saw a forecast residual and gives it no weight."""
 
@@ -112,6 +117,11 @@ def load_model(model_dir: Path, version: str | None = None, *, expected_features
             f"model {version} was trained on other features than this WattsUp computes "
             f"(missing: {missing or 'none'}, unexpected: {extra or 'none'}, or a different order); "
             "retrain it with `wattsup model train`"
+        )
+    if metadata.detector_format != DETECTOR_FORMAT:
+        raise ModelMismatchError(
+            f"model {version} was saved in detector format {metadata.detector_format}, this WattsUp scores "
+            f"format {DETECTOR_FORMAT}; retrain it with `wattsup model train`"
         )
     detector = joblib.load(path / MODEL_FILE)
     return LoadedModel(detector=detector, metadata=metadata, path=path)

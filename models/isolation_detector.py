@@ -46,10 +46,9 @@ class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
         simulated fleet (200 meters x 14 days, hourly, model trained on seed 1001): the forecast
         forest deciding alone cost event precision (0.84 against 0.91 on seed 202), since
         Prophet misses ordinary readings about as much as the baseline does; the lesser of the
-        two stays within 0.01 to 0.05 of the forecast-free detector's event precision at the
-        about the same recall (seeds 202, 303, 404) and ranks readings slightly better (PR-AUC +0.002 to
-        +0.011). ``None``: one forest over every
-        column, which must then be finite.
+        two stays within 0.01 to 0.05 of the forecast-free detector's event precision at about
+        the same recall (seeds 202, 303, 404) and ranks readings slightly better (PR-AUC +0.002
+        to +0.011). ``None``: one forest over every column, which must then be finite.
     """
 
     def __init__(self, n_estimators: int = 100, max_samples: int | str = 512, contamination: float = 0.003,
@@ -102,7 +101,7 @@ class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
         return self
 
     @property
-    def forecast_coverage_(self) -> bool:
+    def uses_forecasts(self) -> bool:
         """Whether the detector learned the forecast feature (the history had enough forecasts)."""
         return getattr(self, "forecast_forest_", None) is not None
 
@@ -111,7 +110,7 @@ class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "forest_")
         X = self._check(X)
         scores = -self.forest_.score_samples(X[:, self.base_features_])
-        if self.forecast_coverage_ and len(X):
+        if self.uses_forecasts and len(X):
             rows = np.isfinite(X[:, self.forecast_feature])
             if rows.any():
                 scores[rows] = self._onto_base_scale(self._combined(X[rows]), self.combined_train_scores_)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster.hindcast import HindcastColumns
-from models.artifacts import LoadedModel, ModelMetadata, new_version, save_model
+from models.artifacts import DETECTOR_FORMAT, LoadedModel, ModelMetadata, new_version, save_model
 from models.isolation_detector import MeterAnomalyDetector
 from stream_processors.meter_state import FEATURE_NAMES, FeatureExtractor, time_aligned_chunks
 
@@ -102,6 +102,7 @@ def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimat
         thresholds=Thresholds().as_dict(),
         source=source,
         forecast_coverage=round(float(np.isfinite(X[:, FEATURE_NAMES.index("forecast_residual")]).mean()), 4),
+        detector_format=DETECTOR_FORMAT,
     )
     return LoadedModel(detector=detector, metadata=metadata, path=Path())
 

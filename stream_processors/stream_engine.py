@@ -127,6 +127,9 @@ class StreamEngine:
             log.warning("no trained model in %s: every meter is scored by the baseline rules until one is "
                         "trained (`wattsup model train`)", self.model_dir)
             return None
+        except ModelMismatchError as exc:
+            log.error("%s; until then every meter is scored by the baseline rules", exc)
+            return None
 
     def _publish_model_info(self) -> None:
         m = self.engine.model

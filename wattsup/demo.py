@@ -115,17 +115,24 @@ class Demo:
             log.info("started %s (pid %s), log %s", service.name, service.process.pid, out.name)
 
     def ensure_model(self) -> None:
-        """Give the stream worker a detector: train one on simulated history if none exists yet.
+        """Give the stream worker a detector: train one on simulated history if none exists yet, or
+        only one this WattsUp cannot load (an earlier detector format).
 
         The history is the demo fleet's kind (same interval) but another seed than the live
         simulator, so the worker judges readings its model has not seen.
         """
-        from models.artifacts import latest_version
+        from models.artifacts import ModelMismatchError, load_model
+        from stream_processors.meter_state import FEATURE_NAMES
         from stream_processors.settings import StreamSettings
 
         model_dir = StreamSettings().model_dir
-        if latest_version(model_dir) is not None:
+        try:
+            load_model(model_dir, expected_features=FEATURE_NAMES)
             return
+        except FileNotFoundError:
+            pass
+        except ModelMismatchError as exc:  # a model from an earlier WattsUp: train a current one
+            log.info("%s; training a new one for the demo", exc)
         from models.training import replay_forecasts, train_and_save
         from producers.cli import parse_interval
         from producers.simulator import FleetConfig, simulate_fleet

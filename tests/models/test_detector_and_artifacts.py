@@ -25,7 +25,7 @@ def test_readings_without_a_forecast_score_as_if_forecasts_never_existed():
     rng = np.random.default_rng(1)
     X = _with_forecast_column(rng, 4000, covered=0.7)
     det = MeterAnomalyDetector(n_estimators=50, forecast_feature=4).fit(X)
-    assert det.forecast_coverage_
+    assert det.uses_forecasts
     plain = MeterAnomalyDetector(n_estimators=50).fit(X[:, :4])
     probe = _with_forecast_column(np.random.default_rng(2), 500, covered=0.5)
     missing = np.isnan(probe[:, 4])
@@ -49,7 +49,7 @@ def test_too_few_forecasts_to_learn_from_leave_the_feature_out_of_scores_and_exp
     rng = np.random.default_rng(4)
     X = _with_forecast_column(rng, 3000, covered=0.05)  # 150 rows < max_samples
     det = MeterAnomalyDetector(n_estimators=30, forecast_feature=4).fit(X)
-    assert not det.forecast_coverage_
+    assert not det.uses_forecasts
     row = np.array([[0.0, 0, 0, 0, 9.0]])
     assert det.anomaly_score(row) == det.anomaly_score(np.array([[0.0, 0, 0, 0, np.nan]]))
     assert np.isinf(det.feature_scale_[4])
@@ -88,6 +88,14 @@ def test_train_save_list_load_and_feature_mismatch(tmp_path):
     assert load_model(tmp_path, expected_features=FEATURE_NAMES).version == second.version  # newest wins
     with pytest.raises(ModelMismatchError, match="missing: \\['extra_feature'\\]"):
         load_model(tmp_path, expected_features=[*FEATURE_NAMES, "extra_feature"])
+    # a model saved before the forecast-aware format (its metadata has no detector_format) is refused
+    meta_path = tmp_path / second.version / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["detector_format"] == 2
+    del meta["detector_format"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="detector format 1, this WattsUp scores format 2"):
+        load_model(tmp_path, expected_features=FEATURE_NAMES)
 
 
 def test_no_model_is_a_clear_error(tmp_path):

@@ -174,3 +174,20 @@ def test_a_successor_does_not_repeat_anomalies_emitted_before_the_state_was_save
     forgetful = StreamEngine(model_dir, serde)
     forgetful.attach_tables(dict(saved), {})
     assert {(a["meter_id"], a["timestamp"]) for a in run(forgetful, serde, messages[cut:])} == on_topic
+
+
+def test_a_model_of_an_earlier_detector_format_leaves_the_worker_on_the_rules(setup, tmp_path, caplog):
+    import json
+    import shutil
+
+    model_dir, serde, _ = setup
+    old = tmp_path / "models"
+    shutil.copytree(model_dir, old)
+    (meta_path,) = old.glob("*/metadata.json")
+    meta = json.loads(meta_path.read_text())
+    del meta["detector_format"]  # as saved before format 2
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level("ERROR"):
+        engine = StreamEngine(old, serde)
+    assert engine.model_version == "baseline-rules"
+    assert "retrain it with `wattsup model train`" in caplog.text
