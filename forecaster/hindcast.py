@@ -109,6 +109,15 @@ class HindcastColumns:
         return int(np.isfinite(self.expected).sum())
 
 
+def forecast_columns(forecasts: HindcastColumns | None,
+                     rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
+    """(expected, lower, upper) of ``rows`` of the frame, as a replay passes them to the engine in
+    chunks; all None without forecasts."""
+    if forecasts is None:
+        return None, None, None
+    return forecasts.expected[rows], forecasts.lower[rows], forecasts.upper[rows]
+
+
 def hindcast_readings(frame: pd.DataFrame, options: FitOptions, pool, plan: HindcastPlan | None = None,
                       stop: threading.Event | None = None) -> HindcastColumns:
     """Replayed forecasts joined to every row of ``frame`` (timestamp, meter_id, kwh[, feeder_id, interval_seconds]).

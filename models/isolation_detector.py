@@ -85,7 +85,8 @@ class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
         self.combined_train_scores_: np.ndarray | None = None
         if has_forecast.sum() >= min_rows:
             self.forecast_forest_, self.forecast_train_scores_ = self._forest(X[has_forecast])
-            self.combined_train_scores_ = np.sort(self._combined(X[has_forecast]))
+            base_scores = -self.forest_.score_samples(X[has_forecast][:, self.base_features_])
+            self.combined_train_scores_ = np.sort(self._combined(X[has_forecast], base_scores))
         # Explanations measure each feature's deviation from its typical value in training.
         filled = np.where(np.isfinite(X), X, 0.0)
         self.feature_center_ = np.median(filled, axis=0)
@@ -113,13 +114,14 @@ class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
         if self.uses_forecasts and len(X):
             rows = np.isfinite(X[:, self.forecast_feature])
             if rows.any():
-                scores[rows] = self._onto_base_scale(self._combined(X[rows]), self.combined_train_scores_)
+                scores[rows] = self._onto_base_scale(self._combined(X[rows], scores[rows]), self.combined_train_scores_)
         return scores
 
-    def _combined(self, X: np.ndarray) -> np.ndarray:
-        """Rows with a forecast: the lesser of the two forests' scores, on the base forest's scale."""
+    def _combined(self, X: np.ndarray, base_scores: np.ndarray) -> np.ndarray:
+        """Rows with a forecast: the lesser of the two forests' scores (``base_scores`` are the base
+        forest's, already computed), on the base forest's scale."""
         with_forecast = self._onto_base_scale(-self.forecast_forest_.score_samples(X), self.forecast_train_scores_)
-        return np.minimum(with_forecast, -self.forest_.score_samples(X[:, self.base_features_]))
+        return np.minimum(with_forecast, base_scores)
 
     def _onto_base_scale(self, scores: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """The base forest's score at the same quantile of ``ref`` (training scores of the same

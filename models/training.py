@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecaster.hindcast import HindcastColumns
+from forecaster.hindcast import HindcastColumns, forecast_columns
 from models.artifacts import DETECTOR_FORMAT, LoadedModel, ModelMetadata, new_version, save_model
 from models.isolation_detector import MeterAnomalyDetector
 from stream_processors.meter_state import FEATURE_NAMES, FeatureExtractor, time_aligned_chunks
@@ -47,10 +47,10 @@ def history_features(frame: pd.DataFrame, chunk: int = 20_000, forecasts: Hindca
 
     ``forecasts`` (row-aligned with ``frame``) are joined as the stream joins the forecasts topic.
     """
-    order = np.argsort(frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy(), kind="stable")
+    epoch_ms = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()
+    order = np.argsort(epoch_ms, kind="stable")
     frame = frame.iloc[order]
-    fc = None if forecasts is None else (forecasts.expected[order], forecasts.lower[order], forecasts.upper[order])
-    ts = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()
+    ts = epoch_ms[order]
     meters = frame["meter_id"].astype(str).tolist()
     kwh = frame["kwh"].to_numpy(dtype=float)
     interval = frame["interval_seconds"].to_numpy(dtype=np.int64)
@@ -58,9 +58,8 @@ def history_features(frame: pd.DataFrame, chunk: int = 20_000, forecasts: Hindca
     extractor = FeatureExtractor()
     parts = []
     for s, e in time_aligned_chunks(ts, chunk):
-        expected, lower, upper = (None, None, None) if fc is None else (c[s:e] for c in fc)
-        fb = extractor.transform_batch(meters[s:e], ts[s:e], kwh[s:e], interval[s:e], expected, lower, upper,
-                                       peer_groups=groups[s:e])
+        fb = extractor.transform_batch(meters[s:e], ts[s:e], kwh[s:e], interval[s:e],
+                                       *forecast_columns(forecasts, order[s:e]), peer_groups=groups[s:e])
         keep = fb.scored & ~fb.cold & ~fb.late
         parts.append(fb.matrix[keep])
     return np.vstack(parts) if parts else np.empty((0, len(FEATURE_NAMES)))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecaster.hindcast import HindcastColumns
+from forecaster.hindcast import HindcastColumns, forecast_columns
 from models.artifacts import LoadedModel
 from models.training import fit_detector, peer_groups
 from stream_processors.engine import DetectionEngine, Thresholds
@@ -58,7 +58,6 @@ def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK,
     groups = peer_groups(frame)[order]
     kwh = frame["kwh"].to_numpy(dtype=float)[order]
     interval = frame["interval_seconds"].to_numpy(dtype=np.int64)[order]
-    fc = None if forecasts is None else (forecasts.expected[order], forecasts.lower[order], forecasts.upper[order])
     n = len(frame)
     score = np.zeros(n)
     flag = np.zeros(n, dtype=bool)
@@ -67,9 +66,8 @@ def run_engine(engine: DetectionEngine, frame: pd.DataFrame, chunk: int = CHUNK,
     baseline = np.zeros(n)
     anomalies: list[dict] = []
     for s, e in time_aligned_chunks(ts, chunk):
-        expected, lower, upper = (None, None, None) if fc is None else (c[s:e] for c in fc)
         res = engine.score(meters[s:e].tolist(), feeders[s:e].tolist(), ts[s:e], kwh[s:e], interval[s:e],
-                           expected, lower, upper, peer_groups=groups[s:e])
+                           *forecast_columns(forecasts, order[s:e]), peer_groups=groups[s:e])
         score[s:e], flag[s:e], severity[s:e] = res.score, res.flag, res.severity
         version[s:e], baseline[s:e] = res.model_version, res.features.baseline
         anomalies += res.anomalies
