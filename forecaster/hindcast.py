@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster.fitting import FAILED, FitOptions, forecast_meter
-from forecaster.series import MeterSeries, series_from_readings
+from forecaster.series import MeterSeries, epoch_ms, series_from_readings
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,12 @@ def hindcast_chunk(chunk: Sequence[tuple[MeterSeries, HindcastPlan]], options: F
     return [hindcast_meter(series, options, plan) for series, plan in chunk]
 
 
+def _uncovered(_chunk: Sequence, exc: BaseException) -> list[MeterHindcast]:
+    """A chunk whose replay failed leaves its meters' readings without forecasts; training goes on."""
+    log.warning("hindcast of a chunk failed: %s", exc)
+    return []
+
+
 @dataclass
 class HindcastColumns:
     """Forecast expected value and band per reading of the frame (NaN where no run covered it)."""
@@ -128,14 +134,14 @@ def hindcast_readings(frame: pd.DataFrame, options: FitOptions, pool, plan: Hind
     plan = plan or HindcastPlan()
     n = len(frame)
     columns = HindcastColumns(np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), 0, 0)
-    stamps = pd.to_datetime(frame["timestamp"], utc=True)
-    span_seconds = (stamps.max() - stamps.min()).total_seconds() if n else 0.0
+    stamps_ms = epoch_ms(frame["timestamp"])
+    span_seconds = (int(stamps_ms.max()) - int(stamps_ms.min())) / 1000 if n else 0.0
     series = series_from_readings(frame, history_seconds=span_seconds + 86400)
     if not series:
         return columns
     results: list[MeterHindcast] = []
     for chunk in pool.map([(s, plan) for s in series], options, stop or threading.Event(), task=hindcast_chunk,
-                          on_error=lambda _chunk, exc: log.warning("hindcast of a chunk failed: %s", exc) or []):
+                          on_error=_uncovered):
         results.extend(chunk)
     if not results:
         return columns
@@ -150,7 +156,7 @@ def hindcast_readings(frame: pd.DataFrame, options: FitOptions, pool, plan: Hind
     })
     rows = pd.DataFrame({
         "meter_id": frame["meter_id"].astype(str).to_numpy(dtype=object),
-        "ts": stamps.dt.tz_localize(None).to_numpy().astype("datetime64[ms]").astype(np.int64),
+        "ts": stamps_ms,
     })
     joined = rows.merge(points, on=["meter_id", "ts"], how="left", sort=False)
     columns.expected = joined["expected"].to_numpy(dtype=float)

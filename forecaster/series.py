@@ -52,7 +52,9 @@ class MeterSeries:
         return self.end_ms[-1] + self.step_ms * np.arange(1, steps + 1, dtype=np.int64)
 
 
-def _timestamps_ms(column: pd.Series) -> np.ndarray:
+def epoch_ms(column: pd.Series) -> np.ndarray:
+    """UTC epoch milliseconds (int64) of a timestamp column, naive values taken as UTC: the
+    Kafka records' and the forecasts' time unit."""
     ts = pd.to_datetime(column, utc=True)
     return ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
 
@@ -69,7 +71,7 @@ def series_from_readings(frame: pd.DataFrame, history_seconds: float, meters: It
         return []
     wanted = set(meters) if meters else None
     data = pd.DataFrame({
-        "ts": _timestamps_ms(frame["timestamp"]),
+        "ts": epoch_ms(frame["timestamp"]),
         "meter_id": frame["meter_id"].astype(str).to_numpy(),
         "feeder_id": (frame["feeder_id"].astype(str).to_numpy() if "feeder_id" in frame else frame["meter_id"].astype(str).to_numpy()),
         "kwh": pd.to_numeric(frame["kwh"], errors="coerce").to_numpy(dtype=float),
