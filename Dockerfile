@@ -21,14 +21,18 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > /tmp/requirements.txt \
     && pip install --constraint constraints.txt -r /tmp/requirements.txt
 
-COPY wattsup/ wattsup/
+COPY foundation/ foundation/
+COPY schemas/ schemas/
+COPY readings/ readings/
+COPY detection/ detection/
+COPY simulation/ simulation/
 COPY producers/ producers/
-COPY stream_processors/ stream_processors/
 COPY forecaster/ forecaster/
 COPY models/ models/
-COPY schemas/ schemas/
+COPY stream_processors/ stream_processors/
 COPY dashboard/ dashboard/
 COPY deploy/ deploy/
+COPY wattsup/ wattsup/
 RUN pip install --constraint constraints.txt --no-deps . \
     && useradd --create-home --uid 10001 wattsup \
     && mkdir -p /data/models /data/stream /data/forecaster /data/dashboard \
@@ -36,7 +40,6 @@ RUN pip install --constraint constraints.txt --no-deps . \
 
 # Services write state under /data (mount volumes there); every path is set by WATTSUP_* variables.
 ENV WATTSUP_MODEL_DIR=/data/models \
-    WATTSUP_STREAM_MODEL_DIR=/data/models \
     WATTSUP_STREAM_DATA_DIR=/data/stream \
     WATTSUP_FORECAST_DATA_DIR=/data/forecaster \
     WATTSUP_DASHBOARD_MODEL_DIR=/data/models \

@@ -57,10 +57,13 @@ dashboard-assets: dashboard/static/app.js
 demo: kafka-jars dashboard-assets
 	$(BIN)/wattsup demo
 
+# The layer contract (pyproject.toml [tool.importlinter]) first: an import that runs upward fails the build.
 test: kafka-jars registry system-packages dashboard-assets
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 clean:

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from dashboard.app import create_app
 from dashboard.auth import create_token
 from dashboard.settings import DashboardSettings
-from producers.simulator import FleetConfig, simulate_fleet
+from simulation.fleet import FleetConfig, simulate_fleet
 
 
 def main() -> None:

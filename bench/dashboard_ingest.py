@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from dashboard.app import create_app
 from dashboard.settings import DashboardSettings
 from deploy.kafka.launcher import LocalKafkaNode, free_port
-from deploy.kafka.topics import ensure_topics
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
-from wattsup.kafka_settings import KafkaConnection, TopicNames
+from foundation.kafka_settings import KafkaConnection, TopicNames
+from foundation.topics import ensure_topics
+from readings.producer import ReadingProducer
+from simulation.fleet import FleetConfig, simulate_fleet
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """How well WattsUp's cheap attributions agree with SHAP on the same Isolation Forest.
 
 For the readings the detector flags on a simulated fleet, it compares the robust-deviation
-contributions of ``stream_processors/explain.py`` with SHAP values from ``shap.TreeExplainer``
+contributions of ``detection/explain.py`` with SHAP values from ``shap.TreeExplainer``
 on the fitted forest (SHAP for an Isolation Forest explains the expected path length; a shorter
 path means more abnormal, so the most negative SHAP value is the strongest cause). Prints top-1
 agreement, top-3 overlap and the cost per explained row of both, in one run.
@@ -17,11 +17,13 @@ from datetime import timedelta
 
 import numpy as np
 
-from models.training import fit_detector
-from producers.simulator import FleetConfig, simulate_fleet
-from stream_processors.engine import DetectionEngine
-from stream_processors.explain import TIME_FEATURES, contributions
-from stream_processors.meter_state import FEATURE_NAMES
+from detection.engine import DetectionEngine
+from detection.explain import TIME_FEATURES, contributions
+from detection.features import FEATURE_NAMES
+from detection.readings import ReadingBatch
+from detection.training import fit_detector
+from foundation.timeutil import epoch_ms
+from simulation.fleet import FleetConfig, simulate_fleet
 
 
 def main() -> None:
@@ -38,9 +40,9 @@ def main() -> None:
     test = simulate_fleet(FleetConfig(meters=args.meters, days=args.days, interval=timedelta(hours=1), seed=202))
     frame = test.readings.sort_values("timestamp", kind="stable")
     engine = DetectionEngine(model)
-    ts = frame["timestamp"].dt.as_unit("ms").astype("int64").to_numpy()
-    res = engine.score(frame["meter_id"].tolist(), frame["feeder_id"].tolist(), ts, frame["kwh"].to_numpy(),
-                       frame["interval_seconds"].to_numpy(), build_anomalies=False)
+    res = engine.score(ReadingBatch(frame["meter_id"].tolist(), frame["feeder_id"].tolist(),
+                                    epoch_ms(frame["timestamp"]), frame["kwh"].to_numpy(),
+                                    frame["interval_seconds"].to_numpy()), build_anomalies=False)
     rows = np.flatnonzero(res.flag & (res.model_version != "baseline-rules"))[: args.max_rows]
     X = res.features.matrix[rows]
     det = model.detector

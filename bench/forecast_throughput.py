@@ -36,7 +36,7 @@ from forecaster.fast_backend import quiet_stan_logging
 from forecaster.runner import FitPool, forecast_series
 from forecaster.series import MeterSeries, series_from_readings
 from forecaster.settings import ForecastSettings
-from producers.simulator import FleetConfig, simulate_fleet
+from simulation.fleet import FleetConfig, simulate_fleet
 
 
 def window(s: MeterSeries, start: int, steps: int) -> MeterSeries:

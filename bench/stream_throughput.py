@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from deploy.kafka.launcher import LocalKafkaNode, free_port
-from deploy.kafka.topics import ensure_topics
+from foundation.kafka_settings import KafkaConnection, TopicNames
+from foundation.topics import ensure_topics
 from models.training import train_and_save
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
+from readings.producer import ReadingProducer
 from schemas.serde import METER_READING_BATCH, SingleObjectSerde
-from wattsup.kafka_settings import KafkaConnection, TopicNames
+from simulation.fleet import FleetConfig, simulate_fleet
 
 
 def metric(port: int, name: str) -> float:
@@ -73,7 +73,7 @@ def plain_consumer_rate(connection: KafkaConnection, topic: str, expected: int) 
 
 def naive_rate(model, frame, n: int = 2000) -> tuple[float, float]:
     """Rows/s scoring one reading per model call vs one call for the same rows."""
-    from models.training import history_features
+    from detection.training import history_features
 
     X = history_features(frame.head(200_000))[:n]
     det = model.detector
@@ -163,7 +163,7 @@ def main() -> None:
             env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": node.bootstrap_servers,
                    **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
                    "WATTSUP_STREAM_APP_ID": "bench-stream", "WATTSUP_STREAM_DATA_DIR": str(work / f"stream-{i}"),
-                   "WATTSUP_STREAM_MODEL_DIR": str(model_dir), "WATTSUP_STREAM_METRICS_PORT": str(port),
+                   "WATTSUP_MODEL_DIR": str(model_dir), "WATTSUP_STREAM_METRICS_PORT": str(port),
                    "WATTSUP_STREAM_WEB_PORT": str(free_port())}
             workers.append(start_worker(env, work / f"worker-{i}.log"))
         seconds, processed = wait_processed(ports, total, workers, timeout=1800)
@@ -212,7 +212,7 @@ def main() -> None:
 def latency_phase(connection, topics, args, frame) -> np.ndarray:
     from confluent_kafka import Consumer
 
-    from producers.kafka_producer import feeder_batches
+    from schemas.reading_encoder import feeder_batches
 
     last_day = frame["timestamp"].max()
     meters = frame["meter_id"].unique()

@@ -194,7 +194,7 @@ def _sensitivity_json(service: DashboardService) -> dict[str, Any]:
 
 
 def _publish(service: DashboardService, value: float | None, meter_id: str | None) -> None:
-    from stream_processors.sensitivity import control_key, publish_sensitivity
+    from foundation.sensitivity import control_key, publish_sensitivity
 
     publish_sensitivity(service.settings.kafka, service.settings.topics, value, meter_id)
     payload = None if value is None else json.dumps({"sensitivity": value, "updated_at": time.time()}).encode()

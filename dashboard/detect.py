@@ -1,7 +1,7 @@
 """Batch detection of an uploaded CSV: the engine behind ``wattsup detect``, answered as JSON.
 
-Parsing (``producers.csv_source.parse_readings_csv``) and scoring
-(``stream_processors.batch_detect.detect_frame``, the stream's features and model) are the
+Parsing (``readings.csv_parser.parse_readings_csv``) and scoring
+(``detection.offline.detect_frame``, the stream's features and model) are the
 project's own; this module only picks the model, and builds the response without a Python
 object per reading: a million-row upload's per-reading series is serialised column-wise with
 pandas, which is what keeps the answer in seconds.
@@ -52,8 +52,8 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self) -> Any:
+        from detection.features import FEATURE_NAMES
         from models.artifacts import ModelMismatchError, latest_version, load_model
-        from stream_processors.meter_state import FEATURE_NAMES
 
         newest = latest_version(self.model_dir)
         if newest is None:
@@ -83,7 +83,7 @@ def _iso_column(values: pd.Series) -> np.ndarray:
 
 
 def parse_upload(data: bytes, filename: str | None) -> Any:
-    from producers.csv_source import CsvFormatError, parse_readings_csv
+    from readings.csv_parser import CsvFormatError, parse_readings_csv
 
     if b"\x00" in data[:4096]:
         raise UploadError("the file is binary, not a CSV text file")
@@ -106,7 +106,7 @@ def parse_upload(data: bytes, filename: str | None) -> Any:
 def detect_upload(data: bytes, filename: str | None, model: Any, sensitivity: float = 1.0,
                   timings: DetectTimings | None = None) -> bytes:
     """The JSON body of ``POST /api/v1/detect`` for an uploaded file (raises :class:`UploadError`)."""
-    from stream_processors.batch_detect import detect_frame
+    from detection.offline import detect_frame
 
     timings = timings or DetectTimings()
     t0 = time.perf_counter()

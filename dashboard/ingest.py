@@ -26,8 +26,8 @@ from dashboard.models import Reading
 from dashboard.settings import DashboardSettings
 from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
 from dashboard.timeutil import DAY_MS, iso
+from readings.columns import ReadingColumns, decode_into
 from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde
-from stream_processors.reading_columns import ReadingColumns, decode_into
 
 log = logging.getLogger(__name__)
 

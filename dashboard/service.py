@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def _import_model_code() -> None:
+    import detection.offline  # noqa: F401
     import models.artifacts  # noqa: F401
-    import stream_processors.batch_detect  # noqa: F401
 
 
 class DashboardService:
@@ -100,7 +100,7 @@ class DashboardService:
         """The shared readings producer (idempotent, keyed by feeder, murmur2), created on first use."""
         with self._lock:
             if self._producer is None:
-                from producers.kafka_producer import ReadingProducer
+                from readings.producer import ReadingProducer
 
                 self._producer = ReadingProducer(self.settings.kafka, self.settings.topics, flush_timeout=15.0,
                                                  config_overrides={"linger.ms": 5})
@@ -109,7 +109,7 @@ class DashboardService:
     def sensitivity_watcher(self) -> Any:
         with self._lock:
             if self._watcher is None:
-                from stream_processors.sensitivity import SensitivityWatcher
+                from foundation.sensitivity import SensitivityWatcher
 
                 self._watcher = SensitivityWatcher(self.settings.kafka, self.settings.topics)
                 self._watcher.start()

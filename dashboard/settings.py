@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wattsup.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
+from foundation.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
 
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'dashboard' / 'wattsup.db'}"
 

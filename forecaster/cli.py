@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -20,28 +20,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from forecaster.settings import ForecastSettings
-from producers.cli import parse_interval
+from foundation.timeutil import parse_interval
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
 log = logging.getLogger(__name__)
 
 _METERS = typer.Option(None, "--meters", help="Only these meter ids (repeat the option, or comma-separated).")
-_HISTORY = typer.Option(None, "--history", help="History per meter, e.g. 28d (WATTSUP_FORECAST_HISTORY_SECONDS).")
-_HORIZON = typer.Option(None, "--horizon", help="How far ahead, e.g. 48h (WATTSUP_FORECAST_HORIZON_SECONDS).")
+_HISTORY = typer.Option(None, "--history", parser=parse_interval,
+                        help="History per meter, e.g. 28d (WATTSUP_FORECAST_HISTORY_SECONDS).")
+_HORIZON = typer.Option(None, "--horizon", parser=parse_interval,
+                        help="How far ahead, e.g. 48h (WATTSUP_FORECAST_HORIZON_SECONDS).")
 _CSV = typer.Option(None, "--csv", exists=True, dir_okay=False, help="Read history from this CSV instead of Kafka.")
 _WORKERS = typer.Option(None, "--workers", min=1, help="Fitting processes (WATTSUP_FORECAST_WORKERS).")
 _HOLIDAYS = typer.Option(None, "--country-holidays",
                          help="ISO country code whose public holidays Prophet models (WATTSUP_FORECAST_COUNTRY_HOLIDAYS).")
 
 
-def _settings(history: str | None, horizon: str | None, workers: int | None, **extra: object) -> ForecastSettings:
+def _settings(history: timedelta | None, horizon: timedelta | None, workers: int | None,
+              **extra: object) -> ForecastSettings:
     settings = ForecastSettings()
     update: dict[str, object] = {k: v for k, v in extra.items() if v is not None}
     if history:
-        update["history_seconds"] = parse_interval(history).total_seconds()
+        update["history_seconds"] = history.total_seconds()
     if horizon:
-        update["horizon_seconds"] = parse_interval(horizon).total_seconds()
+        update["horizon_seconds"] = horizon.total_seconds()
     if workers:
         update["workers"] = workers
     return settings.model_copy(update=update)
@@ -82,8 +85,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 @app.command()
 def run(
     meters: list[str] | None = _METERS,
-    history: str | None = _HISTORY,
-    horizon: str | None = _HORIZON,
+    history: timedelta | None = _HISTORY,
+    horizon: timedelta | None = _HORIZON,
     csv: Path | None = _CSV,
     workers: int | None = _WORKERS,
     country_holidays: str | None = _HOLIDAYS,
@@ -106,10 +109,11 @@ def run(
 
 @app.command()
 def schedule(
-    every: str = typer.Option("6h", "--every", help="Time between runs, e.g. 6h, 30m, 60s."),
+    every: timedelta = typer.Option("6h", "--every", parser=parse_interval,
+                                    help="Time between runs, e.g. 6h, 30m, 60s."),
     meters: list[str] | None = _METERS,
-    history: str | None = _HISTORY,
-    horizon: str | None = _HORIZON,
+    history: timedelta | None = _HISTORY,
+    horizon: timedelta | None = _HORIZON,
     workers: int | None = _WORKERS,
     metrics_port: int | None = typer.Option(None, help="Prometheus port (WATTSUP_FORECAST_METRICS_PORT, 0: none)."),
     runs: int = typer.Option(0, help="Stop after this many runs (0: until SIGTERM / Ctrl-C)."),
@@ -118,7 +122,7 @@ def schedule(
     """Forecast every meter now and then every ``--every``; a failed run is logged and retried next time."""
     from forecaster.runner import FitPool
 
-    settings = _settings(history, horizon, workers, every_seconds=parse_interval(every).total_seconds(),
+    settings = _settings(history, horizon, workers, every_seconds=every.total_seconds(),
                          metrics_port=metrics_port, country_holidays=country_holidays)
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -156,12 +160,12 @@ def evaluate(
     csv: Path | None = _CSV,
     simulate_meters: int = typer.Option(0, help="Backtest on a simulated fleet of this many meters instead."),
     simulate_days: float = typer.Option(28.0, help="Days of simulated history."),
-    interval: str = typer.Option("1h", help="Interval of simulated history."),
+    interval: timedelta = typer.Option("1h", parser=parse_interval, help="Interval of simulated history."),
     seed: int = typer.Option(7, help="Seed of the simulated fleet."),
     with_anomalies: bool = typer.Option(False, help="Keep the simulated anomalies in history and holdout."),
     meters: list[str] | None = _METERS,
-    history: str | None = _HISTORY,
-    horizon: str | None = _HORIZON,
+    history: timedelta | None = _HISTORY,
+    horizon: timedelta | None = _HORIZON,
     workers: int | None = _WORKERS,
     country_holidays: str | None = _HOLIDAYS,
 ) -> None:
@@ -172,10 +176,10 @@ def evaluate(
 
     settings = _settings(history, horizon, workers, country_holidays=country_holidays)
     if simulate_meters > 0:
-        from producers.simulator import FleetConfig, simulate_fleet
+        from simulation.fleet import FleetConfig, simulate_fleet
 
         frame = simulate_fleet(FleetConfig(meters=simulate_meters, days=simulate_days,
-                                           interval=parse_interval(interval), seed=seed)).readings
+                                           interval=interval, seed=seed)).readings
         if not with_anomalies:
             frame = frame[frame["label"] == 0]  # judged on normal usage unless asked otherwise
     else:

@@ -50,16 +50,21 @@ def quiet_stan_logging() -> None:
 _ROW_JSON: dict[bytes, str] = {}
 """JSON text of feature-matrix rows by their bytes. A row depends only on its timestamp (and the
 model configuration), so meters reporting on the same interval ends share every row."""
-_ROW_JSON_LIMIT = 200_000
+ROW_CACHE_LIMIT = 200_000
 
 
-def _matrix_json(matrix: np.ndarray) -> str:
+def cached_rows() -> int:
+    """Rows whose JSON this process keeps for reuse."""
+    return len(_ROW_JSON)
+
+
+def matrix_json(matrix: np.ndarray) -> str:
     """JSON of the feature matrix, formatting each distinct row once per process."""
     rows = np.ascontiguousarray(matrix, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] == 0:
         return json.dumps(rows.tolist())
     keys = rows.view(np.dtype((np.void, rows.shape[1] * 8))).ravel().tolist()
-    if len(_ROW_JSON) > _ROW_JSON_LIMIT:
+    if len(_ROW_JSON) > ROW_CACHE_LIMIT:
         _ROW_JSON.clear()
     parts = []
     for key, row in zip(keys, rows):
@@ -79,7 +84,7 @@ def _write_json(data: dict[str, Any], directory: str, matrix: np.ndarray | None 
         else:
             fh.write(json.dumps({k: v for k, v in data.items() if k != "X"})[:-1])
             fh.write(', "X": ')
-            fh.write(_matrix_json(matrix))
+            fh.write(matrix_json(matrix))
             fh.write("}")
     return path
 

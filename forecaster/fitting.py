@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecaster.series import DAY_MS, HOUR_MS, MeterSeries
+from forecaster.series import MeterSeries
+from foundation.timeutil import DAY_MS, HOUR_MS, local_weekday
 
 log = logging.getLogger(__name__)
 
@@ -272,16 +273,12 @@ def _to_ds(ms: np.ndarray) -> pd.Series:
     return pd.Series(ms.astype("datetime64[ms]")).astype("datetime64[ns]")
 
 
-def _with_day_kind(frame: pd.DataFrame, end_ms: np.ndarray, step_ms: int, timezone: str = "UTC") -> pd.DataFrame:
+def with_day_kind(frame: pd.DataFrame, end_ms: np.ndarray, step_ms: int, timezone: str = "UTC") -> pd.DataFrame:
     """Add the ``weekday`` / ``weekend`` conditions of the local day each interval starts in.
 
     Weekends begin at local midnight: in Nairobi (UTC+3) Saturday starts at 21:00 UTC on Friday.
     """
-    if timezone == "UTC":
-        day_of_week = ((end_ms - step_ms) // DAY_MS + 3) % 7  # Monday = 0; 1970-01-01 was a Thursday
-    else:
-        starts = pd.DatetimeIndex((end_ms - step_ms).astype("datetime64[ms]")).tz_localize("UTC")
-        day_of_week = starts.tz_convert(timezone).day_of_week.to_numpy()
+    day_of_week = local_weekday(end_ms - step_ms, timezone)
     frame["weekend"] = day_of_week >= 5
     frame["weekday"] = ~frame["weekend"]
     frame["weekend_level"] = frame["weekend"].astype(float)
@@ -314,7 +311,7 @@ def fit_prophet(series: MeterSeries, options: FitOptions, init: dict[str, np.nda
     if options.country_holidays:
         model.add_country_holidays(country_name=options.country_holidays)
     model.stan_backend = _backend()
-    history = _with_day_kind(pd.DataFrame({"ds": _to_ds(bucket_ms), "y": y}), bucket_ms, step_bucket_ms,
+    history = with_day_kind(pd.DataFrame({"ds": _to_ds(bucket_ms), "y": y}), bucket_ms, step_bucket_ms,
                              options.timezone)
     fit_kwargs: dict[str, Any] = {}
     if init is not None:
@@ -324,7 +321,7 @@ def fit_prophet(series: MeterSeries, options: FitOptions, init: dict[str, np.nda
     future_buckets = -(-horizon_ms // step_bucket_ms) * step_bucket_ms if per > 1 else horizon_ms
     future_unique, future_which = np.unique(future_buckets, return_inverse=True)
     all_ms = np.concatenate([bucket_ms, future_unique])
-    frame = _with_day_kind(pd.DataFrame({"ds": _to_ds(all_ms)}), all_ms, step_bucket_ms, options.timezone)
+    frame = with_day_kind(pd.DataFrame({"ds": _to_ds(all_ms)}), all_ms, step_bucket_ms, options.timezone)
     yhat = model.predict(frame)["yhat"].to_numpy() / per
     if not np.isfinite(yhat).all():
         raise ValueError("Prophet returned non-finite values")

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from forecaster.fitting import FAILED, FitOptions, forecast_meter
-from forecaster.series import MeterSeries, epoch_ms, series_from_readings
+from forecaster.series import MeterSeries, series_from_readings
+from foundation.timeutil import epoch_ms
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +114,6 @@ class HindcastColumns:
     @property
     def covered(self) -> int:
         return int(np.isfinite(self.expected).sum())
-
-
-def forecast_columns(forecasts: HindcastColumns | None,
-                     rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]:
-    """(expected, lower, upper) of ``rows`` of the frame, as a replay passes them to the engine in
-    chunks; all None without forecasts."""
-    if forecasts is None:
-        return None, None, None
-    return forecasts.expected[rows], forecasts.lower[rows], forecasts.upper[rows]
 
 
 def hindcast_readings(frame: pd.DataFrame, options: FitOptions, pool, plan: HindcastPlan | None = None,

@@ -16,10 +16,10 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from forecaster.fitting import ForecastResult
-from producers.kafka_producer import producer_config
+from foundation.kafka_clients import producer_config
+from foundation.kafka_settings import KafkaConnection
 from schemas.partitioning import partition_for
 from schemas.serde import FORECAST, SerdeError, make_serde
-from wattsup.kafka_settings import KafkaConnection
 
 log = logging.getLogger(__name__)
 

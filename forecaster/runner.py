@@ -294,14 +294,14 @@ def forecast_series(
 def read_history(settings: ForecastSettings, csv: Path | None = None) -> pd.DataFrame:
     """The readings to forecast from: a CSV, or the readings topic by produce time (offsets for times)."""
     if csv is not None:
-        from producers.csv_source import parse_readings_csv
+        from readings.csv_parser import parse_readings_csv
 
         parsed = parse_readings_csv(csv)
         if parsed.rejected:
             log.warning("%s: skipped %d invalid rows (first: row %d, %s)", csv, len(parsed.rejected),
                         parsed.rejected[0].row_number, parsed.rejected[0].reason)
         return parsed.readings
-    from wattsup.readings_history import read_readings
+    from readings.history import read_readings
 
     if settings.topics.retention_ms < settings.history_seconds * 1000:
         log.warning("the readings topic keeps %.1f days (WATTSUP_TOPIC_RETENTION_MS) but the history window is %.1f "

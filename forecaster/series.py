@@ -1,7 +1,7 @@
 """Each meter's recent history as a regular series at its own interval, ready to fit.
 
-Readings come from the readings topic (:func:`wattsup.readings_history.read_readings`) or a CSV
-(:func:`producers.csv_source.parse_readings_csv`) as one long frame. A meter's series runs on its
+Readings come from the readings topic (:func:`readings.history.read_readings`) or a CSV
+(:func:`readings.csv_parser.parse_readings_csv`) as one long frame. A meter's series runs on its
 own grid of interval-end timestamps (as readings carry them) back from its newest reading, with
 NaN where a reading is missing, so the forecast horizon continues exactly that grid and the
 stream worker finds a forecast point at each reading's timestamp.
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from foundation.timeutil import DAY_MS, epoch_ms
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,13 +49,6 @@ class MeterSeries:
         """Timestamps of the next intervals after the newest reading, on the meter's own grid."""
         steps = max(1, int(horizon_seconds * 1000 // self.step_ms))
         return self.end_ms[-1] + self.step_ms * np.arange(1, steps + 1, dtype=np.int64)
-
-
-def epoch_ms(column: pd.Series) -> np.ndarray:
-    """UTC epoch milliseconds (int64) of a timestamp column, naive values taken as UTC: the
-    Kafka records' and the forecasts' time unit."""
-    ts = pd.to_datetime(column, utc=True)
-    return ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
 
 
 def series_from_readings(frame: pd.DataFrame, history_seconds: float, meters: Iterable[str] | None = None) -> list[MeterSeries]:

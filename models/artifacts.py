@@ -9,63 +9,28 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import joblib
-import sklearn
 
-from models.isolation_detector import MeterAnomalyDetector
+from detection.features import FEATURE_NAMES
+from detection.isolation_forest import DETECTOR_FORMAT, MeterAnomalyDetector
+from detection.training import ModelMetadata, TrainedModel, timestamp_version
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
-DETECTOR_FORMAT = 2
-"""Bumped when a saved detector no longer fits the scoring code: 2 added the forecast forest and
-takes a missing (NaN) forecast residual, where format 1 took 0."""
 
 
 class ModelMismatchError(ValueError):
-    """The artifact was trained on other features than this code computes."""
-
-
-@dataclass
-class ModelMetadata:
-    version: str
-    features: list[str]
-    parameters: dict[str, Any]
-    contamination: float
-    training_window: dict[str, str | None]
-    rows: int
-    meters: int
-    thresholds: dict[str, float]
-    """Tail probabilities per severity at sensitivity 1 (INFO, WARNING, CRITICAL)."""
-    sklearn_version: str = sklearn.__version__
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
-    source: str = ""
-    forecast_coverage: float = 0.0
-    detector_format: int = 1
-    """:data:`DETECTOR_FORMAT` of the code that trained it (absent, so 1, before format 2)."""
-    """Share of the training readings that had a (replayed) forecast: 0 means the detector never
-    saw a forecast residual and gives it no weight."""
-
-
-@dataclass
-class LoadedModel:
-    detector: MeterAnomalyDetector
-    metadata: ModelMetadata
-    path: Path
-
-    @property
-    def version(self) -> str:
-        return self.metadata.version
+    """The artifact was trained on other features, or saved in another format, than this code scores."""
 
 
 def new_version(model_dir: Path) -> str:
-    base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    """A version name not yet taken in ``model_dir``: the training time, with a suffix if needed."""
+    base = timestamp_version()
     version, n = base, 1
     while (model_dir / version).exists():
         n += 1
@@ -103,8 +68,9 @@ def latest_version(model_dir: Path) -> str | None:
     return versions[-1].version if versions else None
 
 
-def load_model(model_dir: Path, version: str | None = None, *, expected_features: list[str] | tuple[str, ...]) -> LoadedModel:
-    """Load a version (default: the newest); refuse one whose features differ from this code's."""
+def load_model(model_dir: Path, version: str | None = None, *,
+               expected_features: list[str] | tuple[str, ...] = FEATURE_NAMES) -> TrainedModel:
+    """Load a version (default: the newest); refuse one whose features or format differ from this code's."""
     version = version or latest_version(model_dir)
     if version is None:
         raise FileNotFoundError(f"no trained model in {model_dir}: run `wattsup model train` first")
@@ -123,5 +89,9 @@ def load_model(model_dir: Path, version: str | None = None, *, expected_features
             f"model {version} was saved in detector format {metadata.detector_format}, this WattsUp scores "
             f"format {DETECTOR_FORMAT}; retrain it with `wattsup model train`"
         )
-    detector = joblib.load(path / MODEL_FILE)
-    return LoadedModel(detector=detector, metadata=metadata, path=path)
+    try:
+        detector = joblib.load(path / MODEL_FILE)
+    except (ModuleNotFoundError, AttributeError) as exc:  # pickled by a WattsUp whose classes lived elsewhere
+        raise ModelMismatchError(f"model {version} cannot be read by this WattsUp ({exc}); "
+                                 "retrain it with `wattsup model train`") from exc
+    return TrainedModel(detector=detector, metadata=metadata, path=path)

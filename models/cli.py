@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from foundation.timeutil import parse_interval
 from models.artifacts import list_versions
 from models.settings import ModelSettings
 
@@ -21,7 +22,7 @@ def train(
     csv: Path | None = typer.Option(None, exists=True, dir_okay=False, help="History as timestamp,meter_id,kwh CSV."),
     simulate_meters: int = typer.Option(0, help="Train on a simulated fleet of this many meters instead."),
     simulate_days: float = typer.Option(14.0, help="Days of simulated history."),
-    interval: str = typer.Option("1h", help="Interval of simulated history."),
+    interval: timedelta = typer.Option("1h", parser=parse_interval, help="Interval of simulated history."),
     seed: int = typer.Option(1001, help="Seed of the simulated history (keep it apart from evaluation seeds)."),
     from_kafka: bool = typer.Option(False, "--from-kafka", help="Replay history from the readings topic."),
     produced_days: float = typer.Option(28.0, help="With --from-kafka: records produced in the last N days."),
@@ -38,8 +39,8 @@ def train(
     settings = ModelSettings()
     target = model_dir or settings.dir
     if from_kafka:
-        from wattsup.kafka_settings import KafkaConnection, TopicNames
-        from wattsup.readings_history import days_ago, read_readings
+        from foundation.kafka_settings import KafkaConnection, TopicNames
+        from readings.history import days_ago, read_readings
 
         topic = TopicNames().readings
         frame = read_readings(KafkaConnection(), topic, produced_since=days_ago(produced_days), since=since,
@@ -47,17 +48,16 @@ def train(
         source = f"kafka:{topic} produced in the last {produced_days:g} days"
         console.print(f"replayed {len(frame)} readings of {frame['meter_id'].nunique()} meters from {topic}")
     elif csv is not None:
-        from producers.csv_source import parse_readings_csv
+        from readings.csv_parser import parse_readings_csv
 
         parsed = parse_readings_csv(csv)
         for row in parsed.rejected[:10]:
             console.print(f"skipping row {row.row_number}: {row.reason}")
         frame, source = parsed.readings, f"csv:{csv}"
     elif simulate_meters > 0:
-        from producers.cli import parse_interval
-        from producers.simulator import FleetConfig, simulate_fleet
+        from simulation.fleet import FleetConfig, simulate_fleet
 
-        cfg = FleetConfig(meters=simulate_meters, days=simulate_days, interval=parse_interval(interval), seed=seed)
+        cfg = FleetConfig(meters=simulate_meters, days=simulate_days, interval=interval, seed=seed)
         frame, source = simulate_fleet(cfg).readings, f"simulated:{simulate_meters}x{simulate_days}d@{interval},seed={seed}"
     else:
         raise typer.BadParameter("give --from-kafka, --csv FILE or --simulate-meters N")

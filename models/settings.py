@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wattsup.kafka_settings import PROJECT_ROOT
+from foundation.kafka_settings import PROJECT_ROOT
 
 
 class ModelSettings(BaseSettings):

@@ -7,7 +7,6 @@ Both commands end with one summary line on stdout,
 
 from __future__ import annotations
 
-import re
 import signal
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,31 +24,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from producers.csv_source import CsvFormatError, parse_readings_csv
-from producers.kafka_producer import DeliverySummary, ReadingProducer
+from foundation.timeutil import parse_interval
 from producers.pacing import Pacer, paced_chunks
 from producers.settings import ProducerSettings
-from producers.simulator import FleetConfig, iter_fleet_blocks
+from readings.csv_parser import CsvFormatError, parse_readings_csv
+from readings.producer import DeliverySummary
+from simulation.fleet import FleetConfig, iter_fleet_blocks
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
 
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _BLOCK_DAYS = 1.0
 _SHOWN_REJECTS = 20
 """Simulated days generated at a time: bounds memory; anomalies and late readings carry over."""
-
-
-def parse_interval(text: str) -> timedelta:
-    """``5m``, ``15m``, ``1h``, ``1d`` (also ``30s``, ``15min``) -> timedelta."""
-    match = _INTERVAL.match(text)
-    if not match:
-        raise typer.BadParameter(f"{text!r} is not an interval like 5m, 15m, 1h or 1d")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0 or seconds != int(seconds):
-        raise typer.BadParameter(f"{text!r} must be a positive whole number of seconds")
-    return timedelta(seconds=seconds)
 
 
 class BatchBy(str, Enum):
@@ -71,7 +58,7 @@ def _settings(bootstrap_servers: str | None) -> ProducerSettings:
     if bootstrap_servers:
         settings.kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
     if settings.create_topics:
-        from deploy.kafka.topics import ensure_topics
+        from foundation.topics import ensure_topics
 
         ensure_topics(settings.kafka, settings.topics)
     return settings
@@ -111,7 +98,7 @@ FastOpt = typer.Option(False, "--as-fast-as-possible", help="Send without pacing
 @app.command()
 def simulate(
     meters: int = typer.Option(100, help="Number of meters in the fleet."),
-    interval: str = typer.Option("15m", help="Metering interval: 5m, 15m, 1h, 1d."),
+    interval: timedelta = typer.Option("15m", parser=parse_interval, help="Metering interval: 5m, 15m, 1h, 1d."),
     days: float | None = typer.Option(None, help="Simulated days; 0 runs until stopped. Default: until stopped "
                                                  "when paced, 1 with --as-fast-as-possible."),
     speedup: float | None = SpeedupOpt,
@@ -131,7 +118,7 @@ def simulate(
 ) -> None:
     """Simulate a fleet with labelled anomalies and send its readings to Kafka."""
     pace = _speed(speedup, as_fast_as_possible)
-    step = parse_interval(interval)
+    step = interval
     if days is None:
         days = 0.0 if pace is not None else 1.0
     try:
@@ -149,7 +136,7 @@ def simulate(
     settings = _settings(bootstrap_servers)
     total = None if cfg.endless else cfg.meters * cfg.steps
     blocks_written = 0
-    with ReadingProducer.from_settings(settings) as producer, _progress() as progress:
+    with settings.reading_producer() as producer, _progress() as progress:
         pacer = Pacer(pace, wait=producer.poll)
         task = progress.add_task("sending readings", total=total)
         try:
@@ -192,7 +179,7 @@ def csv(
     settings = _settings(bootstrap_servers)
     frame = parsed.readings.sort_values(["timestamp", "meter_id"], kind="stable")
     source = f"csv:{file}"
-    with ReadingProducer.from_settings(settings) as producer, _progress() as progress:
+    with settings.reading_producer() as producer, _progress() as progress:
         for row in parsed.rejected:
             producer.send_dead_letter(source, row.reason, raw_text=row.raw_text, row_number=row.row_number)
         for row in parsed.rejected[:_SHOWN_REJECTS]:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from producers.reading_encoder import delivery_slots, epoch_ms
+from schemas.reading_encoder import delivery_slots, epoch_ms
 
 
 class Pacer:

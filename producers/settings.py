@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wattsup.kafka_settings import KafkaConnection, TopicNames
+from foundation.kafka_settings import KafkaConnection, TopicNames
+from readings.producer import ReadingProducer
 
 
 class ProducerSettings(BaseSettings):
@@ -39,6 +40,12 @@ class ProducerSettings(BaseSettings):
     queue_buffering_max_kbytes: int = Field(256 * 1024, gt=0)
     flush_timeout_s: float = Field(60.0, gt=0)
     """How long closing waits for outstanding deliveries; the rest count as failed."""
+
+    def reading_producer(self, **kwargs: Any) -> ReadingProducer:
+        """The readings producer these settings describe."""
+        return ReadingProducer(self.kafka, self.topics, config_overrides=self.librdkafka_overrides(),
+                               max_readings_per_batch=self.max_readings_per_batch,
+                               flush_timeout=self.flush_timeout_s, **kwargs)
 
     def librdkafka_overrides(self) -> dict[str, Any]:
         """The tunables as librdkafka settings (applied over the producer defaults)."""

@@ -3,16 +3,13 @@
 Every topic that carries a meter's data is keyed so that the meter's readings, its state in
 the stream worker and its forecast meet in one partition: the partition is chosen from the
 meter's **feeder id** with Kafka's murmur2 hash, the same hash the Java client, Faust/aiokafka
-and confluent-kafka's ``murmur2_random`` partitioner use. Readings and head-end batches are
-keyed by feeder id and let the client partition; forecasts are keyed by meter id (so the
+and confluent-kafka's ``murmur2_random`` partitioner use (``foundation.kafka_clients.PARTITIONER``).
+Readings and head-end batches are keyed by feeder id and let the client partition; forecasts are keyed by meter id (so the
 compacted topic keeps the newest forecast per meter) and are sent to the feeder's partition
 explicitly with :func:`partition_for`.
 """
 
 from __future__ import annotations
-
-PARTITIONER = "murmur2_random"
-"""confluent-kafka partitioner that agrees with Java and aiokafka (librdkafka defaults to CRC32)."""
 
 
 def murmur2(data: bytes) -> int:

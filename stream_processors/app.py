@@ -1,18 +1,18 @@
 """The Faust stream worker: readings in, explained anomalies out.
 
-Why it is shaped this way (see FACTS.md for the measurements):
+Why it is shaped this way (the README gives the measurements):
 
-* A bare Faust agent iterates about 13,000-15,000 messages/s on two cores, so the worker reaches
-  tens of thousands of *readings* per second only because a head-end message carries a feeder's
-  readings, and because each micro-batch (``take_events``) is scored with one model call.
+* A Faust agent's cost is per message, so the worker reaches tens of thousands of *readings*
+  per second because a head-end message carries a feeder's readings, and because each
+  micro-batch (``take_events``) is scored with one model call.
 * State is kept **per feeder**, in a changelog-backed table keyed by feeder id: one table write
   per feeder per micro-batch instead of one per reading. The readings topic is keyed by feeder id
   with murmur2, and the table's changelog partition is computed the same way
   (:class:`FeederKeyedTable`), so a feeder's readings, state and forecasts meet in one partition
   and a restarted or rebalanced worker recovers exactly the state of the partitions it owns.
-* The worker keeps decoded state in memory (the engine's cache) and only reloads a feeder from
-  the table when the table holds a value it did not write itself (after recovery or a
-  rebalance), so the hot path never deserialises state it already has.
+* The worker keeps decoded state in memory and only reloads a feeder from the table when the
+  table holds a value it did not write itself (after recovery or a rebalance), so the hot path
+  never deserialises state it already has (:mod:`stream_processors.feeder_state`).
 * Delivery is at-least-once: offsets are committed after a batch is processed (and after the
   producer flushed its changelog writes). A reading seen again after a crash finds its meter's
   state already past it and is recognised as a duplicate, so it is not scored twice.
@@ -34,14 +34,16 @@ from typing import Any
 import faust
 from faust.tables import Table
 
+from foundation.kafka_settings import KafkaConnection
+from readings.columns import ReadingColumns, Rejection, decode_into
 from schemas.dead_letters import dead_letter_record
 from schemas.partitioning import partition_for
 from schemas.serde import DEAD_LETTER
 from stream_processors import metrics
 from stream_processors.anomaly_publisher import AnomalyDeliveryError, AnomalyPublisher
-from stream_processors.reading_columns import ReadingColumns, Rejection, decode_into
+from stream_processors.offset_gaps import FaustConsumer, OffsetGapGuard
+from stream_processors.scoring import StreamScorer
 from stream_processors.settings import StreamSettings
-from wattsup.kafka_settings import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +88,17 @@ def faust_credentials(connection: KafkaConnection) -> Any:
     )
 
 
-def create_app(settings: StreamSettings, engine: Any, publisher: AnomalyPublisher) -> faust.App:
-    """Build the Faust app around a :class:`~stream_processors.stream_engine.StreamEngine`."""
-    topics = settings.topics
+def faust_app(settings: StreamSettings) -> faust.App:
+    """The Faust app with the worker's configuration (no topics or agents yet)."""
     brokers = ";".join(f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(","))
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=brokers,
         broker_credentials=faust_credentials(settings.kafka),
         store="memory://",
         value_serializer="raw",
         key_serializer="raw",
-        topic_partitions=topics.partitions,
+        topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         topic_disable_leader=True,
         broker_max_poll_records=settings.max_batch_messages * 4,
@@ -114,7 +115,13 @@ def create_app(settings: StreamSettings, engine: Any, publisher: AnomalyPublishe
         datadir=str(settings.data_dir),
         table_cleanup_interval=3600.0,
     )
-    serde = engine.serde
+
+
+def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: AnomalyPublisher) -> faust.App:
+    """Build the Faust app around a :class:`~stream_processors.scoring.StreamScorer`."""
+    topics = settings.topics
+    app = faust_app(settings)
+    serde = scorer.forecasts.serde
     readings = app.topic(topics.readings, key_type=bytes, value_type=bytes, partitions=topics.partitions,
                          internal=False)
     dead_letters = app.topic(topics.dead_letters, key_type=bytes, value_type=bytes)
@@ -128,7 +135,8 @@ def create_app(settings: StreamSettings, engine: Any, publisher: AnomalyPublishe
         app, name="feeder-forecasts", default=None, partitions=topics.partitions, key_type=bytes, value_type=bytes,
         help="Latest forecast of each meter of a feeder.",
     ))
-    engine.attach_tables(feeder_state, feeder_forecasts)
+    scorer.attach_tables(feeder_state, feeder_forecasts)
+    gaps = OffsetGapGuard(topics.readings, FaustConsumer(app))
 
     async def send_dead_letters(rejections: list[Rejection]) -> None:
         for r in rejections:
@@ -138,62 +146,26 @@ def create_app(settings: StreamSettings, engine: Any, publisher: AnomalyPublishe
 
     newest_reading_ms: dict[str, int] = {}
 
-    next_offset: dict[int, int] = {}
-    """readings partition -> the offset the agent must see next, so it notices Faust skipping some."""
-    generation = [-1]
-    rewinds: dict[tuple[int, int], int] = {}
-
-    async def rewind(gaps: dict[int, int]) -> None:
-        """Seek partitions back to the first message Faust skipped; they come again, in order."""
-        consumer = app.consumer
-        for partition, offset in gaps.items():
-            tp = next((tp for tp in consumer.assignment() if tp.topic == topics.readings and tp.partition == partition),
-                      None)
-            if tp is None:
-                continue
-            log.warning("readings partition %s skipped from offset %s: seeking back", partition, offset)
-            metrics.PARTITION_RESEEKS.inc()
-            await consumer.seek(tp, offset)
-
     @app.agent(readings, name="score-readings")
     async def score_readings(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch_messages, within=settings.batch_within_seconds):
-            if app.consumer_generation_id != generation[0]:  # after a rebalance a partition starts anew
-                generation[0] = app.consumer_generation_id
-                next_offset.clear()
-                rewinds.clear()
+            gaps.start_batch(app.consumer_generation_id)
             columns = ReadingColumns()
             rejections: list[Rejection] = []
-            gaps: dict[int, int] = {}
             for event in events:
                 msg = event.message
-                # Faust can drop messages it fetched around a recovery (faust-streaming issue 596)
-                # and go on with later ones. A meter's readings must be scored in order, so the
-                # rest of such a partition's batch waits: the partition is sought back to the
-                # first missing message and everything after it comes again.
-                if msg.partition in gaps:
+                if not gaps.admit(msg.partition, msg.offset):
                     continue
-                expected = next_offset.get(msg.partition)
-                if expected is not None and msg.offset > expected:
-                    # An offset that never comes (a transaction marker) is let go after 3 tries.
-                    tries = rewinds[(msg.partition, expected)] = rewinds.get((msg.partition, expected), 0) + 1
-                    if tries <= 3:
-                        gaps[msg.partition] = expected
-                        continue
-                    log.warning("readings partition %s has no offset %s: going on from %s", msg.partition,
-                                expected, msg.offset)
-                next_offset[msg.partition] = max(expected or 0, msg.offset + 1)
                 rejections += decode_into(columns, serde, event.value,
                                           f"topic:{msg.topic}[{msg.partition}]@{msg.offset}")
-            if gaps:
-                await rewind(gaps)
+            await gaps.rewind()
             metrics.MESSAGES_PROCESSED.inc(len(events))
             if rejections:
                 await send_dead_letters(rejections)
             if not len(columns):
                 continue
             started = time.perf_counter()
-            result = engine.process(columns)
+            result = scorer.process(columns)
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             # one observation per batch (its newest reading): per-reading observations would cost
             # more than they tell
@@ -220,68 +192,26 @@ def create_app(settings: StreamSettings, engine: Any, publisher: AnomalyPublishe
             for anomaly in result.anomalies:
                 metrics.ANOMALIES.labels(severity=anomaly["severity"]).inc()
                 metrics.FEEDER_ANOMALIES.labels(feeder=anomaly["feeder_id"]).inc()
-            engine.persist(result.touched_feeders)
+            scorer.persist(result.touched_feeders)
 
     @app.agent(forecasts, name="keep-forecasts")
     async def keep_forecasts(stream: faust.StreamT) -> None:
         async for events in stream.take_events(200, within=0.5):
-            engine.accept_forecasts([e.value for e in events], serde)
+            scorer.accept_forecasts([e.value for e in events])
 
     @app.timer(interval=settings.model_poll_seconds)
     async def reload_model() -> None:
-        engine.maybe_reload_model()
+        scorer.maybe_reload_model()
 
     @app.timer(interval=5.0)
     async def report_sizes() -> None:
         metrics.FEEDERS_TRACKED.set(len(feeder_state))
-        metrics.METERS_TRACKED.set(engine.meters_tracked)
-        metrics.FORECASTS_TRACKED.set(engine.forecasts_tracked)
-
-    stalled_since: dict[int, float] = {}
+        metrics.METERS_TRACKED.set(scorer.meters_tracked)
+        metrics.FORECASTS_TRACKED.set(scorer.forecasts_tracked)
 
     @app.timer(interval=5.0)
     async def reseek_stalled_partitions() -> None:
-        """Work around Faust dropping fetched messages after recovery (faust-streaming issue 596).
+        await gaps.unstall(active=not app.rebalancing and app.consumer.flow_active)
 
-        After a crash and changelog recovery, Faust can discard messages it had already fetched,
-        leaving a gap: the fetch position is at the end, the committed offset stays behind, and
-        the skipped readings are never processed. When the agent has processed nothing for two
-        checks while a partition's committed offset is behind its fetch position, seek that
-        partition back to the committed offset; readings seen before are recognised as
-        duplicates by the state.
-        """
-        consumer = app.consumer
-        if app.rebalancing or not consumer.flow_active:
-            stalled_since.clear()
-            return
-        processed = metrics.MESSAGES_PROCESSED._value.get()
-        thread = consumer._thread  # Faust's consumer thread, which owns the aiokafka consumer
-        for tp in list(consumer.assignment()):
-            if tp.topic != topics.readings:
-                continue
-            # from the broker: Faust only knows offsets this worker committed itself
-            committed = await thread.call_thread(thread._ensure_consumer().committed, tp)
-            position = await thread.position(tp)
-            log.debug("readings partition %s: committed %s, fetched up to %s", tp.partition, committed, position)
-            if committed is None or position is None or position <= committed:
-                stalled_since.pop(tp.partition, None)
-                continue
-            # Faust's gap handling lets the committed offset creep, so progress is judged by
-            # what the agent processed, not by the committed offset.
-            if stalled_since.get(tp.partition) != processed:
-                stalled_since[tp.partition] = processed
-                continue
-            log.warning("partition %s of %s stalled at committed offset %s (fetched up to %s): seeking back",
-                        tp.partition, tp.topic, committed, position)
-            metrics.PARTITION_RESEEKS.inc()
-            # Start the partition's ack bookkeeping afresh at the committed offset: acks left from
-            # before the gap would otherwise block every later commit (faust issue 625 upstream).
-            consumer._acked[tp].clear()
-            consumer._acked_index[tp].clear()
-            consumer._gap[tp].clear()
-            consumer._committed_offset[tp] = committed
-            await consumer.seek(tp, committed)
-            stalled_since.pop(tp.partition, None)
-
-    app.wattsup_engine = engine  # type: ignore[attr-defined]
+    app.wattsup_scorer = scorer  # type: ignore[attr-defined]
     return app

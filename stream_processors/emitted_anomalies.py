@@ -18,9 +18,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from foundation.kafka_settings import KafkaConnection
 from schemas.partitioning import partition_for
 from schemas.serde import ANOMALY, SerdeError
-from wattsup.kafka_settings import KafkaConnection
 
 log = logging.getLogger(__name__)
 

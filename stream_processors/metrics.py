@@ -51,3 +51,7 @@ ANOMALIES_ALREADY_EMITTED = Counter(
     "wattsup_stream_anomalies_already_emitted_total",
     "Anomalies not emitted again because a crashed worker had emitted them before its state was saved.",
 )
+CONTROL_UPDATES = Counter(
+    "wattsup_stream_control_updates_total",
+    "Control records (sensitivity settings) this worker applied.",
+)

@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wattsup.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
+from foundation.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
+from models.settings import ModelSettings
 
 
 class StreamSettings(BaseSettings):
@@ -19,7 +20,6 @@ class StreamSettings(BaseSettings):
     """Messages taken per micro-batch; head-end batches carry ~50 readings each."""
     batch_within_seconds: float = 0.2
     """Longest wait to fill a micro-batch: bounds the latency a reading adds before scoring."""
-    model_dir: Path = PROJECT_ROOT / "var" / "models"
     model_poll_seconds: float = 10.0
     """How often the worker looks for a newer detector version to hot-reload."""
     data_dir: Path = PROJECT_ROOT / "var" / "stream"
@@ -28,3 +28,5 @@ class StreamSettings(BaseSettings):
     worker_host: str = "127.0.0.1"
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
     topics: TopicNames = Field(default_factory=TopicNames)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    """Where detector versions are (``WATTSUP_MODEL_DIR``, shared with training and the dashboard)."""

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from deploy.kafka.launcher import LocalKafkaNode, free_port
-from deploy.kafka.topics import ensure_topics
+from foundation.kafka_settings import KafkaConnection, TopicNames
+from foundation.topics import ensure_topics
 from tests.waiting import stop_process
-from wattsup.kafka_settings import KafkaConnection, TopicNames
 
 
 @dataclass
@@ -73,7 +73,7 @@ def trained_model_dir(tmp_path_factory):
     from datetime import timedelta
 
     from models.training import train_and_save
-    from producers.simulator import FleetConfig, simulate_fleet
+    from simulation.fleet import FleetConfig, simulate_fleet
 
     path = tmp_path_factory.mktemp("models")
     history = simulate_fleet(FleetConfig(meters=150, days=10, interval=timedelta(hours=1), seed=1001)).readings
@@ -160,7 +160,7 @@ class WorkerFactory:
             **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
             "WATTSUP_STREAM_APP_ID": app_id,
             "WATTSUP_STREAM_DATA_DIR": str(self.tmp / f"{app_id}-{name}"),
-            "WATTSUP_STREAM_MODEL_DIR": str(model_dir),
+            "WATTSUP_MODEL_DIR": str(model_dir),
             "WATTSUP_STREAM_METRICS_PORT": str(port),
             "WATTSUP_STREAM_WEB_PORT": str(free_port()),
             "WATTSUP_STREAM_MODEL_POLL_SECONDS": "1",

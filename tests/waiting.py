@@ -30,3 +30,12 @@ def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: connections there can only fail."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

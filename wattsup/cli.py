@@ -17,7 +17,8 @@ from deploy.registry.cli import app as registry_app
 from forecaster.cli import app as forecast_app
 from models.cli import app as model_app
 from producers.cli import app as produce_app
-from stream_processors.cli import detect, evaluate, sensitivity, stream
+from stream_processors.cli import sensitivity, stream
+from wattsup.offline_commands import detect, evaluate
 
 app = typer.Typer(help="WattsUp: streaming anomaly detection for smart-meter fleets.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker", help="Run the local single-node Kafka broker (KRaft, no Docker).")

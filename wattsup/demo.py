@@ -24,8 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deploy.kafka.launcher import LocalKafkaNode
 from deploy.kafka.settings import BrokerSettings
-from deploy.kafka.topics import ensure_topics
-from wattsup.kafka_settings import PROJECT_ROOT
+from foundation.kafka_settings import PROJECT_ROOT
+from foundation.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ class Service:
 def demo_services(settings: DemoSettings) -> list[Service]:
     """The services the demo runs, each a ``wattsup`` sub-command."""
     from dashboard.settings import DashboardSettings
-    from forecaster.settings import ForecastSettings
     from deploy.lag_exporter.settings import LagExporterSettings
+    from forecaster.settings import ForecastSettings
     from stream_processors.settings import StreamSettings
 
     wattsup = [sys.executable, "-m", "wattsup.cli"]
@@ -122,20 +122,19 @@ class Demo:
         simulator, so the worker judges readings its model has not seen.
         """
         from models.artifacts import ModelMismatchError, load_model
-        from stream_processors.meter_state import FEATURE_NAMES
-        from stream_processors.settings import StreamSettings
+        from models.settings import ModelSettings
 
-        model_dir = StreamSettings().model_dir
+        model_dir = ModelSettings().dir
         try:
-            load_model(model_dir, expected_features=FEATURE_NAMES)
+            load_model(model_dir)
             return
         except FileNotFoundError:
             pass
         except ModelMismatchError as exc:  # a model from an earlier WattsUp: train a current one
             log.info("%s; training a new one for the demo", exc)
+        from foundation.timeutil import parse_interval
         from models.training import replay_forecasts, train_and_save
-        from producers.cli import parse_interval
-        from producers.simulator import FleetConfig, simulate_fleet
+        from simulation.fleet import FleetConfig, simulate_fleet
 
         started = time.monotonic()
         history = simulate_fleet(FleetConfig(meters=min(self.settings.meters, 200), days=7,
@@ -156,7 +155,7 @@ class Demo:
         return "\n".join(lines)
 
     def offsets_report(self) -> str:
-        from deploy.kafka.topics import topic_offsets
+        from foundation.topics import topic_offsets
 
         t = self.settings.broker.topics
         connection = self.settings.broker.kafka.model_copy(update={"bootstrap_servers": self.node.bootstrap_servers})

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from deploy.kafka.launcher import BrokerError, LocalKafkaCluster, LocalKafkaNode, fetch_kafka_jars
 from deploy.kafka.settings import BrokerSettings
-from deploy.kafka.topics import ensure_topics, topic_offsets
+from foundation.topics import ensure_topics, topic_offsets
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -32,7 +32,7 @@ def _node(settings: BrokerSettings, port: int | None, data_dir: Path | None) -> 
     )
 
 
-def _cluster(settings: BrokerSettings, port: int | None, data_dir: Path | None, nodes: int) -> LocalKafkaCluster:
+def cluster_for(settings: BrokerSettings, port: int | None, data_dir: Path | None, nodes: int) -> LocalKafkaCluster:
     """Node i listens on base port + 2(i-1) and its controller on the port after it: 9092/9093, 9094/9095, ..."""
     base = port or settings.port
     return LocalKafkaCluster(
@@ -74,7 +74,7 @@ def start(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesOp
             node.start(timeout=settings.startup_timeout_seconds)
             bootstrap, where = node.bootstrap_servers, f"pid {node.pid()}, data {node.data_dir}"
         else:
-            cluster = _cluster(settings, port, data_dir, nodes)
+            cluster = cluster_for(settings, port, data_dir, nodes)
             cluster.start(timeout=settings.startup_timeout_seconds)
             bootstrap = cluster.bootstrap_servers
             where = f"{nodes} nodes, pids {' '.join(str(n.pid()) for n in cluster.members)}, data {cluster.data_dir}"
@@ -114,7 +114,7 @@ def stop(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesOpt
     settings = BrokerSettings()
     nodes = nodes or settings.nodes
     if nodes > 1:
-        cluster = _cluster(settings, port, data_dir, nodes)
+        cluster = cluster_for(settings, port, data_dir, nodes)
         running = len(cluster.running())
         cluster.stop()
         console.print(f"{running} of {nodes} nodes were running; stopped" if running else "cluster was not running")
@@ -129,7 +129,7 @@ def status(port: int = PortOpt, data_dir: Path = DataDirOpt, nodes: int = NodesO
     settings = BrokerSettings()
     nodes = nodes or settings.nodes
     if nodes > 1:
-        cluster = _cluster(settings, port, data_dir, nodes)
+        cluster = cluster_for(settings, port, data_dir, nodes)
         running = cluster.running()
         for node in cluster.members:
             state = f"[green]running[/green], pid {node.pid()}" if node in running else "[red]not running[/red]"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.background_process import BackgroundProcess, free_port, port_is_free
-from wattsup.kafka_settings import PROJECT_ROOT
+from foundation.kafka_settings import PROJECT_ROOT
 
 __all__ = ["BrokerError", "LocalKafkaCluster", "LocalKafkaNode", "fetch_kafka_jars", "free_port", "port_is_free"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wattsup.kafka_settings import KafkaConnection, TopicNames
+from foundation.kafka_settings import KafkaConnection, TopicNames
 
 
 class LagExporterSettings(BaseSettings):

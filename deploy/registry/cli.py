@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from deploy.registry.launcher import DEFAULT_CACHE_DIR, RegistryError, RegistryLauncher, fetch_registry
-from wattsup.kafka_settings import PROJECT_ROOT
+from foundation.kafka_settings import PROJECT_ROOT
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()

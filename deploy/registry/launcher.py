@@ -31,7 +31,7 @@ import httpx
 
 from deploy.background_process import BackgroundProcess, free_port, port_is_free
 from deploy.kafka.launcher import require_tool
-from wattsup.kafka_settings import PROJECT_ROOT
+from foundation.kafka_settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ import pandas as pd
 import pytest
 
 from deploy.kafka.launcher import free_port
+from foundation.sensitivity import SensitivityWatcher
 from models.training import train_and_save
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
-from stream_processors.sensitivity import SensitivityWatcher
+from readings.producer import ReadingProducer
+from simulation.fleet import FleetConfig, simulate_fleet
 from tests.waiting import stop_process
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,10 @@ from dashboard.app import create_app
 from dashboard.auth import create_token
 from dashboard.settings import DashboardSettings
 from deploy.kafka.launcher import free_port
-from producers.kafka_producer import ReadingProducer
+from foundation.sensitivity import SensitivityWatcher
+from readings.producer import ReadingProducer
 from schemas.partitioning import partition_for
 from schemas.serde import ANOMALY, DEAD_LETTER, FORECAST, METER_READING, SingleObjectSerde
-from stream_processors.sensitivity import SensitivityWatcher
 from tests.dashboard.conftest import QUARTER, T0, anomaly_record
 from tests.waiting import wait_until
 

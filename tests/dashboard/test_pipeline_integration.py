@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from dashboard.app import create_app
 from dashboard.auth import create_token
 from dashboard.settings import DashboardSettings
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
+from readings.producer import ReadingProducer
+from simulation.fleet import FleetConfig, simulate_fleet
 from tests.stream_processors.stream_checks import read_anomalies
 from tests.waiting import wait_until
 

@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from deploy.kafka.launcher import BrokerError, LocalKafkaNode, free_port
-from deploy.kafka.topics import ensure_topics, topic_offsets
-from wattsup.kafka_settings import KafkaConnection, TopicNames
+from foundation.kafka_settings import KafkaConnection, TopicNames
+from foundation.topics import ensure_topics, topic_offsets
 
 pytestmark = pytest.mark.integration
 

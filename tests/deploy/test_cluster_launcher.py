@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.kafka.cli import _cluster
+from deploy.kafka.cli import cluster_for
 from deploy.kafka.launcher import BrokerError, LocalKafkaCluster, LocalKafkaNode, free_port
 from deploy.kafka.settings import BrokerSettings
 
@@ -28,7 +28,7 @@ def test_cluster_needs_a_port_pair_per_node(tmp_path):
 
 
 def test_cli_lays_out_ports_from_the_base_port(tmp_path):
-    cluster = _cluster(BrokerSettings(), 29092, tmp_path, 3)
+    cluster = cluster_for(BrokerSettings(), 29092, tmp_path, 3)
     assert cluster.ports == [29092, 29094, 29096]
     assert cluster.controller_ports == [29093, 29095, 29097]
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict = COMPOSE["services"]
 ONE_SHOT = {name for name, svc in SERVICES.items() if svc.get("restart") == "no"}
-SETTINGS_MODULES = ["wattsup.kafka_settings", "stream_processors.settings", "producers.settings", "models.settings",
+SETTINGS_MODULES = ["foundation.kafka_settings", "stream_processors.settings", "producers.settings", "models.settings",
                     "forecaster.settings", "dashboard.settings", "deploy.lag_exporter.settings", "deploy.kafka.settings"]
 
 

@@ -26,8 +26,8 @@ import pytest
 from deploy.grafana.dashboard_model import DASHBOARDS_DIR, PanelQuery, load_dashboard, panel_queries
 from deploy.kafka.launcher import free_port
 from deploy.prometheus.local_server import LocalPrometheus
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
+from readings.producer import ReadingProducer
+from simulation.fleet import FleetConfig, simulate_fleet
 from tests.waiting import stop_process
 
 pytestmark = pytest.mark.integration
@@ -66,6 +66,10 @@ def _wait(what: str, ready, timeout: float, logs: list[Path]) -> None:
         time.sleep(0.5)
     tails = "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in logs if p.exists())
     raise AssertionError(f"{what} within {timeout:.0f} s\n{tails}")
+
+
+def _scrape_count(prometheus: LocalPrometheus, job: str) -> float:
+    return sum(float(r["value"][1]) for r in prometheus.query(f'count_over_time(up{{job="{job}"}}[1h])'))
 
 
 def _scraped(prometheus: LocalPrometheus, jobs: set[str], scrapes: int):
@@ -136,7 +140,10 @@ def scraped_pipeline(kafka, tmp_path_factory):
                         _wait("a first forecast run finished",
                               lambda: _metric_sum(ports["forecaster"], "wattsup_forecast_runs_total") >= 1,
                               180, all_logs)
-                    time.sleep(2.5)  # at least two scrapes between chunks
+                    # at least two scrapes of the worker between chunks, so rates see each step
+                    stream_scrapes = _scrape_count(prometheus, "wattsup-stream")
+                    _wait("two more scrapes of the worker",
+                          lambda: _scrape_count(prometheus, "wattsup-stream") >= stream_scrapes + 2, 60, all_logs)
             worker.wait_for("wattsup_stream_dead_letters_total", 1, timeout=60)
             _wait("a forecast run scored the horizon that came due",
                   lambda: _metric_sum(ports["forecaster"], "wattsup_forecast_smape_points") > 0, 180, all_logs)

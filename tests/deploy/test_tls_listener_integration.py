@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
 from deploy.kafka.launcher import free_port
-from deploy.kafka.topics import ensure_topics
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
-from wattsup.kafka_settings import KafkaConnection, TopicNames
-from wattsup.readings_history import read_readings
+from foundation.kafka_settings import KafkaConnection, TopicNames
+from foundation.topics import ensure_topics
+from readings.history import read_readings
+from readings.producer import ReadingProducer
+from simulation.fleet import FleetConfig, simulate_fleet
 
 pytestmark = pytest.mark.integration
 

@@ -10,33 +10,9 @@ import pytest
 
 from forecaster import fitting
 from forecaster.fitting import FAILED, PROPHET, SEASONAL_NAIVE, FitOptions, forecast_meter, seasonal_naive
-from forecaster.series import HOUR_MS, MeterSeries, series_from_readings
-from forecaster.warm_start import load_params, save_params
-from prophet import Prophet
-from producers.simulator import FleetConfig, simulate_fleet
-
-
-@pytest.fixture(scope="module")
-def hourly_fleet() -> pd.DataFrame:
-    return simulate_fleet(FleetConfig(meters=6, days=30, interval=timedelta(hours=1), seed=11, anomaly_rate=0)).readings
-
-
-def test_series_are_regular_grids_of_the_recent_history():
-    base = pd.Timestamp("2026-03-02T01:00:00Z")
-    frame = pd.DataFrame({
-        "timestamp": [base + pd.Timedelta(hours=h) for h in (0, 1, 3, 4, 4)] + [base + pd.Timedelta(minutes=30)],
-        "meter_id": ["A"] * 5 + ["A"],
-        "feeder_id": ["F1", "F1", "F1", "F1", "F2", "F2"],
-        "kwh": [1.0, 2.0, 4.0, 5.0, 5.5, 9.9],
-        "interval_seconds": [3600] * 5 + [1800],
-    })
-    (s,) = series_from_readings(frame, history_seconds=4 * 3600)
-    # 4 h of history back from 05:00: 02:00..05:00; 04:00 missing is NaN; the duplicate keeps the last
-    # delivered value; the 01:30 reading is off the hourly grid (and outside the window anyway)
-    assert s.interval_seconds == 3600 and s.feeder_id == "F2"
-    assert list(pd.to_datetime(s.end_ms, unit="ms")) == list(pd.date_range("2026-03-02T02:00", periods=4, freq="h"))
-    np.testing.assert_array_equal(s.kwh, [2.0, np.nan, 4.0, 5.5])
-    np.testing.assert_array_equal(s.horizon_ms(3 * 3600), s.end_ms[-1] + HOUR_MS * np.arange(1, 4))
+from forecaster.series import MeterSeries, series_from_readings
+from foundation.timeutil import HOUR_MS
+from simulation.fleet import FleetConfig, simulate_fleet
 
 
 def test_prophet_forecast_continues_the_meters_grid_with_a_band_that_covers_held_out_usage(hourly_fleet):
@@ -116,95 +92,12 @@ def test_seasonal_naive_repeats_last_week_and_fills_gaps_from_the_week_before():
     np.testing.assert_allclose(result.expected, expected)
 
 
-def test_warm_start_parameters_round_trip_and_start_the_next_fit(tmp_path, hourly_fleet):
-    series = series_from_readings(hourly_fleet, 28 * 86400)[:2]
-    options = FitOptions(horizon_seconds=24 * 3600)
-    cold = [forecast_meter(s, options) for s in series]
-    save_params(tmp_path, {r.meter_id: r.params for r in cold})
-    loaded = load_params(tmp_path)
-    assert set(loaded) == {s.meter_id for s in series}
-    for r in cold:
-        for name, value in r.params.items():
-            np.testing.assert_allclose(loaded[r.meter_id][name], value)
-    warm = [forecast_meter(s, options, init=loaded[s.meter_id]) for s in series]
-    for c, w in zip(cold, warm):
-        assert w.outcome == PROPHET
-        # the same optimum, reached from the previous run's parameters
-        np.testing.assert_allclose(w.expected, c.expected, rtol=0.05, atol=0.02 * np.abs(c.expected).mean())
-    (tmp_path / "prophet_params.npz").write_bytes(b"not a zip")
-    assert load_params(tmp_path) == {}
 
 
-def test_warm_start_is_used_not_silently_replaced_by_defaults(hourly_fleet, monkeypatch):
-    from prophet.models import CmdStanPyBackend
-
-    (s,) = series_from_readings(hourly_fleet, 28 * 86400)[:1]
-    options = FitOptions(horizon_seconds=24 * 3600)
-    cold = forecast_meter(s, options)
-    seen = {}
-    original = CmdStanPyBackend.sanitize_custom_inits
-
-    def spy(default_inits, custom_inits):
-        seen.update(original(default_inits, custom_inits))
-        return seen
-
-    monkeypatch.setattr(CmdStanPyBackend, "sanitize_custom_inits", staticmethod(spy))
-    forecast_meter(s, options, init=cold.params)
-    assert seen["k"] == pytest.approx(float(cold.params["k"]))
-    np.testing.assert_allclose(seen["beta"], cold.params["beta"])
-    np.testing.assert_allclose(seen["delta"], cold.params["delta"])
 
 
-def test_fast_prophet_fits_and_predicts_what_stock_prophet_does(hourly_fleet):
-    from prophet import Prophet
-
-    from forecaster.fast_backend import FastCmdStanPyBackend, FastProphet, quiet_stan_logging
-
-    quiet_stan_logging()
-    s = series_from_readings(hourly_fleet, 14 * 86400)[0]
-    history = pd.DataFrame({"ds": pd.Series(s.end_ms.astype("datetime64[ms]")).astype("datetime64[ns]"), "y": s.kwh})
-    forecasts = []
-    for cls, backend in ((Prophet, None), (FastProphet, FastCmdStanPyBackend())):
-        model = cls(uncertainty_samples=0, yearly_seasonality=False)
-        if backend is not None:
-            model.stan_backend = backend
-        model.fit(history)
-        forecasts.append(model.predict(model.make_future_dataframe(48, freq="h"))["yhat"].to_numpy())
-    # Features agree to ~1e-11 (float rounding of the time axis); on a well-conditioned model that
-    # leaves the optimum where it was. (With overlapping seasonalities, as the forecaster's weekday
-    # and weekend shapes are, L-BFGS may stop at a slightly different point of a flat ridge.)
-    np.testing.assert_allclose(forecasts[1], forecasts[0], rtol=1e-4, atol=1e-4)
-    dates = pd.Series(pd.date_range("2026-03-01", periods=500, freq="h"))
-    np.testing.assert_allclose(FastProphet.fourier_series(dates, 7, 3), Prophet.fourier_series(dates, 7, 3), atol=1e-10)
 
 
-def test_fast_features_and_cached_stan_rows_match_prophets_own(hourly_fleet):
-    import json
-
-    from forecaster import fast_backend
-    from forecaster.fast_backend import FastProphet
-
-    history = pd.DataFrame({"ds": pd.date_range("2026-03-02", periods=400, freq="h")})
-    history["weekend"] = history["ds"].dt.day_of_week >= 5
-    history["weekday"] = ~history["weekend"]
-    history["weekend_level"] = history["weekend"].astype(float)
-    built = []
-    for cls in (Prophet, FastProphet):
-        model = cls(yearly_seasonality=False, daily_seasonality=False)
-        model.add_seasonality("daily_weekday", period=1, fourier_order=8, condition_name="weekday")
-        model.add_seasonality("daily_weekend", period=1, fourier_order=8, condition_name="weekend")
-        model.add_regressor("weekend_level")
-        model.history_dates = history["ds"]
-        built.append(model.make_all_seasonality_features(model.setup_dataframe(history.assign(y=1.0), True)))
-    (f0, p0, c0, m0), (f1, p1, c1, m1) = built
-    assert list(f1.columns) == list(f0.columns) and p1 == p0 and m1 == m0
-    assert c1.equals(c0)
-    np.testing.assert_allclose(f1.to_numpy(), f0.to_numpy(), atol=1e-9)  # float rounding of the time axis
-    fast_backend._ROW_JSON.clear()
-    matrix = f1.to_numpy()
-    assert json.loads(fast_backend._matrix_json(matrix)) == matrix.tolist()
-    assert json.loads(fast_backend._matrix_json(matrix)) == matrix.tolist()  # now from cached rows
-    assert 0 < len(fast_backend._ROW_JSON) <= len(matrix)
 
 
 def test_country_holidays_are_modelled_when_configured(hourly_fleet):
@@ -240,13 +133,13 @@ def test_outages_stuck_registers_and_spikes_in_the_history_are_not_learnt_as_usa
 def test_weekends_begin_at_the_fleets_local_midnight():
     from pydantic import ValidationError
 
-    from forecaster.fitting import _with_day_kind
+    from forecaster.fitting import with_day_kind
     from forecaster.settings import ForecastSettings
 
     # intervals ending 2026-03-06 (a Friday) 21:00 .. 23:00 UTC start on Saturday in Nairobi (UTC+3)
     end_ms = pd.date_range("2026-03-06T21:00", periods=3, freq="h").as_unit("ms").asi8
-    utc = _with_day_kind(pd.DataFrame(index=range(3)), end_ms, HOUR_MS)
-    nairobi = _with_day_kind(pd.DataFrame(index=range(3)), end_ms, HOUR_MS, "Africa/Nairobi")
+    utc = with_day_kind(pd.DataFrame(index=range(3)), end_ms, HOUR_MS)
+    nairobi = with_day_kind(pd.DataFrame(index=range(3)), end_ms, HOUR_MS, "Africa/Nairobi")
     assert not utc["weekend"].any()
     assert list(nairobi["weekend"]) == [False, True, True]  # 20:00-21:00 UTC is 23:00-24:00 Friday
     with pytest.raises(ValidationError, match="unknown time zone"):

@@ -14,16 +14,17 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from foundation.timeutil import HOUR_MS
 from models.training import replay_forecasts, train_and_save
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
+from readings.producer import ReadingProducer
 from schemas.partitioning import partition_for
 from schemas.serde import FORECAST, SingleObjectSerde
+from simulation.fleet import FleetConfig, simulate_fleet
+from tests.stream_processors.stream_checks import read_anomalies
 
 pytestmark = pytest.mark.integration
 
 HISTORY_DAYS = 14
-HOUR_MS = 3_600_000
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +34,6 @@ def model_dir(tmp_path_factory):
     model = train_and_save(history, path, n_estimators=50, source="test history", forecasts=replay_forecasts(history))
     assert model.metadata.forecast_coverage > 0.5  # the detector learned forecast residuals
     return path
-
-
-def read_anomalies(kafka, topic: str, settle: float = 3.0) -> pd.DataFrame:
-    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": f"t-{os.urandom(4).hex()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    serde, records, quiet_since = SingleObjectSerde(), [], time.monotonic()
-    while time.monotonic() - quiet_since < settle:
-        batch = [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
-        if batch:
-            quiet_since = time.monotonic()
-        records += [serde.decode(m.value(), raw_timestamps=True)[1] for m in batch]
-    consumer.close()
-    frame = pd.DataFrame(records)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
-    return frame
 
 
 def read_forecasts(kafka, topic: str) -> list[tuple[str, int, dict]]:

@@ -11,7 +11,7 @@ import pandas as pd
 from forecaster.fitting import FitOptions
 from forecaster.hindcast import HindcastPlan, hindcast_readings
 from forecaster.runner import FitPool
-from producers.simulator import FleetConfig, simulate_fleet
+from simulation.fleet import FleetConfig, simulate_fleet
 
 
 def _hindcast(frame: pd.DataFrame):

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from deploy.kafka.launcher import free_port
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
+from readings.producer import ReadingProducer
+from simulation.fleet import FleetConfig, simulate_fleet
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,8 @@ import pytest
 from confluent_kafka import Consumer
 from typer.testing import CliRunner
 
-from producers.csv_source import parse_readings_csv
-from producers.kafka_producer import ReadingProducer
-from producers.simulator import FleetConfig, simulate_fleet
+from readings.csv_parser import parse_readings_csv
+from readings.producer import ReadingProducer
 from schemas.partitioning import partition_for
 from schemas.serde import (
     DEAD_LETTER,
@@ -22,6 +21,7 @@ from schemas.serde import (
     METER_READING_BATCH,
     SingleObjectSerde,
 )
+from simulation.fleet import FleetConfig, simulate_fleet
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.partitioning import PARTITIONER, partition_for
+from foundation.kafka_clients import PARTITIONER
+from schemas.partitioning import partition_for
 
 from .test_partitioning import JAVA_VECTORS
 

@@ -14,8 +14,8 @@ import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
 from schemas.serde import SingleObjectSerde
-from stream_processors.meter_state import MeterStateStore
-from stream_processors.stream_engine import _unpack
+from detection.meter_state import MeterStateStore
+from detection.state_codec import decode_state
 
 
 def _reader(kafka) -> Consumer:
@@ -90,7 +90,7 @@ def changelog_meter_state(kafka, app_id: str) -> dict[str, dict[str, np.ndarray]
             latest[message.key()] = message.value()
     state: dict[str, dict[str, np.ndarray]] = {}
     for blob in latest.values():
-        header, arrays = _unpack(blob)
+        header, arrays = decode_state(blob)
         for i, meter in enumerate(header["meters"]):
             state[meter] = {name: values[i] for name, values in arrays.items()}
     return state

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from producers.kafka_producer import ReadingProducer, feeder_batches
-from producers.simulator import FleetConfig, simulate_fleet
+from readings.producer import ReadingProducer
+from schemas.reading_encoder import feeder_batches
+from simulation.fleet import FleetConfig, simulate_fleet
 from schemas.serde import METER_READING_BATCH, SingleObjectSerde
-from stream_processors.reading_columns import ReadingColumns, decode_into
-from stream_processors.stream_engine import StreamEngine
+from readings.columns import ReadingColumns, decode_into
+from stream_processors.scoring import StreamScorer
 from tests.stream_processors.stream_checks import (changelog_meter_state, read_anomalies, reference_meter_state,
                                                     wait_for_stable_group, wait_for_zero_lag)
 
@@ -43,7 +44,7 @@ def uninterrupted_run(model_dir, sends: list[pd.DataFrame]):
     """The engine's answer without any crash, over the very messages the test produces (one
     ``send_frame`` per element of ``sends``): state per meter and the set of anomaly keys."""
     serde = SingleObjectSerde()
-    engine = StreamEngine(model_dir, serde)
+    engine = StreamScorer(model_dir, serde)
     messages = [serde.encode(METER_READING_BATCH, b) for frame in sends for b in feeder_batches(frame)]
     anomalies = []
     for s in range(0, len(messages), 100):

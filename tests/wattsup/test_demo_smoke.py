@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from deploy.kafka.launcher import free_port
-from wattsup.kafka_settings import PROJECT_ROOT
+from foundation.kafka_settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_make_demo_runs_for_demo_seconds_and_streams_readings(tmp_path):
         "WATTSUP_STREAM_METRICS_PORT": str(stream_port := free_port()),
         "WATTSUP_STREAM_WEB_PORT": str(free_port()),
         "WATTSUP_STREAM_DATA_DIR": str(tmp_path / "stream"),
-        "WATTSUP_STREAM_MODEL_DIR": str(tmp_path / "models"),
+        "WATTSUP_MODEL_DIR": str(tmp_path / "models"),
         "WATTSUP_FORECAST_METRICS_PORT": str(free_port()),
         "WATTSUP_LAG_EXPORTER_PORT": str(free_port()),
     }

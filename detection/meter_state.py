@@ -1,0 +1,151 @@
+"""Every meter's detector state, in flat numpy arrays: one row per meter.
+
+A batch of thousands of readings is handled with array operations over rows, not a Python
+object per meter. Rows are assigned on first sight and never move, so callers may keep them.
+A group of meters' rows is exported as plain arrays (:meth:`MeterStateStore.export_rows`) and
+imported back, which is how the stream worker persists a feeder (see :mod:`detection.state_codec`).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+from detection.calendar import HOD_SLOTS, HOW_SLOTS
+
+WINDOW = 4
+"""Readings in the recent window (1 h of 15-minute data, 4 h of hourly, 4 days of daily)."""
+SEEN = 32
+"""Timestamps remembered per meter to recognise duplicates and late readings."""
+NO_TIME = np.iinfo(np.int64).min
+"""An empty timestamp slot."""
+
+
+class Scalar(IntEnum):
+    """Columns of :attr:`MeterStateStore.scalars`, one float64 per meter each."""
+
+    LAST_KWH = 0
+    """The newest in-order reading."""
+    INTERVAL = 1
+    """Its interval in seconds."""
+    READINGS = 2
+    """In-order readings applied so far."""
+    MEAN = 3
+    VAR = 4
+    """Exponentially weighted mean and variance of all the meter's readings."""
+    UNCHANGED_RUN = 5
+    """Consecutive non-zero readings equal to the one before (stuck register)."""
+    ZERO_RUN = 6
+    """Consecutive zero readings."""
+    DRIFT_OBSERVED = 7
+    DRIFT_EXPECTED = 8
+    """Slow (3-day) averages of usage and of its baseline."""
+    SCORE_MEAN = 9
+    SCORE_VAR = 10
+    """The meter's usual model score and its variance, for per-meter thresholds."""
+    WINDOW_POS = 11
+    """Next position in the recent-window ring."""
+
+
+ARRAY_NAMES = ("last_ts", "scalars", "window", "window_expected", "seen", "how", "hod")
+"""The per-meter arrays, in the order they are exported."""
+
+
+class MeterStateStore:
+    """Per-meter state in flat arrays; rows are assigned on first sight and never move."""
+
+    def __init__(self, capacity: int = 16384) -> None:
+        self.index: dict[str, int] = {}
+        self.meter_ids: list[str] = []
+        self._allocate(capacity)
+
+    def _allocate(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.last_ts = np.full(capacity, NO_TIME, dtype=np.int64)
+        """Timestamp of the newest in-order reading."""
+        self.scalars = np.zeros((capacity, len(Scalar)))
+        self.window = np.zeros((capacity, WINDOW))
+        """The recent readings (a ring, see :attr:`Scalar.WINDOW_POS`)."""
+        self.window_expected = np.zeros((capacity, WINDOW))
+        """Their baselines."""
+        self.seen = np.full((capacity, SEEN), NO_TIME, dtype=np.int64)
+        """The newest scored timestamps, in no order."""
+        self.how = np.zeros((capacity, HOW_SLOTS, 3), dtype=np.float32)
+        """Hour-of-week baseline: mean, variance, count per slot."""
+        self.hod = np.zeros((capacity, HOD_SLOTS, 3), dtype=np.float32)
+        """Hour-of-day baseline by day type: mean, variance, count per slot."""
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return tuple(getattr(self, name) for name in ARRAY_NAMES)
+
+    def _grow(self, needed: int) -> None:
+        capacity = self.capacity
+        while capacity < needed:
+            capacity *= 2
+        old = self._arrays()
+        n = len(self.meter_ids)
+        self._allocate(capacity)
+        for new, prev in zip(self._arrays(), old):
+            new[:n] = prev[:n]
+
+    def __len__(self) -> int:
+        return len(self.meter_ids)
+
+    def rows_for(self, meter_ids: list[str]) -> np.ndarray:
+        """Row of each meter, assigning rows to meters seen for the first time."""
+        index = self.index
+        rows = np.empty(len(meter_ids), dtype=np.int64)
+        for i, m in enumerate(meter_ids):
+            row = index.get(m)
+            if row is None:
+                row = len(self.meter_ids)
+                if row >= self.capacity:
+                    self._grow(row + 1)
+                index[m] = row
+                self.meter_ids.append(m)
+            rows[i] = row
+        return rows
+
+    def export_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the rows' arrays, by :data:`ARRAY_NAMES`."""
+        return {name: getattr(self, name)[rows] for name in ARRAY_NAMES}
+
+    def import_rows(self, meter_ids: list[str], arrays: dict[str, np.ndarray]) -> None:
+        """Set the meters' state from :meth:`export_rows` output (rows assigned as needed)."""
+        rows = self.rows_for(meter_ids)
+        for name in ARRAY_NAMES:
+            getattr(self, name)[rows] = arrays[name]
+
+
+def classify_arrivals(store: MeterStateStore, rows: np.ndarray,
+                      ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(duplicate, late, stale) per reading of one round (at most one reading per meter).
+
+    * duplicate: the meter's memory holds this timestamp: it was scored before;
+    * late: older than the meter's newest reading and not seen: scored, but the state, which
+      has moved past it, is not updated by it;
+    * stale: older than every timestamp of a full memory: too old to tell whether it was scored
+      before (a replay after a crash) or to judge against today's state; counted, not scored.
+    """
+    seen = store.seen[rows]
+    duplicate = (seen == ts[:, None]).any(axis=1)
+    has_history = store.scalars[rows, Scalar.READINGS] > 0
+    oldest_seen = np.where(seen == NO_TIME, np.iinfo(np.int64).max, seen).min(axis=1)
+    full_memory = (seen != NO_TIME).all(axis=1)
+    late = has_history & ~duplicate & (ts < store.last_ts[rows])
+    stale = late & full_memory & (ts < oldest_seen)
+    return duplicate, late & ~stale, stale
+
+
+def remember_scored(store: MeterStateStore, rows: np.ndarray, ts: np.ndarray) -> None:
+    """Add scored timestamps to their meters' memories (one per meter), replacing the oldest.
+
+    The memory keeps the newest :data:`SEEN` timestamps: a replay of old readings after a crash
+    (or a burst of late ones) never pushes out the newest, which a re-delivery of the last
+    readings must still find.
+    """
+    memory = store.seen[rows]
+    oldest = memory.argmin(axis=1)
+    newer = ts > memory[np.arange(len(rows)), oldest]
+    store.seen[rows[newer], oldest[newer]] = ts[newer]

@@ -1,0 +1,62 @@
+"""What a whole feeder does at once is nobody's anomaly: deviations discounted by the peers' median.
+
+When most meters of a feeder use more than their baseline at once, the cause is common: the
+first Saturday morning of a new meter's history (its hour-of-week slot not yet seen), a
+holiday, a heat wave, a clock change. Such a shift is not an anomaly of any one meter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PEER_FEATURES = ("usage_vs_baseline", "baseline_z", "window_vs_baseline", "change_z", "forecast_residual")
+"""Deviation features that move together when a whole feeder deviates at once."""
+MIN_PEERS = 8
+"""Readings of one group and interval needed before their median is trusted as a common mode."""
+WHOLE_FILE = "all"
+"""The peer group of every reading of a file without feeders."""
+
+
+def peer_groups(frame: pd.DataFrame) -> np.ndarray:
+    """Whom each reading is compared with: its feeder, or the whole file when there are no feeders.
+
+    A CSV of meters without feeder ids is usually one site or one village: its meters share
+    weather, holidays and weekly rhythm, so together they are the peer group.
+    """
+    if "feeder_id" in frame and not frame["feeder_id"].astype(str).eq(frame["meter_id"].astype(str)).all():
+        return frame["feeder_id"].astype(str).to_numpy()
+    return np.full(len(frame), WHOLE_FILE, dtype=object)
+
+
+def correct_for_peers(matrix: np.ndarray, columns: list[int], scored: np.ndarray, groups: np.ndarray,
+                      ts: np.ndarray, kwh: np.ndarray) -> None:
+    """Discount, in ``matrix`` (rows = readings), deviations a reading shares with its peers.
+
+    Peers are the readings of the same group (``groups``, e.g. the feeder) and timestamp. For
+    each deviation feature (``columns`` of the matrix: :data:`PEER_FEATURES`), the median over the
+    group's readings of that interval is the common mode; a reading's deviation is shrunk towards
+    zero by it when both point the same way, and left alone when they disagree (a meter that
+    falls while its peers rise is still unusual). Readings of zero energy are never discounted,
+    nor count as peers: a feeder-wide outage is still an outage of every meter on it. Groups
+    smaller than :data:`MIN_PEERS` are left alone.
+    """
+    candidates = scored & (kwh > 1e-9)
+    if candidates.sum() < MIN_PEERS:
+        return
+    idx = np.flatnonzero(candidates)
+    cols = list(columns)
+    names = [f"f{c}" for c in cols]
+    frame = pd.DataFrame(matrix[np.ix_(idx, cols)], columns=names)
+    frame["_g"] = groups[idx]
+    frame["_t"] = ts[idx]
+    grouped = frame.groupby(["_g", "_t"], sort=False)
+    size = grouped[names[0]].transform("size").to_numpy()
+    common = grouped[names].transform("median").to_numpy()
+    enough = size >= MIN_PEERS
+    if not enough.any():
+        return
+    values = frame[names].to_numpy()
+    same_way = (np.sign(values) == np.sign(common)) & enough[:, None]
+    shrunk = np.sign(values) * np.maximum(np.abs(values) - np.abs(common), 0.0)
+    matrix[np.ix_(idx, cols)] = np.where(same_way, shrunk, values)

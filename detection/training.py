@@ -1,0 +1,114 @@
+"""Fitting the detector on history, on exactly the features the stream computes.
+
+History is replayed through the feature extractor in time order (:mod:`detection.replay`), so
+the detector learns from the very features it will score; only warmed-up, in-order readings
+are kept, as only those are scored by the model. Nothing here is saved: see :mod:`models.artifacts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+
+from detection.features import FEATURE_INDEX, FEATURE_NAMES, FeatureExtractor
+from detection.isolation_forest import DETECTOR_FORMAT, MeterAnomalyDetector
+from detection.replay import ForecastColumns, TimeOrderedReadings
+from detection.thresholds import Thresholds
+
+MAX_TRAINING_ROWS = 200_000
+"""Isolation Forest sees max_samples rows per tree; more rows only sharpen the calibration."""
+MIN_TRAINING_ROWS = 100
+"""Fewer warmed-up readings than this cannot calibrate a tail probability of 1%."""
+
+
+class NotEnoughHistoryError(ValueError):
+    """The history holds too few warmed-up readings to fit a detector."""
+
+
+@dataclass
+class ModelMetadata:
+    version: str
+    features: list[str]
+    parameters: dict[str, Any]
+    contamination: float
+    training_window: dict[str, str | None]
+    rows: int
+    meters: int
+    thresholds: dict[str, float]
+    """Tail probabilities per severity at sensitivity 1 (INFO, WARNING, CRITICAL)."""
+    sklearn_version: str = sklearn.__version__
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    source: str = ""
+    forecast_coverage: float = 0.0
+    """Share of the training readings that had a (replayed) forecast: 0 means the detector never
+    saw a forecast residual and gives it no weight."""
+    detector_format: int = 1
+    """:data:`detection.isolation_forest.DETECTOR_FORMAT` of the code that trained it (absent, so 1,
+    before format 2)."""
+
+
+@dataclass
+class TrainedModel:
+    """A fitted detector and what it was trained on; ``path`` once saved as an artifact."""
+
+    detector: MeterAnomalyDetector
+    metadata: ModelMetadata
+    path: Path | None = None
+
+    @property
+    def version(self) -> str:
+        return self.metadata.version
+
+
+def timestamp_version(moment: datetime | None = None) -> str:
+    """A model version name: the UTC time of training, so the newest version sorts last."""
+    return (moment or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def history_features(frame: pd.DataFrame, forecasts: ForecastColumns | None = None) -> np.ndarray:
+    """Features of every warmed-up, in-order reading of ``frame``, replayed in time order, with the
+    ``forecasts`` (row-aligned with ``frame``) joined as the stream joins the forecasts topic."""
+    extractor = FeatureExtractor()
+    parts = []
+    for _, batch in TimeOrderedReadings(frame, forecasts).batches():
+        fb = extractor.transform(batch)
+        parts.append(fb.matrix[fb.scored & ~fb.cold & ~fb.late])
+    return np.vstack(parts) if parts else np.empty((0, len(FEATURE_NAMES)))
+
+
+def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimators: int = 100,
+                 random_state: int = 0, source: str = "", forecasts: ForecastColumns | None = None) -> TrainedModel:
+    """Train on readings (timestamp, meter_id, kwh[, feeder_id, interval_seconds]) and, when given,
+    the forecasts that covered them (row-aligned); raises :class:`NotEnoughHistoryError` when
+    the history is too short."""
+    X = history_features(frame, forecasts)
+    if len(X) < MIN_TRAINING_ROWS:
+        raise NotEnoughHistoryError(
+            f"only {len(X)} readings of warmed-up meters to train on (at least {MIN_TRAINING_ROWS} needed): "
+            "give at least 3 days of history")
+    if len(X) > MAX_TRAINING_ROWS:
+        X = X[np.random.default_rng(random_state).choice(len(X), MAX_TRAINING_ROWS, replace=False)]
+    forecast_column = FEATURE_INDEX["forecast_residual"]
+    detector = MeterAnomalyDetector(n_estimators=n_estimators, contamination=contamination, random_state=random_state,
+                                    forecast_feature=forecast_column).fit(X)
+    metadata = ModelMetadata(
+        version=timestamp_version(),
+        features=list(FEATURE_NAMES),
+        parameters={k: (v if isinstance(v, (int, float, str, type(None))) else str(v))
+                    for k, v in detector.get_params().items()},
+        contamination=contamination,
+        training_window={"start": str(frame["timestamp"].min()), "end": str(frame["timestamp"].max())},
+        rows=int(len(X)),
+        meters=int(frame["meter_id"].nunique()),
+        thresholds=Thresholds().as_dict(),
+        source=source,
+        forecast_coverage=round(float(np.isfinite(X[:, forecast_column]).mean()), 4),
+        detector_format=DETECTOR_FORMAT,
+    )
+    return TrainedModel(detector=detector, metadata=metadata)

@@ -1,0 +1,140 @@
+"""One micro-batch of readings through the detection engine, as the Faust worker runs it.
+
+:class:`StreamScorer` joins what the stream adds around :class:`~detection.engine.DetectionEngine`:
+feeders' state from the changelog tables (:mod:`stream_processors.feeder_state`), the latest
+forecasts (:mod:`stream_processors.forecast_cache`), the newest model (:mod:`models.reload`),
+and anomalies a crashed predecessor already emitted (:mod:`stream_processors.emitted_anomalies`).
+It knows nothing of Faust itself, so it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detection.calendar import time_slots
+from detection.engine import DetectionEngine
+from detection.meter_state import MeterStateStore
+from detection.readings import ReadingBatch
+from detection.thresholds import Thresholds
+from models.reload import ModelReloader
+from readings.columns import ReadingColumns
+from stream_processors import metrics
+from stream_processors.feeder_state import FeederState
+from stream_processors.forecast_cache import ForecastCache
+
+log = logging.getLogger(__name__)
+
+EMITTED_MARGIN_MS = 60_000
+"""Anomalies read back from this long before a recovered state was written (clock skew between hosts)."""
+
+
+@dataclass
+class StreamResult:
+    anomalies: list[dict[str, Any]]
+    scored: int
+    duplicates: int
+    touched_feeders: dict[str, tuple[set[int], set[int]]] = field(default_factory=dict)
+    """feeder -> (hour-of-week slots, hour-of-day slots) the batch changed."""
+    feeder_latest_ms: dict[str, int] = field(default_factory=dict)
+    """Newest reading timestamp per feeder in the batch (event time)."""
+
+
+class StreamScorer:
+    """Scores micro-batches of decoded readings against state kept per feeder."""
+
+    def __init__(self, model_dir: Path, serde: Any, *, sensitivity: Callable[[str], float] | None = None,
+                 thresholds: Thresholds | None = None,
+                 emitted_since: Callable[[str, int], set[tuple[str, int]]] | None = None) -> None:
+        """``emitted_since(feeder, since_ms)`` reads back anomalies already on the topic; without
+        it a recovered worker may repeat anomalies a crashed one emitted just before it died."""
+        self.models = ModelReloader(model_dir)
+        self.engine = DetectionEngine(self.models.model, MeterStateStore(), sensitivity=sensitivity,
+                                      thresholds=thresholds)
+        self.feeders = FeederState(self.engine.store)
+        self.forecasts = ForecastCache(serde)
+        self.emitted_since = emitted_since
+        self._already_emitted: dict[str, set[tuple[str, int]]] = {}
+        """feeder -> (meter, timestamp) of anomalies a predecessor emitted after its last state write."""
+        self._publish_model_info()
+
+    # -- model ---------------------------------------------------------------------------
+    def _publish_model_info(self) -> None:
+        m = self.engine.model
+        metrics.MODEL_INFO.info({"version": self.engine.model_version,
+                                 "trained_rows": str(m.metadata.rows if m else 0)})
+
+    def maybe_reload_model(self) -> bool:
+        """Swap in a newer model version, if there is one this code can score."""
+        if not self.models.reload_if_newer():
+            return False
+        self.engine.model = self.models.model
+        metrics.MODEL_RELOADS.inc()
+        self._publish_model_info()
+        return True
+
+    @property
+    def model_version(self) -> str:
+        return self.engine.model_version
+
+    # -- tables --------------------------------------------------------------------------
+    def attach_tables(self, state_table: Any, forecast_table: Any) -> None:
+        self.feeders.table = state_table
+        self.forecasts.table = forecast_table
+
+    @property
+    def meters_tracked(self) -> int:
+        return len(self.engine.store)
+
+    @property
+    def forecasts_tracked(self) -> int:
+        return len(self.forecasts)
+
+    def accept_forecasts(self, values: list[bytes]) -> None:
+        self.forecasts.accept(values)
+
+    def persist(self, touched: dict[str, tuple[set[int], set[int]]]) -> None:
+        self.feeders.persist(touched)
+
+    def _take_over(self, feeder: str) -> None:
+        """Load a feeder's state, forecasts and recently emitted anomalies if another worker (or a
+        previous life of this one) wrote its state last."""
+        header = self.feeders.load(feeder)
+        if header is None:
+            return
+        if self.emitted_since is not None:
+            since = int(header.get("persisted_at", 0)) - EMITTED_MARGIN_MS
+            self._already_emitted[feeder] = self.emitted_since(feeder, since)
+        self.forecasts.load_feeder(feeder)
+
+    # -- scoring -------------------------------------------------------------------------
+    def process(self, columns: ReadingColumns) -> StreamResult:
+        ts, kwh, interval = columns.arrays()
+        feeders_in_batch = dict.fromkeys(columns.feeder_ids)
+        for feeder in feeders_in_batch:
+            self._take_over(feeder)
+        self.feeders.join(columns.meter_ids, columns.feeder_ids)
+        expected, lower, upper = self.forecasts.columns(columns.meter_ids, ts)
+        result = self.engine.score(ReadingBatch(columns.meter_ids, columns.feeder_ids, ts, kwh, interval,
+                                                expected, lower, upper))
+        slots = time_slots(ts, interval)
+        touched: dict[str, tuple[set[int], set[int]]] = {f: (set(), set()) for f in feeders_in_batch}
+        latest: dict[str, int] = dict.fromkeys(feeders_in_batch, 0)
+        for feeder, h, d, t in zip(columns.feeder_ids, slots.hour_of_week.tolist(), slots.hour_of_day.tolist(),
+                                   columns.timestamps_ms):
+            touched_slots = touched[feeder]
+            touched_slots[0].add(h)
+            touched_slots[1].add(d)
+            if t > latest[feeder]:
+                latest[feeder] = t
+        anomalies = result.anomalies
+        if self._already_emitted and anomalies:
+            before = self._already_emitted
+            kept = [a for a in anomalies if (a["meter_id"], a["timestamp"]) not in before.get(a["feeder_id"], ())]
+            metrics.ANOMALIES_ALREADY_EMITTED.inc(len(anomalies) - len(kept))
+            anomalies = kept
+        return StreamResult(anomalies=anomalies, scored=result.scored, duplicates=result.duplicates,
+                            touched_feeders=touched, feeder_latest_ms=latest)

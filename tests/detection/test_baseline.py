@@ -1,0 +1,39 @@
+"""The slot baseline: hour of day first, hour of week as it fills, clipped updates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detection.baseline import CLIP_SPREADS, COUNT, MEAN, slot_baseline, update_slots
+from detection.calendar import time_slots
+from detection.meter_state import MeterStateStore
+from foundation.timeutil import DAY_MS, HOUR_MS
+from tests.detection.hand_made import T0, daily_pattern, run
+
+
+def test_a_slot_update_is_clipped_to_a_few_spreads_and_the_first_one_capped():
+    stats = np.zeros((1, 2, 3), dtype=np.float32)
+    rows, slots = np.array([0]), np.array([1])
+    update_slots(stats, rows, slots, np.array([100.0]), 0.1, np.array([1.0]), first_cap=np.array([5.0]))
+    assert stats[0, 1, MEAN] == 5.0 and stats[0, 1, COUNT] == 1  # the first observation is capped
+    update_slots(stats, rows, slots, np.array([1000.0]), 0.1, np.array([1.0]), first_cap=np.array([np.inf]))
+    assert stats[0, 1, MEAN] == np.float32(5.0 + 0.5 * CLIP_SPREADS)  # alpha 1/2 of a 4-spread step
+
+
+def test_the_week_slot_takes_over_as_it_fills():
+    tuesday = daily_pattern(1)
+    tuesday[10] = 0.8  # Tuesday 10-11 h used twice Monday's
+    ex, _ = run(daily_pattern(1) + tuesday)
+    store: MeterStateStore = ex.store
+    rows = store.rows_for(["m"])
+    # the next Monday 10:00-11:00 has never been seen as an hour of week: the hour of day stands in
+    monday_next_week = np.array([T0 + 7 * DAY_MS + 11 * HOUR_MS])
+    slots = time_slots(monday_next_week, np.array([3600]))
+    fresh = slot_baseline(store, rows, slots, np.array([0.6]), np.array([0.1]))
+    assert fresh.week_slot_count[0] == 1  # Monday 10h was seen once, on the first day
+    monday_10h = store.how[0, slots.hour_of_week[0]]
+    day_10h = store.hod[0, slots.hour_of_day[0]]
+    assert monday_10h[MEAN] != day_10h[MEAN]
+    assert fresh.usual[0] == pytest.approx(monday_10h[MEAN] / 3 + day_10h[MEAN] * 2 / 3)
+    assert fresh.spread[0] >= 0.1 * fresh.usual[0]

@@ -1,0 +1,43 @@
+"""Explanations: contributions that add up, kinds read from the state, sentences an operator reads."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detection.explain import DEFAULT_SCALE, contributions, explain_rows, forecast_sentence, slot_name
+from detection.features import FEATURE_NAMES
+from tests.detection.hand_made import noisy_pattern, run
+
+
+def explain_last(series: list[float]) -> tuple[str, list]:
+    _, fb = run(series)
+    i = np.array([len(series) - 1])
+    ((kind, causes),) = explain_rows(fb, i, np.asarray(series, dtype=float), np.full(len(series), 3600),
+                                     np.zeros(len(FEATURE_NAMES)), DEFAULT_SCALE)
+    return kind, causes
+
+
+def test_contributions_sum_to_one_and_a_missing_forecast_counts_for_nothing():
+    matrix = np.array([[3.0] + [0.0] * (len(FEATURE_NAMES) - 2) + [np.nan]])
+    shares = contributions(matrix, np.zeros(len(FEATURE_NAMES)), np.ones(len(FEATURE_NAMES)))
+    assert shares.sum() == 1.0 and shares[0, 0] == 1.0 and shares[0, -1] == 0.0
+
+
+def test_a_spike_says_its_ratio_and_slot():
+    kind, causes = explain_last(noisy_pattern(4) + [8.0])
+    assert kind in ("spike", "high_load")
+    assert causes[0].text.startswith("usage ") and "x the usual for Friday 00:00" in causes[0].text
+
+
+def test_an_outage_and_a_stuck_register_say_so():
+    kind, causes = explain_last(noisy_pattern(3) + noisy_pattern(1, seed=2)[:18] + [0.0] * 4)
+    assert kind == "outage" and any("no consumption" in c.text for c in causes)
+    kind, causes = explain_last(noisy_pattern(3) + [0.77] * 6)
+    assert kind == "stuck" and any("reading unchanged for 6 intervals (6.0 h)" in c.text for c in causes)
+
+
+def test_slot_names_and_the_forecast_sentence():
+    assert slot_name(24 + 19, 3600) == "Tuesday 19:00"
+    assert slot_name(5, 86_400) == "Saturday"
+    assert forecast_sentence(0.93, 0.45, 0.40, 0.50).endswith("1.9x the band's upper edge (0.50 kWh)")
+    assert "inside its band" in forecast_sentence(0.45, 0.45, 0.40, 0.50)

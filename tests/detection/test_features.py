@@ -1,0 +1,119 @@
+"""Features on small hand-made series: scale-free, spikes and runs, gaps, rounds, forecasts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detection.features import FEATURE_INDEX as F
+from detection.features import FEATURE_NAMES, FeatureExtractor, forecast_deviation, occurrences, round_indices
+from foundation.timeutil import HOUR_MS
+from tests.detection.hand_made import T0, batch, daily_pattern, run
+
+
+def test_scale_invariance():
+    a = run(daily_pattern(5) + [5.0, 0.0, 0.0, 0.0])[1].matrix
+    b = run(daily_pattern(5, 1000.0) + [5000.0, 0.0, 0.0, 0.0])[1].matrix
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_spike_stands_out_against_the_hour_of_day_baseline():
+    _, fb = run(daily_pattern(4) + [1.6 * 5])  # hour 00-01 usually 0.3; we send 8.0
+    last = fb.matrix[-1]
+    assert last[F["usage_vs_baseline"]] > 2.0
+    assert last[F["baseline_z"]] > 6
+    typical = fb.matrix[24 * 3:-1, F["usage_vs_baseline"]]
+    assert np.abs(typical).max() < 0.3
+
+
+def test_stuck_and_zero_runs_count_consecutive_readings():
+    _, fb = run(daily_pattern(3) + [0.77] * 5 + [0.0] * 4)
+    assert fb.unchanged_intervals[-9:-4].tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(fb.matrix[-8:-4, F["unchanged_hours"]], np.log1p([1, 2, 3, 4]))
+    assert fb.zero_hours[-4:].tolist() == [1, 2, 3, 4]
+    assert (fb.matrix[-4:, F["zero_hours"]] > 0).all()
+
+
+def test_gap_resets_change_and_runs():
+    ex, fb = run(daily_pattern(3) + [0.77, 0.77])
+    _, fb2 = run([0.77], start=T0 + HOUR_MS * (len(daily_pattern(3)) + 2 + 5), extractor=ex)  # 5 h gap
+    assert fb2.matrix[0, F["change_z"]] == 0.0
+    assert fb2.unchanged_intervals[0] == 0
+
+
+def test_several_readings_of_a_meter_in_one_batch_are_processed_in_order():
+    series = daily_pattern(3)
+    _, one_by_one = run(series)
+    ex = FeatureExtractor()
+    ts = T0 + HOUR_MS * (1 + np.arange(len(series)))
+    meters = ["m"] * len(series) + ["other"] * len(series)
+    both = ex.transform(batch(meters, np.r_[ts, ts], np.r_[series, series], np.full(2 * len(series), 3600)))
+    np.testing.assert_allclose(both.matrix[: len(series)], one_by_one.matrix)
+    np.testing.assert_allclose(both.matrix[len(series):], one_by_one.matrix)
+
+
+def test_rounds_take_the_kth_reading_of_every_meter():
+    rows = np.array([5, 7, 5, 5, 7, 9])
+    assert occurrences(rows).tolist() == [0, 0, 1, 2, 1, 0]
+    assert [r.tolist() for r in round_indices(occurrences(rows))] == [[0, 1, 5], [2, 4], [3]]
+    assert round_indices(np.array([], dtype=np.int64)) == []
+
+
+def test_daily_data_uses_day_of_week_slots():
+    values = [10.0, 10, 10, 10, 10, 2, 2] * 3 + [10.0]
+    _, fb = run(values, step_ms=24 * HOUR_MS, interval_s=86_400)
+    assert fb.slot_labels[:7].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert fb.matrix.shape == (len(values), len(FEATURE_NAMES))
+    assert abs(fb.matrix[-1, F["usage_vs_baseline"]]) < 0.2
+
+
+@pytest.mark.parametrize("forecast, expected_sign", [(2.0, 1), (20.0, -1)])
+def test_forecast_residual_against_the_band_and_the_usual_spread(forecast, expected_sign):
+    ex, _ = run(daily_pattern(3))
+    ts = np.array([T0 + HOUR_MS * (len(daily_pattern(3)) + 1)])
+    fb = ex.transform(batch(["m"], ts, [8.0], [3600], expected=np.array([forecast]),
+                            lower=np.array([forecast - 3]), upper=np.array([forecast + 3])))
+    # the anomaly's field: (observed - forecast) / half the band (3 kWh here)
+    assert fb.band_residual[0] == pytest.approx((8.0 - forecast) / 3)
+    # the detector's feature: signed log(1 + |miss| / the slot's usual spread), the miss capped at 50 spreads
+    spreads = np.clip((8.0 - forecast) / fb.spread[0], -50, 50)
+    assert fb.matrix[0, F["forecast_residual"]] == pytest.approx(np.sign(spreads) * np.log1p(abs(spreads)))
+    assert np.sign(fb.matrix[0, F["forecast_residual"]]) == expected_sign
+    assert fb.expected[0] == forecast
+    # the baseline features do not depend on the forecast
+    without = run(daily_pattern(3))[0].transform(batch(["m"], ts, [8.0], [3600]))
+    keep = [i for i, name in enumerate(FEATURE_NAMES) if name != "forecast_residual"]
+    np.testing.assert_array_equal(fb.matrix[0, keep], without.matrix[0, keep])
+
+
+def test_without_a_forecast_the_forecast_fields_are_missing():
+    ex, _ = run(daily_pattern(3))
+    ts = np.array([T0 + HOUR_MS * (len(daily_pattern(3)) + 1)])
+    fb = ex.transform(batch(["m"], ts, [8.0], [3600]))
+    assert np.isnan(fb.matrix[0, F["forecast_residual"]])
+    assert np.isnan(fb.expected[0]) and np.isnan(fb.band_residual[0]) and np.isnan(fb.lower[0])
+    assert fb.baseline[0] > 0
+
+
+def test_forecast_deviation_is_a_signed_log_and_keeps_missing_values():
+    np.testing.assert_allclose(forecast_deviation(np.array([-3.0, 0.0, 3.0])), [-np.log(4), 0.0, np.log(4)])
+    assert np.isnan(forecast_deviation(np.array([np.nan]))[0])
+
+
+def test_peer_correction_can_be_left_out():
+    """Twelve meters of one feeder all doubling at once: corrected, the shared part is discounted."""
+    history = daily_pattern(3)
+    meters = [f"m{i}" for i in range(12)]
+    ts = T0 + HOUR_MS * (1 + np.arange(len(history)))
+    extractors = (FeatureExtractor(), FeatureExtractor())
+    for ex in extractors:
+        for m in meters:
+            ex.transform(batch([m] * len(history), ts, history, np.full(len(history), 3600)))
+    now = np.full(12, T0 + HOUR_MS * (len(history) + 1))
+    doubled = np.full(12, 2 * history[0])
+    corrected = extractors[0].transform(batch(meters, now, doubled, np.full(12, 3600), feeder_ids=["F"] * 12))
+    plain = extractors[1].transform(batch(meters, now, doubled, np.full(12, 3600), feeder_ids=["F"] * 12),
+                                    correct_peers=False)
+    assert (plain.matrix[:, F["usage_vs_baseline"]] > 0.5).all()
+    np.testing.assert_allclose(corrected.matrix[:, F["usage_vs_baseline"]], 0.0, atol=1e-12)
+

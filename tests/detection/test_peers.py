@@ -1,0 +1,39 @@
+"""Peer correction: what a feeder shares is discounted, what a meter does alone is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from detection.peers import MIN_PEERS, WHOLE_FILE, correct_for_peers, peer_groups
+
+
+def test_a_shared_rise_is_discounted_and_a_lone_fall_kept():
+    n = 10
+    matrix = np.zeros((n, 2))
+    matrix[:, 0] = 1.0  # every meter of the feeder 1 above its baseline
+    matrix[0, 0] = 3.0  # one meter much more
+    matrix[1, 0] = -2.0  # one meter falls while its peers rise
+    correct_for_peers(matrix, [0], np.ones(n, dtype=bool), np.full(n, "F"), np.zeros(n), np.ones(n))
+    assert matrix[0, 0] == 2.0  # shrunk by the common mode (the median, 1)
+    assert matrix[1, 0] == -2.0  # disagrees with its peers: left alone
+    assert (matrix[2:, 0] == 0).all()
+    assert (matrix[:, 1] == 0).all()  # other columns untouched
+
+
+def test_zero_readings_and_small_groups_are_left_alone():
+    n = MIN_PEERS
+    matrix = np.full((n, 1), 1.0)
+    kwh = np.ones(n)
+    kwh[0] = 0.0  # an outage: never discounted, nor a peer; the rest are too few
+    correct_for_peers(matrix, [0], np.ones(n, dtype=bool), np.full(n, "F"), np.zeros(n), kwh)
+    assert (matrix == 1.0).all()
+
+
+def test_peer_groups_are_feeders_or_the_whole_file():
+    with_feeders = pd.DataFrame({"meter_id": ["a", "b"], "feeder_id": ["F1", "F2"]})
+    assert peer_groups(with_feeders).tolist() == ["F1", "F2"]
+    without = pd.DataFrame({"meter_id": ["a", "b"]})
+    assert peer_groups(without).tolist() == [WHOLE_FILE, WHOLE_FILE]
+    self_fed = pd.DataFrame({"meter_id": ["a", "b"], "feeder_id": ["a", "b"]})
+    assert peer_groups(self_fed).tolist() == [WHOLE_FILE, WHOLE_FILE]

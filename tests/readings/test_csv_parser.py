@@ -1,0 +1,205 @@
+"""CSV validation: every bad row is named with its line and reason; good rows all survive."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from readings.csv_parser import (
+    CsvFormatError,
+    infer_interval_seconds,
+    parse_readings_csv,
+)
+
+LONG = """timestamp,meter_id,kwh
+2026-01-01T00:00:00Z,M1,0.5
+2026-01-01T00:15:00Z,M1,abc
+not-a-date,M1,0.4
+2026-01-01T00:45:00Z,,0.3
+2026-01-01T01:00:00Z,M1,-2
+2026-01-01T01:15:00Z,M2,0.7
+2026-01-01 01:30,M1,0.8
+2026-01-01T01:45:00Z,M1,inf
+"""
+
+
+def test_long_format_rejects_each_bad_row_with_reason_and_line():
+    parsed = parse_readings_csv(io.StringIO(LONG))
+    assert parsed.shape == "long"
+    reasons = {r.row_number: r.reason for r in parsed.rejected}
+    assert reasons == {
+        3: "non-numeric kwh 'abc'",
+        4: "unparseable timestamp 'not-a-date'",
+        5: "missing meter_id",
+        6: "negative kwh -2",
+        9: "kwh is not finite: 'inf'",
+    }
+    assert parsed.rejected[0].raw_text == "2026-01-01T00:15:00Z,M1,abc"
+    good = parsed.readings
+    assert good["row_number"].tolist() == [2, 7, 8]  # the valid rows around the bad ones are kept
+    assert good["kwh"].tolist() == [0.5, 0.7, 0.8]
+    assert good["meter_id"].tolist() == ["M1", "M2", "M1"]
+    assert str(good["timestamp"].dtype) == "datetime64[ms, UTC]"
+    assert good["timestamp"].iloc[2].isoformat() == "2026-01-01T01:30:00+00:00"  # naive taken as UTC
+    assert good["feeder_id"].tolist() == ["M1", "M2", "M1"]  # no feeder: the meter is its own
+    assert parsed.total_rows == 8
+
+
+def test_missing_values_and_bad_intervals_are_named():
+    text = ("timestamp,meter_id,kwh,interval_seconds\n"
+            ",M1,1,900\n"
+            "2026-01-01T00:15:00Z,M1,,900\n"
+            "2026-01-01T00:30:00Z,M1,1,fifteen\n"
+            "2026-01-01T00:45:00Z,M1,1,-900\n"
+            "2026-01-01T01:00:00Z,M1,1,\n"
+            "5,M1,1,900\n")
+    parsed = parse_readings_csv(io.StringIO(text))
+    assert [(r.row_number, r.reason) for r in parsed.rejected] == [
+        (2, "missing timestamp"),
+        (3, "missing kwh"),
+        (4, "interval_seconds is not a positive whole number of seconds: 'fifteen'"),
+        (5, "interval_seconds is not a positive whole number of seconds: '-900'"),
+        (7, "unparseable timestamp '5'"),  # a bare number is not guessed at as a date
+    ]
+    assert parsed.readings["row_number"].tolist() == [6]
+    assert parsed.readings["interval_seconds"].tolist() == [900]  # empty: inferred
+
+
+def test_wrong_field_counts_and_blank_lines_keep_exact_line_numbers():
+    text = ("timestamp,meter_id,kwh\n"
+            "2026-01-01T00:00:00Z,M1,1\n"
+            "\n"
+            "2026-01-01T00:15:00Z,M1,2,3\n"
+            "   \n"
+            "2026-01-01T00:30:00Z,M1\n"
+            "2026-01-01T00:45:00Z,M1,x\n"
+            "2026-01-01T01:00:00Z,M1,4\n")
+    parsed = parse_readings_csv(io.StringIO(text))
+    assert [(r.row_number, r.raw_text, r.reason) for r in parsed.rejected] == [
+        (4, "2026-01-01T00:15:00Z,M1,2,3", "expected 3 fields (timestamp,meter_id,kwh), found 4"),
+        (6, "2026-01-01T00:30:00Z,M1", "expected 3 fields (timestamp,meter_id,kwh), found 2"),
+        (7, "2026-01-01T00:45:00Z,M1,x", "non-numeric kwh 'x'"),
+    ]
+    assert parsed.readings["row_number"].tolist() == [2, 8]
+    assert parsed.readings["kwh"].tolist() == [1.0, 4.0]
+
+
+def test_quoted_fields_keep_the_row_text_as_in_the_file():
+    text = ('timestamp,meter_id,kwh\n'
+            '2026-01-01T00:00:00Z,M1,"1,5"\n'
+            '"2026-01-01T00:15:00Z","M1",2\n'
+            '2026-01-01T00:30:00Z,"M\n1",3\n'
+            '2026-01-01T00:45:00Z,  M1 ,4,extra\n'
+            '2026-01-01T01:00:00Z,M1, 5 \n')
+    parsed = parse_readings_csv(io.StringIO(text))
+    assert [(r.row_number, r.raw_text, r.reason) for r in parsed.rejected] == [
+        (2, '2026-01-01T00:00:00Z,M1,"1,5"', "non-numeric kwh '1,5'"),
+        (6, "2026-01-01T00:45:00Z,  M1 ,4,extra", "expected 3 fields (timestamp,meter_id,kwh), found 4"),
+    ]
+    good = parsed.readings
+    assert good["row_number"].tolist() == [3, 4, 7]  # the quoted newline makes row 4 two lines long
+    assert good["meter_id"].tolist() == ["M1", "M\n1", "M1"]
+    assert good["kwh"].tolist() == [2.0, 3.0, 5.0]  # padding around values is ignored
+
+
+def test_windows_line_ends_byte_order_mark_and_energy_kwh_header(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes("\ufeffTimestamp, Meter_ID ,energy_kwh\r\n2026-01-01T00:00:00+01:00,M1,1.5\r\n".encode())
+    parsed = parse_readings_csv(path)
+    assert parsed.rejected == []
+    assert parsed.readings["kwh"].tolist() == [1.5]
+    assert parsed.readings["timestamp"].iloc[0] == pd.Timestamp("2025-12-31T23:00:00Z")
+
+
+def test_single_meter_shape_and_interval_inference():
+    text = "timestamp,consumption\n" + "".join(f"2026-01-01T{h:02d}:00:00Z,{h / 10}\n" for h in range(6))
+    parsed = parse_readings_csv(io.StringIO(text), meter_id="house-7")
+    assert parsed.shape == "single-meter"
+    assert set(parsed.readings["meter_id"]) == {"house-7"}
+    assert parsed.readings["interval_seconds"].eq(3600).all()
+    assert parsed.readings["kwh"].tolist() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert parsed.rejected == []
+
+
+def test_single_meter_bad_rows_use_the_consumption_column_name():
+    text = "timestamp,consumption\n2026-01-01T00:00:00Z,1\n2026-01-01T00:30:00Z,-1\n2026-01-01T01:00:00Z,n/a\n"
+    parsed = parse_readings_csv(io.StringIO(text), meter_id="m")
+    assert [(r.row_number, r.reason) for r in parsed.rejected] == [
+        (3, "negative consumption -1"), (4, "non-numeric consumption 'n/a'")]
+
+
+def test_single_meter_id_defaults_to_file_stem(tmp_path):
+    path = tmp_path / "meter-42.csv"
+    path.write_text("timestamp,consumption\n2026-01-01T00:00:00Z,1\n2026-01-01T00:05:00Z,2\n")
+    parsed = parse_readings_csv(path)
+    assert parsed.readings["meter_id"].tolist() == ["meter-42", "meter-42"]
+    assert parsed.readings["interval_seconds"].eq(300).all()
+
+
+def test_interval_is_the_typical_spacing_despite_gaps():
+    rows = ["timestamp,meter_id,kwh"] + [f"2026-01-01T00:{m:02d}:00Z,M1,1" for m in (0, 15, 30, 45)]
+    rows += ["2026-01-01T03:00:00Z,M1,1", "2026-01-01T03:00:00Z,M2,1"]
+    parsed = parse_readings_csv(io.StringIO("\n".join(rows) + "\n"))
+    assert parsed.readings["interval_seconds"].tolist() == [900, 900, 900, 900, 900, 900]  # M2: one reading, default
+
+
+def test_interval_inference_is_per_meter_and_survives_many_gaps():
+    ts = pd.Series(pd.to_datetime(["2026-01-01T00:00Z", "2026-01-01T00:05Z", "2026-01-01T00:10Z",
+                                   "2026-01-01T00:00Z", "2026-01-01T01:00Z", "2026-01-01T01:30Z",
+                                   "2026-01-01T02:00Z", "2026-01-01T03:00Z", "2026-01-01T03:30Z"]))
+    meters = pd.Series(["a", "a", "a", "b", "b", "b", "b", "b", "b"])
+    # b: 30-minute data with gaps: spacings 60, 30, 30, 60, 30 -> 30 min (a median would also say 30 here,
+    # but drops to 60 once most readings are missing).
+    assert infer_interval_seconds(ts, meters).tolist() == [300] * 3 + [1800] * 6
+
+
+def test_feeder_interval_and_flag_columns_are_used():
+    text = ("timestamp,meter_id,kwh,feeder_id,interval_seconds,quality_flags\n"
+            "2026-01-01T00:00:00Z,M1,1,F9,1800,LATE\n"
+            "2026-01-01T00:30:00Z,M2,1,,1800,\n")
+    parsed = parse_readings_csv(io.StringIO(text), feeder_id="F1")
+    r = parsed.readings
+    assert r["feeder_id"].tolist() == ["F9", "F1"]  # given, else the caller's default
+    assert r["interval_seconds"].tolist() == [1800, 1800]
+    assert r["quality_flags"].tolist() == ["LATE", ""]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("time,value\n1,2\n", "unrecognised columns"),
+    ("", "empty"),
+    ("timestamp,consumption\n2026-01-01,1\n", "needs a meter id"),
+])
+def test_unusable_files_get_a_clear_error(text, message):
+    with pytest.raises(CsvFormatError, match=message):
+        parse_readings_csv(io.StringIO(text))
+
+
+def test_header_only_file_has_no_rows():
+    parsed = parse_readings_csv(io.StringIO("timestamp,meter_id,kwh\n"))
+    assert len(parsed.readings) == 0 and parsed.rejected == []
+    assert list(parsed.readings.columns) == ["timestamp", "meter_id", "kwh", "row_number", "feeder_id",
+                                             "interval_seconds"]
+
+
+def test_a_million_rows_parse_in_seconds(tmp_path):
+    n = 1_000_000
+    ts = pd.date_range("2026-01-01", periods=n // 1000, freq="15min", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame = pd.DataFrame({
+        "timestamp": np.repeat(ts.to_numpy(), 1000),
+        "meter_id": np.tile([f"M{i:06d}" for i in range(1000)], n // 1000),
+        "kwh": np.round(np.random.default_rng(0).random(n), 4),
+    })
+    frame.loc[123_456, "kwh"] = -1.0
+    path = tmp_path / "big.csv"
+    frame.to_csv(path, index=False)
+    started = time.perf_counter()
+    parsed = parse_readings_csv(path)
+    elapsed = time.perf_counter() - started
+    assert len(parsed.readings) == n - 1
+    assert [(r.row_number, r.reason) for r in parsed.rejected] == [(123_456 + 2, "negative kwh -1.0")]
+    assert parsed.readings["interval_seconds"].eq(900).all()
+    assert elapsed < 10.0, f"took {elapsed:.1f} s"

@@ -1,0 +1,101 @@
+"""The stream worker on the real broker: quality against labels, dead letters, runtime sensitivity."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer
+
+from detection.evaluation import evaluate_flags
+from readings.producer import ReadingProducer
+from schemas.serde import SingleObjectSerde
+from simulation.fleet import FleetConfig, simulate_fleet
+from tests.stream_processors.stream_checks import flags_for, read_anomalies
+
+pytestmark = pytest.mark.integration
+
+
+def test_streamed_fleet_yields_explained_anomalies_matching_labels(kafka, stream_workers, trained_model_dir):
+    topics = kafka.fresh_topics(partitions=4)
+    fleet = simulate_fleet(FleetConfig(meters=200, days=14, interval=timedelta(hours=1), seed=202))
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(fleet.readings, batch_by_feeder=True)
+    worker = stream_workers.start(topics, trained_model_dir, app_id=f"quality-{os.urandom(3).hex()}")
+    worker.wait_for("wattsup_stream_readings_processed_total", len(fleet.readings), timeout=180)
+
+    anomalies = read_anomalies(kafka, topics.anomalies)
+    assert not anomalies.duplicated(["meter_id", "timestamp"]).any()
+    assert anomalies["causes"].map(len).gt(0).all()
+    assert anomalies["causes"].map(lambda cs: all(c["text"] for c in cs)).all()
+    assert set(anomalies["severity"]) <= {"INFO", "WARNING", "CRITICAL"}
+
+    flags = flags_for(fleet.readings, anomalies)
+    report = evaluate_flags(fleet.readings, flags, flags.astype(float), "stream")
+    # The issue's target: event recall at least 0.9 and precision at least 0.8 (measured at the
+    # time of writing: recall 0.90, precision 0.91).
+    assert report.event_recall >= 0.9, report
+    assert report.event_precision >= 0.8, report
+
+
+def test_bad_messages_are_dead_lettered_and_sensitivity_changes_at_runtime(kafka, stream_workers, trained_model_dir):
+    from confluent_kafka import Producer
+
+    from foundation.sensitivity import publish_sensitivity
+    from schemas.serde import DEAD_LETTER
+
+    topics = kafka.fresh_topics(partitions=4)
+    fleet = simulate_fleet(FleetConfig(meters=100, days=8, interval=timedelta(hours=1), seed=404, anomaly_rate=0.0))
+    readings = fleet.readings
+    days = readings["timestamp"].dt.floor("D")
+    first, second, third = readings[days < days.min() + pd.Timedelta(days=4)], \
+        readings[(days >= days.min() + pd.Timedelta(days=4)) & (days < days.min() + pd.Timedelta(days=6))], \
+        readings[days >= days.min() + pd.Timedelta(days=6)]
+
+    worker = stream_workers.start(topics, trained_model_dir, app_id=f"ops-{os.urandom(3).hex()}")
+    raw = Producer(kafka.connection.confluent_config())
+    raw.produce(topics.readings, key=b"F0001", value=b"not avro at all")
+    raw.produce(topics.readings, key=b"F0001", value=b"\xc3\x01" + b"\x00" * 8 + b"unknown schema")
+    raw.flush(10)
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(first, batch_by_feeder=True)
+    worker.wait_for("wattsup_stream_readings_processed_total", len(first))
+    assert worker.metric("wattsup_stream_dead_letters_total") == 2
+
+    serde = SingleObjectSerde()
+    letters = [serde.decode(m) for m in _consume_values(kafka, topics.dead_letters, 2)]
+    assert [name for name, _ in letters] == [DEAD_LETTER, DEAD_LETTER]
+    reasons = sorted(r["reason"] for _, r in letters)
+    assert reasons[0].startswith("undecodable message: not Avro single-object encoded")
+    assert "unknown writer schema fingerprint" in reasons[1]
+    assert all(r["source"].startswith(f"topic:{topics.readings}[") and r["raw_bytes"] for _, r in letters)
+
+    # Clean data at sensitivity 1, then the same kind of data at sensitivity 10: more flags.
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(second, batch_by_feeder=True)
+    worker.wait_for("wattsup_stream_readings_processed_total", len(first) + len(second))
+    calm = worker.metric("wattsup_stream_anomalies_total")
+    applied = worker.metric("wattsup_stream_control_updates_total")
+    publish_sensitivity(kafka.connection, topics, 10.0)
+    worker.wait_for("wattsup_stream_control_updates_total", applied + 1)
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(third, batch_by_feeder=True)
+    worker.wait_for("wattsup_stream_readings_processed_total", len(readings))
+    sensitive = worker.metric("wattsup_stream_anomalies_total") - calm
+    second_rate = calm / len(second)  # includes the cold-start part, an upper bound of the calm rate
+    assert sensitive / len(third) > 2 * second_rate, (calm, sensitive)
+
+
+def _consume_values(kafka, topic: str, n: int, timeout: float = 30.0) -> list[bytes]:
+    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": f"t-{os.urandom(4).hex()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(values) < n and time.monotonic() < deadline:
+        values += [m.value() for m in consumer.consume(100, timeout=0.5) if m.error() is None]
+    consumer.close()
+    return values

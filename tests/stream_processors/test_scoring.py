@@ -1,0 +1,193 @@
+"""The worker's state survives a trip through the changelog tables exactly."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from models.training import train_and_save
+from readings.columns import ReadingColumns, decode_into
+from schemas.reading_encoder import feeder_batches
+from schemas.serde import FORECAST, METER_READING_BATCH, SingleObjectSerde
+from simulation.fleet import FleetConfig, simulate_fleet
+from stream_processors.scoring import StreamScorer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("models")
+    history = simulate_fleet(FleetConfig(meters=60, days=10, interval=timedelta(hours=1), seed=5)).readings
+    train_and_save(history, model_dir, n_estimators=30)
+    fleet = simulate_fleet(FleetConfig(meters=120, days=6, interval=timedelta(hours=1), seed=6, meters_per_feeder=40))
+    serde = SingleObjectSerde()
+    messages = [serde.encode(METER_READING_BATCH, b) for b in feeder_batches(fleet.readings)]
+    return model_dir, serde, messages
+
+
+def run(engine: StreamScorer, serde, messages, batch: int = 40) -> list[dict]:
+    anomalies = []
+    for s in range(0, len(messages), batch):
+        columns = ReadingColumns()
+        for m in messages[s:s + batch]:
+            assert decode_into(columns, serde, m, "test") == []
+        result = engine.process(columns)
+        engine.persist(result.touched_feeders)
+        anomalies += result.anomalies
+    return anomalies
+
+
+def strip_times(anomalies: list[dict]) -> list[dict]:
+    return [{k: v for k, v in a.items() if k != "detected_at"} for a in anomalies]
+
+
+def test_a_worker_restored_from_the_tables_continues_identically(setup):
+    model_dir, serde, messages = setup
+    cut = len(messages) * 2 // 3
+
+    uninterrupted = StreamScorer(model_dir, serde)
+    uninterrupted.attach_tables({}, {})
+    run(uninterrupted, serde, messages[:cut])
+    expected = run(uninterrupted, serde, messages[cut:])
+
+    first = StreamScorer(model_dir, serde)
+    state, forecasts = {}, {}
+    first.attach_tables(state, forecasts)
+    run(first, serde, messages[:cut])
+    restored = StreamScorer(model_dir, serde)  # a new process: nothing in memory, only the changelog
+    restored.attach_tables(dict(state), dict(forecasts))
+    got = run(restored, serde, messages[cut:])
+
+    assert expected, "the second part should contain anomalies"
+    assert strip_times(got) == strip_times(expected)
+    assert restored.meters_tracked == 120
+    assert {k.split(b"|")[0] for k in state} == {b"F0001", b"F0002", b"F0003"}
+
+
+def test_redelivered_messages_are_duplicates_after_restore(setup):
+    model_dir, serde, messages = setup
+    first = StreamScorer(model_dir, serde)
+    state = {}
+    first.attach_tables(state, {})
+    run(first, serde, messages)
+    restored = StreamScorer(model_dir, serde)
+    restored.attach_tables(dict(state), {})
+    columns = ReadingColumns()
+    for m in messages[-30:]:
+        decode_into(columns, serde, m, "again")
+    result = restored.process(columns)
+    assert result.duplicates == len(columns) and result.scored == 0 and result.anomalies == []
+
+
+def test_forecasts_join_readings_and_survive_restore(setup):
+    model_dir, serde, messages = setup
+    engine = StreamScorer(model_dir, serde)
+    state, forecasts = {}, {}
+    engine.attach_tables(state, forecasts)
+    run(engine, serde, messages)
+    columns = ReadingColumns()
+    decode_into(columns, serde, messages[-1], "probe")
+    meter, feeder = columns.meter_ids[0], columns.feeder_ids[0]
+    last_ts = columns.timestamps_ms[0] + 30 * 86_400_000  # well after anything the meter has sent
+    horizon = [{"timestamp": last_ts + 3_600_000 * (i + 1), "expected": 1.0, "lower": 0.8, "upper": 1.2}
+               for i in range(24)]
+    forecast = serde.encode(FORECAST, {"meter_id": meter, "feeder_id": feeder, "generated_at": last_ts,
+                                       "model_version": "test", "interval_seconds": 3600, "horizon": horizon})
+    engine.accept_forecasts([forecast])
+    restored = StreamScorer(model_dir, serde)
+    restored.attach_tables(dict(state), dict(forecasts))
+    batch = ReadingColumns()
+    batch.add({"meter_id": meter, "feeder_id": feeder, "timestamp": last_ts + 3_600_000, "energy_kwh": 9.0,
+               "interval_seconds": 3600})
+    result = restored.process(batch)
+    assert restored.forecasts_tracked == 1
+    assert len(result.anomalies) == 1
+    a = result.anomalies[0]
+    assert (a["expected"], a["lower"], a["upper"]) == (1.0, 0.8, 1.2)
+    assert a["residual"] == pytest.approx(8.0)
+    assert a["band_residual"] == pytest.approx(8.0 / 0.2)
+    assert a["baseline"] > 0 and a["baseline"] != a["expected"]
+    # this model was trained without forecasts: the forecast residual is no part of its score
+    assert not any(c["feature"] == "forecast_residual" for c in a["causes"])
+
+
+def test_hot_reload_takes_a_newer_version_and_refuses_other_features(setup, tmp_path):
+    import json
+    import shutil
+
+    model_dir, serde, _ = setup
+    local = tmp_path / "models"
+    shutil.copytree(model_dir, local)
+    engine = StreamScorer(local, serde)
+    before = engine.model_version
+    assert engine.maybe_reload_model() is False  # nothing newer
+
+    history = simulate_fleet(FleetConfig(meters=30, days=6, interval=timedelta(hours=1), seed=9)).readings
+    newer = train_and_save(history, local, n_estimators=10)
+    assert engine.maybe_reload_model() is True
+    assert engine.model_version == newer.version != before
+
+    # A version trained on other features is refused; the running model stays.
+    bad = local / "99999999T000000Z"
+    shutil.copytree(newer.path, bad)
+    meta = json.loads((bad / "metadata.json").read_text())
+    meta.update(version=bad.name, features=meta["features"][:-1])
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    assert engine.maybe_reload_model() is False
+    assert engine.model_version == newer.version
+
+
+def test_without_any_model_every_meter_is_scored_by_rules(tmp_path, setup):
+    _, serde, messages = setup
+    engine = StreamScorer(tmp_path / "empty", serde)
+    engine.attach_tables({}, {})
+    anomalies = run(engine, serde, messages)
+    assert engine.model_version == "baseline-rules"
+    assert anomalies and {a["model_version"] for a in anomalies} == {"baseline-rules"}
+
+
+def test_a_successor_does_not_repeat_anomalies_emitted_before_the_state_was_saved(setup):
+    """The crash window: anomalies on the topic, the state marking their readings not yet saved."""
+    model_dir, serde, messages = setup
+    cut = len(messages) // 2
+    first = StreamScorer(model_dir, serde)
+    state = {}
+    first.attach_tables(state, {})
+    run(first, serde, messages[:cut])
+    saved = dict(state)  # the last state that reached the changelog
+    emitted_after_save = run(first, serde, messages[cut:])  # processed, anomalies out, then the crash
+    assert emitted_after_save
+    on_topic = {(a["meter_id"], a["timestamp"]) for a in emitted_after_save}
+    asked: list[tuple[str, int]] = []
+
+    def emitted_since(feeder: str, since_ms: int) -> set[tuple[str, int]]:
+        asked.append((feeder, since_ms))
+        return {(m, t) for m, t in on_topic if m in first.feeders.members[feeder]}
+
+    successor = StreamScorer(model_dir, serde, emitted_since=emitted_since)
+    successor.attach_tables(dict(saved), {})
+    again = run(successor, serde, messages[cut:])  # the same readings, delivered again
+    assert again == []
+    assert asked and all(since > 0 for _, since in asked)
+
+    # Without the read-back, the same replay would have repeated every one of them.
+    forgetful = StreamScorer(model_dir, serde)
+    forgetful.attach_tables(dict(saved), {})
+    assert {(a["meter_id"], a["timestamp"]) for a in run(forgetful, serde, messages[cut:])} == on_topic
+
+
+def test_a_model_of_an_earlier_detector_format_leaves_the_worker_on_the_rules(setup, tmp_path, caplog):
+    import json
+    import shutil
+
+    model_dir, serde, _ = setup
+    old = tmp_path / "models"
+    shutil.copytree(model_dir, old)
+    (meta_path,) = old.glob("*/metadata.json")
+    meta = json.loads(meta_path.read_text())
+    del meta["detector_format"]  # as saved before format 2
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level("ERROR"):
+        engine = StreamScorer(old, serde)
+    assert engine.model_version == "baseline-rules"
+    assert "retrain it with `wattsup model train`" in caplog.text
