@@ -203,7 +203,9 @@ class FeatureExtractor:
             self._round(idx, rows[idx], ts[idx], kwh[idx], interval_s[idx], fc_expected[idx], fc_lower[idx],
                         fc_upper[idx], out)
         if correct_peers and n:
-            correct_for_peers(out.matrix, PEER_COLUMNS, out.scored, batch.groups, ts, kwh)
+            # A late reading's interval has been scored already, with its peers; which of them share
+            # its micro-batch now is chance, so it is judged alone, and it is nobody's peer.
+            correct_for_peers(out.matrix, PEER_COLUMNS, out.scored & ~out.late, batch.groups, ts, kwh)
         column = out.matrix[:, FEATURE_INDEX["forecast_residual"]]
         column[:] = forecast_deviation(column)
         return out

@@ -4,10 +4,18 @@ Table layout, per feeder (every key starts with the feeder id, so it lands in th
 partition, see :class:`stream_processors.app.FeederKeyedTable`):
 
 * ``F0001|fast``: the feeder's meter ids and each meter's small state (last reading, run
-  counters, slow averages, recent window, remembered timestamps);
+  counters, slow averages, recent window, remembered timestamps), and the baseline slots the
+  batch changed, as they were after it;
 * ``F0001|h<slot>`` and ``F0001|d<slot>``: one hour-of-week / hour-of-day slot's baseline for
   all the feeder's meters. A head-end message covers one interval, so it touches one slot of
   each kind: a batch writes a few kilobytes per feeder, not the whole 168-slot baseline.
+
+A batch's records are not written atomically, and a worker can die between two of them. So the
+``fast`` record goes first and carries the batch's changed slots too (a redo log): records of
+one feeder share a partition, which keeps them in order, so a slot record in the changelog means
+the ``fast`` record of its batch is there as well, and loading overlays that record's slots on
+the slot records. The recovered state is then exactly the state after some batch, never a mix
+of two (which would apply a batch's readings to a baseline twice).
 
 The decoded state lives in a :class:`~detection.meter_state.MeterStateStore`; a feeder is
 (re)loaded from the table only when the table holds a ``fast`` value other than the one this
@@ -63,6 +71,9 @@ class FeederState:
                 if slot_blob is not None:
                     values = decode_state(slot_blob)[1]["v"]
                     target[: len(values), slot] = values[: len(meters)]
+            changed = header.get(f"{kind}_slots", [])
+            if changed:  # the batch's own slots, as they were after it (see the module docstring)
+                target[:, changed] = fast[f"{name}_changed"]
         self.store.import_rows(meters, arrays)
         self.members[feeder] = list(meters)
         self._member_sets[feeder] = set(meters)
@@ -91,9 +102,13 @@ class FeederState:
             rows = self._rows.get(feeder)
             if rows is None or len(rows) != len(meters):  # store rows never move; members only grow
                 rows = self._rows[feeder] = store.rows_for(meters)
+            how, hod = sorted(how_slots), sorted(hod_slots)
             fast = {name: getattr(store, name)[rows] for name in FAST_ARRAYS}
-            blob = encode_state({"meters": meters, "persisted_at": int(time.time() * 1000)}, fast)
-            self.table[f"{feeder}|fast".encode()] = blob
+            fast["how_changed"] = store.how[rows[:, None], how]
+            fast["hod_changed"] = store.hod[rows[:, None], hod]
+            blob = encode_state({"meters": meters, "persisted_at": int(time.time() * 1000), "h_slots": how,
+                                 "d_slots": hod}, fast)
+            self.table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
             self._written[feeder] = blob
             for slot in how_slots:
                 self.table[f"{feeder}|h{slot}".encode()] = encode_state({}, {"v": store.how[rows, slot]})

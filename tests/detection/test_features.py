@@ -117,3 +117,19 @@ def test_peer_correction_can_be_left_out():
     assert (plain.matrix[:, F["usage_vs_baseline"]] > 0.5).all()
     np.testing.assert_allclose(corrected.matrix[:, F["usage_vs_baseline"]], 0.0, atol=1e-12)
 
+
+def test_a_late_reading_is_judged_alone_whichever_peers_share_its_batch():
+    """Its interval was scored with its peers already; a stream's micro-batch is chance."""
+    history = daily_pattern(3)
+    meters = [f"m{i}" for i in range(12)]
+    ts = T0 + HOUR_MS * (1 + np.arange(len(history)))
+    ex = FeatureExtractor()
+    for m in meters:
+        ex.transform(batch([m] * len(history), ts, history, np.full(len(history), 3600)))
+    now = T0 + HOUR_MS * (len(history) + 1)
+    ex.transform(batch(["m0"], [now + HOUR_MS], [history[1]], [3600]))  # m0 is an hour ahead: `now` is late
+    doubled = np.full(12, 2 * history[0])
+    fb = ex.transform(batch(meters, np.full(12, now), doubled, np.full(12, 3600), feeder_ids=["F"] * 12))
+    assert fb.late.tolist() == [True] + [False] * 11
+    assert fb.matrix[0, F["usage_vs_baseline"]] > 0.5  # not discounted
+    np.testing.assert_allclose(fb.matrix[1:, F["usage_vs_baseline"]], 0.0, atol=1e-12)

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas.serde import SingleObjectSerde
 from detection.meter_state import MeterStateStore
-from detection.state_codec import decode_state
+from schemas.serde import SingleObjectSerde
+from stream_processors.feeder_state import FeederState
 
 
 def _reader(kafka) -> Consumer:
@@ -23,23 +23,32 @@ def _reader(kafka) -> Consumer:
                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
 
 
-def read_topic(kafka, topic: str, settle: float = 3.0) -> list:
-    """Every record of ``topic``, reading until nothing arrived for ``settle`` seconds."""
+def read_topic(kafka, topic: str, timeout: float = 60.0) -> list:
+    """Every record of ``topic`` written before the call: each partition read up to its end offset."""
     consumer = _reader(kafka)
-    consumer.subscribe([topic])
-    messages, quiet_since = [], time.monotonic()
-    while time.monotonic() - quiet_since < settle:
-        batch = [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
-        if batch:
-            quiet_since = time.monotonic()
-        messages += batch
-    consumer.close()
-    return messages
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        left = {p for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in left])
+        messages, deadline = [], time.monotonic() + timeout
+        while left:
+            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(left)} not read to their end"
+            for m in consumer.consume(1000, timeout=0.5):
+                if m.error() is not None or m.partition() not in left:
+                    continue
+                if m.offset() < ends[m.partition()][1]:
+                    messages.append(m)
+                if m.offset() >= ends[m.partition()][1] - 1:
+                    left.discard(m.partition())
+        return messages
+    finally:
+        consumer.close()
 
 
-def read_anomalies(kafka, topic: str, settle: float = 3.0) -> pd.DataFrame:
+def read_anomalies(kafka, topic: str) -> pd.DataFrame:
     serde = SingleObjectSerde()
-    frame = pd.DataFrame([serde.decode(m.value(), raw_timestamps=True)[1] for m in read_topic(kafka, topic, settle)])
+    frame = pd.DataFrame([serde.decode(m.value(), raw_timestamps=True)[1] for m in read_topic(kafka, topic)])
     if not frame.empty:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
     return frame
@@ -79,29 +88,28 @@ def wait_for_zero_lag(kafka, group: str, topic: str, worker, timeout: float = 18
 
 
 def changelog_meter_state(kafka, app_id: str) -> dict[str, dict[str, np.ndarray]]:
-    """Each meter's state as the workers left it in the feeder-state changelog (newest per key).
+    """Each meter's state as the workers left it in the feeder-state changelog (newest per key),
+    loaded the way a worker restarted on those partitions would load it.
 
-    This is what a worker restarted on those partitions would recover, so comparing it with an
-    uninterrupted run shows whether every reading was applied exactly once.
+    Comparing it with an uninterrupted run shows whether every reading was applied exactly once.
     """
     latest: dict[bytes, bytes] = {}
     for message in read_topic(kafka, f"{app_id}-feeder-state-changelog"):
-        if message.key().endswith(b"|fast") and message.value() is not None:
+        if message.value() is not None:
             latest[message.key()] = message.value()
-    state: dict[str, dict[str, np.ndarray]] = {}
-    for blob in latest.values():
-        header, arrays = decode_state(blob)
-        for i, meter in enumerate(header["meters"]):
-            state[meter] = {name: values[i] for name, values in arrays.items()}
-    return state
+    recovered = FeederState(MeterStateStore())
+    recovered.table = latest
+    for key in latest:
+        if key.endswith(b"|fast"):
+            recovered.load(key.decode().split("|")[0])
+    return reference_meter_state(recovered.store)
 
 
 def reference_meter_state(store: MeterStateStore) -> dict[str, dict[str, np.ndarray]]:
-    """The same per-meter view of an in-process store (e.g. an uninterrupted engine's)."""
+    """Every meter's state in a store (e.g. an uninterrupted engine's), by meter."""
     rows = store.rows_for(store.meter_ids)
-    fields = ("last_ts", "scalars", "window", "window_expected", "seen")
-    return {meter: {name: getattr(store, name)[row] for name in fields}
-            for meter, row in zip(store.meter_ids, rows.tolist())}
+    arrays = store.export_rows(rows)
+    return {meter: {name: values[i] for name, values in arrays.items()} for i, meter in enumerate(store.meter_ids)}
 
 
 def wait_for_stable_group(kafka, group: str, members: int, timeout: float = 120.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from detection.calendar import time_slots
 from detection.features import FeatureExtractor
@@ -52,3 +53,37 @@ def test_what_this_worker_wrote_itself_is_not_loaded_again():
     assert state.load("F1") is None
     assert state.load("F9") is None  # nothing in the table for this feeder
 
+
+class DiesAfter(dict):
+    """A table whose worker dies after ``writes`` more writes: the rest never reach the changelog."""
+
+    def __init__(self, content: dict, writes: int) -> None:
+        super().__init__(content)
+        self.writes = writes
+
+    def __setitem__(self, key, value) -> None:
+        if self.writes > 0:
+            super().__setitem__(key, value)
+        self.writes -= 1
+
+
+@pytest.mark.parametrize("writes_before_death", [0, 1, 2, 3])
+def test_a_worker_dying_between_the_records_of_a_batch_leaves_the_state_of_one_batch(writes_before_death):
+    """Recovered state is the state before the batch or after it, never a mix (a baseline updated twice)."""
+    state, table, _ = fed_state()
+    before = state.store.export_rows(state.store.rows_for(["M1", "M2"]))
+    # one more interval: its readings move one hour-of-week and one hour-of-day slot of each meter
+    extractor = FeatureExtractor(state.store)
+    ts = np.array([T0 + 3_600_000 * 49] * 2)
+    extractor.transform(batch(["M1", "M2"], ts, [9.0, 0.1], [3600, 3600], feeder_ids=["F1", "F1"]))
+    after = state.store.export_rows(state.store.rows_for(["M1", "M2"]))
+    slots = time_slots(ts[:1], np.array([3600]))
+    state.table = DiesAfter(table, writes_before_death)
+    state.persist({"F1": ({int(slots.hour_of_week[0])}, {int(slots.hour_of_day[0])})})
+    restored = FeederState(MeterStateStore())
+    restored.table = dict(state.table)
+    restored.load("F1")
+    got = restored.store.export_rows(restored.store.rows_for(["M1", "M2"]))
+    expected = before if writes_before_death == 0 else after  # the fast record is written first
+    for name, values in expected.items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
