@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,7 @@ from dashboard.detect import EXAMPLE_CSV, DetectTimings, UploadError, detect_upl
 from dashboard.models import AlertRule
 from dashboard.service import DashboardService
 from dashboard.timeutil import now_ms, to_ms
+from schemas.limits import FUTURE_TOLERANCE_MS, MAX_ID_LENGTH, identifier_problem, timestamp_problem
 
 router = APIRouter(prefix="/api/v1")
 log = logging.getLogger(__name__)
@@ -37,17 +38,40 @@ MAX_READINGS_PER_REQUEST = 50_000
 class ReadingIn(BaseModel):
     """One reading as an IoT meter or gateway posts it."""
 
-    meter_id: str = Field(min_length=1, max_length=128)
-    timestamp: datetime = Field(description="End of the interval, ISO 8601 (naive means UTC).")
+    meter_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    timestamp: datetime = Field(description="End of the interval, ISO 8601 (naive means UTC); not before 2000-01-01 "
+                                            "and at most a day ahead of the server's clock. Epoch numbers are refused.")
     kwh: float = Field(ge=0, allow_inf_nan=False, description="Energy over the interval, kWh.")
-    feeder_id: str | None = Field(None, min_length=1, max_length=128, description="Defaults to meter_id.")
+    feeder_id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH, description="Defaults to meter_id.")
     interval_seconds: int = Field(900, gt=0, le=31 * 24 * 3600)
 
     @field_validator("meter_id", "feeder_id")
     @classmethod
-    def _no_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank")
+    def _usable_id(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = identifier_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _iso_text_only(cls, value: Any) -> Any:
+        # pydantic reads numbers (and numeric strings) as epoch seconds or milliseconds: `1` became
+        # 1970-01-01T00:00:01. A meter's clock is never sent that way here; refusing it is clearer.
+        if not isinstance(value, str) or value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+            raise ValueError("must be an ISO 8601 date and time such as 2026-11-25T08:00:00Z; epoch numbers are "
+                             "not accepted")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _sane_window(cls, value: datetime, info: ValidationInfo) -> datetime:
+        context = info.context or {}
+        now = context.get("now_ms", now_ms())
+        problem = timestamp_problem(to_ms(value), now, context.get("tolerance_ms", FUTURE_TOLERANCE_MS))
+        if problem is not None:
+            raise ValueError(f"{value.isoformat()} {problem}")
         return value
 
     def record(self) -> dict[str, Any]:
@@ -66,8 +90,13 @@ def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return [{"field": ".".join(str(p) for p in e["loc"]) or "(reading)", "message": e["msg"]} for e in exc.errors()]
 
 
-def validate_readings(body: Any) -> tuple[list[ReadingIn], list[dict[str, Any]], list[Any]]:
-    """Valid readings, rejections (index + field errors) and the rejected raw items, in body order."""
+def validate_readings(body: Any, *, tolerance_ms: int = FUTURE_TOLERANCE_MS
+                      ) -> tuple[list[ReadingIn], list[dict[str, Any]], list[Any]]:
+    """Valid readings, rejections (index + field errors) and the rejected raw items, in body order.
+
+    ``tolerance_ms`` is how far past the wall clock a timestamp may be (the dashboard's setting).
+    """
+    context = {"now_ms": now_ms(), "tolerance_ms": tolerance_ms}
     items = body if isinstance(body, list) else [body]
     valid, rejected, raw = [], [], []
     for index, item in enumerate(items):
@@ -77,7 +106,7 @@ def validate_readings(body: Any) -> tuple[list[ReadingIn], list[dict[str, Any]],
             raw.append(item)
             continue
         try:
-            valid.append(ReadingIn.model_validate(item))
+            valid.append(ReadingIn.model_validate(item, context=context))
         except ValidationError as exc:
             rejected.append({"index": index, "errors": _field_errors(exc)})
             raw.append(item)
@@ -129,7 +158,7 @@ async def post_readings(request: Request, service: Annotated[DashboardService, D
         raise HTTPException(400, f"expected a JSON object or a list of objects, got {type(body).__name__}")
     if isinstance(body, list) and len(body) > MAX_READINGS_PER_REQUEST:
         raise HTTPException(413, f"{len(body)} readings in one request; the limit is {MAX_READINGS_PER_REQUEST}")
-    valid, rejected, raw = validate_readings(body)
+    valid, rejected, raw = validate_readings(body, tolerance_ms=service.settings.future_tolerance_ms)
     if not valid and not rejected:
         return JSONResponse({"accepted": 0, "rejected": [], "detail": "the list holds no readings"}, status_code=422)
     failed = await run_in_threadpool(_produce, service, valid, rejected, raw)

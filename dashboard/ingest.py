@@ -25,7 +25,8 @@ from dashboard.metrics import DashboardMetrics
 from dashboard.models import Reading
 from dashboard.settings import DashboardSettings
 from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
-from dashboard.timeutil import DAY_MS, iso
+from dashboard.timeutil import DAY_MS, iso, now_ms
+from schemas.limits import identifier_problem
 from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde
 from stream_processors.reading_columns import ReadingColumns, decode_into
 
@@ -36,6 +37,9 @@ TOPIC_WAIT_SECONDS = 2.0
 RETRY_SECONDS = 5.0
 PARTITION_CHECK_SECONDS = 30.0
 """How often the topics' partition counts are checked, so added partitions are followed."""
+REFUSAL_LOG_SECONDS = 60.0
+"""Refused records are logged as one summary line per this period, never one line per record: a fleet
+with a wrong clock sends thousands a minute."""
 
 StoredCallback = Callable[[StoredBatch], None]
 
@@ -57,6 +61,9 @@ class KafkaIngest:
         """Set once every partition is assigned and positioned (tests wait for it)."""
         self.batches_stored = 0
         self.error: BaseException | None = None
+        self._refused: dict[tuple[str, str], int] = {}
+        self._refused_example: dict[tuple[str, str], str] = {}
+        self._refusals_logged_at = float("-inf")  # the first refusal is logged at once
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -147,6 +154,7 @@ class KafkaIngest:
                     last_prune = time.monotonic()
                     self._prune()
         finally:
+            self._log_refusals(force=True)
             consumer.close()
 
     def _handle(self, messages: list[Any]) -> None:
@@ -197,6 +205,8 @@ class KafkaIngest:
             for m, f, t, k, i in zip(columns.meter_ids, columns.feeder_ids, columns.timestamps_ms, columns.kwh,
                                      columns.interval_s)
         ]
+        batch.readings = self._refuse(batch.readings, self.topics.readings, "timestamp_ms")
+        batch.anomalies = self._refuse(batch.anomalies, self.topics.anomalies, "timestamp")
         with self.sessions.begin() as session:
             stored = store_batch(session, batch)
         self.batches_stored += 1
@@ -210,6 +220,44 @@ class KafkaIngest:
                 self.on_stored(stored)
             except Exception:  # noqa: BLE001 - a listener's failure must not stop the ingest
                 log.exception("listener of stored records failed")
+
+    def _refuse(self, records: list[dict[str, Any]], topic: str, time_key: str) -> list[dict[str, Any]]:
+        """The records worth storing: not stamped beyond now plus the tolerance, with usable ids.
+
+        A wrong clock's future stamp would move "the newest data" every view is measured from; an id
+        over the column length would fail the whole transaction on PostgreSQL again and again.
+        """
+        limit = now_ms() + self.settings.future_tolerance_ms
+        kept = []
+        for record in records:
+            reason = None
+            if int(record[time_key]) > limit:
+                reason = "future"
+            elif identifier_problem(record["meter_id"]) or identifier_problem(record["feeder_id"]):
+                reason = "bad_id"
+            if reason is None:
+                kept.append(record)
+                continue
+            self.metrics.records_refused.labels(topic=topic, reason=reason).inc()
+            key = (topic, reason)
+            self._refused[key] = self._refused.get(key, 0) + 1
+            self._refused_example.setdefault(key, f"meter {str(record['meter_id'])[:64]!r} at "
+                                                  f"{iso(int(record[time_key])) if reason == 'future' else '-'}")
+        self._log_refusals()
+        return kept
+
+    def _log_refusals(self, force: bool = False) -> None:
+        """One warning line per refusal kind and period (see ``REFUSAL_LOG_SECONDS``)."""
+        if not self._refused or (not force and time.monotonic() - self._refusals_logged_at < REFUSAL_LOG_SECONDS):
+            return
+        self._refusals_logged_at = time.monotonic()
+        why = {"future": f"stamped more than {self.settings.future_tolerance_hours:g} h ahead of the clock",
+               "bad_id": "with an unusable meter or feeder id"}
+        for (topic, reason), count in sorted(self._refused.items()):
+            log.warning("did not store %d records of %s %s (e.g. %s); see wattsup_dashboard_records_refused_total",
+                        count, topic, why[reason], self._refused_example[(topic, reason)])
+        self._refused.clear()
+        self._refused_example.clear()
 
     def feeder_sums(self, stored: StoredBatch, feeders: set[str]) -> list[dict[str, Any]]:
         """Per-timestamp totals of the watched feeders that this batch touched (for live feeder charts)."""

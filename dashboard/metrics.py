@@ -20,6 +20,11 @@ class DashboardMetrics:
         self.records_undecodable = Counter(
             "wattsup_dashboard_records_undecodable_total", "Kafka messages the dashboard could not decode, by topic.",
             ["topic"], registry=self.registry)
+        self.records_refused = Counter(
+            "wattsup_dashboard_records_refused_total",
+            "Decoded records the ingest did not store, by topic and reason (future: stamped beyond now plus the "
+            "tolerance, a wrong clock; bad_id: meter or feeder id over the length limit or with control characters).",
+            ["topic", "reason"], registry=self.registry)
         self.alerts = Counter(
             "wattsup_dashboard_alerts_total", "Alert decisions by channel and status (sent, failed, suppressed).",
             ["channel", "status"], registry=self.registry)

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.limits import FUTURE_TOLERANCE
 from wattsup.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
 
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'dashboard' / 'wattsup.db'}"
@@ -43,7 +44,12 @@ class DashboardSettings(BaseSettings):
     cookie_secure: bool = False
     """Mark the session cookie Secure (set it when the dashboard is served over HTTPS)."""
     readings_retention_days: float = 14.0
-    """Readings older than this (behind the newest stored reading) are deleted; anomalies are kept."""
+    """Readings older than this (behind the wall clock, or behind the newest reading when all are older, as in a
+    replayed history) are deleted; anomalies are kept."""
+    future_tolerance_hours: float = FUTURE_TOLERANCE.total_seconds() / 3600
+    """How far past the wall clock a reading or anomaly may be stamped (schemas.limits.FUTURE_TOLERANCE, a day);
+    later ones are refused by POST /readings and skipped by the ingest. Raise it only for a simulator that runs
+    ahead of real time."""
     consumer_batch: int = 5000
     """Kafka messages stored per database transaction at most."""
     smtp_host: str | None = None
@@ -66,6 +72,10 @@ class DashboardSettings(BaseSettings):
     """Detector versions (default ``WATTSUP_MODEL_DIR``): listed by the API, used by uploads."""
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
     topics: TopicNames = Field(default_factory=TopicNames)
+
+    @property
+    def future_tolerance_ms(self) -> int:
+        return int(self.future_tolerance_hours * 3_600_000)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -371,3 +371,28 @@ def test_partitions_added_to_a_topic_later_are_followed(kafka, settings_for, mon
                              partition=partition)
         assert producer.flush(30) == 0
         wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 3, what="anomalies on the new partitions")
+
+
+def test_records_stamped_beyond_now_plus_the_tolerance_are_counted_not_stored(kafka, settings_for, caplog):
+    """A meter with a wrong clock: its future anomaly and readings are refused (counted, logged in summary),
+    the correct ones around them stored, and the stored readings survive the prune."""
+    topics = kafka.fresh_topics(partitions=1)
+    now = int(time.time() * 1000) // QUARTER * QUARTER
+    future = now + 400 * 86_400_000
+    _produce_anomalies(kafka, topics, [anomaly_record("GOOD", now - QUARTER), anomaly_record("CLOCK", future),
+                                       anomaly_record("CLOCK2", future + QUARTER)])
+    _produce_readings(kafka, topics, [("GOOD", "F1")], now - 20 * QUARTER, steps=20)
+    _produce_readings(kafka, topics, [("CLOCK", "F1"), ("CLOCK2", "F1")], future, steps=30)
+    with TestClient(create_app(settings_for(topics))) as client:
+        wait_until(lambda: _metric(client, "wattsup_dashboard_messages_consumed_total", topics.readings) >= 2,
+                   what="readings consumed")
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, what="the good anomaly")
+        wait_until(lambda: len(client.get("/api/v1/series", params={"meter_id": "GOOD"}).json()["readings"]) == 20,
+                   what="the good readings")
+        metrics = client.get("/metrics").text
+        assert f'wattsup_dashboard_records_refused_total{{reason="future",topic="{topics.readings}"}} 60.0' in metrics
+        assert f'wattsup_dashboard_records_refused_total{{reason="future",topic="{topics.anomalies}"}} 2.0' in metrics
+        assert [m["meter_id"] for m in client.get("/api/v1/meters").json()["items"]] == ["GOOD"]
+        assert client.get("/api/v1/summary").json()["latest_reading_at"] < "2100"
+    refusals = [r for r in caplog.records if "did not store" in r.getMessage()]
+    assert 1 <= len(refusals) <= 4, [r.getMessage() for r in refusals]  # summaries, not one line per record
