@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 from dashboard import api_models as m
 from dashboard.alerts import alert_json, rule_json
 from dashboard.api_models import documented
-from dashboard.deps import db_session, get_service, require_reader
+from dashboard.deps import db_session, get_service, require_principal, require_reader
 from dashboard.models import Alert, AlertRule
 from dashboard.service import DashboardService
 from dashboard.store import SEVERITIES, AnomalyFilter, iter_anomalies, list_anomalies, list_meters, series, summary
 from dashboard.timeutil import to_ms
+from schemas.limits import MAX_ID_LENGTH
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_reader)])
 
@@ -31,8 +32,8 @@ CSV_COLUMNS = ("timestamp", "meter_id", "feeder_id", "observed", "expected", "lo
 
 
 def anomaly_filter(
-    meter_id: Annotated[str | None, Query(max_length=128)] = None,
-    feeder_id: Annotated[str | None, Query(max_length=128)] = None,
+    meter_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
+    feeder_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
     severity: Annotated[list[str] | None, Query(description="INFO, WARNING, CRITICAL; repeat or comma-separate")] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
@@ -101,7 +102,7 @@ def _blank(value: Any) -> Any:
 @router.get("/meters", summary="Meters with their newest reading and anomalies of the last 24 h",
             **documented(m.MeterList))
 def get_meters(session: Annotated[Session, Depends(db_session)],
-               feeder_id: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+               feeder_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None) -> dict[str, Any]:
     return {"items": list_meters(session, feeder_id or None)}
 
 
@@ -109,8 +110,8 @@ def get_meters(session: Annotated[Session, Depends(db_session)],
             **documented(m.Series))
 def get_series(
     session: Annotated[Session, Depends(db_session)],
-    meter_id: Annotated[str | None, Query(max_length=128)] = None,
-    feeder_id: Annotated[str | None, Query(max_length=128)] = None,
+    meter_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
+    feeder_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> dict[str, Any]:
@@ -132,12 +133,14 @@ def get_models(service: Annotated[DashboardService, Depends(get_service)]) -> di
     return {"items": service.model_versions()}
 
 
-@router.get("/alert-rules", summary="Alert rules", **documented(m.RuleList))
+@router.get("/alert-rules", summary="Alert rules (sign-in needed: they name webhook URLs and e-mail recipients)",
+            dependencies=[Depends(require_principal)], **documented(m.RuleList, {401: "not signed in"}))
 def get_alert_rules(session: Annotated[Session, Depends(db_session)]) -> dict[str, Any]:
     return {"items": [rule_json(r) for r in session.scalars(select(AlertRule).order_by(AlertRule.id))]}
 
 
-@router.get("/alerts", summary="Alert history, newest first", **documented(m.AlertPage))
+@router.get("/alerts", summary="Alert history, newest first (sign-in needed)",
+            dependencies=[Depends(require_principal)], **documented(m.AlertPage, {401: "not signed in"}))
 def get_alerts(session: Annotated[Session, Depends(db_session)],
                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:

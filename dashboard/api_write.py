@@ -20,7 +20,7 @@ from dashboard import api_models as m
 from dashboard.alerts import rule_json
 from dashboard.api_models import documented
 from dashboard.auth import Principal
-from dashboard.deps import db_session, get_service, require_reader, require_writer
+from dashboard.deps import db_session, get_service, require_json, require_reader, require_writer
 from dashboard.detect import EXAMPLE_CSV, DetectTimings, UploadError, detect_upload
 from dashboard.models import AlertRule
 from dashboard.service import DashboardService
@@ -146,7 +146,8 @@ def _produce(service: DashboardService, valid: list[ReadingIn], rejected: list[d
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                  "oneOf": [_READING_SCHEMA, {"type": "array", "items": _READING_SCHEMA}]}}}}})
 async def post_readings(request: Request, service: Annotated[DashboardService, Depends(get_service)],
-                        principal: Annotated[Principal, Depends(require_writer)]) -> JSONResponse:
+                        principal: Annotated[Principal, Depends(require_writer)],
+                        _json: Annotated[None, Depends(require_json)]) -> JSONResponse:
     raw_body = await request.body()
     if not raw_body.strip():
         raise HTTPException(400, "empty body: expected a JSON reading or a JSON list of readings")
@@ -214,7 +215,7 @@ def get_example_csv() -> FileResponse:
 # -- sensitivity ---------------------------------------------------------------------------
 class SensitivityIn(BaseModel):
     value: float = Field(ge=0.1, le=10, allow_inf_nan=False, description="1 is the calibrated default; 2 flags more.")
-    meter_id: str | None = Field(None, min_length=1, max_length=128, description="Only this meter; null = fleet.")
+    meter_id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH, description="Only this meter; null = fleet.")
 
 
 def _sensitivity_json(service: DashboardService) -> dict[str, Any]:
@@ -239,7 +240,8 @@ async def get_sensitivity(service: Annotated[DashboardService, Depends(get_servi
 @router.put("/sensitivity", summary="Set the fleet's or one meter's sensitivity (written to the control topic)",
             **documented(m.SensitivitySettings))
 async def put_sensitivity(body: SensitivityIn, service: Annotated[DashboardService, Depends(get_service)],
-                          principal: Annotated[Principal, Depends(require_writer)]) -> dict[str, Any]:
+                          principal: Annotated[Principal, Depends(require_writer)],
+                          _json: Annotated[None, Depends(require_json)]) -> dict[str, Any]:
     await run_in_threadpool(_publish, service, body.value, body.meter_id)
     return await run_in_threadpool(_sensitivity_json, service)
 
@@ -248,8 +250,9 @@ async def put_sensitivity(body: SensitivityIn, service: Annotated[DashboardServi
                **documented(m.SensitivitySettings))
 async def delete_sensitivity(meter_id: str, service: Annotated[DashboardService, Depends(get_service)],
                              principal: Annotated[Principal, Depends(require_writer)]) -> dict[str, Any]:
-    if not meter_id.strip() or len(meter_id) > 128:
-        raise HTTPException(422, "meter_id must be 1 to 128 characters")
+    problem = identifier_problem(meter_id)
+    if problem is not None:
+        raise HTTPException(422, f"meter_id {problem}")
     await run_in_threadpool(_publish, service, None, meter_id)
     return await run_in_threadpool(_sensitivity_json, service)
 
@@ -265,8 +268,8 @@ class AlertRuleIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=128)
     min_severity: Literal["INFO", "WARNING", "CRITICAL"] = "WARNING"
-    meter_id: str | None = Field(None, min_length=1, max_length=128)
-    feeder_id: str | None = Field(None, min_length=1, max_length=128)
+    meter_id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
+    feeder_id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
     quiet_hours: QuietHours | None = None
     webhook_url: str | None = Field(None, max_length=2000, pattern=r"^https?://[^\s/$.?#][^\s]*$")
     email_to: str | None = Field(None, max_length=320, pattern=r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
@@ -281,7 +284,8 @@ class AlertRuleIn(BaseModel):
 
 @router.post("/alert-rules", status_code=201, summary="Create an alert rule", **documented(m.Rule, status=201))
 def post_alert_rule(body: AlertRuleIn, session: Annotated[Session, Depends(db_session)],
-                    principal: Annotated[Principal, Depends(require_writer)]) -> dict[str, Any]:
+                    principal: Annotated[Principal, Depends(require_writer)],
+                    _json: Annotated[None, Depends(require_json)]) -> dict[str, Any]:
     rule = AlertRule(name=body.name, min_severity=body.min_severity, meter_id=body.meter_id, feeder_id=body.feeder_id,
                      quiet_start=body.quiet_hours.start if body.quiet_hours else None,
                      quiet_end=body.quiet_hours.end if body.quiet_hours else None,

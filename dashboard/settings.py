@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.limits import FUTURE_TOLERANCE
 from wattsup.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
@@ -26,8 +28,10 @@ class DashboardSettings(BaseSettings):
     port: int = 8000
     database_url: str = DEFAULT_DATABASE_URL
     """SQLAlchemy URL: a SQLite file by default, ``postgresql+psycopg://...`` for PostgreSQL."""
-    read_public: bool = True
-    """Reading endpoints answer without a token; writing endpoints always need one."""
+    read_public: bool | None = None
+    """Whether the reading endpoints answer without a token (writing ones always need one; alert rules and alert
+    history always need one too). Unset: public only while the service listens on a loopback address with no
+    trusted proxy in front (the demo on 127.0.0.1), private as soon as other machines can reach it."""
     consume: bool = True
     """Follow the anomalies, readings and forecasts topics (off for a read-only replica or API tests)."""
     max_upload_mb: float = 50.0
@@ -41,8 +45,21 @@ class DashboardSettings(BaseSettings):
     detect_concurrency: int = 1
     """Uploads scored at once; more wait their turn (a million-row upload needs about 1.5 GB while scored)."""
     session_hours: float = 12.0
-    cookie_secure: bool = False
-    """Mark the session cookie Secure (set it when the dashboard is served over HTTPS)."""
+    cookie_secure: bool | None = None
+    """Mark the session cookie Secure. Unset: when the login request came over HTTPS, directly or (with
+    ``trusted_proxies``) as a proxy's ``X-Forwarded-Proto: https``; true forces it, false never sets it."""
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    """Addresses (or networks) of reverse proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-For`` are believed,
+    comma-separated, e.g. ``127.0.0.1``. Empty: those headers are ignored."""
+    allowed_origins: Annotated[list[str], NoDecode] = []
+    """Origins besides the service's own (scheme://host[:port] from the Host header) that may send writing
+    requests, comma-separated; only needed when a proxy rewrites the Host header."""
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
+    """Where alert webhooks may go, comma-separated: host names (``hooks.example.org``, ``*.example.org``), addresses
+    or networks (``10.1.2.0/24``). Empty: any public address, never loopback, private, link-local, multicast or
+    reserved ones. Listed networks, and hosts listed by name, may be private (an internal receiver)."""
+    max_small_body_kb: float = 64.0
+    """Largest body of the other writing endpoints (alert rules, sensitivity, sign-in): they take a few fields."""
     readings_retention_days: float = 14.0
     """Readings older than this (behind the wall clock, or behind the newest reading when all are older, as in a
     replayed history) are deleted; anomalies are kept."""
@@ -73,6 +90,27 @@ class DashboardSettings(BaseSettings):
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
     topics: TopicNames = Field(default_factory=TopicNames)
 
+    @field_validator("trusted_proxies", "allowed_origins", "webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def reads_public(self) -> bool:
+        """The effective ``read_public``: see there."""
+        if self.read_public is not None:
+            return self.read_public
+        if self.trusted_proxies:
+            return False
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
     @property
     def future_tolerance_ms(self) -> int:
         return int(self.future_tolerance_hours * 3_600_000)
@@ -80,6 +118,10 @@ class DashboardSettings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_small_body_bytes(self) -> int:
+        return int(self.max_small_body_kb * 1024)
 
     @property
     def max_json_body_bytes(self) -> int:

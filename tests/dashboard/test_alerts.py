@@ -75,7 +75,7 @@ def receiver_factory():
 
 
 def _alerts(dash):
-    return dash.client.get("/api/v1/alerts", params={"limit": 1000}).json()
+    return dash.client.get("/api/v1/alerts", params={"limit": 1000}, headers=dash.auth).json()
 
 
 def test_matching_anomaly_sends_webhook_and_email(dashboard_factory, smtp_server, receiver_factory):

@@ -49,3 +49,122 @@ def test_one_reading_far_in_the_future_does_not_prune_stored_readings(dash):
         removed = prune_readings(session, int(dash.settings.readings_retention_days * 86_400_000))
     assert removed == 0
     assert len(dash.client.get("/api/v1/series", params={"meter_id": "M1"}).json()["readings"]) == 1440
+
+
+# -- 2. security headers ------------------------------------------------------------------------
+@pytest.mark.parametrize("method,path", [("get", "/"), ("get", "/api/v1/summary"), ("get", "/healthz"),
+                                         ("get", "/api/v1/nope"), ("get", "/api/v1/openapi.json"),
+                                         ("post", "/api/v1/alert-rules"), ("get", "/app.js")])
+def test_every_response_carries_a_strict_content_security_policy(dash, method, path):
+    headers = getattr(dash.client, method)(path).headers
+    policy = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
+    assert policy["script-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
+    assert policy["object-src"] == "'none'" and "unsafe-inline" not in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "same-origin"
+    assert "strict-transport-security" not in headers  # plain HTTP: no HSTS
+
+
+def test_api_docs_admit_only_their_own_inline_script(dash):
+    response = dash.client.get("/api/v1/docs")
+    assert response.status_code == 200 and "swagger-ui" in response.text
+    policy = response.headers["content-security-policy"]
+    assert "'sha256-" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+
+
+# -- 4. cross-site requests, content types and the session cookie ------------------------------
+def _signed_in(dash):
+    assert dash.client.post("/api/v1/session", json={"token": dash.token}).status_code == 200
+    return dash
+
+
+RULE = {"name": "r", "email_to": "ops@example.org"}
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"}, {"Referer": "https://evil.example/page"},
+                                     {"Origin": "null"}, {}, {"Origin": "http://testserver.evil.example"}])
+def test_cookie_writes_from_another_site_or_nowhere_are_403(dash, headers):
+    _signed_in(dash)
+    response = dash.client.post("/api/v1/alert-rules", json=RULE, headers=headers)
+    assert response.status_code == 403 and "cross-site" in response.json()["detail"]
+    assert dash.client.get("/api/v1/alert-rules").json()["items"] == []
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "http://testserver"}, {"Referer": "http://testserver/"},
+                                     {"Origin": "http://TESTSERVER:80"}])
+def test_cookie_writes_from_the_page_itself_are_allowed(dash, headers):
+    _signed_in(dash)
+    assert dash.client.post("/api/v1/alert-rules", json=RULE, headers=headers).status_code == 201
+
+
+def test_bearer_writes_need_no_origin_but_a_foreign_one_is_refused(dash):
+    assert dash.client.post("/api/v1/alert-rules", json=RULE, headers=dash.auth).status_code == 201
+    refused = dash.client.post("/api/v1/alert-rules", json=RULE, headers={**dash.auth, "Origin": "https://evil.example"})
+    assert refused.status_code == 403
+
+
+def test_an_extra_allowed_origin_may_write(dashboard_factory):
+    dash = _signed_in(dashboard_factory(allowed_origins="https://dash.example.org"))
+    headers = {"Origin": "https://dash.example.org"}
+    assert dash.client.post("/api/v1/alert-rules", json=RULE, headers=headers).status_code == 201
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("post", "/api/v1/alert-rules", RULE), ("post", "/api/v1/readings", {"meter_id": "M1", "kwh": 1}),
+    ("put", "/api/v1/sensitivity", {"value": 2}), ("post", "/api/v1/session", {"token": "x"}),
+])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_json_endpoints_refuse_other_content_types_with_415(dash, method, path, body, content_type):
+    import json
+
+    headers = {**dash.auth, **({"Content-Type": content_type} if content_type else {})}
+    response = dash.client.request(method.upper(), path, content=json.dumps(body).encode(), headers=headers)
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+
+
+def test_session_cookie_is_secure_over_tls_and_behind_a_trusted_proxy_only(dashboard_factory):
+    from fastapi.testclient import TestClient
+
+    def cookie(dash, base="http://testserver", **headers):
+        client = TestClient(dash.client.app, base_url=base)  # the same app and service, another scheme
+        response = client.post("/api/v1/session", json={"token": dash.token}, headers=headers)
+        assert response.status_code == 200
+        return response.headers["set-cookie"].lower()
+
+    plain = dashboard_factory()
+    assert "secure" not in cookie(plain)
+    assert "; secure" in cookie(plain, "https://testserver")  # TLS straight to the service
+    assert "secure" not in cookie(plain, **{"X-Forwarded-Proto": "https"})  # anyone can send that header
+    proxied = dashboard_factory(trusted_proxies="testclient")
+    behind = cookie(proxied, **{"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"})
+    assert "; secure" in behind and "httponly" in behind and "samesite=strict" in behind
+    assert "; secure" in cookie(dashboard_factory(cookie_secure=True))
+    tls = proxied.client.get("/healthz", headers={"X-Forwarded-Proto": "https"}).headers
+    assert tls["strict-transport-security"].startswith("max-age=")
+
+
+def test_small_writing_bodies_have_a_size_limit(dash):
+    big = {"name": "x" * 100_000, "email_to": "ops@example.org"}
+    response = dash.client.post("/api/v1/alert-rules", json=big, headers=dash.auth)
+    assert response.status_code == 413 and "64 KB" in response.json()["detail"]
+
+
+# -- 3. what anonymous readers see ----------------------------------------------------------------
+def test_reads_are_public_on_loopback_only_unless_configured(dashboard_factory):
+    assert dashboard_factory().client.get("/api/v1/summary").status_code == 200  # 127.0.0.1: the demo
+    exposed = dashboard_factory(host="0.0.0.0")
+    assert exposed.client.get("/api/v1/summary").status_code == 401
+    assert exposed.client.get("/api/v1/session").json()["read_public"] is False
+    assert dashboard_factory(host="127.0.0.1", trusted_proxies="127.0.0.1").client.get("/api/v1/summary").status_code == 401
+    assert dashboard_factory(host="0.0.0.0", read_public=True).client.get("/api/v1/summary").status_code == 200
+
+
+def test_alert_rules_and_history_need_sign_in_even_when_reads_are_public(dash):
+    created = dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
+        "name": "secret", "webhook_url": "https://hooks.example.org/T0?token=s3cr3t", "email_to": "ops@example.org"})
+    assert created.status_code in (201, 422)
+    for path in ("/api/v1/alert-rules", "/api/v1/alerts"):
+        anonymous = dash.client.get(path)
+        assert anonymous.status_code == 401 and "s3cr3t" not in anonymous.text and "ops@" not in anonymous.text
+        assert dash.client.get(path, headers=dash.auth).status_code == 200
