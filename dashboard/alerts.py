@@ -30,6 +30,7 @@ from dashboard.models import Alert, AlertCursor, AlertRule, Anomaly
 from dashboard.settings import DashboardSettings
 from dashboard.store import SEVERITIES, _insert, anomaly_json
 from dashboard.timeutil import HOUR_MS, iso, now_ms
+from dashboard.webhooks import DestinationRefused, WebhookPolicy
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,37 @@ def email_text(rule: AlertRule, anomaly: dict[str, Any]) -> tuple[str, str]:
     return subject, "\n".join(lines) + "\n"
 
 
+class DeliveryStatusError(RuntimeError):
+    """The receiver answered, but not with a 2xx."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def failure_detail(exc: BaseException) -> str:
+    """What a failed delivery records (and the API shows): the kind of failure, never its low-level text."""
+    if isinstance(exc, DeliveryStatusError):
+        return f"delivery failed (status {exc.status})"
+    if isinstance(exc, DestinationRefused):
+        return "delivery refused: the destination is not allowed (see WATTSUP_DASHBOARD_WEBHOOK_ALLOWED_HOSTS)"
+    if isinstance(exc, NoSmtpServer):
+        return str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "delivery failed: the server's TLS certificate is not trusted"
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return "delivery failed: the SMTP server refused the login"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "delivery failed: the SMTP server refused the recipient"
+    if isinstance(exc, (httpx.TransportError, OSError)):
+        return "delivery failed: connection error"
+    return "delivery failed"
+
+
+class NoSmtpServer(RuntimeError):
+    pass
+
+
 class AlertDispatcher:
     """Matches anomalies to rules in a background thread; :meth:`submit` never blocks the caller."""
 
@@ -98,7 +130,9 @@ class AlertDispatcher:
         self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=10_000)
         self._thread: threading.Thread | None = None
         self.processed = 0
-        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        self.webhooks = WebhookPolicy(settings.webhook_allowed_hosts)
+        # No redirects (a 3xx could point anywhere) and no proxy from the environment (it would see the secrets).
+        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False)
 
     def start(self) -> None:
         self._catch_up()
@@ -212,24 +246,31 @@ class AlertDispatcher:
                     else self._send_email(rule, anomaly, target)
                 status = "sent"
             except Exception as exc:  # noqa: BLE001 - every delivery failure is recorded, never raised
-                status, detail = "failed", f"{type(exc).__name__}: {exc}"[:1000]
-                log.warning("alert %s via %s to %s failed: %s", alert_id, channel, target, detail)
+                status, detail = "failed", failure_detail(exc)
+                # The log (operators only) gets the error; the stored detail, which the API shows, gets the
+                # generic text: the URL carries secrets, and the low-level error text would tell a rule's
+                # author what listens where (a port scanner).
+                log.warning("alert %s of rule %s via %s failed: %s: %s", alert_id, rule.id, channel,
+                            type(exc).__name__, str(exc)[:300])
             with self.sessions.begin() as session:
                 session.execute(update(Alert).where(Alert.id == alert_id)
                                 .values(status=status, detail=detail, sent_at_ms=now_ms()))
         self.metrics.alerts.labels(channel=channel, status=status).inc()
 
     def _send_webhook(self, rule: AlertRule, anomaly: dict[str, Any], url: str) -> str:
+        destination = self.webhooks.check(url)  # again now: the name may resolve elsewhere than at creation
         payload = {"rule": {"id": rule.id, "name": rule.name}, "anomaly": anomaly}
-        response = self._http.post(url, content=json.dumps(payload), headers={"Content-Type": "application/json",
-                                                                              "User-Agent": "wattsup-dashboard"})
-        response.raise_for_status()
+        response = self._http.post(destination.url, content=json.dumps(payload), extensions=destination.extensions,
+                                   headers={**destination.headers, "Content-Type": "application/json",
+                                            "User-Agent": "wattsup-dashboard"})
+        if not response.is_success:
+            raise DeliveryStatusError(response.status_code)
         return f"HTTP {response.status_code}"
 
     def _send_email(self, rule: AlertRule, anomaly: dict[str, Any], to: str) -> str:
         s = self.settings
         if not s.smtp_host:
-            raise RuntimeError("no SMTP server configured (WATTSUP_DASHBOARD_SMTP_HOST)")
+            raise NoSmtpServer("delivery failed: no SMTP server configured (WATTSUP_DASHBOARD_SMTP_HOST)")
         subject, body = email_text(rule, anomaly)
         message = EmailMessage()
         message["From"] = s.smtp_sender
@@ -243,5 +284,5 @@ class AlertDispatcher:
                 smtp.login(s.smtp_user, s.smtp_password.get_secret_value())
             refused = smtp.send_message(message)
         if refused:
-            raise RuntimeError(f"SMTP server refused recipients: {refused}")
+            raise smtplib.SMTPRecipientsRefused(refused)
         return f"mailed via {s.smtp_host}:{s.smtp_port}"

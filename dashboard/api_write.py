@@ -24,6 +24,7 @@ from dashboard.deps import db_session, get_service, require_json, require_reader
 from dashboard.detect import EXAMPLE_CSV, DetectTimings, UploadError, detect_upload
 from dashboard.models import AlertRule
 from dashboard.service import DashboardService
+from dashboard.webhooks import DestinationRefused
 from dashboard.timeutil import now_ms, to_ms
 from schemas.limits import FUTURE_TOLERANCE_MS, MAX_ID_LENGTH, identifier_problem, timestamp_problem
 
@@ -284,8 +285,14 @@ class AlertRuleIn(BaseModel):
 
 @router.post("/alert-rules", status_code=201, summary="Create an alert rule", **documented(m.Rule, status=201))
 def post_alert_rule(body: AlertRuleIn, session: Annotated[Session, Depends(db_session)],
+                    service: Annotated[DashboardService, Depends(get_service)],
                     principal: Annotated[Principal, Depends(require_writer)],
                     _json: Annotated[None, Depends(require_json)]) -> dict[str, Any]:
+    if body.webhook_url:
+        try:
+            service.alerts.webhooks.check(body.webhook_url)
+        except DestinationRefused as exc:
+            raise HTTPException(422, [{"loc": ["body", "webhook_url"], "type": "value_error", "msg": str(exc)}]) from exc
     rule = AlertRule(name=body.name, min_severity=body.min_severity, meter_id=body.meter_id, feeder_id=body.feeder_id,
                      quiet_start=body.quiet_hours.start if body.quiet_hours else None,
                      quiet_end=body.quiet_hours.end if body.quiet_hours else None,

@@ -168,3 +168,115 @@ def test_alert_rules_and_history_need_sign_in_even_when_reads_are_public(dash):
         anonymous = dash.client.get(path)
         assert anonymous.status_code == 401 and "s3cr3t" not in anonymous.text and "ops@" not in anonymous.text
         assert dash.client.get(path, headers=dash.auth).status_code == 200
+
+
+# -- 3. webhook destinations ------------------------------------------------------------------------
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/x", "http://169.254.169.254/latest/meta-data/",
+                                 "http://[::1]/x", "http://10.0.0.7/x", "http://192.168.1.1/x", "http://0.0.0.0/x",
+                                 "http://224.0.0.1/x", "http://[fe80::1]/x", "http://[::ffff:127.0.0.1]/x",
+                                 "http://100.64.0.1/x", "http://localhost:9/x"])
+def test_webhooks_to_internal_addresses_are_refused_by_default(dash, url):
+    response = dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "r", "webhook_url": url})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "webhook_url"]
+    assert dash.client.get("/api/v1/alert-rules", headers=dash.auth).json()["items"] == []
+
+
+def test_webhooks_to_public_addresses_and_listed_destinations_are_allowed(dashboard_factory):
+    public = dashboard_factory()
+    ok = public.client.post("/api/v1/alert-rules", headers=public.auth,
+                            json={"name": "r", "webhook_url": "https://93.184.216.34/hook?token=s"})
+    assert ok.status_code == 201, ok.text
+    listed = dashboard_factory(webhook_allowed_hosts="10.1.2.0/24, 127.0.0.1")
+    for url, code in (("http://10.1.2.9:8080/x", 201), ("http://127.0.0.1:9/x", 201), ("http://10.1.3.9/x", 422),
+                      ("https://93.184.216.34/x", 422)):  # a list allows only what it names
+        response = listed.client.post("/api/v1/alert-rules", headers=listed.auth, json={"name": "r", "webhook_url": url})
+        assert response.status_code == code, (url, response.text)
+
+
+def test_dns_rebinding_is_caught_at_send_time_and_the_checked_address_is_used():
+    from dashboard.webhooks import DestinationRefused, WebhookPolicy
+
+    answers = iter([["93.184.216.34"], ["127.0.0.1"], ["93.184.216.34", "10.0.0.1"]])
+    policy = WebhookPolicy([], resolve=lambda host, port: next(answers))
+    first = policy.check("https://hooks.example.org:8443/in?token=t")  # at creation: a public address
+    assert str(first.url) == "https://93.184.216.34:8443/in?token=t"
+    assert first.headers == {"Host": "hooks.example.org:8443"} and first.extensions == {"sni_hostname": "hooks.example.org"}
+    with pytest.raises(DestinationRefused, match="loopback"):
+        policy.check("https://hooks.example.org:8443/in?token=t")  # later: rebound to loopback
+    with pytest.raises(DestinationRefused, match="private"):
+        policy.check("https://hooks.example.org/in")  # any one bad address refuses the lot
+    named = WebhookPolicy(["*.corp.example"], resolve=lambda host, port: ["10.9.8.7"])
+    assert str(named.check("http://alerts.corp.example/x").url) == "http://10.9.8.7/x"  # an internal receiver by name
+    metadata = WebhookPolicy(["*.corp.example"], resolve=lambda host, port: ["169.254.169.254"])
+    with pytest.raises(DestinationRefused, match="link-local"):
+        metadata.check("http://alerts.corp.example/x")  # a listed name still never reaches the metadata service
+
+
+class _Receiver:
+    """A local HTTP endpoint answering ``status``; counts what it gets."""
+
+    def __init__(self, status: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_rule_stored_before_the_check_is_refused_at_send_time_without_disclosure(dash):
+    from dashboard.models import AlertRule
+    from tests.dashboard.conftest import T0, anomaly_record
+
+    receiver = _Receiver(200)
+    try:
+        with dash.service.sessions.begin() as session:  # as an older version stored it, unchecked
+            session.add(AlertRule(name="old", min_severity="INFO", webhook_url=f"http://127.0.0.1:{receiver.port}/a",
+                                  enabled=True, created_at_ms=T0))
+        stored = dash.store(anomalies=[anomaly_record("M1", T0)])
+        dash.service.alerts.submit(stored.anomalies)
+        assert dash.service.alerts.wait_idle()
+        assert receiver.received == []
+        [alert] = dash.client.get("/api/v1/alerts", headers=dash.auth).json()["items"]
+        assert alert["status"] in ("failed", "retrying") and "not allowed" in alert["detail"]
+        assert str(receiver.port) not in alert["detail"] and "127.0.0.1" not in alert["detail"]
+    finally:
+        receiver.close()
+
+
+def test_delivery_failures_are_stored_as_generic_text(dashboard_factory):
+    from deploy.kafka.launcher import free_port
+    from tests.dashboard.conftest import T0, anomaly_record
+
+    dash = dashboard_factory(webhook_allowed_hosts="127.0.0.1")
+    broken = _Receiver(500)
+    closed = free_port()
+    try:
+        for name, port in (("broken", broken.port), ("closed", closed)):
+            assert dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
+                "name": name, "min_severity": "INFO", "webhook_url": f"http://127.0.0.1:{port}/secret-path"}
+            ).status_code == 201
+        stored = dash.store(anomalies=[anomaly_record("M1", T0)])
+        dash.service.alerts.submit(stored.anomalies)
+        assert dash.service.alerts.wait_idle()
+        details = {a["rule_name"]: a["detail"] for a in
+                   dash.client.get("/api/v1/alerts", headers=dash.auth).json()["items"]}
+        assert details == {"broken": "delivery failed (status 500)", "closed": "delivery failed: connection error"}
+    finally:
+        broken.close()
