@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -70,15 +71,14 @@ def get_anomalies_csv(
 ) -> StreamingResponse:
     def rows() -> Iterator[str]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
         writer.writerow(CSV_COLUMNS)
         with service.sessions() as session:
             for n, a in enumerate(iter_anomalies(session, flt), 1):
-                writer.writerow([a["timestamp"], _text(a["meter_id"]), _text(a["feeder_id"]), a["observed"],
-                                 _blank(a["expected"]), _blank(a["lower"]), _blank(a["upper"]), _blank(a["residual"]),
-                                 a["score"], a["severity"], _text(a["kind"] or ""),
-                                 _text("; ".join(c["text"] for c in a["causes"])), _text(a["model_version"]),
-                                 _blank(a["band_residual"]), _blank(a["baseline"])])
+                writer.writerow([_cell(v) for v in (
+                    a["timestamp"], a["meter_id"], a["feeder_id"], a["observed"], a["expected"], a["lower"],
+                    a["upper"], a["residual"], a["score"], a["severity"], a["kind"] or "",
+                    "; ".join(c["text"] for c in a["causes"]), a["model_version"], a["band_residual"], a["baseline"])])
                 if n % 1000 == 0:
                     yield buffer.getvalue()
                     buffer.seek(0)
@@ -89,14 +89,29 @@ def get_anomalies_csv(
                              headers={"Content-Disposition": "attachment; filename=anomalies.csv"})
 
 
+FORMULA_STARTS = ("=", "+", "-", "@")
+"""What makes a spreadsheet read a cell as a formula (also after leading spaces or tabs)."""
+LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
+
+
 def _text(value: str) -> str:
-    """A text cell a spreadsheet will not run: ids come from ingest clients, and ``=HYPERLINK(...)``
-    as a meter id must stay text when an operator opens the export (CSV formula injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """A text cell a spreadsheet will not run (CSV formula injection): ids come from ingest clients.
+
+    Line breaks become spaces, so no text can start a row of its own (``M7\r=cmd|...``) in a
+    reader that splits lines; a cell whose first non-blank character starts a formula, or that
+    starts with a tab, gets a leading ``'``, which spreadsheets show as text.
+    """
+    value = LINE_BREAKS.sub(" ", value)
+    if value.lstrip(" \t")[:1] in FORMULA_STARTS or value[:1] == "\t":
+        return "'" + value
+    return value
 
 
-def _blank(value: Any) -> Any:
-    return "" if value is None else value
+def _cell(value: Any) -> Any:
+    """Text guarded by :func:`_text`; numbers as they are (a negative residual stays a number); null empty."""
+    if value is None:
+        return ""
+    return _text(value) if isinstance(value, str) else value
 
 
 @router.get("/meters", summary="Meters with their newest reading and anomalies of the last 24 h",

@@ -280,3 +280,46 @@ def test_delivery_failures_are_stored_as_generic_text(dashboard_factory):
         assert details == {"broken": "delivery failed (status 500)", "closed": "delivery failed: connection error"}
     finally:
         broken.close()
+
+
+# -- 5. CSV injection ------------------------------------------------------------------------------
+INJECTIONS = ["M7\r=cmd|' /C calc'!A0", "M8\n=HYPERLINK(\"http://evil\")", "  =1+2", "\t=1", "\r=1", " +SUM(A1)",
+              "-2+3", "@SUM(A1)", "ok\r\n@x", "plain"]
+
+
+def test_csv_export_neutralises_formulas_and_never_splits_a_row(dash):
+    import csv
+    import io
+
+    from tests.dashboard.conftest import T0, anomaly_record
+
+    dash.store(anomalies=[anomaly_record(text, T0 + i * 900_000, feeder=text, kind=text[:32],
+                                         causes=[{"feature": "f", "contribution": 1.0, "text": text}])
+                          for i, text in enumerate(INJECTIONS)])
+    body = dash.client.get("/api/v1/anomalies.csv").content.decode()
+    lines = body.splitlines()  # what a naive line-based reader sees: one line per row
+    assert len(lines) == 1 + len(INJECTIONS), lines
+    rows = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert len(rows) == len(INJECTIONS)
+    for row in rows:
+        for column in ("meter_id", "feeder_id", "kind", "causes"):
+            cell = row[column]
+            assert "\r" not in cell and "\n" not in cell
+            assert not cell.lstrip(" \t")[:1] in ("=", "+", "-", "@"), (column, cell)
+    assert {r["meter_id"] for r in rows} >= {"plain", "'-2+3", "'  =1+2"}
+    assert float(rows[0]["residual"]) == 4.0  # numbers stay numbers
+
+
+def test_the_pages_csv_writer_has_the_same_guard(tmp_path):
+    """format.js ``toCsv`` (the upload result download) run by node's own test runner."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (make dashboard-assets needs it too)")
+    script = Path(__file__).with_name("js") / "format.test.mjs"
+    result = subprocess.run([node, "--test", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "# pass 3" in result.stdout and "# fail 0" in result.stdout
