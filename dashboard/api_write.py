@@ -176,6 +176,7 @@ async def post_readings(request: Request, service: Annotated[DashboardService, D
 @router.post("/detect", summary="Detect anomalies in an uploaded readings CSV (timestamp,meter_id,kwh or "
                                 "timestamp,consumption)",
              **documented(m.DetectResult, {400: "not a readings CSV", 413: "file over the size limit",
+                                           422: "too few readings to learn from (no trained detector)",
                                            429: "upload rate limit"}))
 async def post_detect(
     service: Annotated[DashboardService, Depends(get_service)],
@@ -200,7 +201,7 @@ async def post_detect(
             model = await run_in_threadpool(service.model_cache.get)
             body = await run_in_threadpool(detect_upload, data, file.filename, model, sensitivity, timings)
     except UploadError as exc:
-        return JSONResponse({"detail": str(exc), "rejected_rows": exc.rejected_rows[:1000]}, status_code=400)
+        return JSONResponse({"detail": str(exc), "rejected_rows": exc.rejected_rows[:1000]}, status_code=exc.status)
     service.metrics.detect_seconds.observe(time.perf_counter() - started)
     return Response(body, media_type="application/json", headers={
         "Server-Timing": f"parse;dur={timings.parse_seconds * 1000:.0f}, detect;dur={timings.detect_seconds * 1000:.0f}, "

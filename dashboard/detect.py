@@ -29,11 +29,19 @@ EXAMPLE_CSV = Path(__file__).resolve().parent / "example_readings.csv"
 
 
 class UploadError(ValueError):
-    """The upload as a whole is not a readings CSV; the text says what is wrong."""
+    """The upload as a whole is not a readings CSV; the text says what is wrong (answered with 400)."""
+
+    status = 400
 
     def __init__(self, message: str, rejected_rows: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.rejected_rows = rejected_rows or []
+
+
+class NotEnoughToLearn(UploadError):
+    """A readings CSV, but with no trained detector too little of it to learn usual usage from (422)."""
+
+    status = 422
 
 
 @dataclass
@@ -113,7 +121,14 @@ def detect_upload(data: bytes, filename: str | None, model: Any, sensitivity: fl
     parsed, rejected = parse_upload(data, filename)
     frame = parsed.readings
     t1 = time.perf_counter()
-    result = detect_frame(frame, model, sensitivity=sensitivity)
+    try:
+        result = detect_frame(frame, model, sensitivity=sensitivity)
+    except ValueError as exc:
+        if model is not None:
+            raise
+        # No trained detector: one is fitted on the file, and models.training refuses too little history.
+        raise NotEnoughToLearn(f"too few readings to learn this file's usual usage from ({exc}); upload at least 3 days "
+                               "per meter, or train a detector first (wattsup train)", rejected) from exc
     t2 = time.perf_counter()
 
     detected_at = iso(int(time.time() * 1000))

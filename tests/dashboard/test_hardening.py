@@ -323,3 +323,43 @@ def test_the_pages_csv_writer_has_the_same_guard(tmp_path):
     result = subprocess.run([node, "--test", str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "# pass 3" in result.stdout and "# fail 0" in result.stdout
+
+
+# -- 6. bad uploads are a clear 4xx, fast ------------------------------------------------------------
+def _upload(dash, data: bytes, name: str = "u.csv"):
+    return dash.client.post("/api/v1/detect", headers=dash.auth, files={"file": (name, data, "text/csv")})
+
+
+@pytest.mark.parametrize("rows", [
+    ["2026-10-01T00:00:00Z,M1,1.0"],
+    ["2026-10-01T00:00:00Z,M1,1.0", "2026-10-01T00:15:00Z,M1,1.2"],
+    [f"2026-10-01T{h:02d}:00:00Z,M1,0" for h in range(24)],
+])
+def test_too_little_data_to_learn_from_without_a_model_is_422(dash, rows):
+    response = _upload(dash, ("timestamp,meter_id,kwh\n" + "\n".join(rows) + "\n").encode())
+    assert response.status_code == 422, response.text[:300]
+    detail = response.json()["detail"]
+    assert "3 days" in detail and "Traceback" not in detail
+
+
+def test_a_header_field_over_the_csv_field_limit_is_400(dash):
+    response = _upload(dash, b"timestamp" + b"x" * 131_073 + b",meter_id,kwh\n2026-10-01T00:00:00Z,M1,1\n")
+    assert response.status_code == 400 and "header" in response.json()["detail"]
+
+
+def test_a_header_of_200000_columns_is_refused_fast(dash):
+    import time
+
+    data = (",".join(f"c{i}" for i in range(200_000)) + "\n").encode()
+    started = time.perf_counter()
+    response = _upload(dash, data)
+    assert response.status_code == 400 and "columns" in response.json()["detail"]
+    assert time.perf_counter() - started < 2
+
+
+def test_an_upload_names_ids_over_the_limit_and_a_bad_file_name(dash):
+    text = "timestamp,meter_id,kwh\n" + "".join(f"2026-10-01T{h:02d}:00:00Z,{'M' * 200},1\n" for h in range(3))
+    response = _upload(dash, text.encode())
+    assert response.status_code == 400 and "characters long" in response.text
+    single = _upload(dash, b"timestamp,consumption\n2026-10-01T00:00:00Z,1\n", name="x" * 200 + ".csv")
+    assert single.status_code == 400 and "meter id" in single.json()["detail"]
