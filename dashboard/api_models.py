@@ -123,9 +123,18 @@ class RejectedReading(BaseModel):
     errors: list[FieldError]
 
 
+class DuplicateReading(BaseModel):
+    index: int
+    of: int | None = Field(description="The reading of this request it repeats; null when it repeats a stored one.")
+    action: Literal["dropped", "already stored"]
+    detail: str
+
+
 class IngestResult(BaseModel):
-    accepted: int
-    rejected: list[RejectedReading]
+    accepted: int = Field(description="Readings produced to the readings topic and acknowledged.")
+    rejected: list[RejectedReading] = Field(description="Invalid readings, and repeats that conflict with a kept or "
+                                                       "stored one (sent to the dead-letter topic).")
+    duplicates: list[DuplicateReading] = Field(default=[], description="Exact repeats, not sent again.")
 
 
 class RejectedRow(BaseModel):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+import numpy as np
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from sqlalchemy import select
@@ -22,7 +24,8 @@ from dashboard.api_models import documented
 from dashboard.auth import Principal
 from dashboard.deps import db_session, get_service, require_json, require_reader, require_writer
 from dashboard.detect import EXAMPLE_CSV, DetectTimings, UploadError, detect_upload
-from dashboard.models import AlertRule
+from dashboard.models import AlertRule, Reading
+from dashboard.readings_sender import raw_text
 from dashboard.service import DashboardService
 from dashboard.webhooks import DestinationRefused
 from dashboard.timeutil import now_ms, to_ms
@@ -31,8 +34,9 @@ from schemas.limits import FUTURE_TOLERANCE_MS, MAX_ID_LENGTH, identifier_proble
 router = APIRouter(prefix="/api/v1")
 log = logging.getLogger(__name__)
 
-READINGS_SOURCE = "http:/api/v1/readings"
 MAX_READINGS_PER_REQUEST = 50_000
+RETRY_AFTER_SECONDS = 10
+"""What a 503 during a broker outage tells the client to wait: librdkafka retries the broker every few seconds."""
 
 
 # -- POST /readings ------------------------------------------------------------------------
@@ -114,26 +118,70 @@ def validate_readings(body: Any, *, tolerance_ms: int = FUTURE_TOLERANCE_MS
     return valid, rejected, raw
 
 
-def _produce(service: DashboardService, valid: list[ReadingIn], rejected: list[dict[str, Any]],
-             raw: list[Any]) -> int:
-    """Send the readings and dead letters; returns how many readings the broker did not acknowledge."""
-    producer = service.producer()
-    with service.produce_lock:  # one request's delivery accounting at a time
-        before = producer.summary.failed
-        dead_before = producer.summary.dead_letters_failed
-        for reading in valid:
-            producer.send_reading(reading.record())
-        for rejection, item in zip(rejected, raw):
-            reason = "; ".join(f"{e['field']}: {e['message']}" for e in rejection["errors"])
-            producer.send_dead_letter(READINGS_SOURCE, f"reading {rejection['index']}: {reason}",
-                                      raw_text=json.dumps(item, default=str)[:100_000])
-        remaining = producer.flush(15.0)
-        failed = producer.summary.failed - before + remaining
-        if producer.summary.dead_letters_failed > dead_before:
-            # The rejected items are then only in this response and the log; the readings may still be fine.
-            log.error("%d dead letters for rejected readings could not be written",
-                      producer.summary.dead_letters_failed - dead_before)
-        return failed
+MAX_JSON_DEPTH = 8
+"""Deepest nesting a readings body may have: a list of flat objects is 2; a few levels of extra (ignored)
+metadata fit. Checked on the raw bytes before parsing: 200 KB of ``[`` made the parser (and anything that
+walks the result) overflow the stack."""
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPENING = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSING = np.frombuffer(b"]}", dtype=np.uint8)
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in a JSON text, brackets inside strings not counted (vectorised)."""
+    data = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+    steps = np.isin(data, _OPENING).astype(np.int32) - np.isin(data, _CLOSING).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def check_duplicates(session: Session, valid: list[ReadingIn], indices: list[int]
+                     ) -> tuple[list[ReadingIn], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split valid readings by (meter, time): what to send, what repeats, what conflicts.
+
+    Policy (issue 13): within one body the first reading of a meter and time is kept; an exact repeat
+    (same kWh) is dropped and listed; a repeat with another value is rejected. Against what the dashboard
+    has stored: the same value is listed as ``already stored`` and not sent again (a retry is harmless);
+    another value is rejected, because a stored reading is never replaced (it was scored as it was; a
+    correction would need a re-score the stream does not do). ``indices`` are the body positions of
+    ``valid``. Returns (to send, duplicates, conflicts as rejections).
+    """
+    duplicates: list[dict[str, Any]] = []
+    conflicts: list[dict[str, Any]] = []
+    first: dict[tuple[str, int], tuple[int, ReadingIn]] = {}
+    for index, reading in zip(indices, valid):
+        key = (reading.meter_id, to_ms(reading.timestamp))
+        if key not in first:
+            first[key] = (index, reading)
+            continue
+        of, kept = first[key]
+        if kept.kwh == reading.kwh:
+            duplicates.append({"index": index, "of": of, "action": "dropped", "detail": f"exact repeat of reading {of}"})
+        else:
+            conflicts.append({"index": index, "errors": [{"field": "kwh", "message": (
+                f"same meter and time as reading {of}; reading {of} of this request ({kept.kwh:g} kWh) is kept")}]})
+    stored: dict[tuple[str, int], float] = {}
+    if first:
+        meters = sorted({m for m, _ in first})
+        times = [t for _, t in first]
+        for chunk in range(0, len(meters), 500):  # bounded IN lists
+            rows = session.execute(select(Reading.meter_id, Reading.timestamp_ms, Reading.kwh)
+                                   .where(Reading.meter_id.in_(meters[chunk:chunk + 500]))
+                                   .where(Reading.timestamp_ms.between(min(times), max(times))))
+            stored.update({(m, t): k for m, t, k in rows if (m, t) in first})
+    keep: list[ReadingIn] = []
+    for key, (index, reading) in first.items():
+        if key not in stored:
+            keep.append(reading)
+        elif stored[key] == reading.kwh:
+            duplicates.append({"index": index, "of": None, "action": "already stored",
+                               "detail": f"this reading is already stored ({stored[key]:g} kWh)"})
+        else:
+            conflicts.append({"index": index, "errors": [{"field": "kwh", "message": (
+                f"a reading of {stored[key]:g} kWh is already stored for this meter and time; stored readings "
+                "are never replaced")}]})
+    duplicates.sort(key=lambda d: d["index"])
+    conflicts.sort(key=lambda c: c["index"])
+    return keep, duplicates, conflicts
 
 
 @router.post("/readings", status_code=202, summary="Ingest one reading or a list (JSON); produces to the readings topic",
@@ -142,8 +190,9 @@ def _produce(service: DashboardService, valid: list[ReadingIn], rejected: list[d
                         400: {"model": m.Detail, "description": "not JSON"},
                         401: {"model": m.Detail, "description": "no valid token or session"},
                         413: {"model": m.Detail, "description": "body over the size limit"},
+                        415: {"model": m.Detail, "description": "not sent as application/json"},
                         422: {"model": m.IngestResult, "description": "every reading invalid"},
-                        503: {"model": m.Detail, "description": "Kafka did not acknowledge"}},
+                        503: {"model": m.Detail, "description": "Kafka did not acknowledge (Retry-After)"}},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                  "oneOf": [_READING_SCHEMA, {"type": "array", "items": _READING_SCHEMA}]}}}}})
 async def post_readings(request: Request, service: Annotated[DashboardService, Depends(get_service)],
@@ -152,6 +201,10 @@ async def post_readings(request: Request, service: Annotated[DashboardService, D
     raw_body = await request.body()
     if not raw_body.strip():
         raise HTTPException(400, "empty body: expected a JSON reading or a JSON list of readings")
+    depth = await run_in_threadpool(json_depth, raw_body)
+    if depth > MAX_JSON_DEPTH:
+        raise HTTPException(400, f"the body is nested {depth} levels deep; a reading or a list of readings is nested "
+                                 f"at most {MAX_JSON_DEPTH}")
     try:
         body = json.loads(raw_body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -160,15 +213,39 @@ async def post_readings(request: Request, service: Annotated[DashboardService, D
         raise HTTPException(400, f"expected a JSON object or a list of objects, got {type(body).__name__}")
     if isinstance(body, list) and len(body) > MAX_READINGS_PER_REQUEST:
         raise HTTPException(413, f"{len(body)} readings in one request; the limit is {MAX_READINGS_PER_REQUEST}")
-    valid, rejected, raw = validate_readings(body, tolerance_ms=service.settings.future_tolerance_ms)
+    valid, rejected, _raw = validate_readings(body, tolerance_ms=service.settings.future_tolerance_ms)
     if not valid and not rejected:
-        return JSONResponse({"accepted": 0, "rejected": [], "detail": "the list holds no readings"}, status_code=422)
-    failed = await run_in_threadpool(_produce, service, valid, rejected, raw)
+        return JSONResponse({"accepted": 0, "rejected": [], "duplicates": [], "detail": "the list holds no readings"},
+                            status_code=422)
+    items = body if isinstance(body, list) else [body]
+    bad = {r["index"] for r in rejected}
+    indices = [i for i in range(len(items)) if i not in bad]
+
+    def duplicates_of() -> tuple[list[ReadingIn], list[dict[str, Any]], list[dict[str, Any]]]:
+        with service.sessions() as session:
+            return check_duplicates(session, valid, indices)
+
+    send, duplicates, conflicts = await run_in_threadpool(duplicates_of)
+    rejected = sorted(rejected + conflicts, key=lambda r: r["index"])
+    letters = [("reading {}: {}".format(r["index"], "; ".join(f"{e['field']}: {e['message']}" for e in r["errors"])),
+                raw_text(items[r["index"]])) for r in rejected]
+    # Validated (and de-duplicated) before Kafka is touched: a batch of only invalid readings is answered at
+    # once, its dead letters queued without waiting, even while the broker is away.
+    sender = service.reading_sender()
+    service.metrics.readings_awaiting_ack.inc(len(send))
+    try:
+        failed = await sender.send([r.record() for r in send], letters)
+    finally:
+        service.metrics.readings_awaiting_ack.dec(len(send))
     if failed:
-        raise HTTPException(503, f"Kafka did not acknowledge {failed} of {len(valid)} readings; retry the request")
-    service.metrics.readings_accepted.inc(len(valid))
+        raise HTTPException(503, f"Kafka did not acknowledge {failed} of {len(send)} readings within "
+                                 f"{service.settings.ingest_ack_timeout_seconds:g} s; retry the request (a reading "
+                                 "already stored is reported as such, never stored twice)",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    service.metrics.readings_accepted.inc(len(send))
     service.metrics.readings_rejected.inc(len(rejected))
-    return JSONResponse({"accepted": len(valid), "rejected": rejected}, status_code=202 if valid else 422)
+    answer = {"accepted": len(send), "rejected": rejected, "duplicates": duplicates}
+    return JSONResponse(answer, status_code=202 if send or duplicates else 422)
 
 
 # -- POST /detect ---------------------------------------------------------------------------

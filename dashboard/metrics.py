@@ -39,6 +39,10 @@ class DashboardMetrics:
         self.readings_accepted = Counter(
             "wattsup_dashboard_readings_accepted_total", "Readings accepted by POST /api/v1/readings and produced.",
             registry=self.registry)
+        self.readings_awaiting_ack = Gauge(
+            "wattsup_dashboard_readings_awaiting_ack",
+            "Readings of POST /api/v1/readings requests waiting for the broker's acknowledgement.",
+            registry=self.registry)
         self.readings_rejected = Counter(
             "wattsup_dashboard_readings_rejected_total", "Readings rejected by POST /api/v1/readings (dead-lettered).",
             registry=self.registry)

@@ -38,6 +38,8 @@ class DashboardSettings(BaseSettings):
     """Largest CSV ``POST /api/v1/detect`` accepts."""
     max_json_body_mb: float = 5.0
     """Largest JSON body ``POST /api/v1/readings`` accepts."""
+    ingest_ack_timeout_seconds: float = 10.0
+    """How long POST /api/v1/readings waits for the broker's acknowledgement before answering 503 with Retry-After."""
     ingest_rate_per_minute: int = 600
     """Requests per minute one token (or client address) may make to the writing endpoints."""
     detect_rate_per_minute: int = 10

@@ -9,6 +9,7 @@ import pytest
 from dashboard.store import prune_readings
 from schemas.limits import FUTURE_TOLERANCE
 from tests.dashboard.conftest import reading_row
+from tests.waiting import wait_until
 
 MINUTE = 60_000
 
@@ -363,3 +364,130 @@ def test_an_upload_names_ids_over_the_limit_and_a_bad_file_name(dash):
     assert response.status_code == 400 and "characters long" in response.text
     single = _upload(dash, b"timestamp,consumption\n2026-10-01T00:00:00Z,1\n", name="x" * 200 + ".csv")
     assert single.status_code == 400 and "meter id" in single.json()["detail"]
+
+
+# -- 7. hostile JSON and a broker outage -------------------------------------------------------------
+@pytest.mark.parametrize("body", [b"[" * 200_000, b'[{"meter_id": ' + b"[" * 900 + b"]" * 900 + b"}]",
+                                  b'{"a": ' * 5000 + b"1" + b"}" * 5000])
+def test_deeply_nested_json_is_400_not_a_recursion_error(dash, body):
+    response = dash.client.post("/api/v1/readings", headers={**dash.auth, "Content-Type": "application/json"},
+                                content=body)
+    assert response.status_code == 400, response.text[:300]
+    assert "nested" in response.json()["detail"]
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(dash):
+    from dashboard.api_write import json_depth
+
+    assert json_depth(b'[{"meter_id": "[[[[[[[[[[[[", "x": "\\\\\\"[[[["}]') == 2
+    assert json_depth(b'{"a": [1, {"b": [2]}]}') == 4
+
+
+@pytest.fixture
+def outage(dashboard_factory):
+    """A dashboard whose broker address has nothing listening (an outage from the start)."""
+    import threading
+
+    import uvicorn
+
+    from dashboard.app import create_app
+    from deploy.kafka.launcher import free_port
+    from wattsup.kafka_settings import KafkaConnection
+
+    harness = dashboard_factory(kafka=KafkaConnection(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+                                ingest_ack_timeout_seconds=3.0)
+    app = create_app(harness.settings)  # served for real, on the harness's database (and token)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="uvicorn start")
+    yield f"http://127.0.0.1:{port}", harness.auth
+    server.should_exit = True
+    thread.join(30)
+
+
+def test_during_an_outage_invalid_only_batches_are_422_at_once_and_valid_ones_503_in_bounded_time(outage):
+    import time
+
+    import httpx
+
+    base, auth = outage
+    started = time.perf_counter()
+    invalid = httpx.post(f"{base}/api/v1/readings", headers=auth, json=[{"meter_id": "X"}, {"kwh": -1}], timeout=30)
+    assert invalid.status_code == 422 and time.perf_counter() - started < 1.5, (invalid.text, time.perf_counter() - started)
+    started = time.perf_counter()
+    valid = httpx.post(f"{base}/api/v1/readings", headers=auth, timeout=30,
+                       json={"meter_id": "M1", "timestamp": _iso(datetime.now(timezone.utc)), "kwh": 1.0})
+    took = time.perf_counter() - started
+    assert valid.status_code == 503 and int(valid.headers["retry-after"]) >= 1 and took < 6, (valid.text, took)
+
+
+def _awaiting(base: str) -> float:
+    import httpx
+
+    for line in httpx.get(f"{base}/metrics", timeout=5).text.splitlines():
+        if line.startswith("wattsup_dashboard_readings_awaiting_ack "):
+            return float(line.split()[-1])
+    return -1.0
+
+
+def test_concurrent_posts_during_an_outage_do_not_slow_other_requests(outage):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    base, auth = outage
+    body = [{"meter_id": f"M{i}", "timestamp": _iso(datetime.now(timezone.utc)), "kwh": 1.0} for i in range(20)]
+
+    def post(_):
+        return httpx.post(f"{base}/api/v1/readings", headers=auth, json=body, timeout=60).status_code
+
+    with ThreadPoolExecutor(45) as pool:
+        futures = [pool.submit(post, i) for i in range(45)]
+        wait_until(lambda: _awaiting(base) == 45 * 20, timeout=10, what="all 45 POSTs waiting for the broker")
+        started = time.perf_counter()
+        summary = httpx.get(f"{base}/api/v1/summary", timeout=10)
+        took = time.perf_counter() - started
+        codes = [f.result(timeout=60) for f in futures]
+    assert summary.status_code == 200 and took < 1.0, took
+    assert codes == [503] * 45
+
+
+# -- 8. duplicates and corrections ---------------------------------------------------------------------
+def test_duplicates_in_a_post_and_corrections_of_stored_readings_are_reported(dash):
+    """Checked before anything is produced: exact repeats are dropped and listed, a conflicting repeat in
+    the same body is rejected (the first is kept), a correction of a stored reading is rejected (stored
+    readings are never replaced) and an exact re-send of a stored one is reported as already stored."""
+    from dashboard.api_write import check_duplicates, validate_readings
+
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    stored_at = int(now.timestamp() * 1000) - 3_600_000
+    dash.store(readings=[reading_row("M1", stored_at, 0.7), reading_row("M2", stored_at, 0.4)])
+    at = _iso(datetime.fromtimestamp(stored_at / 1000, timezone.utc))
+    later = _iso(now)
+    body = [{"meter_id": "M3", "timestamp": later, "kwh": 1.0},
+            {"meter_id": "M3", "timestamp": later, "kwh": 1.0},   # exact repeat: dropped
+            {"meter_id": "M3", "timestamp": later, "kwh": 50.0},  # conflicting repeat: rejected
+            {"meter_id": "M1", "timestamp": at, "kwh": 50.0},     # correction of a stored reading: rejected
+            {"meter_id": "M2", "timestamp": at, "kwh": 0.4}]      # already stored: reported, not sent again
+    valid, rejected, raw = validate_readings(body)
+    with dash.service.sessions() as session:
+        keep, duplicates, conflicts = check_duplicates(session, valid, [i for i in range(len(body))])
+    assert [r.meter_id for r in keep] == ["M3"]
+    assert duplicates == [{"index": 1, "of": 0, "action": "dropped", "detail": "exact repeat of reading 0"},
+                          {"index": 4, "of": None, "action": "already stored",
+                           "detail": "this reading is already stored (0.4 kWh)"}]
+    assert [(c["index"], c["errors"][0]["field"]) for c in conflicts] == [(2, "kwh"), (3, "kwh")]
+    assert "reading 0 of this request (1 kWh) is kept" in conflicts[0]["errors"][0]["message"]
+    assert "0.7 kWh is already stored" in conflicts[1]["errors"][0]["message"]
+
+
+def test_a_body_of_only_already_stored_readings_is_an_idempotent_202(dash):
+    at = int(datetime.now(timezone.utc).timestamp() * 1000) // 60_000 * 60_000 - 3_600_000
+    dash.store(readings=[reading_row("M1", at, 0.7)])
+    response = dash.client.post("/api/v1/readings", headers=dash.auth, json=[
+        {"meter_id": "M1", "timestamp": _iso(datetime.fromtimestamp(at / 1000, timezone.utc)), "kwh": 0.7}])
+    assert response.status_code == 202, response.text  # nothing to send: no broker needed
+    assert response.json()["accepted"] == 0 and response.json()["duplicates"][0]["action"] == "already stored"

@@ -170,7 +170,7 @@ def test_post_readings_produces_valid_ones_and_dead_letters_the_rest(kafka, sett
             (1, ["kwh"]), (3, ["kwh", "timestamp"])]
         single = client.post("/api/v1/readings", headers=auth,
                              json={"meter_id": "IOT-4", "timestamp": "2026-11-25T08:00:00", "kwh": 0})
-        assert single.status_code == 202 and single.json() == {"accepted": 1, "rejected": []}
+        assert single.status_code == 202 and single.json() == {"accepted": 1, "rejected": [], "duplicates": []}
         all_bad = client.post("/api/v1/readings", headers=auth, json=[{"meter_id": "X"}])
         assert all_bad.status_code == 422
         assert all_bad.json()["accepted"] == 0 and all_bad.json()["rejected"][0]["index"] == 0
