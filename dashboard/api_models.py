@@ -151,10 +151,23 @@ class UploadPoint(BaseModel):
     severity: Severity | None
 
 
+class DuplicateRow(BaseModel):
+    row: int = Field(description="Line number of the repeat.")
+    of_row: int = Field(description="Line number of the row it repeats, which is the one scored.")
+    meter_id: str
+    timestamp: str
+    kwh: float
+    action: Literal["dropped", "rejected"] = Field(description="dropped: same kWh; rejected: another kWh.")
+    reason: str
+
+
 class DetectResult(BaseModel):
     model_version: str
-    readings: int
+    readings: int = Field(description="Readings scored (repeats of a meter and time not counted).")
     rejected_rows: list[RejectedRow]
+    duplicates_dropped: int = Field(description="Exact repeats of an earlier row (same meter, time and kWh).")
+    duplicates_rejected: int = Field(description="Rows repeating an earlier row's meter and time with another kWh.")
+    duplicate_rows: list[DuplicateRow] = Field(description="What happened to each repeat (the first 1000).")
     anomalies: list[UploadAnomaly]
     series: dict[str, list[UploadPoint]]
 

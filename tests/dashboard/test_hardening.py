@@ -491,3 +491,27 @@ def test_a_body_of_only_already_stored_readings_is_an_idempotent_202(dash):
         {"meter_id": "M1", "timestamp": _iso(datetime.fromtimestamp(at / 1000, timezone.utc)), "kwh": 0.7}])
     assert response.status_code == 202, response.text  # nothing to send: no broker needed
     assert response.json()["accepted"] == 0 and response.json()["duplicates"][0]["action"] == "already stored"
+
+
+def test_duplicates_in_an_upload_are_reported_not_silently_merged(dash):
+    from dashboard.detect import EXAMPLE_CSV
+
+    lines = EXAMPLE_CSV.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    exact, conflicting = rows[100], rows[200]
+    ts, meter, kwh = conflicting.split(",")
+    text = "\n".join([header, *rows, exact, f"{ts},{meter},50"]) + "\n"
+    response = _upload(dash, text.encode(), name="fleet.csv")
+    assert response.status_code == 200, response.text[:300]
+    body = response.json()
+    assert body["readings"] == len(rows)  # the repeats are not scored twice
+    assert (body["duplicates_dropped"], body["duplicates_rejected"]) == (1, 1)
+    n = len(rows) + 1  # line number of the last original row
+    assert body["duplicate_rows"] == [
+        {"row": n + 1, "of_row": 102, "meter_id": exact.split(",")[1], "timestamp": exact.split(",")[0].replace(" ", "T"),
+         "kwh": float(exact.split(",")[2]), "action": "dropped", "reason": "exact duplicate of row 102"},
+        {"row": n + 2, "of_row": 202, "meter_id": meter, "timestamp": ts.replace(" ", "T"), "kwh": 50.0,
+         "action": "rejected", "reason": f"same meter and time as row 202, which is kept ({float(kwh):g} kWh)"},
+    ]
+    point = next(p for p in body["series"][meter] if p["timestamp"] == ts.replace(" ", "T"))
+    assert point["kwh"] == float(kwh)  # the first reading is the one scored
