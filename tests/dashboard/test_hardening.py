@@ -515,3 +515,15 @@ def test_duplicates_in_an_upload_are_reported_not_silently_merged(dash):
     ]
     point = next(p for p in body["series"][meter] if p["timestamp"] == ts.replace(" ", "T"))
     assert point["kwh"] == float(kwh)  # the first reading is the one scored
+
+
+# -- 2. stored XSS: the page's sources -------------------------------------------------------------------
+def test_the_page_never_parses_data_as_html():
+    """Only theme.js writes markup (its two constant icons); everything else builds elements (js/dom.js)."""
+    import re
+    from pathlib import Path
+
+    sources = Path(__file__).resolve().parents[2] / "dashboard" / "frontend" / "src"
+    sinks = re.compile(r"\.innerHTML\s*=|\.outerHTML\s*=|insertAdjacentHTML|document\.write|\beval\(|new Function")
+    found = {path.name: len(sinks.findall(path.read_text())) for path in sorted(sources.rglob("*.js"))}
+    assert {name: n for name, n in found.items() if n} == {"theme.js": 1}, found

@@ -1,4 +1,4 @@
-// Display helpers: times in the browser's zone, numbers with sensible precision, safe HTML.
+// Display helpers: times in the browser's zone, numbers with sensible precision, CSV text.
 import { format } from "date-fns";
 
 export function toDate(iso) {
@@ -18,10 +18,6 @@ export function formatKwh(value) {
 
 export function formatNumber(value) {
   return value === null || value === undefined ? "–" : Number(value).toLocaleString("en");
-}
-
-export function escapeHtml(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
 /** A datetime-local input's value (browser zone) as an ISO UTC string for the API, or "". */
