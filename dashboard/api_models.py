@@ -205,9 +205,12 @@ class AlertItem(BaseModel):
     anomaly_id: int
     meter_id: str
     channel: Literal["webhook", "email"]
-    status: Literal["sent", "failed", "suppressed", "pending"]
+    status: Literal["sent", "failed", "suppressed", "pending", "retrying"] = Field(
+        description="retrying: a delivery failed and is tried again at next_attempt_at; failed: given up.")
     detail: str
-    sent_at: str
+    sent_at: str = Field(description="Time of the latest attempt (or of the decision to suppress).")
+    attempts: int
+    next_attempt_at: str | None
 
 
 class AlertPage(BaseModel):
@@ -215,6 +218,8 @@ class AlertPage(BaseModel):
     total: int
     limit: int
     offset: int
+    checks_awaiting_retry: int = Field(description="Anomalies whose check against the rules failed (e.g. the "
+                                                   "database was locked) and is retried with backoff.")
 
 
 class SessionState(BaseModel):

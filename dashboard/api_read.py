@@ -157,8 +157,10 @@ def get_alert_rules(session: Annotated[Session, Depends(db_session)]) -> dict[st
 @router.get("/alerts", summary="Alert history, newest first (sign-in needed)",
             dependencies=[Depends(require_principal)], **documented(m.AlertPage, {401: "not signed in"}))
 def get_alerts(session: Annotated[Session, Depends(db_session)],
+               service: Annotated[DashboardService, Depends(get_service)],
                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     total = session.scalar(select(func.count()).select_from(Alert)) or 0
     rows = session.scalars(select(Alert).order_by(Alert.id.desc()).limit(limit).offset(offset))
-    return {"items": [alert_json(a) for a in rows], "total": int(total), "limit": limit, "offset": offset}
+    return {"items": [alert_json(a) for a in rows], "total": int(total), "limit": limit, "offset": offset,
+            "checks_awaiting_retry": service.alerts.checks_awaiting_retry}

@@ -26,8 +26,16 @@ class DashboardMetrics:
             "tolerance, a wrong clock; bad_id: meter or feeder id over the length limit or with control characters).",
             ["topic", "reason"], registry=self.registry)
         self.alerts = Counter(
-            "wattsup_dashboard_alerts_total", "Alert decisions by channel and status (sent, failed, suppressed).",
+            "wattsup_dashboard_alerts_total", "Alert decisions and delivery attempts by channel and status (sent, retrying, failed, suppressed).",
             ["channel", "status"], registry=self.registry)
+        self.alert_check_failures = Counter(
+            "wattsup_dashboard_alert_check_failures_total",
+            "Checks of an anomaly against the alert rules that failed (e.g. the database was locked); each is retried.",
+            registry=self.registry)
+        self.alerts_awaiting_retry = Gauge(
+            "wattsup_dashboard_alerts_awaiting_retry",
+            "Alert work waiting for a retry: what=check (anomalies not yet checked) or delivery (status retrying).",
+            ["what"], registry=self.registry)
         self.http_requests = Counter(
             "wattsup_dashboard_http_requests_total", "HTTP requests by route template and status code.",
             ["route", "status"], registry=self.registry)

@@ -81,6 +81,12 @@ class DashboardSettings(BaseSettings):
     """PEM bundle to verify the SMTP server's certificate with (default: the system's CAs)."""
     smtp_timeout_seconds: float = 10.0
     webhook_timeout_seconds: float = 5.0
+    alert_delivery_attempts: int = 6
+    """Tries of one webhook or e-mail before it is recorded as failed for good (a refused destination: one)."""
+    alert_retry_first_seconds: float = 30.0
+    """Wait before the second try; each later wait doubles ..."""
+    alert_retry_max_seconds: float = 1800.0
+    """... up to this (with the defaults the six tries span about 15 minutes)."""
     alert_rate_per_hour: int = 10
     """Alerts one rule may send about one meter per hour; the rest are recorded as ``suppressed``."""
     timezone: str = "UTC"

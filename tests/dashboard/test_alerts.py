@@ -159,7 +159,7 @@ def test_storm_is_rate_limited_per_meter_and_rest_suppressed(dashboard_factory, 
 def test_failed_delivery_is_recorded_not_raised(dashboard_factory, receiver_factory):
     broken = receiver_factory(status=500)
     dash = dashboard_factory(smtp_host="127.0.0.1", smtp_port=free_port(),  # nothing listens there
-                             webhook_allowed_hosts="127.0.0.1")
+                             webhook_allowed_hosts="127.0.0.1", alert_delivery_attempts=1)  # retries: test_hardening
     dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
         "name": "broken", "min_severity": "INFO", "webhook_url": broken.url, "email_to": "ops@test.local"})
     stored = dash.store(anomalies=[anomaly_record("M1", T0)])
@@ -282,7 +282,7 @@ def test_email_over_starttls_with_login(dashboard_factory, tmp_path):
     try:
         def send_with(**smtp):
             dash = dashboard_factory(smtp_host="127.0.0.1", smtp_port=controller.port, smtp_starttls=True,
-                                     smtp_timeout_seconds=3, **smtp)
+                                     smtp_timeout_seconds=3, alert_delivery_attempts=1, **smtp)
             dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "tls", "min_severity": "INFO",
                                                                               "email_to": "ops@test.local"})
             stored = dash.store(anomalies=[anomaly_record("M1", T0)])

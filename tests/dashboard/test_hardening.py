@@ -265,7 +265,7 @@ def test_delivery_failures_are_stored_as_generic_text(dashboard_factory):
     from deploy.kafka.launcher import free_port
     from tests.dashboard.conftest import T0, anomaly_record
 
-    dash = dashboard_factory(webhook_allowed_hosts="127.0.0.1")
+    dash = dashboard_factory(webhook_allowed_hosts="127.0.0.1", alert_delivery_attempts=1)
     broken = _Receiver(500)
     closed = free_port()
     try:
@@ -527,3 +527,105 @@ def test_the_page_never_parses_data_as_html():
     sinks = re.compile(r"\.innerHTML\s*=|\.outerHTML\s*=|insertAdjacentHTML|document\.write|\beval\(|new Function")
     found = {path.name: len(sinks.findall(path.read_text())) for path in sorted(sources.rglob("*.js"))}
     assert {name: n for name, n in found.items() if n} == {"theme.js": 1}, found
+
+
+# -- 9. the alert dispatcher loses nothing ---------------------------------------------------------------
+def _alert_page(dash):
+    return dash.client.get("/api/v1/alerts", headers=dash.auth).json()
+
+
+def _cursor(dash) -> int:
+    from dashboard.models import AlertCursor
+
+    with dash.service.sessions() as session:
+        return session.get(AlertCursor, 1).last_anomaly_id
+
+
+def test_an_anomaly_whose_check_fails_on_a_locked_database_is_retried_and_holds_the_cursor(dashboard_factory):
+    """The issue's case: the database refuses the alert rows for a while; the anomaly is alerted once it
+    is back, and meanwhile the cursor never moves past it (a restart would check it again)."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    from tests.dashboard.conftest import T0, anomaly_record
+
+    dash = dashboard_factory(webhook_allowed_hosts="127.0.0.1")
+    receiver = _Receiver(200)
+    locked = {"on": True, "refused": 0}
+
+    def refuse_alert_rows(conn, cursor, statement, parameters, context, executemany):
+        if locked["on"] and statement.lstrip().upper().startswith("INSERT INTO ALERTS"):
+            locked["refused"] += 1
+            raise OperationalError(statement, parameters, Exception("database is locked"))
+
+    try:
+        assert dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
+            "name": "all", "min_severity": "INFO", "webhook_url": f"http://127.0.0.1:{receiver.port}/h"}
+        ).status_code == 201
+        before = _cursor(dash)
+        event.listen(dash.service.engine, "before_cursor_execute", refuse_alert_rows)
+        stored = dash.store(anomalies=[anomaly_record("M1", T0), anomaly_record("M2", T0)])
+        dash.service.alerts.submit(stored.anomalies)
+        wait_until(lambda: locked["refused"] >= 3, timeout=20, what="the check retried while the database refuses")
+        assert receiver.received == [] and _cursor(dash) == before
+        assert _alert_page(dash)["checks_awaiting_retry"] == 2
+        metrics = dash.client.get("/metrics").text
+        assert 'wattsup_dashboard_alerts_awaiting_retry{what="check"} 2.0' in metrics
+        assert "wattsup_dashboard_alert_check_failures_total" in metrics
+        locked["on"] = False
+        wait_until(lambda: len(receiver.received) == 2, timeout=30, what="both alerts after the database is back")
+        wait_until(lambda: _cursor(dash) == max(a["id"] for a in stored.anomalies), timeout=20, what="cursor advanced")
+        page = _alert_page(dash)
+        assert page["checks_awaiting_retry"] == 0 and [a["status"] for a in page["items"]] == ["sent", "sent"]
+    finally:
+        event.remove(dash.service.engine, "before_cursor_execute", refuse_alert_rows)
+        receiver.close()
+
+
+class _FlakyReceiver(_Receiver):
+    """Answers 500 to the first ``failures`` requests, then 200."""
+
+    def __init__(self, failures: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(500 if len(received) <= failures else 200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+
+@pytest.mark.parametrize("failures,attempts,final", [(2, 5, "sent"), (10, 3, "failed")])
+def test_failed_deliveries_are_retried_with_backoff_and_bounded(dashboard_factory, failures, attempts, final):
+    from tests.dashboard.conftest import T0, anomaly_record
+
+    dash = dashboard_factory(webhook_allowed_hosts="127.0.0.1", alert_delivery_attempts=attempts,
+                             alert_retry_first_seconds=0.3, alert_retry_max_seconds=1.0)
+    receiver = _FlakyReceiver(failures)
+    try:
+        assert dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
+            "name": "flaky", "min_severity": "INFO", "webhook_url": f"http://127.0.0.1:{receiver.port}/h"}
+        ).status_code == 201
+        stored = dash.store(anomalies=[anomaly_record("M1", T0)])
+        dash.service.alerts.submit(stored.anomalies)
+        assert dash.service.alerts.wait_idle()
+        [first] = _alert_page(dash)["items"]
+        assert first["status"] == "retrying" and first["attempts"] == 1 and first["next_attempt_at"]
+        assert "delivery failed (status 500); attempt 1 of" in first["detail"]
+        wait_until(lambda: _alert_page(dash)["items"][0]["status"] == final, timeout=30, what=f"the alert {final}")
+        [alert] = _alert_page(dash)["items"]
+        expected = failures + 1 if final == "sent" else attempts
+        assert alert["attempts"] == expected and len(receiver.received) == expected and alert["next_attempt_at"] is None
+        assert 'wattsup_dashboard_alerts_total{channel="webhook",status="retrying"}' in dash.client.get("/metrics").text
+    finally:
+        receiver.close()
