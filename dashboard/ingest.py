@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dashboard.kafka_clients import RateLimitedLog, quiet_config
 from dashboard.metrics import DashboardMetrics
 from dashboard.models import Reading
 from dashboard.settings import DashboardSettings
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECONDS = 600.0
 TOPIC_WAIT_SECONDS = 2.0
+"""Timeout of one metadata request while waiting for the broker or the topics."""
+WAIT_FIRST_SECONDS, WAIT_MAX_SECONDS = 1.0, 30.0
+"""Pause between attempts to reach the broker (or find the topics): doubling from the first to the most,
+for as long as the service runs; a broker that comes back is found within half a minute."""
 RETRY_SECONDS = 5.0
 PARTITION_CHECK_SECONDS = 30.0
 """How often the topics' partition counts are checked, so added partitions are followed."""
@@ -64,6 +69,10 @@ class KafkaIngest:
         self._refused: dict[tuple[str, str], int] = {}
         self._refused_example: dict[tuple[str, str], str] = {}
         self._refusals_logged_at = float("-inf")  # the first refusal is logged at once
+        self._say = RateLimitedLog(log)
+        self.waiting_since: float | None = None
+        """monotonic() when the ingest started waiting for the broker or its topics; None while following."""
+        self.connect_attempts = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -90,6 +99,7 @@ class KafkaIngest:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "fetch.max.bytes": 16 * 1024 * 1024,
+            **quiet_config("ingest-consumer"),
         })
 
     def _assign(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> bool:
@@ -103,11 +113,13 @@ class KafkaIngest:
             # A short timeout: this is retried, and a stop request must not wait long for it.
             metadata = consumer.list_topics(timeout=TOPIC_WAIT_SECONDS)
         except KafkaException as exc:
-            log.warning("waiting for Kafka at %s: %s", self.settings.kafka.bootstrap_servers, exc.args[0].str())
+            self._say.warning("broker", "waiting for Kafka at %s: %s (attempt %d; retrying with backoff, the log "
+                                        "says this at most once a minute)", self.settings.kafka.bootstrap_servers,
+                              exc.args[0].str(), self.connect_attempts + 1)
             return False
         missing = [n for n in names if n not in metadata.topics or metadata.topics[n].error is not None]
         if missing:
-            log.info("waiting for topics %s to exist", missing)
+            self._say.warning("topics", "waiting for topics %s to exist", missing)
             return False
         new = [(n, p) for n in names for p in sorted(metadata.topics[n].partitions) if (n, p) not in assigned]
         if not new:
@@ -138,8 +150,16 @@ class KafkaIngest:
         assigned: set[tuple[str, int]] = set()
         last_prune = 0.0
         try:
+            self.waiting_since = time.monotonic()
             while not self._stop.is_set() and not self._assign(consumer, assigned):
-                self._stop.wait(TOPIC_WAIT_SECONDS)
+                self.connect_attempts += 1
+                consumer.poll(0)  # serves librdkafka's (throttled) log lines
+                self._stop.wait(min(WAIT_MAX_SECONDS, WAIT_FIRST_SECONDS * 2 ** min(self.connect_attempts - 1, 10)))
+            if self._stop.is_set():
+                return
+            self._say.recovered("broker", "reached Kafka at %s", self.settings.kafka.bootstrap_servers)
+            self._say.recovered("topics", "the topics exist")
+            self.waiting_since = None
             self.assigned.set()
             self.error = None
             last_check = time.monotonic()
@@ -166,7 +186,8 @@ class KafkaIngest:
             if err is not None:
                 if err.fatal():
                     raise KafkaException(err)
-                log.warning("consumer error: %s", err)
+                # During an outage every poll reports the broker down: said once a minute at most.
+                self._say.warning(f"consumer:{err.code()}", "consumer error: %s", err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             batch.offsets[(topic, partition)] = offset + 1

@@ -20,11 +20,11 @@ QUIET_CONFIG: dict[str, Any] = {
     "log.connection.close": False,  # an idle connection closed by the broker is no news
 }
 THROTTLE_SECONDS = 60.0
-"""Per client and kind of message (librdkafka's facility, e.g. FAIL), one line per this period."""
+"""Per kind of client and kind of message (librdkafka's facility, e.g. FAIL), one line per this period."""
 
 
 class LogThrottle(logging.Filter):
-    """Let the first record of each (client, facility) through, then one per ``period`` with a count."""
+    """Let the first record of each (kind of client, facility) through, then one per ``period`` with a count."""
 
     def __init__(self, period: float = THROTTLE_SECONDS) -> None:
         super().__init__()
@@ -34,8 +34,10 @@ class LogThrottle(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # confluent-kafka logs (fmt, facility, client name, text); one key per kind of client (the logger) and
+        # facility, whatever the client's instance number: a client made again after an error is the same kind.
         args = record.args if isinstance(record.args, tuple) else ()
-        key = (str(args[1]) if len(args) > 1 else record.name, str(args[0]) if args else record.getMessage()[:40])
+        key = (record.name, str(args[0]) if args else record.getMessage()[:40])
         now = time.monotonic()
         with self._lock:
             if now - self._last.get(key, float("-inf")) < self.period:
@@ -63,3 +65,32 @@ def quiet_config(name: str) -> dict[str, Any]:
     each client must be polled regularly (every one here is).
     """
     return {**QUIET_CONFIG, "logger": client_logger(name)}
+
+
+class RateLimitedLog:
+    """The service's own outage messages: the first of a kind at once, then at most one per ``period``.
+
+    ``recovered`` logs the end of an outage (only if one was logged), so the log shows when it ended.
+    """
+
+    def __init__(self, logger: logging.Logger, period: float = THROTTLE_SECONDS) -> None:
+        self.logger = logger
+        self.period = period
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, float("-inf")) < self.period:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        held = self._held.pop(kind, 0)
+        self._last[kind] = now
+        self.logger.warning(message + (f" ({held} similar messages held back)" if held else ""), *args)
+
+    def recovered(self, kind: str, message: str, *args: Any) -> None:
+        if self._last.pop(kind, None) is not None:
+            self._held.pop(kind, None)
+            self.logger.warning("recovered: " + message, *args)
+        else:
+            self.logger.info(message, *args)

@@ -107,11 +107,12 @@ class DashboardService:
             return self._sender
 
     def sensitivity_watcher(self) -> Any:
+        """The dashboard's follower of the control topic (retries for as long as the service runs)."""
         with self._lock:
             if self._watcher is None:
-                from stream_processors.sensitivity import SensitivityWatcher
+                from dashboard.sensitivity import SensitivityFollower
 
-                self._watcher = SensitivityWatcher(self.settings.kafka, self.settings.topics)
+                self._watcher = SensitivityFollower(self.settings.kafka, self.settings.topics)
                 self._watcher.start()
             return self._watcher
 
