@@ -10,9 +10,10 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 import numpy as np
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Path as FastApiPath
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from sqlalchemy import select
@@ -27,8 +28,8 @@ from dashboard.detect import EXAMPLE_CSV, DetectTimings, UploadError, detect_upl
 from dashboard.models import AlertRule, Reading
 from dashboard.readings_sender import raw_text
 from dashboard.service import DashboardService
-from dashboard.webhooks import DestinationRefused
 from dashboard.timeutil import now_ms, to_ms
+from dashboard.webhooks import DestinationRefused
 from schemas.limits import FUTURE_TOLERANCE_MS, MAX_ID_LENGTH, identifier_problem, timestamp_problem
 
 router = APIRouter(prefix="/api/v1")
@@ -303,10 +304,29 @@ def _sensitivity_json(service: DashboardService) -> dict[str, Any]:
 
 
 def _publish(service: DashboardService, value: float | None, meter_id: str | None) -> None:
-    from stream_processors.sensitivity import control_key, publish_sensitivity
+    """Write the setting to the control topic and apply it here at once; 503 if the broker does not take it
+    within ``ingest_ack_timeout_seconds`` (a bounded wait: the stream's own helper waits 30 s, then fails)."""
+    from confluent_kafka import KafkaException, Producer
 
-    publish_sensitivity(service.settings.kafka, service.settings.topics, value, meter_id)
-    payload = None if value is None else json.dumps({"sensitivity": value, "updated_at": time.time()}).encode()
+    from dashboard.kafka_clients import quiet_config
+    from stream_processors.sensitivity import control_key, validate_sensitivity
+
+    timeout = service.settings.ingest_ack_timeout_seconds
+    payload = None if value is None else json.dumps(
+        {"sensitivity": validate_sensitivity(value), "updated_at": time.time()}).encode()
+    producer = Producer({**service.settings.kafka.confluent_config(), "enable.idempotence": True, "acks": "all",
+                         "message.timeout.ms": max(1000, int(timeout * 1000)), **quiet_config("control-producer")})
+    try:
+        producer.produce(service.settings.topics.control, key=control_key(meter_id).encode(), value=payload)
+        left = producer.flush(timeout + 1.0)
+    except (KafkaException, BufferError) as exc:
+        raise HTTPException(503, f"Kafka did not take the setting: {exc}",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
+    finally:
+        producer.purge()
+    if left:
+        raise HTTPException(503, f"Kafka did not acknowledge the setting within {timeout:g} s; retry",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     service.sensitivity_watcher().apply(control_key(meter_id), payload)  # visible at once, not a poll later
 
 
@@ -382,7 +402,8 @@ def post_alert_rule(body: AlertRuleIn, session: Annotated[Session, Depends(db_se
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, summary="Delete an alert rule (its alert history goes too)")
-def delete_alert_rule(rule_id: int, session: Annotated[Session, Depends(db_session)],
+def delete_alert_rule(rule_id: Annotated[int, FastApiPath(ge=1, le=2**31 - 1)],
+                      session: Annotated[Session, Depends(db_session)],
                       principal: Annotated[Principal, Depends(require_writer)]) -> Response:
     rule = session.scalar(select(AlertRule).where(AlertRule.id == rule_id))
     if rule is None:

@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 from starlette.concurrency import run_in_threadpool
 
-from dashboard.kafka_clients import quiet_config
+from dashboard.kafka_clients import RateLimitedLog, quiet_config
 from producers.kafka_producer import producer_config
 from schemas.dead_letters import dead_letter_record
 from schemas.serde import DEAD_LETTER, METER_READING, make_serde
@@ -47,7 +47,10 @@ class _Pending:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def report(self, err: KafkaError | None, _msg: Message) -> None:  # librdkafka's thread
-        self.loop.call_soon_threadsafe(self._count, err is not None)
+        try:
+            self.loop.call_soon_threadsafe(self._count, err is not None)
+        except RuntimeError:  # the request's loop is gone (shut down): nobody is waiting any more
+            pass
 
     def _count(self, failed: bool) -> None:
         self.reported += 1
@@ -69,18 +72,24 @@ class ReadingSender:
             **quiet_config("readings-producer"),
         }))
         self.dead_letters_failed = 0
+        self._say = RateLimitedLog(log)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve_reports, name="readings-sender", daemon=True)
         self._thread.start()
 
     def _serve_reports(self) -> None:
         while not self._stop.is_set():
-            self.producer.poll(POLL_SECONDS)
+            try:
+                self.producer.poll(POLL_SECONDS)
+            except Exception:  # noqa: BLE001 - a failing callback must not stop the reports of every later request
+                log.exception("a delivery report callback failed")
 
     def _dead_letter_reported(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             self.dead_letters_failed += 1
-            log.error("a dead letter for a rejected reading could not be written: %s", err)
+            self._say.warning("dead-letter", "%d dead letters for rejected readings could not be written so far (the "
+                                             "rejections are still in the answers); latest: %s",
+                              self.dead_letters_failed, err)
 
     def _enqueue(self, records: list[dict[str, Any]], rejected: list[tuple[str, str]], pending: _Pending) -> int:
         """Queue the records (never blocks); returns how many could not even be queued (queue full)."""
@@ -98,7 +107,8 @@ class ReadingSender:
                                       READINGS_SOURCE.encode(), on_delivery=self._dead_letter_reported)
             except BufferError:
                 self.dead_letters_failed += 1
-                log.error("a dead letter for a rejected reading could not be queued (producer queue full)")
+                self._say.warning("dead-letter", "%d dead letters for rejected readings could not be written so far; "
+                                                 "latest: the producer's queue is full", self.dead_letters_failed)
         return refused
 
     async def send(self, records: list[dict[str, Any]], rejected: list[tuple[str, str]]) -> int:

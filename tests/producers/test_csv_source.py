@@ -270,3 +270,48 @@ def test_reasons_quote_only_the_start_of_a_long_value():
 def test_a_single_meter_file_name_is_checked_as_an_id():
     with pytest.raises(CsvFormatError, match="meter id"):
         parse_readings_csv(io.StringIO("timestamp,consumption\n2026-01-01T00:00:00Z,1\n"), meter_id="x" * 300)
+
+
+# -- fuzzing (issue 13): any text is a parse or a CsvFormatError, fast, with usable ids only -----------------
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from schemas.limits import identifier_problem  # noqa: E402
+
+CSV_EXAMPLES = 300
+HEADERS = st.sampled_from(["timestamp,meter_id,kwh", "timestamp,consumption", "timestamp,meter_id,kwh,feeder_id",
+                           "timestamp,meter_id,energy_kwh,interval_seconds,quality_flags", "a,b", ""])
+FIELDS = st.one_of(
+    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01 00:15", "M1", "F1", "0.5", "-1", "nan", "inf", "", " ",
+                     '"', '""', '"a,b"', "1e308", "900", "\r", "\t", "=cmd"]),
+    st.text(max_size=30), st.text(alphabet='",\r\n ;\t\x00\x0b\u2028', max_size=10))
+ROWS = st.tuples(st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:15:00Z", "2026-01-02 03:00"]),
+                 st.text(alphabet=st.characters(codec="utf-8", exclude_characters=',"\n\r'), min_size=1, max_size=150),
+                 st.sampled_from(["0.5", "1", "0"])).map(",".join)
+LINES = st.lists(FIELDS, max_size=7).map(",".join) | ROWS
+
+
+@settings(max_examples=CSV_EXAMPLES, derandomize=True, deadline=None, database=None,
+          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+@given(header=HEADERS, lines=st.lists(LINES, max_size=40),
+       newline=st.sampled_from(["\n", "\r\n", "\r"]), meter=st.text(max_size=150))
+def test_generated_files_parse_or_are_refused_cleanly(header, lines, newline, meter):
+    import tracemalloc
+
+    text = newline.join([header, *lines])
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        parsed = parse_readings_csv(io.StringIO(text), meter_id=meter or None)
+    except CsvFormatError:
+        return
+    finally:
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert elapsed < 2 and peak < 64 * 1024 * 1024, (elapsed, peak)
+    ids = set(parsed.readings["meter_id"]) | set(parsed.readings["feeder_id"])
+    assert all(identifier_problem(i) is None for i in ids), ids
+    assert (parsed.readings["kwh"] >= 0).all()
+    rows = parsed.readings["row_number"].tolist() + [r.row_number for r in parsed.rejected]
+    assert len(rows) == len(set(rows))  # no line is both kept and rejected, or kept twice
