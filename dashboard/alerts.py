@@ -16,7 +16,9 @@ import queue
 import smtplib
 import ssl
 import threading
-from datetime import datetime, time as dtime, timezone
+import time
+from datetime import datetime, timezone
+from datetime import time as dtime
 from email.message import EmailMessage
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,10 +32,20 @@ from dashboard.models import Alert, AlertCursor, AlertRule, Anomaly
 from dashboard.settings import DashboardSettings
 from dashboard.store import SEVERITIES, _insert, anomaly_json
 from dashboard.timeutil import HOUR_MS, iso, now_ms
+from dashboard.webhooks import DestinationRefused, WebhookPolicy
 
 log = logging.getLogger(__name__)
 
 CATCH_UP_LIMIT = 10_000
+CHECK_RETRY_FIRST_SECONDS = 1.0
+"""An anomaly whose check failed (the database locked or away) is checked again after this, then after
+twice as long each time ..."""
+CHECK_RETRY_MAX_SECONDS = 60.0
+"""... up to this: it is never dropped, and the cursor stays before it until it is checked."""
+IDLE_WAKE_SECONDS = 5.0
+"""With nothing queued the dispatcher still wakes this often to look for deliveries due for a retry."""
+PERMANENT = ("DestinationRefused", "NoSmtpServer")
+"""Failures a retry cannot fix (the destination is not allowed, no SMTP server is set): not retried."""
 
 
 def rule_json(rule: AlertRule) -> dict[str, Any]:
@@ -46,7 +58,12 @@ def rule_json(rule: AlertRule) -> dict[str, Any]:
 def alert_json(alert: Alert) -> dict[str, Any]:
     return {"id": alert.id, "rule_id": alert.rule_id, "rule_name": alert.rule_name, "anomaly_id": alert.anomaly_id,
             "meter_id": alert.meter_id, "channel": alert.channel, "status": alert.status, "detail": alert.detail,
-            "sent_at": iso(alert.sent_at_ms)}
+            "sent_at": iso(alert.sent_at_ms), "attempts": alert.attempts, "next_attempt_at": iso(alert.next_attempt_ms)}
+
+
+def backoff_seconds(attempts: int, first: float, most: float) -> float:
+    """Wait before the next try after ``attempts`` failed ones: ``first``, doubling, at most ``most``."""
+    return min(most, first * 2 ** max(0, attempts - 1))
 
 
 def rule_matches(rule: AlertRule, anomaly: dict[str, Any]) -> bool:
@@ -87,6 +104,37 @@ def email_text(rule: AlertRule, anomaly: dict[str, Any]) -> tuple[str, str]:
     return subject, "\n".join(lines) + "\n"
 
 
+class DeliveryStatusError(RuntimeError):
+    """The receiver answered, but not with a 2xx."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def failure_detail(exc: BaseException) -> str:
+    """What a failed delivery records (and the API shows): the kind of failure, never its low-level text."""
+    if isinstance(exc, DeliveryStatusError):
+        return f"delivery failed (status {exc.status})"
+    if isinstance(exc, DestinationRefused):
+        return "delivery refused: the destination is not allowed (see WATTSUP_DASHBOARD_WEBHOOK_ALLOWED_HOSTS)"
+    if isinstance(exc, NoSmtpServer):
+        return str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "delivery failed: the server's TLS certificate is not trusted"
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return "delivery failed: the SMTP server refused the login"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "delivery failed: the SMTP server refused the recipient"
+    if isinstance(exc, (httpx.TransportError, OSError)):
+        return "delivery failed: connection error"
+    return "delivery failed"
+
+
+class NoSmtpServer(RuntimeError):
+    pass
+
+
 class AlertDispatcher:
     """Matches anomalies to rules in a background thread; :meth:`submit` never blocks the caller."""
 
@@ -98,7 +146,14 @@ class AlertDispatcher:
         self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=10_000)
         self._thread: threading.Thread | None = None
         self.processed = 0
-        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        self._retrying: dict[int, tuple[dict[str, Any], int, float]] = {}
+        """Anomalies whose check failed: id -> (anomaly, attempts, when to try again, monotonic)."""
+        self._highest_seen = 0
+        self._cursor = 0
+        self._next_delivery_due: float | None = time.monotonic()
+        self.webhooks = WebhookPolicy(settings.webhook_allowed_hosts)
+        # No redirects (a 3xx could point anywhere) and no proxy from the environment (it would see the secrets).
+        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False)
 
     def start(self) -> None:
         self._catch_up()
@@ -116,7 +171,9 @@ class AlertDispatcher:
             if cursor is None:
                 newest = session.scalar(select(func.max(Anomaly.id))) or 0
                 session.add(AlertCursor(id=1, last_anomaly_id=newest))
+                self._cursor = self._highest_seen = newest
                 return
+            self._cursor = self._highest_seen = cursor.last_anomaly_id
             pending = [anomaly_json(a) for a in session.scalars(
                 select(Anomaly).where(Anomaly.id > cursor.last_anomaly_id).order_by(Anomaly.id).limit(CATCH_UP_LIMIT))]
         if pending:
@@ -140,32 +197,101 @@ class AlertDispatcher:
         except queue.Full:
             log.error("alert queue full: %d anomalies not checked against alert rules", len(anomalies))
 
+    @property
+    def checks_awaiting_retry(self) -> int:
+        """Anomalies whose check against the rules failed and will be tried again."""
+        return len(self._retrying)
+
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until everything submitted so far is handled (tests use it)."""
+        """Block until everything submitted so far has been handled once (tests use it); retries may follow."""
         done = threading.Event()
         self._queue.put([{"__marker__": done}])
         return done.wait(timeout)
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._seconds_to_next_retry())
+            except queue.Empty:
+                item = []
             if item is None:
                 return
             for anomaly in item:
                 if "__marker__" in anomaly:
                     anomaly["__marker__"].set()
                     continue
-                try:
-                    self.process(anomaly)
-                except Exception:  # noqa: BLE001 - one bad anomaly or rule must not stop alerting
-                    log.exception("alerting on anomaly %s failed", anomaly.get("id"))
-                self.processed += 1
-            ids = [a["id"] for a in item if "id" in a]
-            if ids:
-                try:
-                    self._advance_cursor(max(ids))
-                except Exception:  # noqa: BLE001 - worst case these are checked again (harmlessly) at restart
-                    log.exception("could not advance the alert cursor")
+                self._check(anomaly)
+            self._retry_due_checks()
+            try:
+                self._retry_due_deliveries()
+            except Exception:  # noqa: BLE001 - the database may be away; the rows stay due and are tried again
+                log.exception("could not retry the failed alert deliveries")
+            self._advance_cursor_safely()
+
+    def _check(self, anomaly: dict[str, Any]) -> None:
+        """Check one anomaly against the rules; on failure keep it for a retry (never lose it)."""
+        self._highest_seen = max(self._highest_seen, int(anomaly["id"]))
+        try:
+            self.process(anomaly)
+        except Exception:  # noqa: BLE001 - one bad anomaly, rule or a locked database must not stop alerting
+            attempts = self._retrying.get(anomaly["id"], (anomaly, 0, 0.0))[1] + 1
+            wait = backoff_seconds(attempts, CHECK_RETRY_FIRST_SECONDS, CHECK_RETRY_MAX_SECONDS)
+            self._retrying[anomaly["id"]] = (anomaly, attempts, time.monotonic() + wait)
+            self.metrics.alert_check_failures.inc()
+            log.warning("checking anomaly %s against the alert rules failed (attempt %d); trying again in %.0f s",
+                        anomaly["id"], attempts, wait, exc_info=attempts == 1)
+        else:
+            if self._retrying.pop(anomaly["id"], None) is not None:
+                log.info("anomaly %s checked against the alert rules after earlier failures", anomaly["id"])
+            self.processed += 1
+        self.metrics.alerts_awaiting_retry.labels(what="check").set(len(self._retrying))
+
+    def _retry_due_checks(self) -> None:
+        now = time.monotonic()
+        for anomaly, _attempts, due in sorted(self._retrying.values(), key=lambda r: r[0]["id"]):
+            if due <= now:
+                self._check(anomaly)
+
+    def _advance_cursor_safely(self) -> None:
+        """Move the cursor up to the newest anomaly checked, but never past one still waiting for a retry:
+        a restart then checks that one again (and, harmlessly, the ones after it)."""
+        safe = min(self._retrying) - 1 if self._retrying else self._highest_seen
+        if safe <= self._cursor:
+            return
+        try:
+            self._advance_cursor(safe)
+            self._cursor = safe
+        except Exception:  # noqa: BLE001 - tried again after the next batch; worst case re-checked at restart
+            log.warning("could not advance the alert cursor (tried again later)", exc_info=True)
+
+    def _seconds_to_next_retry(self) -> float:
+        due = [d for _, _, d in self._retrying.values()]
+        if self._next_delivery_due is not None:
+            due.append(self._next_delivery_due)
+        if not due:
+            return IDLE_WAKE_SECONDS
+        return min(IDLE_WAKE_SECONDS, max(0.01, min(due) - time.monotonic()))
+
+    def _retry_due_deliveries(self) -> None:
+        """Send again the deliveries marked ``retrying`` whose time has come (the rows survive restarts)."""
+        now = now_ms()
+        with self.sessions() as session:
+            due = session.execute(
+                select(Alert, AlertRule, Anomaly).join(AlertRule, AlertRule.id == Alert.rule_id)
+                .join(Anomaly, Anomaly.id == Alert.anomaly_id)
+                .where(Alert.status == "retrying", Alert.next_attempt_ms <= now).order_by(Alert.next_attempt_ms)
+                .limit(100)).all()
+            waiting = session.scalar(select(func.count()).select_from(Alert).where(Alert.status == "retrying")) or 0
+            next_due = session.scalar(select(func.min(Alert.next_attempt_ms)).where(Alert.status == "retrying"))
+        self.metrics.alerts_awaiting_retry.labels(what="delivery").set(waiting)
+        self._next_delivery_due = None if next_due is None else time.monotonic() + max(0, next_due - now) / 1000
+        for alert, rule, anomaly in due:
+            target = rule.webhook_url if alert.channel == "webhook" else rule.email_to
+            if not target:
+                continue
+            self._deliver(alert.id, alert.attempts + 1, rule, anomaly_json(anomaly), alert.channel, target)
+        if due:
+            self._next_delivery_due = time.monotonic()  # look again soon: the batch may have been cut at 100
 
     # -- one anomaly --------------------------------------------------------------------
     def process(self, anomaly: dict[str, Any]) -> None:
@@ -189,7 +315,7 @@ class AlertDispatcher:
                 recent = session.scalar(
                     select(func.count()).select_from(Alert)
                     .where(Alert.rule_id == rule.id, Alert.meter_id == anomaly["meter_id"], Alert.channel == channel,
-                           Alert.status.in_(("sent", "failed", "pending")), Alert.sent_at_ms > now - HOUR_MS))
+                           Alert.status.in_(("sent", "failed", "pending", "retrying")), Alert.sent_at_ms > now - HOUR_MS))
                 if (recent or 0) >= self.settings.alert_rate_per_hour:
                     status = "suppressed"
                     detail = (f"rate limit: {self.settings.alert_rate_per_hour} alerts per hour for meter "
@@ -202,34 +328,59 @@ class AlertDispatcher:
         return alert_id, status, detail
 
     def _decide_and_send(self, rule: AlertRule, anomaly: dict[str, Any], channel: str, target: str) -> None:
-        alert_id, status, detail = self._claim(rule, anomaly, channel)
+        alert_id, status, _detail = self._claim(rule, anomaly, channel)
         if alert_id is None:
             log.debug("rule %s already alerted on anomaly %s via %s", rule.id, anomaly["id"], channel)
             return
         if status == "pending":
-            try:
-                detail = self._send_webhook(rule, anomaly, target) if channel == "webhook" \
-                    else self._send_email(rule, anomaly, target)
-                status = "sent"
-            except Exception as exc:  # noqa: BLE001 - every delivery failure is recorded, never raised
-                status, detail = "failed", f"{type(exc).__name__}: {exc}"[:1000]
-                log.warning("alert %s via %s to %s failed: %s", alert_id, channel, target, detail)
-            with self.sessions.begin() as session:
-                session.execute(update(Alert).where(Alert.id == alert_id)
-                                .values(status=status, detail=detail, sent_at_ms=now_ms()))
+            self._deliver(alert_id, 1, rule, anomaly, channel, target)
+        else:
+            self.metrics.alerts.labels(channel=channel, status=status).inc()
+
+    def _deliver(self, alert_id: int, attempt: int, rule: AlertRule, anomaly: dict[str, Any], channel: str,
+                 target: str) -> None:
+        """Attempt number ``attempt`` of one delivery; records sent, retrying (with its next time) or failed."""
+        next_attempt_ms = None
+        try:
+            detail = self._send_webhook(rule, anomaly, target) if channel == "webhook" \
+                else self._send_email(rule, anomaly, target)
+            status = "sent"
+        except Exception as exc:  # noqa: BLE001 - every delivery failure is recorded, never raised
+            detail = failure_detail(exc)
+            # The log (operators only) gets the error; the stored detail, which the API shows, gets the
+            # generic text: the URL carries secrets, and the low-level error text would tell a rule's
+            # author what listens where (a port scanner).
+            log.warning("alert %s of rule %s via %s failed (attempt %d): %s: %s", alert_id, rule.id, channel,
+                        attempt, type(exc).__name__, str(exc)[:300])
+            if attempt < self.settings.alert_delivery_attempts and type(exc).__name__ not in PERMANENT:
+                status = "retrying"
+                wait = backoff_seconds(attempt, self.settings.alert_retry_first_seconds,
+                                       self.settings.alert_retry_max_seconds)
+                next_attempt_ms = now_ms() + int(wait * 1000)
+                detail = f"{detail}; attempt {attempt} of {self.settings.alert_delivery_attempts}, next in {wait:.0f} s"
+                if self._next_delivery_due is None or time.monotonic() + wait < self._next_delivery_due:
+                    self._next_delivery_due = time.monotonic() + wait
+            else:
+                status = "failed"
+        with self.sessions.begin() as session:
+            session.execute(update(Alert).where(Alert.id == alert_id).values(
+                status=status, detail=detail, sent_at_ms=now_ms(), attempts=attempt, next_attempt_ms=next_attempt_ms))
         self.metrics.alerts.labels(channel=channel, status=status).inc()
 
     def _send_webhook(self, rule: AlertRule, anomaly: dict[str, Any], url: str) -> str:
+        destination = self.webhooks.check(url)  # again now: the name may resolve elsewhere than at creation
         payload = {"rule": {"id": rule.id, "name": rule.name}, "anomaly": anomaly}
-        response = self._http.post(url, content=json.dumps(payload), headers={"Content-Type": "application/json",
-                                                                              "User-Agent": "wattsup-dashboard"})
-        response.raise_for_status()
+        response = self._http.post(destination.url, content=json.dumps(payload), extensions=destination.extensions,
+                                   headers={**destination.headers, "Content-Type": "application/json",
+                                            "User-Agent": "wattsup-dashboard"})
+        if not response.is_success:
+            raise DeliveryStatusError(response.status_code)
         return f"HTTP {response.status_code}"
 
     def _send_email(self, rule: AlertRule, anomaly: dict[str, Any], to: str) -> str:
         s = self.settings
         if not s.smtp_host:
-            raise RuntimeError("no SMTP server configured (WATTSUP_DASHBOARD_SMTP_HOST)")
+            raise NoSmtpServer("delivery failed: no SMTP server configured (WATTSUP_DASHBOARD_SMTP_HOST)")
         subject, body = email_text(rule, anomaly)
         message = EmailMessage()
         message["From"] = s.smtp_sender
@@ -243,5 +394,5 @@ class AlertDispatcher:
                 smtp.login(s.smtp_user, s.smtp_password.get_secret_value())
             refused = smtp.send_message(message)
         if refused:
-            raise RuntimeError(f"SMTP server refused recipients: {refused}")
+            raise smtplib.SMTPRecipientsRefused(refused)
         return f"mailed via {s.smtp_host}:{s.smtp_port}"

@@ -14,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from dashboard.deps import get_service, require_reader
 from dashboard.service import DashboardService
+from schemas.limits import MAX_ID_LENGTH
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_reader)])
 
@@ -23,8 +24,8 @@ router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_reader)])
 async def events(
     request: Request,
     service: Annotated[DashboardService, Depends(get_service)],
-    meter_id: Annotated[str | None, Query(max_length=128)] = None,
-    feeder_id: Annotated[str | None, Query(max_length=128)] = None,
+    meter_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
+    feeder_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
 ) -> EventSourceResponse:
     subscriber = service.hub.subscribe(meter_id=meter_id or None, feeder_id=None if meter_id else feeder_id or None)
     service.metrics.sse_clients.set(service.hub.clients)

@@ -123,9 +123,18 @@ class RejectedReading(BaseModel):
     errors: list[FieldError]
 
 
+class DuplicateReading(BaseModel):
+    index: int
+    of: int | None = Field(description="The reading of this request it repeats; null when it repeats a stored one.")
+    action: Literal["dropped", "already stored"]
+    detail: str
+
+
 class IngestResult(BaseModel):
-    accepted: int
-    rejected: list[RejectedReading]
+    accepted: int = Field(description="Readings produced to the readings topic and acknowledged.")
+    rejected: list[RejectedReading] = Field(description="Invalid readings, and repeats that conflict with a kept or "
+                                                       "stored one (sent to the dead-letter topic).")
+    duplicates: list[DuplicateReading] = Field(default=[], description="Exact repeats, not sent again.")
 
 
 class RejectedRow(BaseModel):
@@ -142,10 +151,23 @@ class UploadPoint(BaseModel):
     severity: Severity | None
 
 
+class DuplicateRow(BaseModel):
+    row: int = Field(description="Line number of the repeat.")
+    of_row: int = Field(description="Line number of the row it repeats, which is the one scored.")
+    meter_id: str
+    timestamp: str
+    kwh: float
+    action: Literal["dropped", "rejected"] = Field(description="dropped: same kWh; rejected: another kWh.")
+    reason: str
+
+
 class DetectResult(BaseModel):
     model_version: str
-    readings: int
+    readings: int = Field(description="Readings scored (repeats of a meter and time not counted).")
     rejected_rows: list[RejectedRow]
+    duplicates_dropped: int = Field(description="Exact repeats of an earlier row (same meter, time and kWh).")
+    duplicates_rejected: int = Field(description="Rows repeating an earlier row's meter and time with another kWh.")
+    duplicate_rows: list[DuplicateRow] = Field(description="What happened to each repeat (the first 1000).")
     anomalies: list[UploadAnomaly]
     series: dict[str, list[UploadPoint]]
 
@@ -183,9 +205,12 @@ class AlertItem(BaseModel):
     anomaly_id: int
     meter_id: str
     channel: Literal["webhook", "email"]
-    status: Literal["sent", "failed", "suppressed", "pending"]
+    status: Literal["sent", "failed", "suppressed", "pending", "retrying"] = Field(
+        description="retrying: a delivery failed and is tried again at next_attempt_at; failed: given up.")
     detail: str
-    sent_at: str
+    sent_at: str = Field(description="Time of the latest attempt (or of the decision to suppress).")
+    attempts: int
+    next_attempt_at: str | None
 
 
 class AlertPage(BaseModel):
@@ -193,6 +218,8 @@ class AlertPage(BaseModel):
     total: int
     limit: int
     offset: int
+    checks_awaiting_retry: int = Field(description="Anomalies whose check against the rules failed (e.g. the "
+                                                   "database was locked) and is retried with backoff.")
 
 
 class SessionState(BaseModel):

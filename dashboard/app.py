@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dashboard.auth import SESSION_COOKIE
+from dashboard.security import CrossSiteRequestCheck, SecurityHeaders, docs_policy
 from dashboard.service import DashboardService
 from dashboard.settings import DashboardSettings
 
@@ -22,29 +25,28 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MULTIPART_SLACK_BYTES = 64 * 1024
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",  # an uploaded or downloaded CSV is never run as script
-    "X-Frame-Options": "DENY",  # no clickjacking of the writing controls
-    "Referrer-Policy": "same-origin",
-}
+"""Room for the multipart envelope (boundaries, part headers) around an uploaded file."""
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class BodySizeLimit:
     """Refuse request bodies over a size limit with 413, before they are parsed or spooled.
 
-    ``limits`` maps a path to its byte limit and the message to answer with. A declared ``Content-Length`` over the limit is
-    refused at once; a chunked body is counted as it arrives and cut off at the limit.
+    ``limits`` maps a path to its byte limit and the message to answer with; every other path gets
+    ``default``. A declared ``Content-Length`` over the limit is refused at once; a chunked body is
+    counted as it arrives and cut off at the limit.
     """
 
-    def __init__(self, app: ASGIApp, limits: dict[str, tuple[int, str]]) -> None:
+    def __init__(self, app: ASGIApp, limits: dict[str, tuple[int, str]], default: tuple[int, str]) -> None:
         self.app = app
         self.limits = limits
+        self.default = default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.limits or scope["method"] not in ("POST", "PUT"):
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        limit, message = self.limits[scope["path"]]
+        limit, message = self.limits.get(scope["path"], self.default)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
@@ -112,7 +114,7 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
         description="Anomalies, readings and forecasts of the meter fleet; ingest, batch detection, sensitivity and "
                     "alert rules. Writing endpoints need `Authorization: Bearer <token>` or a session cookie.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served below with a policy of its own
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -126,9 +128,13 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
             service.metrics.http_requests.labels(route=_route_template(request), status="500").inc()
             raise
         service.metrics.http_requests.labels(route=_route_template(request), status=str(response.status_code)).inc()
-        for header, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(header, value)
         return response
+
+    @app.get("/api/v1/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI (from its CDN), allowed by a policy that admits its one inline script by hash."""
+        html = get_swagger_ui_html(openapi_url=app.openapi_url or "", title=f"{app.title} - docs").body.decode()
+        return HTMLResponse(html, headers={"Content-Security-Policy": docs_policy(html)})
 
     from dashboard.api_events import router as events_router
     from dashboard.api_read import router as read_router
@@ -169,5 +175,12 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
                            f"the uploaded file is larger than the limit of {settings.max_upload_mb:g} MB"),
         "/api/v1/readings": (settings.max_json_body_bytes,
                              f"the request body is larger than the limit of {settings.max_json_body_mb:g} MB"),
-    })
+    }, default=(settings.max_small_body_bytes,
+                f"the request body is larger than the limit of {settings.max_small_body_kb:g} KB"))
+    app.add_middleware(CrossSiteRequestCheck, allowed_origins=settings.allowed_origins, cookie_name=SESSION_COOKIE)
+    app.add_middleware(SecurityHeaders)
+    if settings.trusted_proxies:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app

@@ -45,9 +45,24 @@ def _unauthorized(request: Request, what: str) -> HTTPException:
 
 def require_reader(request: Request, service: DashboardService = Depends(get_service),
                    principal: Principal | None = Depends(current_principal)) -> Principal | None:
-    if service.settings.read_public or principal is not None:
+    if service.settings.reads_public or principal is not None:
         return principal
-    raise _unauthorized(request, "reading (WATTSUP_DASHBOARD_READ_PUBLIC is false)")
+    raise _unauthorized(request, "reading (reads are private: see WATTSUP_DASHBOARD_READ_PUBLIC)")
+
+
+def require_principal(request: Request, principal: Principal | None = Depends(current_principal)) -> Principal:
+    """Any signed-in caller, whatever ``read_public`` says: for what reveals alert destinations."""
+    if principal is None:
+        raise _unauthorized(request, "alert rules and alert history (they name webhook and e-mail destinations)")
+    return principal
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON: a cross-site form can send text/plain without a preflight."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not (media_type.startswith("application/") and media_type.endswith("+json")):
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            f"the body must be sent as Content-Type: application/json, not {media_type or 'nothing'!r}")
 
 
 def require_writer(request: Request, service: DashboardService = Depends(get_service),

@@ -29,11 +29,19 @@ EXAMPLE_CSV = Path(__file__).resolve().parent / "example_readings.csv"
 
 
 class UploadError(ValueError):
-    """The upload as a whole is not a readings CSV; the text says what is wrong."""
+    """The upload as a whole is not a readings CSV; the text says what is wrong (answered with 400)."""
+
+    status = 400
 
     def __init__(self, message: str, rejected_rows: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.rejected_rows = rejected_rows or []
+
+
+class NotEnoughToLearn(UploadError):
+    """A readings CSV, but with no trained detector too little of it to learn usual usage from (422)."""
+
+    status = 422
 
 
 @dataclass
@@ -103,6 +111,35 @@ def parse_upload(data: bytes, filename: str | None) -> Any:
     return parsed, rejected
 
 
+MAX_DUPLICATE_ROWS_LISTED = 1000
+"""Repeated rows listed in the answer (all are counted): a file pasted twice would otherwise double the answer."""
+
+
+def split_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The rows to score (the first of each meter and time), and what happened to each later repeat.
+
+    Policy (issue 13): a row repeating an earlier one exactly (same kWh) is dropped; one with another
+    value for the same meter and time is rejected, the first kept: which of two meter values is right
+    cannot be known, and scoring both would count the interval twice.
+    """
+    repeated = frame.duplicated(["meter_id", "timestamp"], keep="first").to_numpy()
+    if not repeated.any():
+        return frame, []
+    groups = frame.groupby(["meter_id", "timestamp"], sort=False).ngroup().to_numpy()
+    first_of_group = pd.Series(np.arange(len(frame))).groupby(groups).transform("first").to_numpy()
+    out = []
+    rows, kwh, stamps = frame["row_number"].to_numpy(), frame["kwh"].to_numpy(), _iso_column(frame["timestamp"])
+    meters = frame["meter_id"].to_numpy()
+    for i in np.flatnonzero(repeated).tolist():
+        first = int(first_of_group[i])
+        exact = kwh[i] == kwh[first]
+        out.append({"row": int(rows[i]), "of_row": int(rows[first]), "meter_id": str(meters[i]),
+                    "timestamp": str(stamps[i]), "kwh": float(kwh[i]), "action": "dropped" if exact else "rejected",
+                    "reason": f"exact duplicate of row {rows[first]}" if exact else
+                    f"same meter and time as row {rows[first]}, which is kept ({kwh[first]:g} kWh)"})
+    return frame[~repeated].reset_index(drop=True), out
+
+
 def detect_upload(data: bytes, filename: str | None, model: Any, sensitivity: float = 1.0,
                   timings: DetectTimings | None = None) -> bytes:
     """The JSON body of ``POST /api/v1/detect`` for an uploaded file (raises :class:`UploadError`)."""
@@ -111,9 +148,16 @@ def detect_upload(data: bytes, filename: str | None, model: Any, sensitivity: fl
     timings = timings or DetectTimings()
     t0 = time.perf_counter()
     parsed, rejected = parse_upload(data, filename)
-    frame = parsed.readings
+    frame, duplicates = split_duplicates(parsed.readings)
     t1 = time.perf_counter()
-    result = detect_frame(frame, model, sensitivity=sensitivity)
+    try:
+        result = detect_frame(frame, model, sensitivity=sensitivity)
+    except ValueError as exc:
+        if model is not None:
+            raise
+        # No trained detector: one is fitted on the file, and models.training refuses too little history.
+        raise NotEnoughToLearn(f"too few readings to learn this file's usual usage from ({exc}); upload at least 3 days "
+                               "per meter, or train a detector first (wattsup train)", rejected) from exc
     t2 = time.perf_counter()
 
     detected_at = iso(int(time.time() * 1000))
@@ -150,7 +194,10 @@ def detect_upload(data: bytes, filename: str | None, model: Any, sensitivity: fl
              f"{series_frame.iloc[s:e].to_json(orient='records', double_precision=6)}"
              for s, e in zip(bounds[:-1], bounds[1:])]
     head = json.dumps({"model_version": result.model_version, "readings": int(len(frame)),
-                       "rejected_rows": rejected, "anomalies": anomalies})
+                       "rejected_rows": rejected, "anomalies": anomalies,
+                       "duplicates_dropped": sum(d["action"] == "dropped" for d in duplicates),
+                       "duplicates_rejected": sum(d["action"] == "rejected" for d in duplicates),
+                       "duplicate_rows": duplicates[:MAX_DUPLICATE_ROWS_LISTED]})
     body = head[:-1] + ',"series":{' + ",".join(parts) + "}}"
     t3 = time.perf_counter()
     timings.parse_seconds, timings.detect_seconds, timings.encode_seconds = t1 - t0, t2 - t1, t3 - t2

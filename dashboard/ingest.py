@@ -21,21 +21,30 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dashboard.kafka_clients import RateLimitedLog, quiet_config
 from dashboard.metrics import DashboardMetrics
 from dashboard.models import Reading
 from dashboard.settings import DashboardSettings
 from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
-from dashboard.timeutil import DAY_MS, iso
+from dashboard.timeutil import DAY_MS, iso, now_ms
 from readings.columns import ReadingColumns, decode_into
+from schemas.limits import identifier_problem
 from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECONDS = 600.0
 TOPIC_WAIT_SECONDS = 2.0
+"""Timeout of one metadata request while waiting for the broker or the topics."""
+WAIT_FIRST_SECONDS, WAIT_MAX_SECONDS = 1.0, 30.0
+"""Pause between attempts to reach the broker (or find the topics): doubling from the first to the most,
+for as long as the service runs; a broker that comes back is found within half a minute."""
 RETRY_SECONDS = 5.0
 PARTITION_CHECK_SECONDS = 30.0
 """How often the topics' partition counts are checked, so added partitions are followed."""
+REFUSAL_LOG_SECONDS = 60.0
+"""Refused records are logged as one summary line per this period, never one line per record: a fleet
+with a wrong clock sends thousands a minute."""
 
 StoredCallback = Callable[[StoredBatch], None]
 
@@ -57,6 +66,13 @@ class KafkaIngest:
         """Set once every partition is assigned and positioned (tests wait for it)."""
         self.batches_stored = 0
         self.error: BaseException | None = None
+        self._refused: dict[tuple[str, str], int] = {}
+        self._refused_example: dict[tuple[str, str], str] = {}
+        self._refusals_logged_at = float("-inf")  # the first refusal is logged at once
+        self._say = RateLimitedLog(log)
+        self.waiting_since: float | None = None
+        """monotonic() when the ingest started waiting for the broker or its topics; None while following."""
+        self.connect_attempts = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -83,6 +99,7 @@ class KafkaIngest:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "fetch.max.bytes": 16 * 1024 * 1024,
+            **quiet_config("ingest-consumer"),
         })
 
     def _assign(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> bool:
@@ -96,11 +113,13 @@ class KafkaIngest:
             # A short timeout: this is retried, and a stop request must not wait long for it.
             metadata = consumer.list_topics(timeout=TOPIC_WAIT_SECONDS)
         except KafkaException as exc:
-            log.warning("waiting for Kafka at %s: %s", self.settings.kafka.bootstrap_servers, exc.args[0].str())
+            self._say.warning("broker", "waiting for Kafka at %s: %s (attempt %d; retrying with backoff, the log "
+                                        "says this at most once a minute)", self.settings.kafka.bootstrap_servers,
+                              exc.args[0].str(), self.connect_attempts + 1)
             return False
         missing = [n for n in names if n not in metadata.topics or metadata.topics[n].error is not None]
         if missing:
-            log.info("waiting for topics %s to exist", missing)
+            self._say.warning("topics", "waiting for topics %s to exist", missing)
             return False
         new = [(n, p) for n in names for p in sorted(metadata.topics[n].partitions) if (n, p) not in assigned]
         if not new:
@@ -131,8 +150,16 @@ class KafkaIngest:
         assigned: set[tuple[str, int]] = set()
         last_prune = 0.0
         try:
+            self.waiting_since = time.monotonic()
             while not self._stop.is_set() and not self._assign(consumer, assigned):
-                self._stop.wait(TOPIC_WAIT_SECONDS)
+                self.connect_attempts += 1
+                consumer.poll(0)  # serves librdkafka's (throttled) log lines
+                self._stop.wait(min(WAIT_MAX_SECONDS, WAIT_FIRST_SECONDS * 2 ** min(self.connect_attempts - 1, 10)))
+            if self._stop.is_set():
+                return
+            self._say.recovered("broker", "reached Kafka at %s", self.settings.kafka.bootstrap_servers)
+            self._say.recovered("topics", "the topics exist")
+            self.waiting_since = None
             self.assigned.set()
             self.error = None
             last_check = time.monotonic()
@@ -147,6 +174,7 @@ class KafkaIngest:
                     last_prune = time.monotonic()
                     self._prune()
         finally:
+            self._log_refusals(force=True)
             consumer.close()
 
     def _handle(self, messages: list[Any]) -> None:
@@ -158,7 +186,8 @@ class KafkaIngest:
             if err is not None:
                 if err.fatal():
                     raise KafkaException(err)
-                log.warning("consumer error: %s", err)
+                # During an outage every poll reports the broker down: said once a minute at most.
+                self._say.warning(f"consumer:{err.code()}", "consumer error: %s", err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             batch.offsets[(topic, partition)] = offset + 1
@@ -197,6 +226,8 @@ class KafkaIngest:
             for m, f, t, k, i in zip(columns.meter_ids, columns.feeder_ids, columns.timestamps_ms, columns.kwh,
                                      columns.interval_s)
         ]
+        batch.readings = self._refuse(batch.readings, self.topics.readings, "timestamp_ms")
+        batch.anomalies = self._refuse(batch.anomalies, self.topics.anomalies, "timestamp")
         with self.sessions.begin() as session:
             stored = store_batch(session, batch)
         self.batches_stored += 1
@@ -210,6 +241,44 @@ class KafkaIngest:
                 self.on_stored(stored)
             except Exception:  # noqa: BLE001 - a listener's failure must not stop the ingest
                 log.exception("listener of stored records failed")
+
+    def _refuse(self, records: list[dict[str, Any]], topic: str, time_key: str) -> list[dict[str, Any]]:
+        """The records worth storing: not stamped beyond now plus the tolerance, with usable ids.
+
+        A wrong clock's future stamp would move "the newest data" every view is measured from; an id
+        over the column length would fail the whole transaction on PostgreSQL again and again.
+        """
+        limit = now_ms() + self.settings.future_tolerance_ms
+        kept = []
+        for record in records:
+            reason = None
+            if int(record[time_key]) > limit:
+                reason = "future"
+            elif identifier_problem(record["meter_id"]) or identifier_problem(record["feeder_id"]):
+                reason = "bad_id"
+            if reason is None:
+                kept.append(record)
+                continue
+            self.metrics.records_refused.labels(topic=topic, reason=reason).inc()
+            key = (topic, reason)
+            self._refused[key] = self._refused.get(key, 0) + 1
+            self._refused_example.setdefault(key, f"meter {str(record['meter_id'])[:64]!r} at "
+                                                  f"{iso(int(record[time_key])) if reason == 'future' else '-'}")
+        self._log_refusals()
+        return kept
+
+    def _log_refusals(self, force: bool = False) -> None:
+        """One warning line per refusal kind and period (see ``REFUSAL_LOG_SECONDS``)."""
+        if not self._refused or (not force and time.monotonic() - self._refusals_logged_at < REFUSAL_LOG_SECONDS):
+            return
+        self._refusals_logged_at = time.monotonic()
+        why = {"future": f"stamped more than {self.settings.future_tolerance_hours:g} h ahead of the clock",
+               "bad_id": "with an unusable meter or feeder id"}
+        for (topic, reason), count in sorted(self._refused.items()):
+            log.warning("did not store %d records of %s %s (e.g. %s); see wattsup_dashboard_records_refused_total",
+                        count, topic, why[reason], self._refused_example[(topic, reason)])
+        self._refused.clear()
+        self._refused_example.clear()
 
     def feeder_sums(self, stored: StoredBatch, feeders: set[str]) -> list[dict[str, Any]]:
         """Per-timestamp totals of the watched feeders that this batch touched (for live feeder charts)."""

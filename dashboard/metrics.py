@@ -20,9 +20,22 @@ class DashboardMetrics:
         self.records_undecodable = Counter(
             "wattsup_dashboard_records_undecodable_total", "Kafka messages the dashboard could not decode, by topic.",
             ["topic"], registry=self.registry)
+        self.records_refused = Counter(
+            "wattsup_dashboard_records_refused_total",
+            "Decoded records the ingest did not store, by topic and reason (future: stamped beyond now plus the "
+            "tolerance, a wrong clock; bad_id: meter or feeder id over the length limit or with control characters).",
+            ["topic", "reason"], registry=self.registry)
         self.alerts = Counter(
-            "wattsup_dashboard_alerts_total", "Alert decisions by channel and status (sent, failed, suppressed).",
+            "wattsup_dashboard_alerts_total", "Alert decisions and delivery attempts by channel and status (sent, retrying, failed, suppressed).",
             ["channel", "status"], registry=self.registry)
+        self.alert_check_failures = Counter(
+            "wattsup_dashboard_alert_check_failures_total",
+            "Checks of an anomaly against the alert rules that failed (e.g. the database was locked); each is retried.",
+            registry=self.registry)
+        self.alerts_awaiting_retry = Gauge(
+            "wattsup_dashboard_alerts_awaiting_retry",
+            "Alert work waiting for a retry: what=check (anomalies not yet checked) or delivery (status retrying).",
+            ["what"], registry=self.registry)
         self.http_requests = Counter(
             "wattsup_dashboard_http_requests_total", "HTTP requests by route template and status code.",
             ["route", "status"], registry=self.registry)
@@ -33,6 +46,10 @@ class DashboardMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80), registry=self.registry)
         self.readings_accepted = Counter(
             "wattsup_dashboard_readings_accepted_total", "Readings accepted by POST /api/v1/readings and produced.",
+            registry=self.registry)
+        self.readings_awaiting_ack = Gauge(
+            "wattsup_dashboard_readings_awaiting_ack",
+            "Readings of POST /api/v1/readings requests waiting for the broker's acknowledgement.",
             registry=self.registry)
         self.readings_rejected = Counter(
             "wattsup_dashboard_readings_rejected_total", "Readings rejected by POST /api/v1/readings (dead-lettered).",

@@ -125,6 +125,7 @@ class Alert(Base):
     __table_args__ = (
         UniqueConstraint("rule_id", "anomaly_id", "channel", name="uq_alerts_rule_anomaly_channel"),
         Index("ix_alerts_rule_meter_sent", "rule_id", "meter_id", "sent_at_ms"),
+        Index("ix_alerts_status_next", "status", "next_attempt_ms"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -136,6 +137,10 @@ class Alert(Base):
     status: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
     sent_at_ms: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """Delivery attempts made so far."""
+    next_attempt_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """When a ``retrying`` delivery is tried again; null otherwise."""
 
 
 class AlertCursor(Base):

@@ -49,8 +49,7 @@ class DashboardService:
         self.detect_limiter = RateLimiter(settings.detect_rate_per_minute)
         self.model_cache = ModelCache(settings.model_dir)
         self.detect_slots = asyncio.Semaphore(max(1, settings.detect_concurrency))
-        self.produce_lock = threading.Lock()
-        self._producer: Any = None
+        self._sender: Any = None
         self._watcher: Any = None
         self._lock = threading.Lock()
         self._summary_lock = threading.Lock()
@@ -77,9 +76,10 @@ class DashboardService:
         self.alerts.stop()
         if self._watcher is not None:
             self._watcher.stop()
-        if self._producer is not None:
-            summary = self._producer.close()
-            log.info("readings producer closed: %s", summary.line())
+        if self._sender is not None:
+            left = self._sender.close()
+            if left:
+                log.error("%d records of POST /api/v1/readings were still undelivered at shutdown", left)
         self.engine.dispose()
 
     # -- stored records fan out to live clients and alerts ----------------------------
@@ -96,22 +96,23 @@ class DashboardService:
         self.hub.publish_threadsafe(stored.anomalies, readings, sums)
 
     # -- Kafka clients on demand ------------------------------------------------------
-    def producer(self) -> Any:
-        """The shared readings producer (idempotent, keyed by feeder, murmur2), created on first use."""
+    def reading_sender(self) -> Any:
+        """The shared producer of ``POST /api/v1/readings`` (idempotent, keyed by feeder), created on first use."""
         with self._lock:
-            if self._producer is None:
-                from readings.producer import ReadingProducer
+            if self._sender is None:
+                from dashboard.readings_sender import ReadingSender
 
-                self._producer = ReadingProducer(self.settings.kafka, self.settings.topics, flush_timeout=15.0,
-                                                 config_overrides={"linger.ms": 5})
-            return self._producer
+                self._sender = ReadingSender(self.settings.kafka, self.settings.topics,
+                                             self.settings.ingest_ack_timeout_seconds)
+            return self._sender
 
     def sensitivity_watcher(self) -> Any:
+        """The dashboard's follower of the control topic (retries for as long as the service runs)."""
         with self._lock:
             if self._watcher is None:
-                from foundation.sensitivity import SensitivityWatcher
+                from dashboard.sensitivity import SensitivityFollower
 
-                self._watcher = SensitivityWatcher(self.settings.kafka, self.settings.topics)
+                self._watcher = SensitivityFollower(self.settings.kafka, self.settings.topics)
                 self._watcher.start()
             return self._watcher
 

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dashboard.models import Anomaly, ConsumerOffset, Forecast, Meter, Reading
-from dashboard.timeutil import DAY_MS, HOUR_MS, iso
+from dashboard.timeutil import DAY_MS, HOUR_MS, iso, now_ms
 
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 
@@ -149,12 +149,19 @@ def stored_offsets(session: Session, topics: Iterable[str]) -> dict[tuple[str, i
     return {(r.topic, r.partition): r.next_offset for r in rows}
 
 
-def prune_readings(session: Session, retention_ms: int) -> int:
-    """Delete readings older than ``retention_ms`` before the newest one; returns how many."""
+def prune_readings(session: Session, retention_ms: int, now: int | None = None) -> int:
+    """Delete readings older than ``retention_ms`` before the wall clock ``now`` (default: the current time).
+
+    When every stored reading is older than that (a replayed or back-filled history), the window
+    ends at the newest reading instead, so a replay keeps its last ``retention_ms`` to look at.
+    The cutoff is never later than the wall clock's: a reading stamped in the future (a meter with
+    a wrong clock) cannot move it, so one bad reading can never delete stored data.
+    """
+    now = now_ms() if now is None else now
     newest = session.scalar(select(func.max(Reading.timestamp_ms)))
     if newest is None:
         return 0
-    result = session.execute(delete(Reading).where(Reading.timestamp_ms < newest - retention_ms))
+    result = session.execute(delete(Reading).where(Reading.timestamp_ms < min(now, newest) - retention_ms))
     return int(result.rowcount or 0)
 
 

@@ -31,9 +31,23 @@ import numpy as np
 import pandas as pd
 
 from foundation.timeutil import infer_interval_seconds
+from schemas.limits import CONTROL_CHARACTERS_PATTERN, MAX_ID_LENGTH, identifier_problem
 
 LONG_COLUMNS = ("timestamp", "meter_id", "kwh")
 SINGLE_METER_COLUMNS = ("timestamp", "consumption")
+
+MAX_HEADER_CHARS = 16_384
+"""Longest header line. A readings header names a handful of columns (about 60 characters); 16 KiB
+leaves room for a wide portal export. Checked before anything else is parsed: a 1.5 MB header of
+200,000 columns took 19 s and 1.1 GB before it was refused, and a header field over the csv
+module's 131,072-character field limit crashed the parser."""
+MAX_COLUMNS = 256
+"""Most columns a header may name: six are used; exports carry a few dozen at most."""
+MAX_LINE_CHARS = 65_536
+"""Longest data line; a reading's line is under 200 characters. A longer one is a rejected row (its
+text kept only up to this length), never split into fields: a 20 MB line became a 20 MB meter id."""
+REASON_VALUE_CHARS = 80
+"""How much of a bad value a rejection reason quotes."""
 
 
 class CsvFormatError(ValueError):
@@ -96,6 +110,24 @@ def _header_columns(header: str) -> list[str]:
     return [c.strip().lower() for c in next(csv.reader([header]))]
 
 
+def _check_header(header: str) -> None:
+    """Refuse a header too long or too wide, before any row is split (see ``MAX_HEADER_CHARS``)."""
+    columns = header.count(",") + 1
+    if columns > MAX_COLUMNS:
+        raise CsvFormatError(f"the header names {columns:,} columns; the limit is {MAX_COLUMNS}")
+    if len(header) > MAX_HEADER_CHARS:
+        raise CsvFormatError(f"the header line is {len(header):,} characters long; the limit is {MAX_HEADER_CHARS:,} "
+                             "(is this a readings CSV?)")
+
+
+def _too_long(line: str) -> str:
+    return f"the line is {len(line):,} characters long; the limit is {MAX_LINE_CHARS:,}"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_LINE_CHARS else text[:MAX_LINE_CHARS] + "…"
+
+
 def _wrong_width(expected: list[str], found: int) -> str:
     return f"expected {len(expected)} fields ({','.join(expected)}), found {found}"
 
@@ -128,8 +160,13 @@ def _split_plain(lines: list[str]) -> _RawRows:
     blank[candidates] = [not body[i].strip() for i in candidates.tolist()]
     ok = (widths == len(columns)) & ~blank
     wrong = ~ok & ~blank
+    lengths = np.fromiter(map(len, body), dtype=np.int64, count=len(body))
+    long_lines = lengths > MAX_LINE_CHARS
+    ok &= ~long_lines
+    wrong &= ~long_lines
     rejected = [RejectedRow(int(n), t, _wrong_width(columns, int(w)))
                 for n, t, w in zip(row_numbers[wrong], text[wrong], widths[wrong])]
+    rejected += [RejectedRow(int(n), _clip(t), _too_long(t)) for n, t in zip(row_numbers[long_lines], text[long_lines])]
     good = text[ok]
     if len(good):
         fields = pd.read_csv(io.StringIO("\n".join(good)), header=None, names=list(range(len(columns))), dtype=str,
@@ -152,6 +189,9 @@ def _split_quoted(text: str, lines: list[str]) -> _RawRows:
             if not record or all(not f.strip() for f in record) and len(record) <= 1:
                 continue
             row_text = "\n".join(lines[first_line - 1:last_line])
+            if len(row_text) > MAX_LINE_CHARS:
+                rejected.append(RejectedRow(first_line, _clip(row_text), _too_long(row_text)))
+                continue
             if len(record) != len(columns):
                 rejected.append(RejectedRow(first_line, row_text, _wrong_width(columns, len(record))))
                 continue
@@ -203,6 +243,7 @@ def parse_readings_csv(
         lines.pop()
     if not lines or not lines[0].strip():
         raise CsvFormatError("the CSV file is empty (no header line)")
+    _check_header(lines[0])
     rows = _split_quoted(text, lines) if '"' in text else _split_plain(lines)
     raw = rows.fields
     if "energy_kwh" in raw.columns and "kwh" not in raw.columns:
@@ -218,6 +259,9 @@ def parse_readings_csv(
         meter_id = meter_id or (Path(name).stem if name else None)
         if not meter_id:
             raise CsvFormatError("a timestamp,consumption file needs a meter id (--meter-id)")
+        problem = identifier_problem(meter_id)
+        if problem is not None:
+            raise CsvFormatError(f"the meter id {meter_id[:40]!r} (from --meter-id or the file name) {problem}")
         meters = pd.Series(meter_id, index=raw.index, dtype=str)
     else:
         raise CsvFormatError(
@@ -240,9 +284,22 @@ def parse_readings_csv(
         if value is None:
             reasons[mask] = reason
         else:
-            reasons[mask] = reason + " " + (value[mask].map(repr) if quote else value[mask])
+            shown = value[mask].map(lambda v: v if len(v) <= REASON_VALUE_CHARS else v[:REASON_VALUE_CHARS] + "…")
+            reasons[mask] = reason + " " + (shown.map(repr) if quote else shown)
+
+    def flag_ids(ids: pd.Series, column: str) -> None:
+        """Ids over the shared length limit or with control characters (schemas.limits)."""
+        lengths = ids.str.len()
+        long = lengths > MAX_ID_LENGTH
+        if long.any():
+            flag(long, f"{column} is", lengths.astype(str) + f" characters long; the limit is {MAX_ID_LENGTH}",
+                 quote=False)
+        flag(ids.str.contains(CONTROL_CHARACTERS_PATTERN, regex=True), f"{column} contains a control character")
 
     flag(meters.eq(""), "missing meter_id")
+    flag_ids(meters, "meter_id")
+    if "feeder_id" in raw.columns:
+        flag_ids(raw["feeder_id"], "feeder_id")
     flag(raw["timestamp"].eq(""), "missing timestamp")
     flag(timestamps.isna(), "unparseable timestamp", raw["timestamp"])
     flag(energy_text.eq(""), f"missing {energy_col}")

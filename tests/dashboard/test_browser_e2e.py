@@ -63,7 +63,9 @@ class RunningDashboard:
     log_path: Path
 
     def get(self, path: str) -> dict:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+        # With the token: alert rules and alert history need sign-in even where reads are public.
+        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
     def log_tail(self) -> str:
@@ -89,6 +91,7 @@ def running_dashboard(kafka, topics, tmp_path: Path, **settings: str) -> Iterato
         "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.db'}",
         "WATTSUP_DASHBOARD_SUMMARY_SECONDS": "2",
         "WATTSUP_FORECAST_DATA_DIR": str(tmp_path / "forecaster"),
+        "WATTSUP_DASHBOARD_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",  # this test's webhook receiver
         **{f"WATTSUP_DASHBOARD_{k.upper()}": v for k, v in settings.items()},
     }
     created = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "create-token", "e2e-browser"],

@@ -170,7 +170,7 @@ def test_post_readings_produces_valid_ones_and_dead_letters_the_rest(kafka, sett
             (1, ["kwh"]), (3, ["kwh", "timestamp"])]
         single = client.post("/api/v1/readings", headers=auth,
                              json={"meter_id": "IOT-4", "timestamp": "2026-11-25T08:00:00", "kwh": 0})
-        assert single.status_code == 202 and single.json() == {"accepted": 1, "rejected": []}
+        assert single.status_code == 202 and single.json() == {"accepted": 1, "rejected": [], "duplicates": []}
         all_bad = client.post("/api/v1/readings", headers=auth, json=[{"meter_id": "X"}])
         assert all_bad.status_code == 422
         assert all_bad.json()["accepted"] == 0 and all_bad.json()["rejected"][0]["index"] == 0
@@ -371,3 +371,77 @@ def test_partitions_added_to_a_topic_later_are_followed(kafka, settings_for, mon
                              partition=partition)
         assert producer.flush(30) == 0
         wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 3, what="anomalies on the new partitions")
+
+
+def test_records_stamped_beyond_now_plus_the_tolerance_are_counted_not_stored(kafka, settings_for, caplog):
+    """A meter with a wrong clock: its future anomaly and readings are refused (counted, logged in summary),
+    the correct ones around them stored, and the stored readings survive the prune."""
+    topics = kafka.fresh_topics(partitions=1)
+    now = int(time.time() * 1000) // QUARTER * QUARTER
+    future = now + 400 * 86_400_000
+    _produce_anomalies(kafka, topics, [anomaly_record("GOOD", now - QUARTER), anomaly_record("CLOCK", future),
+                                       anomaly_record("CLOCK2", future + QUARTER)])
+    _produce_readings(kafka, topics, [("GOOD", "F1")], now - 20 * QUARTER, steps=20)
+    _produce_readings(kafka, topics, [("CLOCK", "F1"), ("CLOCK2", "F1")], future, steps=30)
+    with TestClient(create_app(settings_for(topics))) as client:
+        wait_until(lambda: _metric(client, "wattsup_dashboard_messages_consumed_total", topics.readings) >= 2,
+                   what="readings consumed")
+        wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, what="the good anomaly")
+        wait_until(lambda: len(client.get("/api/v1/series", params={"meter_id": "GOOD"}).json()["readings"]) == 20,
+                   what="the good readings")
+        metrics = client.get("/metrics").text
+        assert f'wattsup_dashboard_records_refused_total{{reason="future",topic="{topics.readings}"}} 60.0' in metrics
+        assert f'wattsup_dashboard_records_refused_total{{reason="future",topic="{topics.anomalies}"}} 2.0' in metrics
+        assert [m["meter_id"] for m in client.get("/api/v1/meters").json()["items"]] == ["GOOD"]
+        assert client.get("/api/v1/summary").json()["latest_reading_at"] < "2100"
+    refusals = [r for r in caplog.records if "did not store" in r.getMessage()]
+    assert 1 <= len(refusals) <= 4, [r.getMessage() for r in refusals]  # summaries, not one line per record
+
+
+def test_a_broker_that_is_not_there_at_start_is_waited_for_quietly_and_followed_once_up(tmp_path, caplog, capfd):
+    """Nothing listens on the broker's address for over 30 s (the stream's sensitivity watcher gave up after
+    30 s): the ingest and the sensitivity follower keep trying with backoff, the log holds a handful of lines
+    (librdkafka alone wrote one every 50 ms), and once a broker starts there both catch up by themselves."""
+    import logging
+
+    from deploy.kafka.launcher import LocalKafkaNode
+    from deploy.kafka.topics import ensure_topics
+    from foundation.sensitivity import publish_sensitivity
+    from foundation.kafka_settings import KafkaConnection, TopicNames
+
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    connection = KafkaConnection(bootstrap_servers=f"127.0.0.1:{port}")
+    suffix = str(port)
+    topics = TopicNames(readings=f"r-{suffix}", forecasts=f"f-{suffix}", anomalies=f"a-{suffix}",
+                        dead_letters=f"d-{suffix}", control=f"c-{suffix}", partitions=1)
+    settings = DashboardSettings(database_url=f"sqlite:///{tmp_path / 'wattsup.db'}", consume=True, kafka=connection,
+                                 topics=topics, model_dir=tmp_path / "models")
+    app = create_app(settings)
+    node = None
+    with TestClient(app) as client:
+        ingest = app.state.service.ingest
+        wait_until(lambda: ingest.waiting_since is not None and time.monotonic() - ingest.waiting_since > 35,
+                   timeout=60, what="35 s of outage")
+        assert client.get("/healthz").json()["ingest"] != "following"
+        outage_lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        stderr = capfd.readouterr().err
+        assert "rdkafka" not in stderr, stderr[-2000:]  # librdkafka writes nothing to stderr itself
+        assert 1 <= len(outage_lines) <= 6, [r.getMessage() for r in outage_lines]
+        try:
+            node = LocalKafkaNode(data_dir=tmp_path / "late-broker", port=port, controller_port=free_port(), heap="384m")
+            node.start(timeout=120)
+            ensure_topics(connection, topics)
+            producer = Producer(connection.confluent_config())
+            producer.produce(topics.anomalies, serde.encode(ANOMALY, anomaly_record("LATE", T0)), b"LATE")
+            assert producer.flush(30) == 0
+            publish_sensitivity(connection, topics, 2.5)
+            wait_until(lambda: client.get("/api/v1/anomalies").json()["total"] == 1, timeout=90,
+                       what="the anomaly stored after the broker came up")
+            wait_until(lambda: client.get("/api/v1/sensitivity").json()["fleet"] == 2.5, timeout=60,
+                       what="the sensitivity read after the broker came up")
+            assert client.get("/healthz").json() == {"status": "ok", "ingest": "following"}
+        finally:
+            if node is not None:
+                node.stop()
+    print(f"outage log lines: {len(outage_lines)}:", *(r.getMessage()[:160] for r in outage_lines), sep="\n  ")

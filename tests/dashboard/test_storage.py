@@ -62,7 +62,7 @@ def test_a_database_from_before_the_baseline_columns_is_migrated_and_keeps_its_a
     dash = dashboard_factory(database_url=url)  # the service migrates at start-up
     with dash.service.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
     dash.store(anomalies=[anomaly_record("NEW", T0 + QUARTER, expected=None, lower=None, upper=None, residual=None,
                                          band_residual=None, baseline=0.7)])
     items = {a["meter_id"]: a for a in dash.client.get("/api/v1/anomalies").json()["items"]}
@@ -80,15 +80,30 @@ def test_the_baseline_migration_downgrades_and_upgrades_again(dash):
         assert connection.execute(text("SELECT meter_id, baseline FROM anomalies")).all() == [("M1", None)]
 
 
-def test_prune_keeps_the_retention_window_behind_the_newest_reading(dash):
+def test_prune_keeps_the_retention_window_behind_the_wall_clock(dash):
     day = 96 * QUARTER
     dash.store(readings=[reading_row("M1", T0 + i * QUARTER, 1.0) for i in range(20 * 96)])
+    dash.store(readings=[reading_row("CLOCK", T0 + 3650 * day, 1.0)])  # a wrong clock: ignored by the cutoff
+    now = T0 + 20 * day
     with dash.service.sessions.begin() as session:
-        removed = prune_readings(session, 14 * day)
+        removed = prune_readings(session, 14 * day, now=now)
+    with dash.service.sessions() as session:
+        remaining = session.scalar(select(func.count()).select_from(Reading).where(Reading.meter_id == "M1"))
+        oldest = session.scalar(select(func.min(Reading.timestamp_ms)))
+    assert oldest == now - 14 * day
+    assert removed + remaining == 20 * 96 and remaining == 14 * 96
+
+
+def test_prune_of_a_replayed_history_keeps_the_window_behind_its_newest_reading(dash):
+    """All readings older than the wall clock (a back-fill or replay): the last 14 days of it stay."""
+    day = 96 * QUARTER
+    dash.store(readings=[reading_row("M1", T0 + i * QUARTER, 1.0) for i in range(20 * 96)])
+    newest = T0 + (20 * 96 - 1) * QUARTER
+    with dash.service.sessions.begin() as session:
+        removed = prune_readings(session, 14 * day, now=newest + 365 * day)
     with dash.service.sessions() as session:
         remaining = session.scalar(select(func.count()).select_from(Reading))
         oldest = session.scalar(select(func.min(Reading.timestamp_ms)))
-    newest = T0 + (20 * 96 - 1) * QUARTER
     assert oldest == newest - 14 * day
     assert removed + remaining == 20 * 96 and remaining == 14 * 96 + 1
 

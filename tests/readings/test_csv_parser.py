@@ -98,12 +98,14 @@ def test_quoted_fields_keep_the_row_text_as_in_the_file():
     parsed = parse_readings_csv(io.StringIO(text))
     assert [(r.row_number, r.raw_text, r.reason) for r in parsed.rejected] == [
         (2, '2026-01-01T00:00:00Z,M1,"1,5"', "non-numeric kwh '1,5'"),
+        # the quoted newline makes row 4 two lines long (a line break is never part of an id: schemas.limits)
+        (4, '2026-01-01T00:30:00Z,"M\n1",3', "meter_id contains a control character"),
         (6, "2026-01-01T00:45:00Z,  M1 ,4,extra", "expected 3 fields (timestamp,meter_id,kwh), found 4"),
     ]
     good = parsed.readings
-    assert good["row_number"].tolist() == [3, 4, 7]  # the quoted newline makes row 4 two lines long
-    assert good["meter_id"].tolist() == ["M1", "M\n1", "M1"]
-    assert good["kwh"].tolist() == [2.0, 3.0, 5.0]  # padding around values is ignored
+    assert good["row_number"].tolist() == [3, 7]  # the row after the two-line row 4 is line 6
+    assert good["meter_id"].tolist() == ["M1", "M1"]
+    assert good["kwh"].tolist() == [2.0, 5.0]  # padding around values is ignored
 
 
 def test_windows_line_ends_byte_order_mark_and_energy_kwh_header(tmp_path):
@@ -203,3 +205,113 @@ def test_a_million_rows_parse_in_seconds(tmp_path):
     assert [(r.row_number, r.reason) for r in parsed.rejected] == [(123_456 + 2, "negative kwh -1.0")]
     assert parsed.readings["interval_seconds"].eq(900).all()
     assert elapsed < 10.0, f"took {elapsed:.1f} s"
+
+
+# -- limits (issue 13): a hostile file is refused fast, and no field becomes a huge id ----------------
+def _timed_parse(text: str):
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        try:
+            result = parse_readings_csv(io.StringIO(text))
+        except CsvFormatError as exc:
+            result = exc
+    finally:
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return result, elapsed, peak
+
+
+def test_a_header_of_200000_columns_is_refused_fast_and_small():
+    header = ",".join(f"c{i}" for i in range(200_000))  # about 1.5 MB
+    assert len(header) > 1_000_000
+    result, elapsed, peak = _timed_parse(header + "\n" + "1," * 10 + "\n")
+    assert isinstance(result, CsvFormatError) and "columns" in str(result)
+    assert elapsed < 0.5 and peak < 20 * 1024 * 1024, (elapsed, peak)
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_header_field_over_the_csv_field_limit_is_a_format_error(quoted):
+    field = "x" * 131_073
+    header = f'"{field}",meter_id,kwh' if quoted else f"timestamp{field},meter_id,kwh"
+    result, _, _ = _timed_parse(header + "\n2026-01-01T00:00:00Z,M1,1\n")
+    assert isinstance(result, CsvFormatError) and "header" in str(result)
+
+
+def test_a_huge_data_line_is_one_rejected_row_not_a_huge_meter_id():
+    text = "timestamp,meter_id,kwh\n2026-01-01T00:00:00Z,M1,1\n2026-01-01T00:15:00Z," + "M" * 2_000_000 + ",1\n"
+    result, elapsed, _ = _timed_parse(text)
+    assert result.readings["meter_id"].tolist() == ["M1"]
+    [row] = result.rejected
+    assert row.row_number == 3 and "characters" in row.reason and len(row.reason) < 200
+    assert elapsed < 2
+
+
+@pytest.mark.parametrize("meter,feeder,words", [
+    ("M" * 129, "F1", "meter_id is 129 characters long"), ("M\x0b1", "F1", "meter_id contains a control character"),
+    ("M1", "F" * 200, "feeder_id is 200 characters long"), ("M1", "F\x001", "feeder_id contains a control character"),
+])
+def test_ids_over_the_shared_limit_or_with_control_characters_are_rejected(meter, feeder, words):
+    text = f"timestamp,meter_id,kwh,feeder_id\n2026-01-01T00:00:00Z,{meter},1,{feeder}\n2026-01-01T00:15:00Z,OK,1,F\n"
+    parsed = parse_readings_csv(io.StringIO(text))
+    assert parsed.readings["meter_id"].tolist() == ["OK"]
+    assert words in parsed.rejected[0].reason
+
+
+def test_reasons_quote_only_the_start_of_a_long_value():
+    text = "timestamp,meter_id,kwh\n" + "9" * 50_000 + "x,M1,1\n"
+    [row] = parse_readings_csv(io.StringIO(text)).rejected
+    assert row.reason.startswith("unparseable timestamp '999") and len(row.reason) < 200
+
+
+def test_a_single_meter_file_name_is_checked_as_an_id():
+    with pytest.raises(CsvFormatError, match="meter id"):
+        parse_readings_csv(io.StringIO("timestamp,consumption\n2026-01-01T00:00:00Z,1\n"), meter_id="x" * 300)
+
+
+# -- fuzzing (issue 13): any text is a parse or a CsvFormatError, fast, with usable ids only -----------------
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from schemas.limits import identifier_problem  # noqa: E402
+
+CSV_EXAMPLES = 300
+HEADERS = st.sampled_from(["timestamp,meter_id,kwh", "timestamp,consumption", "timestamp,meter_id,kwh,feeder_id",
+                           "timestamp,meter_id,energy_kwh,interval_seconds,quality_flags", "a,b", ""])
+FIELDS = st.one_of(
+    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01 00:15", "M1", "F1", "0.5", "-1", "nan", "inf", "", " ",
+                     '"', '""', '"a,b"', "1e308", "900", "\r", "\t", "=cmd"]),
+    st.text(max_size=30), st.text(alphabet='",\r\n ;\t\x00\x0b\u2028', max_size=10))
+ROWS = st.tuples(st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:15:00Z", "2026-01-02 03:00"]),
+                 st.text(alphabet=st.characters(codec="utf-8", exclude_characters=',"\n\r'), min_size=1, max_size=150),
+                 st.sampled_from(["0.5", "1", "0"])).map(",".join)
+LINES = st.lists(FIELDS, max_size=7).map(",".join) | ROWS
+
+
+@settings(max_examples=CSV_EXAMPLES, derandomize=True, deadline=None, database=None,
+          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+@given(header=HEADERS, lines=st.lists(LINES, max_size=40),
+       newline=st.sampled_from(["\n", "\r\n", "\r"]), meter=st.text(max_size=150))
+def test_generated_files_parse_or_are_refused_cleanly(header, lines, newline, meter):
+    import tracemalloc
+
+    text = newline.join([header, *lines])
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        parsed = parse_readings_csv(io.StringIO(text), meter_id=meter or None)
+    except CsvFormatError:
+        return
+    finally:
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert elapsed < 2 and peak < 64 * 1024 * 1024, (elapsed, peak)
+    ids = set(parsed.readings["meter_id"]) | set(parsed.readings["feeder_id"])
+    assert all(identifier_problem(i) is None for i in ids), ids
+    assert (parsed.readings["kwh"] >= 0).all()
+    rows = parsed.readings["row_number"].tolist() + [r.row_number for r in parsed.rejected]
+    assert len(rows) == len(set(rows))  # no line is both kept and rejected, or kept twice

@@ -1,7 +1,8 @@
 // Sensitivity (fleet-wide and per meter, PUT /api/v1/sensitivity: the service publishes it on the
 // control topic every stream worker follows) and alert rules with their history.
 import { api, query } from "./api.js";
-import { escapeHtml, formatTime } from "./format.js";
+import { el } from "./dom.js";
+import { formatTime } from "./format.js";
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 let ctx;
@@ -11,10 +12,12 @@ function renderSensitivity(settings) {
   $("fleet-sensitivity").value = settings.fleet;
   $("fleet-sensitivity-range").value = settings.fleet;
   const entries = Object.entries(settings.meters || {}).sort(([a], [b]) => a.localeCompare(b));
-  $("sensitivity-overrides").innerHTML = entries.length
-    ? entries.map(([meter, value]) => `<li data-meter="${escapeHtml(meter)}"><span>${escapeHtml(meter)}: <strong>${value}</strong></span>`
-      + `<button type="button" class="ghost write" data-clear="${escapeHtml(meter)}" aria-label="Clear the override for ${escapeHtml(meter)}">Clear</button></li>`).join("")
-    : '<li class="muted">No per-meter overrides.</li>';
+  $("sensitivity-overrides").replaceChildren(...(entries.length
+    ? entries.map(([meter, value]) => el("li", { dataset: { meter } },
+      el("span", {}, `${meter}: `, el("strong", {}, String(value))),
+      el("button", { type: "button", className: "ghost write", dataset: { clear: meter },
+        "aria-label": `Clear the override for ${meter}` }, "Clear")))
+    : [el("li", { className: "muted" }, "No per-meter overrides.")]));
 }
 
 async function loadSensitivity() {
@@ -66,19 +69,20 @@ function describeRule(rule) {
 
 async function loadRules() {
   const rules = (await api("/alert-rules")).items;
-  $("alert-rules").innerHTML = rules.length
-    ? rules.map((r) => `<li data-testid="alert-rule" data-rule-id="${r.id}"><span><strong>${escapeHtml(r.name)}</strong>`
-      + `<small>${escapeHtml(describeRule(r))}</small></span>`
-      + `<button type="button" class="ghost write" data-delete="${r.id}" aria-label="Delete rule ${escapeHtml(r.name)}">Delete</button></li>`).join("")
-    : '<li class="muted">No alert rules yet.</li>';
+  $("alert-rules").replaceChildren(...(rules.length
+    ? rules.map((r) => el("li", { "data-testid": "alert-rule", dataset: { ruleId: r.id } },
+      el("span", {}, el("strong", {}, r.name), el("small", {}, describeRule(r))),
+      el("button", { type: "button", className: "ghost write", dataset: { delete: r.id },
+        "aria-label": `Delete rule ${r.name}` }, "Delete")))
+    : [el("li", { className: "muted" }, "No alert rules yet.")]));
 }
 
 async function loadHistory() {
   const page = await api(`/alerts${query({ limit: 50 })}`);
-  $("alert-history").querySelector("tbody").innerHTML = page.items.map((a) => `<tr data-testid="alert-row">`
-    + `<td>${formatTime(a.sent_at)}</td><td>${escapeHtml(a.rule_name)}</td><td>${escapeHtml(a.meter_id)}</td>`
-    + `<td>${escapeHtml(a.channel)}</td><td class="status-${escapeHtml(a.status)}">${escapeHtml(a.status)}</td>`
-    + `<td class="opt">${escapeHtml(a.detail || "")}</td></tr>`).join("");
+  $("alert-history").querySelector("tbody").replaceChildren(...page.items.map((a) => el("tr", { "data-testid": "alert-row" },
+    el("td", {}, formatTime(a.sent_at)), el("td", {}, a.rule_name), el("td", {}, a.meter_id), el("td", {}, a.channel),
+    el("td", { className: `status-${a.status}` }, a.attempts > 1 ? `${a.status} (attempt ${a.attempts})` : a.status),
+    el("td", { className: "opt" }, a.detail || ""))));
   $("alert-empty").hidden = page.items.length > 0;
 }
 

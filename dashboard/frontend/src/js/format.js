@@ -1,4 +1,4 @@
-// Display helpers: times in the browser's zone, numbers with sensible precision, safe HTML.
+// Display helpers: times in the browser's zone, numbers with sensible precision, CSV text.
 import { format } from "date-fns";
 
 export function toDate(iso) {
@@ -18,10 +18,6 @@ export function formatKwh(value) {
 
 export function formatNumber(value) {
   return value === null || value === undefined ? "–" : Number(value).toLocaleString("en");
-}
-
-export function escapeHtml(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
 /** A datetime-local input's value (browser zone) as an ISO UTC string for the API, or "". */
@@ -53,10 +49,22 @@ export function expectedOrUsual(anomaly) {
   return { value: null, usual: false };
 }
 
-/** RFC 4180 CSV text from rows of values. */
+/**
+ * A text cell a spreadsheet will not run (CSV formula injection): line breaks become spaces, so
+ * no text starts a row of its own, and a cell whose first non-blank character starts a formula
+ * (= + - @), or that starts with a tab, gets a leading ' (shown as text). Numbers stay numbers.
+ */
+export function csvSafe(value) {
+  if (value === null || value === undefined) return "";
+  if (typeof value === "number") return String(value);
+  const text = String(value).replace(/[\r\n\u2028\u2029\v\f\u0085]+/g, " ");
+  return /^[ \t]*[=+\-@]/.test(text) || text.startsWith("\t") ? `'${text}` : text;
+}
+
+/** RFC 4180 CSV text from rows of values, every cell guarded by csvSafe. */
 export function toCsv(header, rows) {
   const cell = (v) => {
-    const text = v === null || v === undefined ? "" : String(v);
+    const text = csvSafe(v);
     return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
   };
   return [header, ...rows].map((r) => r.map(cell).join(",")).join("\r\n") + "\r\n";

@@ -6,6 +6,7 @@ import {
   pinAnomaliesToLine, setSeries, showRange,
 } from "./charts.js";
 import { initControls, refreshAlertHistory, refreshControls } from "./controls.js";
+import { el, option } from "./dom.js";
 import { downloadBlob, formatNumber, formatTime, inputToIso, isoShift } from "./format.js";
 import { anomalyKey, compareNewestFirst, renderAnomalyRows } from "./table.js";
 import { initThemeToggle, onThemeChange } from "./theme.js";
@@ -215,13 +216,15 @@ function renderKeyOptions() {
   if (state.key && state.key.type === "meter" && !meters.some((m) => m.meter_id === state.key.id)) {
     meters.push({ meter_id: state.key.id, anomalies_24h: 0 });
   }
-  const option = (value, text) => `<option value="${value}">${text}</option>`;
-  select.innerHTML = (meters.length || feeders.length ? "" : option("", "(no data yet)"))
-    + `<optgroup label="Meters">${meters.map((m) => option(`meter:${m.meter_id}`,
-      `${m.meter_id}${m.anomalies_24h ? ` · ${m.anomalies_24h} in 24 h` : ""}`)).join("")}</optgroup>`
-    + `<optgroup label="Feeders (sum of meters)">${feeders.map((f) => option(`feeder:${f}`, f)).join("")}</optgroup>`;
+  // Built as elements, never as HTML: meter and feeder ids come from meters and gateways.
+  select.replaceChildren(
+    ...(meters.length || feeders.length ? [] : [option("", "(no data yet)")]),
+    el("optgroup", { label: "Meters" }, meters.map((m) => option(`meter:${m.meter_id}`,
+      `${m.meter_id}${m.anomalies_24h ? ` · ${m.anomalies_24h} in 24 h` : ""}`))),
+    el("optgroup", { label: "Feeders (sum of meters)" }, feeders.map((f) => option(`feeder:${f}`, f))),
+  );
   select.value = state.key ? `${state.key.type}:${state.key.id}` : "";
-  document.getElementById("meter-list").innerHTML = meters.map((m) => `<option value="${m.meter_id}">`).join("");
+  document.getElementById("meter-list").replaceChildren(...meters.map((m) => el("option", { value: m.meter_id })));
 }
 
 // ---------------------------------------------------------------- chart
@@ -362,9 +365,9 @@ function initChart() {
     if ($("live-toggle").checked) followLatest();
     usageChart.update("none");
   });
-  $("download-png").addEventListener("click", async () => {
-    const blob = await (await fetch(usageChart.toBase64Image("image/png", 1))).blob();
-    downloadBlob(blob, `wattsup-${state.key ? state.key.id : "chart"}.png`);
+  $("download-png").addEventListener("click", () => {
+    // canvas.toBlob, not fetch(dataURL): the page's Content-Security-Policy allows fetch to the service only.
+    usageChart.canvas.toBlob((blob) => downloadBlob(blob, `wattsup-${state.key ? state.key.id : "chart"}.png`), "image/png");
   });
 }
 

@@ -1,5 +1,6 @@
 // Anomaly tables: rows newest first, a tooltip with the causes in plain words, click to focus.
-import { USUAL_HINT, causeTexts, escapeHtml, expectedOrUsual, formatKwh, formatTime } from "./format.js";
+import { el } from "./dom.js";
+import { USUAL_HINT, causeTexts, expectedOrUsual, formatKwh, formatTime } from "./format.js";
 
 const tooltip = () => document.getElementById("row-tooltip");
 
@@ -7,11 +8,14 @@ function showTooltip(row, anomaly) {
   const tip = tooltip();
   const texts = causeTexts(anomaly);
   const shares = (anomaly.causes || []).map((c) => c.contribution);
-  tip.innerHTML = `<strong>${escapeHtml(anomaly.severity)} ${escapeHtml(anomaly.kind || "anomaly")} · ${escapeHtml(anomaly.meter_id)} · ${escapeHtml(formatTime(anomaly.timestamp))}</strong>`
-    + `<span class="tip-values">${escapeHtml(comparisonText(anomaly))}</span>`
-    + (texts.length
-      ? `<ul>${texts.map((t, i) => `<li>${escapeHtml(t)}${shares[i] != null ? ` <span class="share">(${Math.round(shares[i] * 100)}%)</span>` : ""}</li>`).join("")}</ul>`
-      : "<span>No cause recorded.</span>");
+  tip.replaceChildren(
+    el("strong", {}, `${anomaly.severity} ${anomaly.kind || "anomaly"} · ${anomaly.meter_id} · ${formatTime(anomaly.timestamp)}`),
+    el("span", { className: "tip-values" }, comparisonText(anomaly)),
+    texts.length
+      ? el("ul", {}, texts.map((t, i) => el("li", {}, t,
+        shares[i] != null ? [" ", el("span", { className: "share" }, `(${Math.round(shares[i] * 100)}%)`)] : [])))
+      : el("span", {}, "No cause recorded."),
+  );
   tip.hidden = false;
   const box = row.getBoundingClientRect();
   const width = Math.min(360, window.innerWidth - 16);
@@ -38,36 +42,35 @@ export function comparisonText(anomaly) {
 /** The expected cell: the forecast's value, or the usual value tagged "usual" with a tooltip saying so. */
 function expectedCell(anomaly) {
   const { value, usual } = expectedOrUsual(anomaly);
-  if (value == null) return `<td class="num opt" data-testid="expected-cell" data-source="none">–</td>`;
-  if (!usual) {
-    return `<td class="num opt" data-testid="expected-cell" data-source="forecast" title="Forecast's expected usage">${formatKwh(value)}</td>`;
-  }
-  return `<td class="num opt usual" data-testid="expected-cell" data-source="usual" title="${escapeHtml(USUAL_HINT)}">`
-    + `<span class="usual-tag">usual</span> ${formatKwh(value)}</td>`;
+  const attrs = { className: "num opt", "data-testid": "expected-cell" };
+  if (value == null) return el("td", { ...attrs, dataset: { source: "none" } }, "–");
+  if (!usual) return el("td", { ...attrs, dataset: { source: "forecast" }, title: "Forecast's expected usage" }, formatKwh(value));
+  return el("td", { ...attrs, className: "num opt usual", dataset: { source: "usual" }, title: USUAL_HINT },
+    el("span", { className: "usual-tag" }, "usual"), ` ${formatKwh(value)}`);
 }
 
-const severityBadge = (s) => `<span class="sev sev-${escapeHtml(s)}">${escapeHtml(s)}</span>`;
+const severityBadge = (s) => el("span", { className: `sev sev-${s}` }, s);
 
 /**
- * Render `anomalies` into `tbody`. `columns` picks the layout ("fleet" or "upload").
- * `onSelect(anomaly)` runs on click or Enter. Rows whose key is in `fresh` flash once.
+ * Render `anomalies` into `tbody` (as elements: every value is text, never HTML). `columns` picks the
+ * layout ("fleet" or "upload"). `onSelect(anomaly)` runs on click or Enter. Rows whose key is in `fresh` flash once.
  */
 export function renderAnomalyRows(tbody, anomalies, { columns = "fleet", onSelect, focusedKey, fresh } = {}) {
   const rows = anomalies.map((a) => {
     const key = anomalyKey(a);
     const classes = [key === focusedKey ? "focused" : "", fresh && fresh.has(key) ? "fresh" : ""].join(" ").trim();
     const cells = columns === "upload"
-      ? `<td>${formatTime(a.timestamp)}</td><td>${escapeHtml(a.meter_id)}</td><td>${severityBadge(a.severity)}</td>`
-        + `<td>${escapeHtml(a.kind || "")}</td><td class="num">${formatKwh(a.observed)}</td>`
-        + `${expectedCell(a)}<td class="cause">${escapeHtml(causeTexts(a)[0] || "")}</td>`
-      : `<td>${formatTime(a.timestamp)}</td><td>${escapeHtml(a.meter_id)}</td><td class="wide">${escapeHtml(a.feeder_id)}</td>`
-        + `<td>${severityBadge(a.severity)}</td><td>${escapeHtml(a.kind || "")}</td>`
-        + `<td class="num">${formatKwh(a.observed)}</td>${expectedCell(a)}`
-        + `<td class="num wide">${a.score != null ? Number(a.score).toFixed(3) : "–"}</td>`;
-    return `<tr tabindex="0" data-testid="anomaly-row" data-key="${escapeHtml(key)}" data-meter="${escapeHtml(a.meter_id)}" `
-      + `data-timestamp="${escapeHtml(a.timestamp)}" data-severity="${escapeHtml(a.severity)}"${classes ? ` class="${classes}"` : ""}>${cells}</tr>`;
+      ? [el("td", {}, formatTime(a.timestamp)), el("td", {}, a.meter_id), el("td", {}, severityBadge(a.severity)),
+        el("td", {}, a.kind || ""), el("td", { className: "num" }, formatKwh(a.observed)), expectedCell(a),
+        el("td", { className: "cause" }, causeTexts(a)[0] || "")]
+      : [el("td", {}, formatTime(a.timestamp)), el("td", {}, a.meter_id), el("td", { className: "wide" }, a.feeder_id),
+        el("td", {}, severityBadge(a.severity)), el("td", {}, a.kind || ""),
+        el("td", { className: "num" }, formatKwh(a.observed)), expectedCell(a),
+        el("td", { className: "num wide" }, a.score != null ? Number(a.score).toFixed(3) : "–")];
+    return el("tr", { tabindex: "0", "data-testid": "anomaly-row", className: classes || null,
+      dataset: { key, meter: a.meter_id, timestamp: a.timestamp, severity: a.severity } }, cells);
   });
-  tbody.innerHTML = rows.join("");
+  tbody.replaceChildren(...rows);
   const byKey = new Map(anomalies.map((a) => [anomalyKey(a), a]));
   tbody.onmouseover = tbody.onfocusin = (event) => {
     const row = event.target.closest("tr");

@@ -2,6 +2,7 @@
 // its chart with anomalies in red and its table, and offers the result as a CSV download.
 import { api } from "./api.js";
 import { applyChartTheme, createUsageChart, focusAnomalyPoint, setSeries, showRange } from "./charts.js";
+import { option } from "./dom.js";
 import { causeTexts, downloadBlob, formatNumber, toCsv } from "./format.js";
 import { anomalyKey, compareNewestFirst, renderAnomalyRows } from "./table.js";
 import { onThemeChange } from "./theme.js";
@@ -67,12 +68,18 @@ function renderTable() {
 function render() {
   const counts = anomalyCounts();
   const meters = Object.keys(result.series).sort((a, b) => (counts.get(b) || 0) - (counts.get(a) || 0) || a.localeCompare(b));
-  $("upload-key").innerHTML = meters.map((m) => `<option value="${m}">${m}${counts.get(m) ? ` · ${counts.get(m)} ${counts.get(m) === 1 ? "anomaly" : "anomalies"}` : ""}</option>`).join("");
+  // Elements, never HTML: the meter ids come from the uploaded file.
+  $("upload-key").replaceChildren(...meters.map((m) => option(m,
+    `${m}${counts.get(m) ? ` · ${counts.get(m)} ${counts.get(m) === 1 ? "anomaly" : "anomalies"}` : ""}`)));
   const rejected = result.rejected_rows || [];
+  const dropped = result.duplicates_dropped || 0;
+  const conflicting = result.duplicates_rejected || 0;
   $("upload-summary").textContent = `${fileName}: ${formatNumber(result.readings)} readings from ${meters.length} `
     + `meter${meters.length === 1 ? "" : "s"}, ${result.anomalies.length} flagged`
     + (result.anomalies.length > UPLOAD_TABLE_LIMIT ? ` (the table shows the newest ${UPLOAD_TABLE_LIMIT})` : "")
     + (rejected.length ? `, ${rejected.length} rows rejected (first: row ${rejected[0].row}, ${rejected[0].reason})` : "")
+    + (dropped ? `, ${dropped} exact duplicate row${dropped === 1 ? "" : "s"} dropped` : "")
+    + (conflicting ? `, ${conflicting} conflicting duplicate row${conflicting === 1 ? "" : "s"} rejected (the first of each kept)` : "")
     + ` · model ${result.model_version || "fitted on the file"}.`;
   $("upload-result").hidden = false;
   focusedKey = null;
@@ -80,7 +87,10 @@ function render() {
   if (meters.length) showMeter(meters[0]);
 }
 
-/** The file's rows with their scores and flags, and each flagged row's kind, severity and causes. */
+/**
+ * The file's rows with their scores and flags, and each flagged row's kind, severity and causes;
+ * then the repeated rows that were not scored, each with what happened to it in `note`.
+ */
 function resultCsv() {
   const byReading = new Map(result.anomalies.map((a) => [`${a.meter_id}@${ms(a.timestamp)}`, a]));
   const rows = [];
@@ -88,11 +98,14 @@ function resultCsv() {
     for (const p of points) {
       const anomaly = byReading.get(`${meterId}@${ms(p.timestamp)}`);
       rows.push([p.timestamp, meterId, p.kwh, p.baseline, p.score, p.flag, p.severity ?? "",
-        anomaly ? anomaly.kind ?? "" : "", anomaly ? causeTexts(anomaly).join("; ") : ""]);
+        anomaly ? anomaly.kind ?? "" : "", anomaly ? causeTexts(anomaly).join("; ") : "", ""]);
     }
   }
   rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1].localeCompare(b[1])));
-  return toCsv(["timestamp", "meter_id", "kwh", "baseline", "score", "flag", "severity", "kind", "causes"], rows);
+  for (const d of result.duplicate_rows || []) {
+    rows.push([d.timestamp, d.meter_id, d.kwh, "", "", "", "", "", "", `row ${d.row} ${d.action}: ${d.reason}`]);
+  }
+  return toCsv(["timestamp", "meter_id", "kwh", "baseline", "score", "flag", "severity", "kind", "causes", "note"], rows);
 }
 
 export function initUpload({ notify, writeAction }) {
