@@ -305,28 +305,17 @@ def _sensitivity_json(service: DashboardService) -> dict[str, Any]:
 
 def _publish(service: DashboardService, value: float | None, meter_id: str | None) -> None:
     """Write the setting to the control topic and apply it here at once; 503 if the broker does not take it
-    within ``ingest_ack_timeout_seconds`` (a bounded wait: the stream's own helper waits 30 s, then fails)."""
-    from confluent_kafka import KafkaException, Producer
+    within ``ingest_ack_timeout_seconds``."""
+    from confluent_kafka import KafkaException
 
-    from dashboard.kafka_clients import quiet_config
-    from foundation.sensitivity import control_key, validate_sensitivity
+    from foundation.sensitivity import control_key, publish_sensitivity
 
-    timeout = service.settings.ingest_ack_timeout_seconds
-    payload = None if value is None else json.dumps(
-        {"sensitivity": validate_sensitivity(value), "updated_at": time.time()}).encode()
-    producer = Producer({**service.settings.kafka.confluent_config(), "enable.idempotence": True, "acks": "all",
-                         "message.timeout.ms": max(1000, int(timeout * 1000)), **quiet_config("control-producer")})
     try:
-        producer.produce(service.settings.topics.control, key=control_key(meter_id).encode(), value=payload)
-        left = producer.flush(timeout + 1.0)
-    except (KafkaException, BufferError) as exc:
-        raise HTTPException(503, f"Kafka did not take the setting: {exc}",
+        payload = publish_sensitivity(service.settings.kafka, service.settings.topics, value, meter_id,
+                                      timeout=service.settings.ingest_ack_timeout_seconds)
+    except KafkaException as exc:
+        raise HTTPException(503, f"{exc.args[0] if exc.args else exc}; retry",
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
-    finally:
-        producer.purge()
-    if left:
-        raise HTTPException(503, f"Kafka did not acknowledge the setting within {timeout:g} s; retry",
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     service.sensitivity_watcher().apply(control_key(meter_id), payload)  # visible at once, not a poll later
 
 

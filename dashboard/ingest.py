@@ -21,12 +21,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dashboard.kafka_clients import RateLimitedLog, quiet_config
 from dashboard.metrics import DashboardMetrics
 from dashboard.models import Reading
 from dashboard.settings import DashboardSettings
 from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
 from dashboard.timeutil import DAY_MS, iso, now_ms
+from foundation.kafka_logging import RateLimitedLog, quiet_config
 from readings.columns import ReadingColumns, decode_into
 from schemas.limits import identifier_problem
 from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde

@@ -22,11 +22,11 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 from starlette.concurrency import run_in_threadpool
 
-from dashboard.kafka_clients import RateLimitedLog, quiet_config
 from foundation.kafka_clients import producer_config
+from foundation.kafka_logging import RateLimitedLog, quiet_config
+from foundation.kafka_settings import KafkaConnection, TopicNames
 from schemas.dead_letters import dead_letter_record
 from schemas.serde import DEAD_LETTER, METER_READING, make_serde
-from foundation.kafka_settings import KafkaConnection, TopicNames
 
 log = logging.getLogger(__name__)
 

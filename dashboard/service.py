@@ -110,9 +110,10 @@ class DashboardService:
         """The dashboard's follower of the control topic (retries for as long as the service runs)."""
         with self._lock:
             if self._watcher is None:
-                from dashboard.sensitivity import SensitivityFollower
+                from foundation.sensitivity import SensitivityWatcher
 
-                self._watcher = SensitivityFollower(self.settings.kafka, self.settings.topics)
+                self._watcher = SensitivityWatcher(self.settings.kafka, self.settings.topics,
+                                                   group_id="wattsup-dashboard-sensitivity")
                 self._watcher.start()
             return self._watcher
 

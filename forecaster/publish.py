@@ -56,7 +56,7 @@ class ForecastPublisher:
         info = metadata.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
             raise ValueError(f"forecasts topic {topic!r} does not exist on {connection.bootstrap_servers}: "
-                             "create it with `wattsup broker start` or deploy/kafka/topics.py")
+                             "create it with `wattsup broker start` or `wattsup broker create-topics`")
         self.partitions = len(info.partitions)
         """The topic's real partition count: the same rule the readings' producer hash uses."""
         self.summary = PublishSummary()

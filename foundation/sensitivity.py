@@ -2,9 +2,9 @@
 
 Settings live in the compacted control topic: key ``fleet`` or ``meter:<meter_id>``, value a
 small JSON object ``{"sensitivity": 1.5, "updated_at": ...}`` (a null value removes a per-meter
-override). Every stream worker reads the whole topic from the beginning with an unassigned
-(group-less) consumer in a background thread, so each worker knows the fleet setting and every
-override whatever partitions it owns, and picks changes up within a poll interval.
+override). Every stream worker (and the dashboard) reads the whole topic from the beginning with
+an unassigned (group-less) consumer in a background thread, so each knows the fleet setting and
+every override whatever partitions it owns, and picks changes up within a poll interval.
 
 Sensitivity multiplies how readily a meter is flagged: 1.0 is the calibrated default, 2.0
 flags more (thresholds lowered), 0.5 flags less.
@@ -21,11 +21,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from foundation.kafka_logging import RateLimitedLog, quiet_config
 from foundation.kafka_settings import KafkaConnection, TopicNames
 
 log = logging.getLogger(__name__)
 
 FLEET_KEY = "fleet"
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
+"""Waits between attempts to reach the topic: doubling from the first to the most."""
 MIN_SENSITIVITY, MAX_SENSITIVITY = 0.1, 10.0
 
 
@@ -39,29 +42,50 @@ def validate_sensitivity(value: float) -> float:
     return float(value)
 
 
-def publish_sensitivity(
-    connection: KafkaConnection, topics: TopicNames, value: float | None, meter_id: str | None = None
-) -> None:
-    """Set (or with ``value=None`` clear) the fleet-wide or one meter's sensitivity."""
-    payload = None
-    if value is not None:
-        payload = json.dumps({"sensitivity": validate_sensitivity(value), "updated_at": time.time()}).encode()
-    producer = Producer({**connection.confluent_config(), "enable.idempotence": True, "acks": "all"})
-    producer.produce(topics.control, key=control_key(meter_id).encode(), value=payload)
-    if producer.flush(30) != 0:
-        raise KafkaException(f"could not write sensitivity to {topics.control}")
+def control_record(value: float | None) -> bytes | None:
+    """The control topic's value for a sensitivity (None, a tombstone, clears it)."""
+    if value is None:
+        return None
+    return json.dumps({"sensitivity": validate_sensitivity(value), "updated_at": time.time()}).encode()
+
+
+def publish_sensitivity(connection: KafkaConnection, topics: TopicNames, value: float | None,
+                        meter_id: str | None = None, timeout: float = 30.0) -> bytes | None:
+    """Set (or with ``value=None`` clear) the fleet-wide or one meter's sensitivity; raises
+    :class:`KafkaException` if the broker has not acknowledged it within ``timeout`` seconds.
+    Returns the record written."""
+    payload = control_record(value)
+    producer = Producer({**connection.confluent_config(), "enable.idempotence": True, "acks": "all",
+                         "message.timeout.ms": max(1000, int(timeout * 1000)), **quiet_config("control-producer")})
+    try:
+        producer.produce(topics.control, key=control_key(meter_id).encode(), value=payload)
+        left = producer.flush(timeout + 1.0)
+    except BufferError as exc:
+        raise KafkaException(f"could not queue the sensitivity for {topics.control}: {exc}") from exc
+    finally:
+        producer.purge()
+    if left:
+        raise KafkaException(f"Kafka did not acknowledge the sensitivity within {timeout:g} s ({topics.control})")
+    return payload
 
 
 class SensitivityWatcher:
-    """Follows the control topic in a thread; :meth:`for_meter` is cheap and thread-safe."""
+    """Follows the control topic in a thread; :meth:`for_meter` is cheap and thread-safe.
+
+    It never gives up: when the broker is away (at start or later) it keeps the last known
+    settings, tries again with backoff (:data:`RETRY_FIRST_SECONDS` doubling to
+    :data:`RETRY_MAX_SECONDS`), re-reads the compacted topic once it is back, and logs an outage in
+    a few lines (:mod:`foundation.kafka_logging`).
+    """
 
     def __init__(self, connection: KafkaConnection, topics: TopicNames, poll_seconds: float = 0.5, *,
-                 on_update: Callable[[], None] | None = None) -> None:
+                 on_update: Callable[[], None] | None = None, group_id: str = "wattsup-sensitivity-reader") -> None:
         """``on_update`` is called after each control record applied (e.g. to count it in a metric)."""
         self._conf: dict[str, Any] = {
             **connection.confluent_config(),
-            "group.id": "wattsup-sensitivity-reader",  # required by librdkafka; never committed
+            "group.id": group_id,  # required by librdkafka; never committed
             "enable.auto.commit": False,
+            **quiet_config("sensitivity-consumer"),
         }
         self._topic = topics.control
         self._poll = poll_seconds
@@ -71,6 +95,9 @@ class SensitivityWatcher:
         self._thread: threading.Thread | None = None
         self.updates_applied = 0
         self._on_update = on_update
+        self._say = RateLimitedLog(log)
+        self.following = threading.Event()
+        """Set while the topic is assigned and read."""
 
     def for_meter(self, meter_id: str) -> float:
         return self.per_meter.get(meter_id, self.fleet)
@@ -103,19 +130,38 @@ class SensitivityWatcher:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._follow()
+                return
+            except Exception as exc:  # noqa: BLE001 - retried for as long as the service runs
+                self.following.clear()
+                attempt += 1
+                wait = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
+                self._say.warning("control", "cannot follow the sensitivity topic %s (%s); keeping the last known "
+                                             "settings and trying again (attempt %d, next in %.0f s)",
+                                  self._topic, exc, attempt, wait)
+                self._stop.wait(wait)
+
+    def _follow(self) -> None:
         consumer = Consumer(self._conf)
         try:
-            md = consumer.list_topics(self._topic, timeout=30)
-            partitions = md.topics[self._topic].partitions if self._topic in md.topics else {}
-            consumer.assign([TopicPartition(self._topic, p, 0) for p in partitions])
+            metadata = consumer.list_topics(self._topic, timeout=5)
+            topic = metadata.topics.get(self._topic)
+            if topic is None or topic.error is not None:
+                raise RuntimeError(f"topic {self._topic} is not there")
+            consumer.assign([TopicPartition(self._topic, p, 0) for p in topic.partitions])
+            self.following.set()
+            self._say.recovered("control", "following the sensitivity topic %s", self._topic)
             while not self._stop.is_set():
                 for msg in consumer.consume(500, timeout=self._poll):
                     if msg.error() is None and msg.key() is not None:
                         self.apply(msg.key().decode(), msg.value())
-        except Exception:  # noqa: BLE001 - a dead watcher must be visible, not crash the worker
-            log.exception("sensitivity watcher stopped; keeping the last known settings")
+                    elif msg.error() is not None and msg.error().fatal():
+                        raise RuntimeError(str(msg.error()))
         finally:
             consumer.close()

@@ -29,8 +29,8 @@ from dashboard.auth import create_token
 from dashboard.settings import DashboardSettings
 from dashboard.store import IngestBatch, store_batch
 from deploy.kafka.launcher import free_port
-from tests.dashboard.conftest import QUARTER, T0, anomaly_record, reading_row
 from foundation.kafka_settings import KafkaConnection
+from tests.dashboard.conftest import QUARTER, T0, anomaly_record, reading_row
 
 API_EXAMPLES = 25
 """Generated cases per operation (each sent twice: anonymous and signed in)."""

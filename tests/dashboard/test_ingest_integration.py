@@ -405,9 +405,9 @@ def test_a_broker_that_is_not_there_at_start_is_waited_for_quietly_and_followed_
     import logging
 
     from deploy.kafka.launcher import LocalKafkaNode
-    from deploy.kafka.topics import ensure_topics
-    from foundation.sensitivity import publish_sensitivity
     from foundation.kafka_settings import KafkaConnection, TopicNames
+    from foundation.sensitivity import publish_sensitivity
+    from foundation.topics import ensure_topics
 
     caplog.set_level(logging.INFO)
     port = free_port()

@@ -1,4 +1,4 @@
-"""Settings every Kafka client of the dashboard shares, so a broker outage is ridden out quietly.
+"""Settings every long-running Kafka client shares, so a broker outage is ridden out quietly.
 
 librdkafka reconnects by itself, but by default every 100 ms per connection and with one log line
 per failed attempt written straight to stderr: about 20 lines a second per client during an
@@ -52,7 +52,7 @@ class LogThrottle(logging.Filter):
 
 def client_logger(name: str) -> logging.Logger:
     """A logger for one kind of librdkafka client, throttled (passed as the client's ``logger``)."""
-    logger = logging.getLogger(f"dashboard.kafka.{name}")
+    logger = logging.getLogger(f"wattsup.kafka.{name}")
     if not any(isinstance(f, LogThrottle) for f in logger.filters):
         logger.addFilter(LogThrottle())
     return logger
@@ -68,7 +68,7 @@ def quiet_config(name: str) -> dict[str, Any]:
 
 
 class RateLimitedLog:
-    """The service's own outage messages: the first of a kind at once, then at most one per ``period``.
+    """A service's own outage messages: the first of a kind at once, then at most one per ``period``.
 
     ``recovered`` logs the end of an outage (only if one was logged), so the log shows when it ended.
     """
