@@ -1,13 +1,11 @@
-"""Scoring a batch of readings: features, one model call, thresholds, explanations.
+"""Scoring a batch of readings: features, one model call, thresholds, rules, explanations.
 
 :class:`DetectionEngine` is the one engine behind the stream worker, ``wattsup detect`` and the
 dashboard's CSV upload. Per batch it builds one feature matrix, calls the model **once** for the
-rows of warmed-up meters, scores cold-start meters with baseline rules, applies thresholds that
-adapt per meter (:mod:`detection.thresholds`), and explains only the flagged rows.
-
-The constants (1.2% INFO tail probability, 2 spreads per meter, rule durations) were chosen on
-simulated fleets and checked on fleets not used to choose them and on 15-minute data; the
-README gives the figures, and ``wattsup evaluate`` measures them on any labelled file.
+rows of warmed-up meters, flags what stands out for each meter (:mod:`detection.thresholds`),
+adds what the rules find on every meter (outages, stuck registers, catch-ups, level shifts:
+:mod:`detection.rules`), and explains only the flagged rows. The README gives the measured
+quality; ``wattsup evaluate`` measures it on any labelled file.
 """
 
 from __future__ import annotations
@@ -19,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from detection.baseline import UNKNOWN_DAY_TYPES
+from detection.calendar import UTC_CALENDAR, FleetCalendar
 from detection.explain import DEFAULT_SCALE, explain_rows
 from detection.features import FeatureBatch, FeatureExtractor
 from detection.meter_state import MeterStateStore
 from detection.readings import ReadingBatch
-from detection.rules import rule_scores
-from detection.thresholds import Thresholds, gate_by_meter_history, per_reading_scale, severities
+from detection.rules import apply_rules
+from detection.thresholds import ScorePrior, Thresholds, flag_by_meter, per_reading_scale, severities
 from detection.training import TrainedModel
 
 BASELINE_RULES = "baseline-rules"
@@ -39,6 +39,8 @@ class ScoredBatch:
     flag: np.ndarray
     severity: np.ndarray
     model_version: np.ndarray
+    rule: np.ndarray
+    """The rule that flagged each reading ("" where none did)."""
     anomalies: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -60,11 +62,23 @@ class DetectionEngine:
         *,
         sensitivity: Callable[[str], float] | None = None,
         thresholds: Thresholds | None = None,
+        calendar: FleetCalendar = UTC_CALENDAR,
     ) -> None:
-        self.model = model
-        self.extractor = FeatureExtractor(store)
+        self.extractor = FeatureExtractor(store, calendar)
         self.sensitivity = sensitivity or (lambda _meter: 1.0)
         self.thresholds = thresholds or Thresholds()
+        self.model = model
+
+    @property
+    def model(self) -> TrainedModel | None:
+        return self._model
+
+    @model.setter
+    def model(self, model: TrainedModel | None) -> None:
+        """A new model brings its population's day types and score statistics with it."""
+        self._model = model
+        self.extractor.day_types = model.day_types if model else UNKNOWN_DAY_TYPES
+        self.score_prior = model.score_prior if model else ScorePrior()
 
     @property
     def store(self) -> MeterStateStore:
@@ -78,40 +92,36 @@ class DetectionEngine:
         """Score a batch; readings are compared with their peers (``batch.peer_groups``, default:
         the feeder of each reading)."""
         n = len(batch)
-        interval_s = batch.interval_s
         rows = self.store.rows_for(batch.meter_ids)
         fb = self.extractor.transform(batch, rows=rows)
         scored = fb.scored
         use_model = scored & ~fb.cold if self.model else np.zeros(n, dtype=bool)
-        use_rules = scored & ~use_model
 
         score = np.zeros(n)
         tail = np.ones(n)
-        th = self.thresholds
         if use_model.any():
             detector = self.model.detector
             s = detector.anomaly_score(fb.matrix[use_model])
             score[use_model] = s
             tail[use_model] = detector.tail_probability(s)
-        if use_rules.any():
-            score[use_rules], tail[use_rules] = rule_scores(fb, use_rules, interval_s, th)
 
         sens = np.fromiter((self.sensitivity(m) for m in batch.meter_ids), dtype=np.float64, count=n)
-        scale = per_reading_scale(sens, interval_s)
-        flag = scored & (tail <= th.info * scale)
-        gate_by_meter_history(self.store, fb, rows, use_model, score, flag, sens, interval_s, th)
-        if use_model.any():
-            # Outages and stuck registers are known failure modes with a plain definition: the
-            # rules flag them on warmed-up meters too.
-            _, rule_tail = rule_scores(fb, use_model, interval_s, th, spikes=False)
-            hit = rule_tail <= th.info * scale[use_model]
-            idx = np.flatnonzero(use_model)[hit]
-            flag[idx] = True
-            tail[idx] = np.minimum(tail[idx], rule_tail[hit])
+        scale = per_reading_scale(sens, batch.interval_s)
+        flag = flag_by_meter(self.store, fb, rows, use_model, score, scale, self.thresholds, self.score_prior)
+        # Rules on every meter: outages, stuck registers, catch-ups and level shifts have a plain
+        # definition; spikes too where no model scores the reading.
+        findings = apply_rules(fb, scored, sens, spikes=self.model is None)
+        rule = np.full(n, "", dtype=object)
+        strength = np.zeros(n)
+        at = np.flatnonzero(scored)
+        rule[at], strength[at] = findings.rule, np.where(findings.hit, findings.strength, 0.0)
+        flag |= strength > 0
+        no_model = scored & ~use_model
+        score[no_model] = np.minimum(strength[no_model] / 2.0, 1.0)
 
-        severity = severities(flag, tail, scale, th)
+        severity = severities(flag, tail, fb.feature("deviation"), strength, scale, self.thresholds)
         model_version = np.where(use_model, self.model_version, BASELINE_RULES).astype(object)
-        result = ScoredBatch(fb, score, tail, flag, severity, model_version)
+        result = ScoredBatch(fb, score, tail, flag, severity, model_version, rule)
         if build_anomalies and flag.any():
             result.anomalies = self._anomalies(result, batch)
         return result
@@ -131,7 +141,8 @@ class DetectionEngine:
         ):
             if len(rows) == 0:
                 continue
-            for i, (kind, causes) in zip(rows, explain_rows(fb, rows, kwh, batch.interval_s, center, scale)):
+            for i, (kind, causes) in zip(rows, explain_rows(fb, rows, kwh, batch.interval_s, center, scale,
+                                                            result.rule[rows])):
                 has_forecast = bool(np.isfinite(fb.expected[i]))
                 has_band = bool(np.isfinite(fb.lower[i]) and np.isfinite(fb.upper[i]))
                 out.append({

@@ -49,6 +49,8 @@ class QualityReport:
     events: int
     alarm_episodes: int
     readings: int
+    group: str = "all"
+    """Which readings: all of them, or one archetype's (see :func:`evaluate_groups`)."""
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -118,6 +120,19 @@ def evaluate_flags(frame: pd.DataFrame, flag: np.ndarray, score: np.ndarray, det
         median_delay_hours=float(np.median(delays)) if delays else float("nan"),
         events=events, alarm_episodes=episodes, readings=len(df),
     )
+
+
+def evaluate_groups(frame: pd.DataFrame, flag: np.ndarray, score: np.ndarray, detector: str,
+                    column: str = "archetype") -> list[QualityReport]:
+    """A report per value of ``column`` (e.g. per meter archetype), on that group's readings only."""
+    reports = []
+    values = frame[column].astype(str).to_numpy()
+    for group in sorted(set(values)):
+        rows = values == group
+        report = evaluate_flags(frame[rows], np.asarray(flag)[rows], np.asarray(score)[rows], detector)
+        report.group = group
+        reports.append(report)
+    return reports
 
 
 def rolling_zscore_baseline(frame: pd.DataFrame, window: int = 24, threshold: float = 3.5) -> tuple[np.ndarray, np.ndarray]:

@@ -6,15 +6,18 @@ squared and normalised to sum to 1 over the row. Time-of-day and day-of-week fea
 down-weighted: they locate a reading, they rarely are its cause. An Isolation Forest isolates a
 point sooner along the features in which it lies far out, so this is a cheap stand-in for SHAP
 values of the forest; ``bench/explain_agreement.py`` measures how often its top cause agrees
-with SHAP's TreeExplainer on the same model.
+with SHAP's TreeExplainer on the same model. A rule's finding (a catch-up, a level shift) comes
+first, in its own words.
 
-The kind of anomaly (outage, stuck, spike, high_load, drift) is read from the state the features
-came from, so it holds whatever the model's score.
+The kind of anomaly (outage, stuck, catch_up, level_shift, spike, high_load, dip, drift) is read
+from the rule that fired and the state the features came from, so it holds whatever the model's
+score.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -25,14 +28,18 @@ DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sun
 TIME_FEATURES = {"hour_sin", "hour_cos", "dow_sin", "dow_cos"}
 TIME_WEIGHT = 0.25
 DEFAULT_SCALE = np.array([
-    0.3 if n in ("usage_vs_baseline", "window_vs_baseline") else
-    0.1 if n == "drift" else
-    0.3 if n in ("unchanged_hours", "zero_hours") else
-    0.5 if n == "window_variability" else
+    0.3 if n == "relative_deviation" else
+    0.5 if n == "drift" else
+    0.5 if n in ("repeat_surprise", "zero_surprise", "window_variability") else
     1.0 if n in TIME_FEATURES else 1.5
     for n in FEATURE_NAMES
 ])
 """Spreads used before a model exists (baseline rules): a typical reading's deviation."""
+HIGH_LOAD_WINDOW = 1.5
+"""A high reading whose window stands this many spreads high on average is a high load, not a spike."""
+USUAL_SHARE_FOR_RATIO = 0.05
+"""A baseline below this share of the meter's level is said as a difference, not a ratio (x40 of
+almost nothing tells nothing)."""
 
 
 @dataclass(frozen=True)
@@ -74,33 +81,60 @@ def forecast_sentence(kwh: float, expected: float, lower: float, upper: float) -
     return f"{head}, inside its band ({lower:.2f} to {upper:.2f} kWh)"
 
 
-def _sentence(feature: str, i: int, fb: FeatureBatch, kwh: float, interval_s: int) -> str:
+def _odds(odds: float) -> str:
+    """Odds as a person says them: two significant figures, in thousands, millions or billions."""
+    for size, word in ((1e9, "billion"), (1e6, "million"), (1e3, "thousand")):
+        if odds >= size:
+            return f"{float(f'{odds / size:.2g}'):g} {word}"
+    return f"{float(f'{odds:.2g}'):g}"
+
+
+def _hours(intervals: float, interval_s: int) -> str:
+    return f"{intervals * interval_s / 3600:.1f} h"
+
+
+def _when(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return f"{DAYS[moment.weekday()]} {moment:%d %b %H:%M}"
+
+
+def _usage_sentence(i: int, fb: FeatureBatch, kwh: float, when: str) -> str:
     usual = fb.baseline[i]
-    when = slot_name(fb.slot_labels[i], interval_s)
-    if feature in ("usage_vs_baseline", "baseline_z"):
-        if kwh <= 1e-9:
-            return f"no consumption where {usual:.2f} kWh is usual for {when}"
-        ratio = kwh / max(usual, 1e-9)
-        if ratio >= 100:
-            return f"usage of {kwh:.2f} kWh where almost none is usual for {when} ({usual:.3f} kWh)"
+    if abs(kwh) <= 1e-9:
+        return f"no consumption where {usual:.2f} kWh is usual for {when}"
+    if usual > USUAL_SHARE_FOR_RATIO * fb.level[i] and kwh > 0:
+        ratio = kwh / usual
         if ratio >= 1:
             return f"usage {ratio:.1f}x the usual for {when} ({kwh:.2f} kWh vs {usual:.2f} kWh)"
         return f"usage {ratio * 100:.0f}% of the usual for {when} ({kwh:.2f} kWh vs {usual:.2f} kWh)"
-    if feature == "change_z":
-        delta = fb.matrix[i, FEATURE_INDEX["change_z"]] * fb.spread[i]
-        return f"usage changed by {delta:+.2f} kWh from the previous reading"
-    if feature == "window_vs_baseline":
-        return f"the last {WINDOW} readings average {fb.window_ratio[i]:.1f}x the usual"
+    spreads = (kwh - usual) / fb.spread[i]
+    return f"usage of {kwh:.2f} kWh where {usual:.2f} kWh is usual for {when} ({spreads:+.0f} times its usual spread)"
+
+
+def _sentence(feature: str, i: int, fb: FeatureBatch, kwh: float, interval_s: int) -> str:
+    when = slot_name(fb.slot_labels[i], interval_s)
+    if feature in ("deviation", "relative_deviation"):
+        return _usage_sentence(i, fb, kwh, when)
+    if feature == "change":
+        delta = fb.feature("change")[i]
+        return f"usage changed by {delta:+.1f} times the meter's usual spread from the previous reading"
+    if feature == "window_deviation":
+        z = fb.feature("window_deviation")[i]
+        return f"the last {WINDOW} readings stand {abs(z):.1f} spreads {'above' if z >= 0 else 'below'} the usual on average"
     if feature == "window_variability":
         if fb.matrix[i, FEATURE_INDEX["window_variability"]] < 0:
             return "readings have stopped varying the way they usually do"
         return "readings swing far more than usual"
-    if feature == "unchanged_hours":
-        n = int(fb.unchanged_intervals[i]) + 1
-        return f"reading unchanged for {n} intervals ({n * interval_s / 3600:.1f} h)"
-    if feature == "zero_hours":
-        return (f"no consumption for {fb.zero_hours[i]:.1f} h where "
-                f"{fb.hourly_expected[i]:.2f} kWh/h is usual")
+    if feature == "repeat_surprise":
+        n = int(fb.repeat_run[i])
+        odds = 10 ** fb.feature("repeat_surprise")[i]
+        return (f"reading {kwh:g} unchanged for {n} intervals ({_hours(n, interval_s)}): a run that long "
+                f"happens about once in {_odds(odds)} for this meter at this level")
+    if feature == "zero_surprise":
+        hours = _hours(fb.zero_run[i], interval_s)
+        share = fb.zero_probability[i]
+        return (f"no consumption for {hours} where {fb.baseline[i] / (interval_s / 3600):.2f} kWh/h is usual: "
+                f"zero usage, unusual for this meter in this season (zero {share:.1%} of the time now)")
     if feature == "drift":
         ratio = fb.drift_ratio[i]
         direction = "crept up" if ratio >= 1 else "sunk"
@@ -110,47 +144,67 @@ def _sentence(feature: str, i: int, fb: FeatureBatch, kwh: float, interval_s: in
     return f"unusual usage for {when}"
 
 
-def anomaly_kind(i: int, fb: FeatureBatch, kwh: float) -> str:
-    """The most likely kind: outage, stuck, drift, high_load, spike or dip."""
-    ratio = kwh / max(fb.baseline[i], 1e-9)
-    if kwh <= 1e-9 and fb.zero_hours[i] > 0:
+def rule_cause(rule: str, i: int, fb: FeatureBatch, kwh: float, interval_s: int) -> Cause | None:
+    """The sentence of a rule that speaks for itself (a catch-up, a level shift)."""
+    if rule == "catch_up":
+        hours = _hours(fb.gap_intervals[i], interval_s)
+        return Cause("catch_up", 1.0, f"catch-up after {hours} without readings: {kwh:.2f} kWh delivered at once "
+                                      f"(about {fb.gap_intervals[i] + 1:.0f} intervals' usage)")
+    if rule == "level_shift":
+        change = (fb.shift_factor[i] - 1.0) * 100
+        direction = "up" if change >= 0 else "down"
+        return Cause("level_shift", 1.0, f"usage has stepped {direction} {abs(change):.0f}% since "
+                                         f"{_when(int(fb.shift_since[i]))} and stayed there: the baseline now "
+                                         "follows the new level")
+    return None
+
+
+def anomaly_kind(i: int, fb: FeatureBatch, kwh: float, rule: str) -> str:
+    """The most likely kind: catch_up, level_shift, outage, stuck, high_load, spike, dip or drift."""
+    if rule in ("catch_up", "level_shift", "outage", "stuck"):
+        return rule
+    if abs(kwh) <= 1e-9 and fb.zero_run[i] > 0:
         return "outage"
-    if fb.unchanged_intervals[i] >= 2:
+    if fb.repeat_run[i] >= 3 and fb.feature("repeat_surprise")[i] >= 3.0:
         return "stuck"
-    if fb.window_ratio[i] >= 1.6 and ratio >= 1.4:
-        return "high_load"
-    if ratio >= 1.8:
-        return "spike"
-    if fb.drift_ratio[i] >= 1.25 or fb.drift_ratio[i] <= 0.75:
+    deviation = fb.feature("deviation")[i]
+    if deviation >= 3.0:
+        return "high_load" if fb.feature("window_deviation")[i] >= HIGH_LOAD_WINDOW else "spike"
+    if deviation <= -3.0:
+        return "dip"
+    if abs(fb.feature("drift")[i]) >= 1.0:
         return "drift"
-    return "dip" if ratio < 1 else "spike"
+    return "dip" if deviation < 0 else "spike"
 
 
 def explain_rows(
     fb: FeatureBatch, rows: np.ndarray, kwh: np.ndarray, interval_s: np.ndarray,
-    center: np.ndarray, scale: np.ndarray, top: int = 3,
+    center: np.ndarray, scale: np.ndarray, rules: np.ndarray | None = None, top: int = 3,
 ) -> list[tuple[str, list[Cause]]]:
-    """(kind, causes) for each of ``rows`` (indices into the batch)."""
+    """(kind, causes) for each of ``rows`` (indices into the batch); ``rules`` is the rule that
+    flagged each of them, if any."""
     if len(rows) == 0:
         return []
+    rules = np.full(len(rows), "", dtype=object) if rules is None else rules
     shares = contributions(fb.matrix[rows], center, scale)
     results = []
     for j, i in enumerate(rows):
-        order = np.argsort(-shares[j])
-        causes: list[Cause] = []
+        first = rule_cause(rules[j], int(i), fb, float(kwh[i]), int(interval_s[i]))
+        causes: list[Cause] = [first] if first else []
         used: set[str] = set()
-        for f in order:
+        for f in np.argsort(-shares[j]):
             name = FEATURE_NAMES[f]
-            # usage ratio and z-score say the same thing in different units: one sentence
-            group = "usage" if name in ("usage_vs_baseline", "baseline_z") else name
+            # deviation in spreads and relative deviation say the same thing: one sentence
+            group = "usage" if name in ("deviation", "relative_deviation") else name
             group = "time" if name in TIME_FEATURES else group
             if group in used:
                 continue
             if causes and shares[j, f] < 0.05:
                 break
             used.add(group)
-            causes.append(Cause(name, float(shares[j, f]), _sentence(name, int(i), fb, float(kwh[i]), int(interval_s[i]))))
+            causes.append(Cause(name, float(shares[j, f]), _sentence(name, int(i), fb, float(kwh[i]),
+                                                                      int(interval_s[i]))))
             if len(causes) == top:
                 break
-        results.append((anomaly_kind(int(i), fb, float(kwh[i])), causes))
+        results.append((anomaly_kind(int(i), fb, float(kwh[i]), rules[j]), causes))
     return results

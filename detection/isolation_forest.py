@@ -12,6 +12,8 @@ normal), and adds what a fleet operator needs on top of a raw forest score:
 * ``feature_center_`` / ``feature_scale_``: robust location and spread of each feature on the
   training data, used to attribute a flagged reading's score to features (see
   :mod:`detection.explain`).
+* ``score_center_`` / ``score_spread_``: the median training score and its robust spread, what a
+  meter's own score statistics start from (see :mod:`detection.thresholds`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.ensemble import IsolationForest
 from sklearn.utils.validation import check_array, check_is_fitted
 
-DETECTOR_FORMAT = 2
+DETECTOR_FORMAT = 3
 """Bumped when a saved detector no longer fits the scoring code: 2 added the forecast forest and
-takes a missing (NaN) forecast residual, where format 1 took 0."""
+takes a missing (NaN) forecast residual, where format 1 took 0; 3 scores the features of real
+meters (zero regimes, registers, level shifts, catch-ups) and keeps its population's score statistics."""
 
 
 class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
@@ -79,6 +82,9 @@ class MeterAnomalyDetector(OutlierMixin, BaseEstimator):
                 raise ValueError("only the forecast feature may be NaN")
         self.base_features_ = np.flatnonzero(base)
         self.forest_, self.train_scores_ = self._forest(X[:, self.base_features_])
+        q25, q50, q75 = np.percentile(self.train_scores_, [25, 50, 75])
+        self.score_center_ = float(q50)
+        self.score_spread_ = float(max((q75 - q25) / 1.349, 1e-3))
         min_rows = self.max_samples if isinstance(self.max_samples, int) else 256
         self.forecast_forest_: IsolationForest | None = None
         self.forecast_train_scores_: np.ndarray | None = None

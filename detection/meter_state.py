@@ -46,9 +46,57 @@ class Scalar(IntEnum):
     """The meter's usual model score and its variance, for per-meter thresholds."""
     WINDOW_POS = 11
     """Next position in the recent-window ring."""
+    LEVEL = 12
+    """Exponentially weighted mean of the absolute reading: the meter's scale, for what is material."""
+    QUANTUM = 13
+    """The register's resolution, inferred: the smallest step between readings seen (0 until known)."""
+    LAST_CLEAN = 14
+    """The newest in-order reading, clipped to a few spreads of its baseline: what a change is
+    measured from, so one spike does not make the reading after it look like a fall."""
+    REPEAT_TRIALS_LOW = 15
+    REPEAT_HITS_LOW = 16
+    """Readings near zero (a few register steps) and how many repeated the one before."""
+    REPEAT_TRIALS_HIGH = 17
+    REPEAT_HITS_HIGH = 18
+    """The same above that: a meter's own run-length habits, by level."""
+    ZERO_RECENT = 19
+    """Exponentially weighted share of zero readings over the last days: the meter's zero regime now."""
+    SHIFT_UP = 20
+    SHIFT_DOWN = 21
+    """One-sided sums of sustained deviation (in hours): a level shift when one crosses its threshold."""
+    SHIFT_SUM = 22
+    SHIFT_HOURS = 23
+    """Deviation summed and hours counted since the shift sums last left zero: the shift's size."""
+    SHIFT_SINCE = 24
+    """When the running shift began (epoch ms), for its sentence."""
+    SCORE_COUNT = 25
+    """Model-scored readings behind SCORE_MEAN and SCORE_VAR."""
+    DRIFT_Z = 26
+    """Slow (3-day) average of the readings' clipped deviations, in spreads."""
+    PEAK = 27
+    """The largest absolute reading seen, slowly forgotten: a resolution is only one if readings
+    reach several of its steps (an on/off pump's one level is no register step)."""
+    ZERO_TRIALS = 28
+    ZERO_STAYS = 29
+    """Zero readings followed by another reading, and how many of those were zero too: how long this
+    meter's zero runs usually last (a gas meter's warm afternoons, a pump's idle nights)."""
+    LOG_LEVEL = 30
+    """log of the meter's level since its last level shift over the level its slot baselines were
+    learnt at: slots keep their shape through a shift, and are read and learnt at the new level."""
+    LAST_SHIFT = 31
+    LAST_SHIFT_AT = 32
+    """log of the last reported level shift's factor (0: none) and when (epoch ms): a shift back soon
+    after ends a temporary change (a holiday week), and restores the level before it exactly."""
+    ZERO_LONG = 33
+    """The same share of zero readings as ZERO_RECENT over about a month: the recent share above it
+    is a new zero regime (a heating season ending)."""
+    HABIT_LEVEL = 34
+    HABIT_COUNT = 35
+    """The usual size (kWh) of the meter's recent excursions, and how many it made lately (decaying
+    over a week): a load drawn again and again is a habit, not an anomaly."""
 
 
-ARRAY_NAMES = ("last_ts", "scalars", "window", "window_expected", "seen", "how", "hod")
+ARRAY_NAMES = ("last_ts", "scalars", "window", "window_z", "seen", "how", "hod")
 """The per-meter arrays, in the order they are exported."""
 
 
@@ -66,15 +114,16 @@ class MeterStateStore:
         """Timestamp of the newest in-order reading."""
         self.scalars = np.zeros((capacity, len(Scalar)))
         self.window = np.zeros((capacity, WINDOW))
-        """The recent readings (a ring, see :attr:`Scalar.WINDOW_POS`)."""
-        self.window_expected = np.zeros((capacity, WINDOW))
-        """Their baselines."""
+        """The recent readings, clipped to a few spreads of their baselines (a ring, see :attr:`Scalar.WINDOW_POS`)."""
+        self.window_z = np.zeros((capacity, WINDOW))
+        """Their deviations from their baselines, in spreads, clipped."""
         self.seen = np.full((capacity, SEEN), NO_TIME, dtype=np.int64)
         """The newest scored timestamps, in no order."""
         self.how = np.zeros((capacity, HOW_SLOTS, 3), dtype=np.float32)
         """Hour-of-week baseline: mean, variance, count per slot."""
-        self.hod = np.zeros((capacity, HOD_SLOTS, 3), dtype=np.float32)
-        """Hour-of-day baseline by day type: mean, variance, count per slot."""
+        self.hod = np.zeros((capacity, HOD_SLOTS, 6), dtype=np.float32)
+        """Hour-of-day baseline by day type: mean, variance, count, share of zero readings, 90% and 10%
+        quantiles per slot."""
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(getattr(self, name) for name in ARRAY_NAMES)

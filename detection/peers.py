@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PEER_FEATURES = ("usage_vs_baseline", "baseline_z", "window_vs_baseline", "change_z", "forecast_residual")
+PEER_FEATURES = ("deviation", "relative_deviation", "window_deviation", "change", "drift", "forecast_residual")
 """Deviation features that move together when a whole feeder deviates at once."""
 MIN_PEERS = 8
 """Readings of one group and interval needed before their median is trusted as a common mode."""
@@ -41,7 +41,7 @@ def correct_for_peers(matrix: np.ndarray, columns: list[int], scored: np.ndarray
     nor count as peers: a feeder-wide outage is still an outage of every meter on it. Groups
     smaller than :data:`MIN_PEERS` are left alone.
     """
-    candidates = scored & (kwh > 1e-9)
+    candidates = scored & (np.abs(kwh) > 1e-9)  # a net meter's export is a reading like any other
     if candidates.sum() < MIN_PEERS:
         return
     idx = np.flatnonzero(candidates)
@@ -60,3 +60,35 @@ def correct_for_peers(matrix: np.ndarray, columns: list[int], scored: np.ndarray
     same_way = (np.sign(values) == np.sign(common)) & enough[:, None]
     shrunk = np.sign(values) * np.maximum(np.abs(values) - np.abs(common), 0.0)
     matrix[np.ix_(idx, cols)] = np.where(same_way, shrunk, values)
+
+
+ZERO_COMMON = 0.1
+"""Peers whose median chance of reading zero is at least this read zero as part of their normal life
+(gas in spring, pumps, solar at noon)."""
+ZERO_SHARED = 0.25
+"""Share of such peers reading zero at once from which the cause is common (a warm evening, the end
+of a season): outages of single meters are rare, never a quarter of a feeder at one time."""
+
+
+def correct_zero_runs_for_peers(matrix: np.ndarray, column: int, scored: np.ndarray, groups: np.ndarray,
+                                ts: np.ndarray, kwh: np.ndarray, zero_probability: np.ndarray) -> None:
+    """Discount, in ``matrix[:, column]`` (the zero-run surprise), what zero readings share with their peers.
+
+    Only where zeros are ordinary for the peers: when a quarter or more of a gas network's meters read
+    zero on a warm evening, none of them has an outage. Where the peers almost never read zero (electricity
+    meters), a feeder-wide run of zeros is a power cut, an outage of every meter on it, and is
+    left alone.
+    """
+    if scored.sum() < MIN_PEERS:
+        return
+    idx = np.flatnonzero(scored)
+    frame = pd.DataFrame({"_g": groups[idx], "_t": ts[idx], "zero": np.abs(kwh[idx]) <= 1e-9,
+                          "p": zero_probability[idx], "s": matrix[idx, column]})
+    grouped = frame.groupby(["_g", "_t"], sort=False)
+    size = grouped["zero"].transform("size").to_numpy()
+    zero_share = grouped["zero"].transform("mean").to_numpy()
+    usual_zeros = grouped["p"].transform("median").to_numpy()
+    common = frame["s"].where(frame["zero"]).groupby([frame["_g"], frame["_t"]], sort=False).transform("median")
+    shared = (size >= MIN_PEERS) & (zero_share >= ZERO_SHARED) & (usual_zeros >= ZERO_COMMON) & frame["zero"].to_numpy()
+    surprise = frame["s"].to_numpy()
+    matrix[idx, column] = np.where(shared, np.maximum(surprise - common.fillna(0.0).to_numpy(), 0.0), surprise)

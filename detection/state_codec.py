@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-STATE_FORMAT = 1
-"""Version of the meter state layout (:mod:`detection.meter_state`) these blobs carry."""
+STATE_FORMAT = 2
+"""Version of the meter state layout (:mod:`detection.meter_state`) these blobs carry: 2 added the
+register, repeat, zero-regime and level-shift columns and the hour-of-day share of zeros."""
 _FORMAT_KEY = "_format"
 _LAYOUT_KEY = "_arrays"
 

@@ -16,15 +16,21 @@ import numpy as np
 import pandas as pd
 import sklearn
 
+from detection.baseline import COUNT, MEAN, DayTypeProfile
+from detection.calendar import UTC_CALENDAR, FleetCalendar
 from detection.features import FEATURE_INDEX, FEATURE_NAMES, FeatureExtractor
 from detection.isolation_forest import DETECTOR_FORMAT, MeterAnomalyDetector
+from detection.meter_state import MeterStateStore, Scalar
 from detection.replay import ForecastColumns, TimeOrderedReadings
-from detection.thresholds import Thresholds
+from detection.thresholds import ScorePrior, Thresholds
 
 MAX_TRAINING_ROWS = 200_000
 """Isolation Forest sees max_samples rows per tree; more rows only sharpen the calibration."""
 MIN_TRAINING_ROWS = 100
 """Fewer warmed-up readings than this cannot calibrate a tail probability of 1%."""
+DAY_TYPE_MIN_METERS = 20
+"""Meters that must have seen both day types at an hour before the population's profile is trusted:
+its 2.5% and 97.5% quantiles need a couple of dozen."""
 
 
 class NotEnoughHistoryError(ValueError):
@@ -51,6 +57,8 @@ class ModelMetadata:
     detector_format: int = 1
     """:data:`detection.isolation_forest.DETECTOR_FORMAT` of the code that trained it (absent, so 1,
     before format 2)."""
+    day_types: dict[str, list[float]] = field(default_factory=dict)
+    """The population's working/non-working day profile (:class:`detection.baseline.DayTypeProfile`)."""
 
 
 @dataclass
@@ -65,29 +73,66 @@ class TrainedModel:
     def version(self) -> str:
         return self.metadata.version
 
+    @property
+    def day_types(self) -> DayTypeProfile:
+        return DayTypeProfile.from_record(self.metadata.day_types)
+
+    @property
+    def score_prior(self) -> ScorePrior:
+        return ScorePrior(self.detector.score_center_, self.detector.score_spread_)
+
 
 def timestamp_version(moment: datetime | None = None) -> str:
     """A model version name: the UTC time of training, so the newest version sorts last."""
     return (moment or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
 
 
-def history_features(frame: pd.DataFrame, forecasts: ForecastColumns | None = None) -> np.ndarray:
+def history_features(frame: pd.DataFrame, forecasts: ForecastColumns | None = None,
+                     calendar: FleetCalendar = UTC_CALENDAR) -> tuple[np.ndarray, MeterStateStore]:
     """Features of every warmed-up, in-order reading of ``frame``, replayed in time order, with the
-    ``forecasts`` (row-aligned with ``frame``) joined as the stream joins the forecasts topic."""
-    extractor = FeatureExtractor()
+    ``forecasts`` (row-aligned with ``frame``) joined as the stream joins the forecasts topic; and
+    the meters' state at the end of the replay."""
+    extractor = FeatureExtractor(calendar=calendar)
     parts = []
     for _, batch in TimeOrderedReadings(frame, forecasts).batches():
         fb = extractor.transform(batch)
         parts.append(fb.matrix[fb.scored & ~fb.cold & ~fb.late])
-    return np.vstack(parts) if parts else np.empty((0, len(FEATURE_NAMES)))
+    return (np.vstack(parts) if parts else np.empty((0, len(FEATURE_NAMES)))), extractor.store
+
+
+def day_type_profile(store: MeterStateStore) -> DayTypeProfile:
+    """How working days compare with the rest, hour by hour, across the meters of a replay.
+
+    Per meter and hour, the log ratio of its working-day to its non-working-day usage (where it has
+    seen each at least twice and usage is material); the profile is the population's median ratio
+    and its 2.5% and 97.5% quantiles. Hours with too few such meters keep the "unknown" profile.
+    """
+    n = len(store)
+    if n == 0:
+        return DayTypeProfile()
+    hod = store.hod[:n].astype(np.float64)
+    level = store.scalars[:n, Scalar.LEVEL][:, None]
+    working, resting = hod[:, :24], hod[:, 24:]
+    usable = (working[:, :, COUNT] >= 2) & (resting[:, :, COUNT] >= 2) \
+        & (working[:, :, MEAN] > 0.05 * level) & (resting[:, :, MEAN] > 0.05 * level)
+    log_ratio = np.log(np.where(usable, working[:, :, MEAN], 1.0) / np.where(usable, resting[:, :, MEAN], 1.0))
+    profile = DayTypeProfile()
+    ratio, low, high = profile.ratio.copy(), profile.low.copy(), profile.high.copy()
+    for h in range(24):
+        values = log_ratio[usable[:, h], h]
+        if len(values) >= DAY_TYPE_MIN_METERS:
+            q_low, q50, q_high = np.exp(np.percentile(values, [2.5, 50, 97.5]))
+            ratio[h], low[h], high[h] = float(q50), float(q_low), float(q_high)
+    return DayTypeProfile(ratio, low, high)
 
 
 def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimators: int = 100,
-                 random_state: int = 0, source: str = "", forecasts: ForecastColumns | None = None) -> TrainedModel:
+                 random_state: int = 0, source: str = "", forecasts: ForecastColumns | None = None,
+                 calendar: FleetCalendar = UTC_CALENDAR) -> TrainedModel:
     """Train on readings (timestamp, meter_id, kwh[, feeder_id, interval_seconds]) and, when given,
     the forecasts that covered them (row-aligned); raises :class:`NotEnoughHistoryError` when
     the history is too short."""
-    X = history_features(frame, forecasts)
+    X, store = history_features(frame, forecasts, calendar)
     if len(X) < MIN_TRAINING_ROWS:
         raise NotEnoughHistoryError(
             f"only {len(X)} readings of warmed-up meters to train on (at least {MIN_TRAINING_ROWS} needed): "
@@ -110,5 +155,6 @@ def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimat
         source=source,
         forecast_coverage=round(float(np.isfinite(X[:, forecast_column]).mean()), 4),
         detector_format=DETECTOR_FORMAT,
+        day_types=day_type_profile(store).as_record(),
     )
     return TrainedModel(detector=detector, metadata=metadata)

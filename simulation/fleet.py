@@ -7,6 +7,11 @@ of five kinds are injected at a chosen rate and written as ground-truth events, 
 quality can be measured rather than asserted. Everything is vectorised with numpy and
 deterministic under the seed: 10,000 meters x 1 day of 15-minute data takes well under a second.
 
+``FleetConfig.archetypes`` adds the meters that make real fleets hard (heating gas, irrigation
+pumps, commercial buildings, electric cars, solar, a head-end with communication gaps: see
+:mod:`simulation.archetypes`), each feeder of one archetype; without it the fleet is the original
+households and institutions, reading for reading.
+
 The fleet is generated in blocks of time steps (:class:`FleetSimulator`), so an endless,
 paced demo never holds more than one block in memory. Whatever crosses a block boundary is
 carried over rather than cut: an anomaly that started in one block continues in the next (a
@@ -26,19 +31,33 @@ import numpy as np
 import pandas as pd
 
 from foundation.timeutil import datetime_ms, utc_index
+from simulation.anomalies import (
+    ALL_KINDS,
+    ANOMALY_KINDS,
+    FOR_GOOD,
+    Event,
+    apply_event,
+    archetype_kinds,
+    archetype_param,
+    event_length,
+    gaps,
+    original_param,
+)
+from simulation.archetypes import ARCHETYPES, HEADEND_GAPS
+from simulation.demand import ArchetypeDemand, archetype_profiles, original_energy, original_profiles
+from simulation.weather import Climate
 
 log = logging.getLogger(__name__)
 
-ANOMALY_KINDS = ("spike", "high_load", "outage", "stuck", "drift")
 DEFAULT_START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 LATE_FLAG = "LATE"
 CSV_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 READING_COLUMNS = ("timestamp", "meter_id", "feeder_id", "kwh", "interval_seconds", "quality_flags",
-                   "label", "anomaly_kind", "event_id")
+                   "label", "anomaly_kind", "event_id", "archetype")
 LABEL_COLUMNS = ("event_id", "meter_id", "feeder_id", "kind", "start", "end")
 READINGS_CSV_COLUMNS = ("timestamp", "meter_id", "kwh", "label", "feeder_id", "interval_seconds",
-                        "anomaly_kind", "event_id", "quality_flags")
+                        "anomaly_kind", "event_id", "quality_flags", "archetype")
 """The evaluator's columns first (``timestamp,meter_id,kwh,label``), then what replay needs."""
 
 _MAX_LATE_INTERVALS = 6
@@ -64,7 +83,14 @@ class FleetConfig:
     late_rate: float = 0.002
     """Share of readings delivered 1-6 intervals late (flagged LATE)."""
     institution_share: float = 0.15
-    """Share of meters that are schools, clinics or shops rather than households."""
+    """Share of meters that are schools, clinics or shops rather than households (original fleet)."""
+    archetypes: tuple[tuple[str, float], ...] | None = None
+    """(archetype, share of feeders) pairs, e.g. :data:`simulation.archetypes.MIXED_FLEET`; None: the
+    original fleet of households and institutions."""
+    country: str | None = None
+    """Country whose public holidays close commercial buildings (``holidays`` package code)."""
+    climate: Climate = Climate()
+    """The fleet's weather (heating gas, cooling, irrigation seasons)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -82,6 +108,9 @@ class FleetConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 problems.append(f"{name} must be between 0 and 1, got {value}")
+        unknown = [a for a, _ in self.archetypes or () if a not in ARCHETYPES]
+        if unknown:
+            problems.append(f"unknown archetypes {unknown}; known: {', '.join(ARCHETYPES)}")
         if problems:
             raise ValueError("invalid fleet config: " + "; ".join(problems))
         if self.start.tzinfo is None:
@@ -124,116 +153,6 @@ class SimulatedFleet:
             path, index=False, date_format=CSV_DATE_FORMAT, mode="a" if append else "w", header=not append)
 
 
-@dataclass(frozen=True)
-class _MeterProfiles:
-    """Fixed traits of each meter, drawn once from the seed so every block of an endless run agrees."""
-
-    meter_ids: np.ndarray
-    feeder_ids: np.ndarray
-    institution: np.ndarray
-    scale_kw: np.ndarray
-    noise: np.ndarray
-    phase_h: np.ndarray
-
-
-def _profiles(cfg: FleetConfig) -> _MeterProfiles:
-    rng = np.random.default_rng([cfg.seed, 0])
-    n = cfg.meters
-    institution = rng.random(n) < cfg.institution_share
-    scale_kw = np.where(institution, rng.lognormal(np.log(6.0), 0.6, n), rng.lognormal(np.log(0.45), 0.5, n))
-    noise = np.where(institution, rng.uniform(0.05, 0.12, n), rng.uniform(0.10, 0.22, n))
-    return _MeterProfiles(
-        meter_ids=np.array([f"M{i:06d}" for i in range(1, n + 1)]),
-        feeder_ids=np.array([f"F{i // cfg.meters_per_feeder + 1:04d}" for i in range(n)]),
-        institution=institution,
-        scale_kw=scale_kw,
-        noise=noise,
-        phase_h=rng.normal(0.0, 0.6, n),
-    )
-
-
-def _household_kw(hour: np.ndarray, weekend: np.ndarray) -> np.ndarray:
-    """Relative household demand: base load, a morning and a stronger evening peak."""
-    morning_center = np.where(weekend, 9.0, 7.0)
-    morning = 0.9 * np.exp(-0.5 * ((hour - morning_center) / 1.1) ** 2)
-    evening = 1.6 * np.exp(-0.5 * ((hour - 19.5) / 1.6) ** 2)
-    midday = np.where(weekend, 0.5, 0.15) * np.exp(-0.5 * ((hour - 13.0) / 2.5) ** 2)
-    return 0.35 + morning + evening + midday
-
-
-def _institution_kw(hour: np.ndarray, weekend: np.ndarray) -> np.ndarray:
-    """Relative institution demand: a weekday daytime plateau, quiet nights and weekends."""
-    open_hours = 1.0 / (1.0 + np.exp(-(hour - 7.5) * 2.5)) * 1.0 / (1.0 + np.exp((hour - 17.5) * 2.5))
-    return 0.25 + np.where(weekend, 0.15, 1.6) * open_hours
-
-
-def _normal_energy(cfg: FleetConfig, prof: _MeterProfiles, times: pd.DatetimeIndex, rng: np.random.Generator) -> np.ndarray:
-    """Energy (kWh) per [step, meter] without anomalies."""
-    hours = np.asarray(times.hour + times.minute / 60.0, dtype=float)
-    weekend = np.asarray(times.day_of_week >= 5)
-    day_of_year = np.asarray(times.day_of_year, dtype=float)
-    h = (hours[:, None] + prof.phase_h[None, :]) % 24.0
-    wk = np.broadcast_to(weekend[:, None], h.shape)
-    shape = np.where(prof.institution[None, :], _institution_kw(h, wk), _household_kw(h, wk))
-    seasonal = 1.0 + 0.15 * np.cos(2 * np.pi * (day_of_year - 15.0) / 365.25)  # winter high
-    kw = shape * prof.scale_kw[None, :] * seasonal[:, None]
-    noise = rng.lognormal(0.0, 1.0, kw.shape) ** prof.noise[None, :]
-    return kw * noise * (cfg.interval_seconds / 3600.0)
-
-
-@dataclass(frozen=True)
-class _Event:
-    """One injected anomaly, in global step indices so it can continue into later blocks."""
-
-    event_id: str
-    meter: int
-    kind: int
-    start: int
-    """Global index of the first affected interval (0 = the interval ending at start + interval)."""
-    length: int
-    param: float
-    """Multiplier (spike, high_load), the stuck value (stuck) or the final extra growth (drift)."""
-
-    @property
-    def end(self) -> int:
-        """Global index one past the last affected interval."""
-        return self.start + self.length
-
-
-def _event_length(kind: str, per_hour: float, rng: np.random.Generator) -> int:
-    if kind == "spike":
-        return int(rng.integers(1, 3))
-    if kind == "high_load":
-        return max(1, int(rng.uniform(2, 8) * per_hour))
-    if kind == "outage":
-        return max(1, int(rng.uniform(2, 12) * per_hour))
-    if kind == "stuck":
-        return max(3, int(rng.uniform(3, 24) * per_hour))
-    return max(4, int(rng.uniform(24, 72) * per_hour))  # drift: a slow leak over one to three days
-
-
-def _apply_event(event: _Event, energy: np.ndarray, kind_of: np.ndarray, event_of: np.ndarray,
-                 block_start: int, local_index: int) -> None:
-    """Apply the part of ``event`` that falls in the block starting at global step ``block_start``."""
-    lo = max(event.start, block_start) - block_start
-    hi = min(event.end, block_start + energy.shape[0]) - block_start
-    if hi <= lo:
-        return
-    seg = energy[lo:hi, event.meter]
-    name = ANOMALY_KINDS[event.kind]
-    if name in ("spike", "high_load"):
-        seg *= event.param
-    elif name == "outage":
-        seg[:] = 0.0
-    elif name == "stuck":
-        seg[:] = event.param
-    else:  # drift grows linearly from +25 % to +25 % + param over the whole event, across blocks
-        offsets = np.arange(lo, hi) + block_start - event.start
-        seg *= 1.25 + event.param * offsets / max(1, event.length - 1)
-    kind_of[lo:hi, event.meter] = event.kind
-    event_of[lo:hi, event.meter] = local_index
-
-
 class FleetSimulator:
     """Generates a fleet block after block; :func:`simulate_fleet` is one block of the whole run.
 
@@ -243,16 +162,24 @@ class FleetSimulator:
 
     def __init__(self, cfg: FleetConfig) -> None:
         self.cfg = cfg
-        self.profiles = _profiles(cfg)
+        if cfg.archetypes is None:
+            self.profiles = original_profiles(cfg.meters, cfg.meters_per_feeder, cfg.institution_share, cfg.seed)
+            self.demand: ArchetypeDemand | None = None
+        else:
+            self.profiles = archetype_profiles(cfg.meters, cfg.meters_per_feeder, cfg.archetypes, cfg.seed)
+            self.demand = ArchetypeDemand(self.profiles, cfg.interval_seconds, cfg.seed, cfg.climate,
+                                          holidays=_holiday_days(cfg))
         self.next_step = 0
         """Global index of the first interval of the next block."""
         self._block = 0
         self._events_started = 0
-        self._running: list[_Event] = []
+        self._running: list[Event] = []
         """Events that continue past the end of the last block."""
         self._held: dict[str, np.ndarray] | None = None
         """Late readings delivered after the end of the last block."""
         self._last_energy: np.ndarray | None = None
+        self._level: np.ndarray | None = None
+        """Each meter's typical absolute energy per interval (archetype fleets), for additive anomalies."""
 
     @property
     def finished(self) -> bool:
@@ -276,22 +203,30 @@ class FleetSimulator:
         rng = np.random.default_rng([cfg.seed, 1, self._block])
         times = self.time_of(np.arange(block_start, block_start + steps))
 
-        energy = _normal_energy(cfg, self.profiles, times, rng)
+        if self.demand is None:
+            energy = original_energy(self.profiles, times, cfg.interval_seconds, rng)
+        else:
+            energy = self.demand.energy(times, rng)
+            if self._level is None:
+                self._level = self.demand.typical_level(energy)
         kind_of = np.full(energy.shape, -1, dtype=np.int8)
         event_of = np.full(energy.shape, -1, dtype=np.int32)
         block_events = list(self._running)
         for i, event in enumerate(block_events):
-            _apply_event(event, energy, kind_of, event_of, block_start, i)
+            apply_event(event, energy, kind_of, event_of, block_start, i, additive=self.demand is not None)
         new_events = self._inject(energy, kind_of, event_of, block_events, block_start, rng)
-        self._running = [e for e in block_events if e.end > block_start + steps]
+        dropped = np.zeros(energy.shape, dtype=bool)
+        if self.demand is not None:
+            new_events += self._catch_ups(energy, kind_of, event_of, dropped, block_events, block_start, rng)
+        self._running = [e for e in block_events if (e.effect_end or e.end) > block_start + steps]
         self._last_energy = energy[-1].copy()
 
-        readings = self._readings(energy, kind_of, event_of, block_events, times, rng, final)
+        readings = self._readings(energy, kind_of, event_of, dropped, block_events, times, rng, final)
         labels = pd.DataFrame({
             "event_id": [e.event_id for e in new_events],
             "meter_id": self.profiles.meter_ids[[e.meter for e in new_events]].astype(object),
             "feeder_id": self.profiles.feeder_ids[[e.meter for e in new_events]].astype(object),
-            "kind": [ANOMALY_KINDS[e.kind] for e in new_events],
+            "kind": [e.name for e in new_events],
             "start": self.time_of(np.array([e.start for e in new_events], dtype=np.int64)),
             "end": self.time_of(np.array([e.end - 1 for e in new_events], dtype=np.int64)),
         }, columns=list(LABEL_COLUMNS))
@@ -299,8 +234,14 @@ class FleetSimulator:
         self._block += 1
         return SimulatedFleet(readings=readings, labels=labels)
 
-    def _inject(self, energy: np.ndarray, kind_of: np.ndarray, event_of: np.ndarray, block_events: list[_Event],
-                block_start: int, rng: np.random.Generator) -> list[_Event]:
+    def _new_event(self, meter: int, name: str, start: int, length: int, param: float,
+                   effect_end: int | None = None) -> Event:
+        event = Event(f"E{self._events_started:05d}", meter, ALL_KINDS.index(name), start, length, param, effect_end)
+        self._events_started += 1
+        return event
+
+    def _inject(self, energy: np.ndarray, kind_of: np.ndarray, event_of: np.ndarray, block_events: list[Event],
+                block_start: int, rng: np.random.Generator) -> list[Event]:
         """Draw this block's new anomalies, apply them, append them to ``block_events``, return them.
 
         Events start in this block and may run into later ones; in a finite run they end
@@ -315,12 +256,16 @@ class FleetSimulator:
         per_hour = 3600.0 / cfg.interval_seconds
         guard = max(1, int(per_hour))
         n_events = rng.poisson(cfg.anomaly_rate * meters * steps / cfg.steps_per_day)
-        new_events: list[_Event] = []
+        new_events: list[Event] = []
         for _ in range(n_events):
-            kind = int(rng.integers(len(ANOMALY_KINDS)))
-            name = ANOMALY_KINDS[kind]
-            m = int(rng.integers(meters))
-            length = _event_length(name, per_hour, rng)
+            if self.demand is None:
+                name = ANOMALY_KINDS[int(rng.integers(len(ANOMALY_KINDS)))]
+                m = int(rng.integers(meters))
+            else:
+                m = int(rng.integers(meters))
+                kinds = archetype_kinds(self.profiles.archetype[m])
+                name = kinds[int(rng.integers(len(kinds)))]
+            length = event_length(name, per_hour, rng)
             if cfg.endless:
                 latest = steps  # exclusive bound on the block-relative start
             else:
@@ -331,27 +276,48 @@ class FleetSimulator:
             s = int(rng.integers(0, latest))
             if (event_of[max(0, s - guard):min(steps, s + length + guard), m] >= 0).any():
                 continue  # keep a meter's events apart so each is a distinct ground-truth episode
-            if name == "spike":
-                param = float(rng.uniform(3.0, 8.0))
-            elif name == "high_load":
-                param = float(rng.uniform(2.0, 4.0))
-            elif name == "stuck":
-                before = energy[s - 1, m] if s > 0 else (
-                    self._last_energy[m] if self._last_energy is not None else energy[s, m])
-                param = round(float(before) + 1e-3, 3)
-            elif name == "drift":
-                param = float(rng.uniform(0.6, 1.5))
+            effect_end = None
+            if self.demand is None:
+                param = original_param(name, energy, s, m, self._last_energy, rng)
             else:
-                param = 0.0
-            event = _Event(f"E{self._events_started:05d}", m, kind, block_start + s, length, param)
-            self._events_started += 1
-            _apply_event(event, energy, kind_of, event_of, block_start, len(block_events))
+                param = archetype_param(name, self.profiles.archetype[m], energy, s, length, m, self._level[m], rng)
+                if param is None:
+                    continue
+                if name == "level_shift":
+                    if any(e.meter == m and e.name == "level_shift" for e in block_events):
+                        continue  # one change of level per building and run is plenty
+                    effect_end = FOR_GOOD if cfg.endless else cfg.steps
+            event = self._new_event(m, name, block_start + s, length, param, effect_end)
+            apply_event(event, energy, kind_of, event_of, block_start, len(block_events),
+                        additive=self.demand is not None)
             block_events.append(event)
             new_events.append(event)
         return new_events
 
-    def _readings(self, energy: np.ndarray, kind_of: np.ndarray, event_of: np.ndarray, block_events: list[_Event],
-                  times: pd.DatetimeIndex, rng: np.random.Generator, final: bool) -> pd.DataFrame:
+    def _catch_ups(self, energy: np.ndarray, kind_of: np.ndarray, event_of: np.ndarray, dropped: np.ndarray,
+                   block_events: list[Event], block_start: int, rng: np.random.Generator) -> list[Event]:
+        """Gaps of the gappy head-ends: their meters' readings go missing for hours, then each meter's
+        next reading carries the energy of the whole gap (a catch-up, labelled as such)."""
+        cfg, prof = self.cfg, self.profiles
+        steps = energy.shape[0]
+        feeders = np.unique(prof.feeder_ids[prof.archetype == HEADEND_GAPS])
+        events = []
+        for f, start, end in gaps(steps, len(feeders), 3600.0 / cfg.interval_seconds, cfg.steps_per_day, rng):
+            for m in np.flatnonzero(prof.feeder_ids == feeders[f]):
+                if (kind_of[start:end + 1, m] >= 0).any():
+                    continue  # an anomaly in the gap: leave this meter's readings alone
+                energy[end, m] = energy[start:end + 1, m].sum()
+                dropped[start:end, m] = True
+                event = self._new_event(int(m), "catch_up", block_start + end, 1, float(end - start))
+                kind_of[end, m] = event.kind
+                event_of[end, m] = len(block_events)
+                block_events.append(event)
+                events.append(event)
+        return events
+
+    def _readings(self, energy: np.ndarray, kind_of: np.ndarray, event_of: np.ndarray, dropped: np.ndarray,
+                  block_events: list[Event], times: pd.DatetimeIndex, rng: np.random.Generator,
+                  final: bool) -> pd.DataFrame:
         """Flatten the block to readings in delivery order, with missing and late readings."""
         cfg, prof = self.cfg, self.profiles
         steps, meters = energy.shape
@@ -361,6 +327,12 @@ class FleetSimulator:
         keep = rng.random(ts.size) >= cfg.missing_rate
         late = (rng.random(ts.size) < cfg.late_rate) & keep
         delay_steps = np.where(late, rng.integers(1, _MAX_LATE_INTERVALS + 1, ts.size), 0)
+        if dropped.any():
+            keep &= ~dropped.ravel()
+            late &= keep
+            catch_up = kind_of.ravel() == ALL_KINDS.index("catch_up")
+            late &= ~catch_up  # a catch-up is delivered when the link is back
+            delay_steps = np.where(late, delay_steps, 0)
         event_ids = np.array([e.event_id for e in block_events] + [""], dtype=object)
         columns = {
             "timestamp": ts,
@@ -383,7 +355,7 @@ class FleetSimulator:
         # Delivery order: by delivery slot; within a slot the on-time readings, then the late ones.
         order = np.lexsort((columns["meter"], columns["late"], columns["delivery"]))
         columns = {name: values[order] for name, values in columns.items()}
-        kind_names = np.array(list(ANOMALY_KINDS) + [""], dtype=object)
+        kind_names = np.array(list(ALL_KINDS) + [""], dtype=object)
         return pd.DataFrame({
             "timestamp": utc_index(columns["timestamp"]),
             "meter_id": prof.meter_ids[columns["meter"]],
@@ -394,7 +366,20 @@ class FleetSimulator:
             "label": (columns["kind"] >= 0).astype(np.int8),
             "anomaly_kind": kind_names[columns["kind"]],
             "event_id": columns["event"],
+            "archetype": prof.archetype[columns["meter"]],
         })
+
+
+def _holiday_days(cfg: FleetConfig) -> set[int]:
+    """Day numbers of the configured country's public holidays over the run (and a year on)."""
+    if not cfg.country:
+        return set()
+    import holidays
+
+    first = cfg.start.year
+    last = first + (2 if cfg.endless else int(cfg.days // 365) + 1)
+    return {int(np.datetime64(day, "D").astype(np.int64))
+            for day in holidays.country_holidays(cfg.country, years=range(first, last + 1))}
 
 
 def simulate_fleet(cfg: FleetConfig) -> SimulatedFleet:

@@ -34,7 +34,7 @@ from detection.calendar import HOD_SLOTS, HOW_SLOTS
 from detection.meter_state import MeterStateStore
 from detection.state_codec import decode_state, encode_state
 
-FAST_ARRAYS = ("last_ts", "scalars", "window", "window_expected", "seen")
+FAST_ARRAYS = ("last_ts", "scalars", "window", "window_z", "seen")
 """Arrays of the ``fast`` record; the baselines go per slot."""
 
 
@@ -62,8 +62,8 @@ class FeederState:
         header, fast = decode_state(blob)
         meters: list[str] = header["meters"]
         arrays = {name: fast[name] for name in FAST_ARRAYS}
-        arrays["how"] = np.zeros((len(meters), HOW_SLOTS, 3), dtype=np.float32)
-        arrays["hod"] = np.zeros((len(meters), HOD_SLOTS, 3), dtype=np.float32)
+        arrays["how"] = np.zeros((len(meters), *self.store.how.shape[1:]), dtype=np.float32)
+        arrays["hod"] = np.zeros((len(meters), *self.store.hod.shape[1:]), dtype=np.float32)
         for kind, name, slots in (("h", "how", HOW_SLOTS), ("d", "hod", HOD_SLOTS)):
             target = arrays[name]
             for slot in range(slots):

@@ -28,7 +28,7 @@ def _load_readings(path: Path) -> pd.DataFrame:
     frame = parsed.readings
     # Row numbers count physical lines (header = 1, blank lines included): keep blank lines so
     # row n of the file is position n - 2 here too.
-    raw = pd.read_csv(path, usecols=lambda c: c.strip().lower() in ("label", "event_id"), dtype=str,
+    raw = pd.read_csv(path, usecols=lambda c: c.strip().lower() in ("label", "event_id", "archetype"), dtype=str,
                       keep_default_na=False, skip_blank_lines=False)
     raw.columns = [c.strip().lower() for c in raw.columns]
     for column in raw.columns:
@@ -89,9 +89,11 @@ def evaluate(
                                    help="Also score with forecasts replayed over the file on the forecaster's "
                                         "schedule (WATTSUP_FORECAST_*); Prophet fits take minutes on a large file."),
 ) -> None:
-    """Precision, recall and F1 (point and event level) against the labels, with two baselines."""
+    """Precision, recall and F1 (point and event level) against the labels, with two baselines; per
+    archetype too when the file has an ``archetype`` column (the simulator writes one)."""
     from detection.evaluation import (
         evaluate_flags,
+        evaluate_groups,
         feature_detector_flags,
         raw_isolation_forest_baseline,
         rolling_zscore_baseline,
@@ -106,8 +108,10 @@ def evaluate(
     for name in [d.strip() for d in detectors.split(",") if d.strip()]:
         if name == "iforest":
             result = _detect(frame, _model(model_dir, model_dir is None))
-            reports.append(evaluate_flags(frame, result.scores["flag"].to_numpy(), result.scores["score"].to_numpy(),
-                                          "wattsup (isolation forest)"))
+            flag, score = result.scores["flag"].to_numpy(), result.scores["score"].to_numpy()
+            reports.append(evaluate_flags(frame, flag, score, "wattsup (isolation forest)"))
+            if "archetype" in frame:
+                reports += evaluate_groups(frame, flag, score, "wattsup (isolation forest)")
             if forecasts:
                 from forecaster.settings import ForecastSettings
                 from models.training import replay_forecasts
@@ -127,10 +131,10 @@ def evaluate(
     flag, score = raw_isolation_forest_baseline(frame)
     reports.append(evaluate_flags(frame, flag, score, "baseline: raw-value isolation forest"))
 
-    table = Table("detector", "event P", "event R", "event F1", "point P", "point R", "point F1", "PR-AUC",
-                  "false alarms/1k", "median delay h")
+    table = Table("detector", "readings", "event P", "event R", "event F1", "point P", "point R", "point F1",
+                  "PR-AUC", "false alarms/1k", "median delay h")
     for r in reports:
-        table.add_row(r.detector, f"{r.event_precision:.3f}", f"{r.event_recall:.3f}", f"{r.event_f1:.3f}",
+        table.add_row(r.detector, r.group, f"{r.event_precision:.3f}", f"{r.event_recall:.3f}", f"{r.event_f1:.3f}",
                       f"{r.point_precision:.3f}", f"{r.point_recall:.3f}", f"{r.point_f1:.3f}", f"{r.pr_auc:.3f}",
                       f"{r.false_alarms_per_1000:.2f}", f"{r.median_delay_hours:.1f}")
     console.print(table)

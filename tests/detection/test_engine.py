@@ -12,7 +12,7 @@ from detection.offline import detect_frame
 from detection.training import fit_detector
 from foundation.timeutil import epoch_ms
 from simulation.fleet import FleetConfig, simulate_fleet
-from tests.detection.hand_made import T0, batch
+from tests.detection.hand_made import T0, batch, noisy_pattern
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,8 @@ def test_sensitivity_changes_how_much_is_flagged(trained, labelled):
 def test_cold_start_meters_are_scored_by_baseline_rules(trained):
     engine = DetectionEngine(trained)
     ts = T0 + 3_600_000 * np.arange(1, 13)
-    kwh = np.r_[np.full(4, 0.5), np.full(8, 0.77)]  # a new meter that gets stuck
+    # a new meter that gets stuck (readings that varied in the 4th decimal, then none)
+    kwh = np.r_[noisy_pattern(1)[:4], np.full(8, 0.7731)]
     res = engine.score(batch(["new"] * 12, ts, kwh, np.full(12, 3600), feeder_ids=["F"] * 12))
     assert set(res.model_version) == {BASELINE_RULES}
     flagged = res.anomalies
@@ -72,6 +73,7 @@ def test_cold_start_meters_are_scored_by_baseline_rules(trained):
 def test_without_a_model_every_reading_is_judged_by_the_rules():
     engine = DetectionEngine(None)
     ts = T0 + 3_600_000 * np.arange(1, 50)
-    res = engine.score(batch(["m"] * 49, ts, np.full(49, 0.5), np.full(49, 3600)))
+    kwh = np.r_[noisy_pattern(1), np.full(25, 0.5123)]
+    res = engine.score(batch(["m"] * 49, ts, kwh, np.full(49, 3600)))
     assert engine.model_version == BASELINE_RULES and set(res.model_version) == {BASELINE_RULES}
     assert res.flag.any()  # a register that never changes is stuck, model or not

@@ -20,25 +20,27 @@ def test_scale_invariance():
 def test_spike_stands_out_against_the_hour_of_day_baseline():
     _, fb = run(daily_pattern(4) + [1.6 * 5])  # hour 00-01 usually 0.3; we send 8.0
     last = fb.matrix[-1]
-    assert last[F["usage_vs_baseline"]] > 2.0
-    assert last[F["baseline_z"]] > 6
-    typical = fb.matrix[24 * 3:-1, F["usage_vs_baseline"]]
-    assert np.abs(typical).max() < 0.3
+    assert last[F["relative_deviation"]] > 2.0
+    assert last[F["deviation"]] > 10
+    assert np.abs(fb.matrix[24 * 3:-1, F["relative_deviation"]]).max() < 0.3
+    assert np.abs(fb.matrix[24 * 3:-1, F["deviation"]]).max() < 1.0
 
 
 def test_stuck_and_zero_runs_count_consecutive_readings():
     _, fb = run(daily_pattern(3) + [0.77] * 5 + [0.0] * 4)
-    assert fb.unchanged_intervals[-9:-4].tolist() == [0, 1, 2, 3, 4]
-    np.testing.assert_allclose(fb.matrix[-8:-4, F["unchanged_hours"]], np.log1p([1, 2, 3, 4]))
-    assert fb.zero_hours[-4:].tolist() == [1, 2, 3, 4]
-    assert (fb.matrix[-4:, F["zero_hours"]] > 0).all()
+    # a run counts the readings of one value from its second; each more is less probable
+    assert fb.repeat_run[-9:-4].tolist() == [0, 2, 3, 4, 5]
+    assert (np.diff(fb.matrix[-8:-4, F["repeat_surprise"]]) > 0).all()
+    assert fb.zero_run[-4:].tolist() == [1, 2, 3, 4]
+    assert (np.diff(fb.matrix[-4:, F["zero_surprise"]]) > 0).all() and fb.matrix[-4, F["zero_surprise"]] > 0
 
 
 def test_gap_resets_change_and_runs():
     ex, fb = run(daily_pattern(3) + [0.77, 0.77])
     _, fb2 = run([0.77], start=T0 + HOUR_MS * (len(daily_pattern(3)) + 2 + 5), extractor=ex)  # 5 h gap
-    assert fb2.matrix[0, F["change_z"]] == 0.0
-    assert fb2.unchanged_intervals[0] == 0
+    assert fb2.gap_intervals[0] == 5
+    assert fb2.matrix[0, F["change"]] == 0.0
+    assert fb2.repeat_run[0] == 0
 
 
 def test_several_readings_of_a_meter_in_one_batch_are_processed_in_order():
@@ -64,7 +66,7 @@ def test_daily_data_uses_day_of_week_slots():
     _, fb = run(values, step_ms=24 * HOUR_MS, interval_s=86_400)
     assert fb.slot_labels[:7].tolist() == [0, 1, 2, 3, 4, 5, 6]
     assert fb.matrix.shape == (len(values), len(FEATURE_NAMES))
-    assert abs(fb.matrix[-1, F["usage_vs_baseline"]]) < 0.2
+    assert abs(fb.matrix[-1, F["relative_deviation"]]) < 0.2
 
 
 @pytest.mark.parametrize("forecast, expected_sign", [(2.0, 1), (20.0, -1)])
@@ -114,8 +116,8 @@ def test_peer_correction_can_be_left_out():
     corrected = extractors[0].transform(batch(meters, now, doubled, np.full(12, 3600), feeder_ids=["F"] * 12))
     plain = extractors[1].transform(batch(meters, now, doubled, np.full(12, 3600), feeder_ids=["F"] * 12),
                                     correct_peers=False)
-    assert (plain.matrix[:, F["usage_vs_baseline"]] > 0.5).all()
-    np.testing.assert_allclose(corrected.matrix[:, F["usage_vs_baseline"]], 0.0, atol=1e-12)
+    assert (plain.matrix[:, F["relative_deviation"]] > 0.5).all()
+    np.testing.assert_allclose(corrected.matrix[:, F["relative_deviation"]], 0.0, atol=1e-12)
 
 
 def test_a_late_reading_is_judged_alone_whichever_peers_share_its_batch():
@@ -131,5 +133,5 @@ def test_a_late_reading_is_judged_alone_whichever_peers_share_its_batch():
     doubled = np.full(12, 2 * history[0])
     fb = ex.transform(batch(meters, np.full(12, now), doubled, np.full(12, 3600), feeder_ids=["F"] * 12))
     assert fb.late.tolist() == [True] + [False] * 11
-    assert fb.matrix[0, F["usage_vs_baseline"]] > 0.5  # not discounted
-    np.testing.assert_allclose(fb.matrix[1:, F["usage_vs_baseline"]], 0.0, atol=1e-12)
+    assert fb.matrix[0, F["relative_deviation"]] > 0.5  # not discounted
+    np.testing.assert_allclose(fb.matrix[1:, F["relative_deviation"]], 0.0, atol=1e-12)

@@ -15,7 +15,8 @@ from simulation.fleet import FleetConfig, simulate_fleet
 def test_history_features_leave_out_the_warm_up_day():
     readings = simulate_fleet(FleetConfig(meters=10, days=3, interval=timedelta(hours=1), seed=4,
                                           missing_rate=0.0, late_rate=0.0)).readings
-    X = history_features(readings)
+    X, store = history_features(readings)
+    assert len(store) == 10  # and the state of the replay's ten meters
     assert X.shape == (10 * (3 * 24 - int(WARMUP_DAYS * 24)), len(FEATURE_NAMES))
     assert np.isnan(X[:, FEATURE_NAMES.index("forecast_residual")]).all()  # no forecasts given
 

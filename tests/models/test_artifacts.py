@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from detection.features import FEATURE_NAMES
+from detection.isolation_forest import DETECTOR_FORMAT
 from models.artifacts import ModelMismatchError, list_versions, load_model, new_version
 from models.training import train_and_save
 from simulation.fleet import FleetConfig, simulate_fleet
@@ -32,10 +33,10 @@ def test_train_save_list_load_and_feature_mismatch(tmp_path):
     # a model saved before the forecast-aware format (its metadata has no detector_format) is refused
     meta_path = tmp_path / second.version / "metadata.json"
     meta = json.loads(meta_path.read_text())
-    assert meta["detector_format"] == 2
+    assert meta["detector_format"] == DETECTOR_FORMAT
     del meta["detector_format"]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ModelMismatchError, match="detector format 1, this WattsUp scores format 2"):
+    with pytest.raises(ModelMismatchError, match=f"detector format 1, this WattsUp scores format {DETECTOR_FORMAT}"):
         load_model(tmp_path, expected_features=FEATURE_NAMES)
 
 

@@ -111,30 +111,30 @@ def test_forecasts_join_readings_and_survive_restore(setup):
     assert not any(c["feature"] == "forecast_residual" for c in a["causes"])
 
 
-def test_hot_reload_takes_a_newer_version_and_refuses_other_features(setup, tmp_path):
-    import json
+def test_a_newer_model_is_swapped_in_between_batches_and_counted(setup, tmp_path):
+    """The reloader's rules (newest wins, other features refused) are tested in tests/models/test_reload.py."""
     import shutil
 
-    model_dir, serde, _ = setup
+    from prometheus_client import REGISTRY
+
+    def reloads() -> float:
+        return REGISTRY.get_sample_value("wattsup_stream_model_reloads_total")
+
+    model_dir, serde, messages = setup
     local = tmp_path / "models"
     shutil.copytree(model_dir, local)
-    engine = StreamScorer(local, serde)
-    before = engine.model_version
-    assert engine.maybe_reload_model() is False  # nothing newer
-
+    scorer = StreamScorer(local, serde)
+    scorer.attach_tables({}, {})
+    before, reloads_before = scorer.model_version, reloads()
+    assert scorer.maybe_reload_model() is False  # nothing newer
+    run(scorer, serde, messages[:40])
     history = simulate_fleet(FleetConfig(meters=30, days=6, interval=timedelta(hours=1), seed=9)).readings
     newer = train_and_save(history, local, n_estimators=10)
-    assert engine.maybe_reload_model() is True
-    assert engine.model_version == newer.version != before
-
-    # A version trained on other features is refused; the running model stays.
-    bad = local / "99999999T000000Z"
-    shutil.copytree(newer.path, bad)
-    meta = json.loads((bad / "metadata.json").read_text())
-    meta.update(version=bad.name, features=meta["features"][:-1])
-    (bad / "metadata.json").write_text(json.dumps(meta))
-    assert engine.maybe_reload_model() is False
-    assert engine.model_version == newer.version
+    assert scorer.maybe_reload_model() is True
+    assert scorer.model_version == newer.version != before
+    assert reloads() == reloads_before + 1
+    later = run(scorer, serde, messages[40:])
+    assert {a["model_version"] for a in later} <= {newer.version, "baseline-rules"}
 
 
 def test_without_any_model_every_meter_is_scored_by_rules(tmp_path, setup):

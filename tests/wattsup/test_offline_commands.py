@@ -18,7 +18,7 @@ def test_evaluate_keeps_labels_aligned_with_blank_lines_and_bad_rows(tmp_path):
     fleet.write_readings_csv(clean)
     lines = clean.read_text().splitlines()
     # a blank line and an unparseable row early in the file shift every later line by two
-    lines[3:3] = ["", "not-a-time,M000001,1.0,1,F0001,3600,,,"]
+    lines[3:3] = ["", "not-a-time,M000001,1.0,1,F0001,3600,,,,household"]
     path = tmp_path / "labelled.csv"
     path.write_text("\n".join(lines) + "\n")
     scores = tmp_path / "scores.csv"
