@@ -47,7 +47,8 @@ class ReadingIn(BaseModel):
     meter_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     timestamp: datetime = Field(description="End of the interval, ISO 8601 (naive means UTC); not before 2000-01-01 "
                                             "and at most a day ahead of the server's clock. Epoch numbers are refused.")
-    kwh: float = Field(ge=0, allow_inf_nan=False, description="Energy over the interval, kWh.")
+    kwh: float = Field(allow_inf_nan=False, description="Energy over the interval, kWh; negative for a net meter "
+                                                        "exporting (solar), never NaN or infinite.")
     feeder_id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH, description="Defaults to meter_id.")
     interval_seconds: int = Field(900, gt=0, le=31 * 24 * 3600)
 

@@ -11,6 +11,7 @@ The loop runs in its own thread (librdkafka's calls block); each poll becomes on
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from dashboard.settings import DashboardSettings
 from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
 from dashboard.timeutil import DAY_MS, iso, now_ms
 from foundation.kafka_logging import RateLimitedLog, quiet_config
-from readings.columns import ReadingColumns, decode_into
+from readings.columns import BAD_ID, FUTURE_TIMESTAMP, ReadingColumns, decode_into
 from schemas.limits import identifier_problem
 from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde
 
@@ -197,10 +198,17 @@ class KafkaIngest:
                 continue
             try:
                 if topic == self.topics.readings:
-                    # Invalid readings are the stream worker's to dead-letter; only count what cannot be decoded.
-                    rejected = decode_into(columns, self.serde, value, f"topic:{topic}[{partition}]@{offset}")
+                    # Invalid readings are the stream worker's to dead-letter; count what cannot be decoded,
+                    # and what is refused for a wrong clock or an unusable id as the other topics' records are.
+                    rejected = decode_into(columns, self.serde, value, f"topic:{topic}[{partition}]@{offset}",
+                                           tolerance_ms=self.settings.future_tolerance_ms)
                     if any(r.raw_bytes is not None for r in rejected):
                         self.metrics.records_undecodable.labels(topic=topic).inc()
+                    for r in rejected:
+                        if r.kind in (FUTURE_TIMESTAMP, BAD_ID):
+                            reading = json.loads(r.raw_text or "{}")
+                            self._count_refusal(topic, "future" if r.kind == FUTURE_TIMESTAMP else "bad_id",
+                                                reading.get("meter_id"), reading.get("timestamp"))
                 elif topic == self.topics.anomalies:
                     name, record = self.serde.decode(value, raw_timestamps=True)
                     if name == ANOMALY:
@@ -259,13 +267,17 @@ class KafkaIngest:
             if reason is None:
                 kept.append(record)
                 continue
-            self.metrics.records_refused.labels(topic=topic, reason=reason).inc()
-            key = (topic, reason)
-            self._refused[key] = self._refused.get(key, 0) + 1
-            self._refused_example.setdefault(key, f"meter {str(record['meter_id'])[:64]!r} at "
-                                                  f"{iso(int(record[time_key])) if reason == 'future' else '-'}")
+            self._count_refusal(topic, reason, record["meter_id"], record[time_key])
         self._log_refusals()
         return kept
+
+    def _count_refusal(self, topic: str, reason: str, meter: Any, timestamp_ms: Any) -> None:
+        """Count a record not stored (``future`` or ``bad_id``) for the metric and the summary log."""
+        self.metrics.records_refused.labels(topic=topic, reason=reason).inc()
+        key = (topic, reason)
+        self._refused[key] = self._refused.get(key, 0) + 1
+        when = iso(int(timestamp_ms)) if reason == "future" and isinstance(timestamp_ms, int) else "-"
+        self._refused_example.setdefault(key, f"meter {str(meter)[:64]!r} at {when}")
 
     def _log_refusals(self, force: bool = False) -> None:
         """One warning line per refusal kind and period (see ``REFUSAL_LOG_SECONDS``)."""

@@ -35,12 +35,13 @@ import faust
 from faust.tables import Table
 
 from foundation.kafka_settings import KafkaConnection
-from readings.columns import ReadingColumns, Rejection, decode_into
+from readings.columns import ReadingColumns, Rejection, decode_into, wall_clock_ms
 from schemas.dead_letters import dead_letter_record
 from schemas.partitioning import partition_for
 from schemas.serde import DEAD_LETTER
 from stream_processors import metrics
 from stream_processors.anomaly_publisher import AnomalyDeliveryError, AnomalyPublisher
+from stream_processors.arrival_log import ArrivalSummary
 from stream_processors.offset_gaps import FaustConsumer, OffsetGapGuard
 from stream_processors.scoring import StreamScorer
 from stream_processors.settings import StreamSettings
@@ -138,10 +139,13 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     scorer.attach_tables(feeder_state, feeder_forecasts)
     gaps = OffsetGapGuard(topics.readings, FaustConsumer(app))
 
+    arrivals = ArrivalSummary(log)
+
     async def send_dead_letters(rejections: list[Rejection]) -> None:
         for r in rejections:
             record = dead_letter_record(r.source, r.reason, raw_bytes=r.raw_bytes, raw_text=r.raw_text)
-            metrics.DEAD_LETTERS.labels(reason=r.reason.split(":")[0][:60]).inc()
+            metrics.DEAD_LETTERS.labels(reason=r.kind or "other").inc()
+            arrivals.note_rejected(r.kind or "other", r.reason)
             await dead_letters.send(key=r.source.encode(), value=serde.encode(DEAD_LETTER, record))
 
     newest_reading_ms: dict[str, int] = {}
@@ -152,12 +156,13 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             gaps.start_batch(app.consumer_generation_id)
             columns = ReadingColumns()
             rejections: list[Rejection] = []
+            now_ms = wall_clock_ms()  # one clock per batch: a reading beyond it plus the tolerance is a wrong clock
             for event in events:
                 msg = event.message
                 if not gaps.admit(msg.partition, msg.offset):
                     continue
                 rejections += decode_into(columns, serde, event.value,
-                                          f"topic:{msg.topic}[{msg.partition}]@{msg.offset}")
+                                          f"topic:{msg.topic}[{msg.partition}]@{msg.offset}", now_ms)
             await gaps.rewind()
             metrics.MESSAGES_PROCESSED.inc(len(events))
             if rejections:
@@ -173,6 +178,10 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             metrics.BATCH_SIZE.observe(len(columns))
             metrics.READINGS_PROCESSED.inc(result.scored)
             metrics.DUPLICATE_READINGS.inc(result.duplicates)
+            metrics.LATE_READINGS.inc(result.late)
+            metrics.STALE_READINGS.inc(result.stale)
+            arrivals.note(late=result.late, stale=result.stale, duplicates=result.duplicates,
+                          late_example=result.late_example, stale_example=result.stale_example)
             for feeder, latest_ms in result.feeder_latest_ms.items():
                 if latest_ms > newest_reading_ms.get(feeder, 0):  # a batch of late readings never moves it back
                     newest_reading_ms[feeder] = latest_ms
@@ -208,6 +217,7 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
         metrics.FEEDERS_TRACKED.set(len(feeder_state))
         metrics.METERS_TRACKED.set(scorer.meters_tracked)
         metrics.FORECASTS_TRACKED.set(scorer.forecasts_tracked)
+        arrivals.flush_due()  # what was held back is told even when no batch follows
 
     @app.timer(interval=5.0)
     async def reseek_stalled_partitions() -> None:

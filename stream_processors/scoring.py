@@ -41,6 +41,13 @@ class StreamResult:
     """feeder -> (hour-of-week slots, hour-of-day slots) the batch changed."""
     feeder_latest_ms: dict[str, int] = field(default_factory=dict)
     """Newest reading timestamp per feeder in the batch (event time)."""
+    late: int = 0
+    """Readings older than their meter's newest one, not seen before: scored without moving the state."""
+    stale: int = 0
+    """Readings older than every timestamp their meter remembers: counted, not scored."""
+    late_example: tuple[str, int] | None = None
+    """(meter id, timestamp ms) of the batch's first late reading, for the log."""
+    stale_example: tuple[str, int] | None = None
 
 
 class StreamScorer:
@@ -136,5 +143,16 @@ class StreamScorer:
             kept = [a for a in anomalies if (a["meter_id"], a["timestamp"]) not in before.get(a["feeder_id"], ())]
             metrics.ANOMALIES_ALREADY_EMITTED.inc(len(anomalies) - len(kept))
             anomalies = kept
+        late, stale = result.features.late, result.features.stale
         return StreamResult(anomalies=anomalies, scored=result.scored, duplicates=result.duplicates,
-                            touched_feeders=touched, feeder_latest_ms=latest)
+                            touched_feeders=touched, feeder_latest_ms=latest,
+                            late=int(late.sum()), stale=int(stale.sum()),
+                            late_example=_first(late, columns), stale_example=_first(stale, columns))
+
+
+def _first(mask: Any, columns: ReadingColumns) -> tuple[str, int] | None:
+    """(meter id, timestamp) of the first reading ``mask`` selects, or None."""
+    if not mask.any():
+        return None
+    i = int(mask.argmax())
+    return columns.meter_ids[i], columns.timestamps_ms[i]
