@@ -21,11 +21,40 @@ def test_migrations_create_exactly_the_models_schema(dash):
     assert diff == []
 
 
+def _schema(engine) -> dict:
+    """Every table with its columns (name, type, nullability, default), indexes, unique constraints and
+    foreign keys, and the Alembic revision: what a migration could change."""
+    inspector = inspect(engine)
+    tables = {}
+    for table in sorted(inspector.get_table_names()):
+        tables[table] = {
+            "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in inspector.get_columns(table)],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)),
+            "unique": sorted((u["name"] or "", tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)),
+            "foreign_keys": sorted((f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"])
+                                   for f in inspector.get_foreign_keys(table)),
+        }
+    with engine.connect() as connection:
+        tables["(revision)"] = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return tables
+
+
 def test_migrating_twice_is_a_no_op(dash):
     from dashboard.db import migrate
 
-    migrate(dash.service.engine)
-    migrate(dash.service.engine)
+    engine = dash.service.engine
+    dash.store(readings=[reading_row("M1", T0, 1.0)], anomalies=[anomaly_record("M1", T0)])
+    migrated_once = _schema(engine)
+    assert "readings" in migrated_once and migrated_once["readings"]["indexes"], migrated_once.keys()
+    with engine.connect() as connection:
+        rows_before = {t: connection.execute(text(f'SELECT COUNT(*) FROM "{t}"')).scalar()  # names from inspect
+                       for t in migrated_once if not t.startswith("(")}
+    migrate(engine)
+    migrate(engine)
+    assert _schema(engine) == migrated_once
+    with engine.connect() as connection:
+        assert {t: connection.execute(text(f'SELECT COUNT(*) FROM "{t}"')).scalar() for t in rows_before} == rows_before
 
 
 def _alembic_to(engine, revision: str, *, down: bool = False) -> None:
