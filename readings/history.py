@@ -15,9 +15,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from foundation.kafka_clients import consumer_config
+from foundation.kafka_clients import consumer_config, worth_retrying
+from foundation.kafka_logging import quiet_config
 from foundation.kafka_settings import KafkaConnection
 from foundation.timeutil import datetime_ms
 from schemas.serde import METER_READING, METER_READING_BATCH, SerdeError, make_serde
@@ -37,7 +38,7 @@ def read_readings(
     """Readings as timestamp (UTC), meter_id, feeder_id, kwh, interval_seconds; undecodable records skipped."""
     serde = make_serde(connection.schema_registry_url, **connection.registry_config())
     consumer = Consumer(consumer_config(connection, f"wattsup-history-{uuid.uuid4().hex[:8]}",
-                                        **{"auto.offset.reset": "earliest"}))
+                                        **{"auto.offset.reset": "earliest", **quiet_config("history-consumer")}))
     try:
         md = consumer.list_topics(topic, timeout=timeout)
         if topic not in md.topics or md.topics[topic].error is not None:
@@ -94,3 +95,56 @@ def read_readings(
 
 def days_ago(days: float) -> datetime:
     return datetime.now(timezone.utc) - timedelta(days=days)
+
+
+def resume_point_ms(connection: KafkaConnection, topic: str, *, timeout: float = 30.0) -> int | None:
+    """Where a restarted producer of ``topic`` continues: the newest reading timestamp (UTC ms) in the
+    last record of each partition, the oldest of those; None if the topic holds no decodable reading.
+
+    Producers send in delivery order, so the last record of a partition carries that partition's
+    newest delivery slot. After a crash, other partitions may hold less (their sends were still in
+    flight), so the oldest of the partitions' newest is the point before which everything is on the
+    topic; what is sent again from there is recognised downstream as duplicates.
+    """
+    serde = make_serde(connection.schema_registry_url, **connection.registry_config())
+    consumer = Consumer(consumer_config(connection, f"wattsup-newest-{uuid.uuid4().hex[:8]}",
+                                        **quiet_config("history-consumer")))
+    try:
+        md = consumer.list_topics(topic, timeout=timeout)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            return None
+        lasts = []
+        deadline = time.monotonic() + timeout
+        for p in md.topics[topic].partitions:
+            while True:  # a topic created a moment ago has no leader yet: retriable, asked again
+                try:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                    break
+                except KafkaException as exc:
+                    if not worth_retrying(exc.args[0]) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            if high > low:
+                lasts.append(TopicPartition(topic, p, high - 1))
+        if not lasts:
+            return None
+        consumer.assign(lasts)
+        newest: dict[int, int] = {}
+        waiting = {tp.partition for tp in lasts}
+        while waiting and time.monotonic() < deadline:
+            for msg in consumer.consume(len(lasts), timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                waiting.discard(msg.partition())
+                try:
+                    name, record = serde.decode(msg.value(), raw_timestamps=True)
+                except SerdeError:
+                    continue
+                readings = record["readings"] if name == METER_READING_BATCH else [record] if name == METER_READING else []
+                if readings:
+                    newest[msg.partition()] = max(r["timestamp"] for r in readings)
+        if waiting:
+            raise TimeoutError(f"could not read the last record of {topic} partitions {sorted(waiting)}")
+        return min(newest.values()) if newest else None
+    finally:
+        consumer.close()
