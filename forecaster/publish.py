@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from forecaster.fitting import ForecastResult
 from foundation.kafka_clients import producer_config
+from foundation.kafka_logging import quiet_config
 from foundation.kafka_settings import KafkaConnection
 from schemas.partitioning import partition_for
 from schemas.serde import FORECAST, SerdeError, make_serde
@@ -51,7 +52,9 @@ class ForecastPublisher:
     def __init__(self, connection: KafkaConnection, topic: str, *, timeout: float = 30.0) -> None:
         self.topic = topic
         self.serde = make_serde(connection.schema_registry_url, **connection.registry_config())
-        self.producer = Producer(producer_config(connection))
+        # A run's forecasts are sent within its close() timeout or counted as failed; the next run sends
+        # them again. librdkafka's log goes through the throttle, so an outage costs a few lines.
+        self.producer = Producer(producer_config(connection, **quiet_config("forecast-producer")))
         metadata = self.producer.list_topics(topic, timeout=timeout)
         info = metadata.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:

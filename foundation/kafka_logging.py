@@ -21,6 +21,15 @@ QUIET_CONFIG: dict[str, Any] = {
 }
 THROTTLE_SECONDS = 60.0
 """Per kind of client and kind of message (librdkafka's facility, e.g. FAIL), one line per this period."""
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
+"""Waits between a service's own attempts to reach something that is away (a topic, the schema
+registry): doubling from the first, a broker restart is ridden out in seconds, to the most, so a
+long outage costs an attempt every half minute."""
+
+
+def retry_wait(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** max(0, attempt - 1))
 
 
 class LogThrottle(logging.Filter):

@@ -70,7 +70,9 @@ class ArrivalSummary:
         if now - self._last_logged < self.period:
             return
         self._last_logged = now
-        self.logger.warning("%s", self._line())
+        # a few late readings are ordinary (head-ends resend); stale ones and dead letters mean data not scored
+        level = logging.WARNING if self._stale or self._rejected else logging.INFO
+        self.logger.log(level, "%s", self._line())
         self._late = self._stale = self._duplicates = 0
         self._late_example = self._stale_example = None
         self._rejected.clear()

@@ -17,6 +17,11 @@ from stream_processors.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
+REGISTRY_CLIENT_CONFIG = {
+    "max.retries": 0,  # one attempt per lookup: retried by the agent with backoff, never asleep in the loop
+    "timeout": 5,  # seconds: a registry that hangs costs the loop this long per attempt at most
+}
+
 
 def run_worker(settings: StreamSettings) -> None:
     """Run until SIGTERM/SIGINT; Faust stops gracefully and commits what was processed."""
@@ -26,7 +31,10 @@ def run_worker(settings: StreamSettings) -> None:
     log.info("metrics on http://%s:%d/metrics", settings.worker_host, settings.metrics_port)
     watcher = SensitivityWatcher(settings.kafka, settings.topics, on_update=metrics.CONTROL_UPDATES.inc)
     watcher.start()
-    serde = make_serde(settings.kafka.schema_registry_url, **settings.kafka.registry_config())
+    # The agent waits out a registry outage with its own backoff (stream_processors.retrying) while the
+    # event loop runs on; the client's built-in retries would sleep inside the loop for seconds per lookup.
+    serde = make_serde(settings.kafka.schema_registry_url,
+                       **{**settings.kafka.registry_config(), **REGISTRY_CLIENT_CONFIG})
     emitted = EmittedAnomalies(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
     scorer = StreamScorer(settings.models.dir, serde, sensitivity=watcher.for_meter, emitted_since=emitted.since)
     publisher = AnomalyPublisher(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
