@@ -6,6 +6,7 @@ import logging
 
 from prometheus_client import start_http_server
 
+from foundation.kafka_logging import client_library_throttle
 from foundation.sensitivity import SensitivityWatcher
 from schemas.serde import make_serde
 from stream_processors import metrics
@@ -27,6 +28,16 @@ def run_worker(settings: StreamSettings) -> None:
     """Run until SIGTERM/SIGINT; Faust stops gracefully and commits what was processed."""
     from faust.worker import Worker
 
+    class QuietWorker(Worker):
+        """Faust's worker, whose log handlers hold back aiokafka's and Faust's repeated outage lines
+        (foundation.kafka_logging.client_library_throttle): a broker outage costs a few lines a minute."""
+
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            throttle = client_library_throttle()
+            for handler in logger.handlers:
+                handler.addFilter(throttle)
+
     start_http_server(settings.metrics_port, addr=settings.worker_host)
     log.info("metrics on http://%s:%d/metrics", settings.worker_host, settings.metrics_port)
     watcher = SensitivityWatcher(settings.kafka, settings.topics, on_update=metrics.CONTROL_UPDATES.inc)
@@ -41,7 +52,7 @@ def run_worker(settings: StreamSettings) -> None:
     app = create_app(settings, scorer, publisher)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        Worker(app, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(), quiet=True,
+        QuietWorker(app, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(), quiet=True,
                redirect_stdouts=False).execute_from_commandline()
     finally:
         publisher.close()
