@@ -14,6 +14,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -22,6 +23,10 @@ from rich.table import Table
 
 from forecaster.settings import ForecastSettings
 from foundation.timeutil import parse_interval
+
+if TYPE_CHECKING:  # imported where used: Prophet and Kafka load only for the commands that need them
+    from forecaster.group import RunShare
+    from forecaster.runner import FitPool, RunSummary
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
@@ -63,8 +68,8 @@ def _progress() -> Progress:
                     disable=not console.is_terminal)  # in a log file the summary line says it all
 
 
-def _run_with_progress(settings: ForecastSettings, pool, *, csv: Path | None, meters: list[str] | None,
-                       stop: threading.Event, share=None):
+def _run_with_progress(settings: ForecastSettings, pool: FitPool, *, csv: Path | None, meters: list[str] | None,
+                       stop: threading.Event, share: RunShare | None = None) -> RunSummary:
     from forecaster.runner import run_once
 
     with _progress() as bar:

@@ -203,16 +203,11 @@ class ForecastGroup:
             run.revoke(partitions)
 
     # -- runs -----------------------------------------------------------------------------
-    @property
-    def owned(self) -> frozenset[int]:
-        with self._lock:
-            return frozenset(self._owned)
-
     def begin_run(self, timeout: float) -> RunShare:
         """The partitions the next run forecasts (waiting up to ``timeout`` for the first assignment).
 
-        Only the polling thread touches the consumer: a metadata request from another thread while it
-        polls can hang in the client. A missing readings topic is reported by the run's history read.
+        While the thread polls, nothing else touches the consumer (a metadata request from another thread
+        meanwhile can hang in the client), so a missing readings topic is reported by the run's history read.
         """
         if not self._joined.wait(timeout):
             raise GroupNotJoined(f"no readings partitions assigned by forecaster group {self.group_id!r} on "
