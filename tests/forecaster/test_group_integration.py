@@ -23,7 +23,7 @@ from readings.producer import ReadingProducer
 from schemas.partitioning import partition_for
 from simulation.fleet import FleetConfig, simulate_fleet
 from tests.conftest import WorkerProcess
-from tests.forecaster.test_forecast_integration import read_forecasts
+from tests.forecaster.forecast_checks import read_forecasts
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
