@@ -5,6 +5,10 @@ seeks each partition with ``offsets_for_times`` to the first record produced at 
 ``produced_since``, reads up to the end offsets captured when it started (a live topic does not
 keep it reading forever), unpacks head-end batches, and keeps readings whose *reading*
 timestamps fall in ``[since, until)`` when those are given.
+
+A reader may be given some of the topic's partitions: a forecaster instance reads only those its
+consumer group assigned it (a feeder's readings all live in its feeder's partition), and can ask
+for the partition each reading came from.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -33,9 +38,15 @@ def read_readings(
     produced_since: datetime | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    partitions: Sequence[int] | None = None,
+    with_partition: bool = False,
     timeout: float = 30.0,
 ) -> pd.DataFrame:
-    """Readings as timestamp (UTC), meter_id, feeder_id, kwh, interval_seconds; undecodable records skipped."""
+    """Readings as timestamp (UTC), meter_id, feeder_id, kwh, interval_seconds; undecodable records skipped.
+
+    ``partitions``: read only these partitions of ``topic`` (default: all; one that does not exist is an
+    error). ``with_partition``: add a ``partition`` column, the partition each reading was read from.
+    """
     serde = make_serde(connection.schema_registry_url, **connection.registry_config())
     consumer = Consumer(consumer_config(connection, f"wattsup-history-{uuid.uuid4().hex[:8]}",
                                         **{"auto.offset.reset": "earliest", **quiet_config("history-consumer")}))
@@ -43,9 +54,17 @@ def read_readings(
         md = consumer.list_topics(topic, timeout=timeout)
         if topic not in md.topics or md.topics[topic].error is not None:
             raise ValueError(f"topic {topic!r} does not exist on {connection.bootstrap_servers}")
-        partitions = sorted(md.topics[topic].partitions)
+        existing = sorted(md.topics[topic].partitions)
+        if partitions is None:
+            partitions = existing
+        else:
+            unknown = sorted(set(partitions) - set(existing))
+            if unknown:
+                raise ValueError(f"topic {topic!r} has no partitions {unknown} (it has {len(existing)})")
+            partitions = sorted(set(partitions))
         start_ms = datetime_ms(produced_since) if produced_since else 0
-        seeks = consumer.offsets_for_times([TopicPartition(topic, p, start_ms) for p in partitions], timeout=timeout)
+        seeks = (consumer.offsets_for_times([TopicPartition(topic, p, start_ms) for p in partitions], timeout=timeout)
+                 if partitions else [])  # an instance that owns no partition reads nothing
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in partitions}
         assignment = [tp for tp in seeks if tp.offset >= 0 and tp.offset < ends[tp.partition]]
         remaining = {tp.partition for tp in assignment}
@@ -83,14 +102,14 @@ def read_readings(
                 for r in readings:
                     ts = r["timestamp"]
                     if (lo is None or ts >= lo) and (hi is None or ts < hi):
-                        rows.append((ts, r["meter_id"], r["feeder_id"], r["energy_kwh"], r["interval_seconds"]))
+                        rows.append((ts, r["meter_id"], r["feeder_id"], r["energy_kwh"], r["interval_seconds"], p))
         if skipped:
             log.warning("skipped %d undecodable records of %s", skipped, topic)
     finally:
         consumer.close()
-    frame = pd.DataFrame(rows, columns=["timestamp", "meter_id", "feeder_id", "kwh", "interval_seconds"])
+    frame = pd.DataFrame(rows, columns=["timestamp", "meter_id", "feeder_id", "kwh", "interval_seconds", "partition"])
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
-    return frame
+    return frame if with_partition else frame.drop(columns="partition")
 
 
 def days_ago(days: float) -> datetime:

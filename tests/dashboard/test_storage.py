@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -91,7 +92,7 @@ def test_a_database_from_before_the_baseline_columns_is_migrated_and_keeps_its_a
     dash = dashboard_factory(database_url=url)  # the service migrates at start-up
     with dash.service.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0005"
     dash.store(anomalies=[anomaly_record("NEW", T0 + QUARTER, expected=None, lower=None, upper=None, residual=None,
                                          band_residual=None, baseline=0.7)])
     items = {a["meter_id"]: a for a in dash.client.get("/api/v1/anomalies").json()["items"]}
@@ -186,3 +187,23 @@ def test_a_slow_client_loses_events_instead_of_blocking():
         assert slow.queue.full() and slow.dropped == 10
 
     asyncio.run(scenario())
+
+
+def test_a_stored_offset_never_moves_backwards(dash):
+    """A replica whose partition moved on (its session expired mid-batch) may still commit one late batch."""
+    from dashboard.store import IngestBatch, store_batch, stored_offsets
+
+    with dash.service.sessions.begin() as session:
+        store_batch(session, IngestBatch(offsets={("t", 0): 10}))
+    with dash.service.sessions.begin() as session:
+        store_batch(session, IngestBatch(offsets={("t", 0): 5, ("t", 1): 3}))
+    with dash.service.sessions() as session:
+        assert stored_offsets(session, ["t"]) == {("t", 0): 10, ("t", 1): 3}
+
+
+def test_dashboards_on_one_database_are_one_ingest_group_and_others_have_their_own(dashboard_factory, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared' / 'wattsup.db'}"
+    first, again, elsewhere = dashboard_factory(database_url=url), dashboard_factory(database_url=url), dashboard_factory()
+    assert first.service.group_id == again.service.group_id != elsewhere.service.group_id
+    assert re.fullmatch(r"wattsup-dashboard-[0-9a-f]{16}", first.service.group_id)
+    assert dashboard_factory(ingest_group_id="dashboards-east").service.group_id == "dashboards-east"
