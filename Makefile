@@ -21,15 +21,21 @@ install: $(STAMP)
 
 # Debian packages the tests drive: headless Chromium (dashboard end-to-end test; the browser is never
 # downloaded by a test tool), promtool and prometheus (Prometheus configuration checks; the Grafana panel
-# test runs a real Prometheus) and docker-compose (validates docker-compose.yml; no engine needed).
-# Installed only when missing.
+# test runs a real Prometheus), docker-compose (validates docker-compose.yml; no engine needed) and
+# PostgreSQL's server (the dashboard replica tests start their own server with initdb and pg_ctl in a temp
+# dir; Debian keeps those under /usr/lib/postgresql/<version>/bin, and is told not to create and start
+# a system cluster of its own). Installed only when missing.
 SYSTEM_TOOLS := chromium:chromium promtool:prometheus prometheus:prometheus docker-compose:docker-compose
 system-packages:
 	@missing=$$(for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || echo $${pair##*:}; done); \
+	if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing="$$missing postgresql"; fi; \
+	missing=$$(echo $$missing); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		command -v apt-get >/dev/null || { echo "error: need $$missing (apt-get not found)" >&2; exit 1; }; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		case " $$missing " in *" postgresql "*) $$SUDO mkdir -p /etc/postgresql-common/createcluster.d && \
+			echo "create_main_cluster = false" | $$SUDO tee /etc/postgresql-common/createcluster.d/wattsup-no-main-cluster.conf >/dev/null;; esac; \
 		$$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	fi
 

@@ -170,7 +170,9 @@ class AlertDispatcher:
             cursor = session.get(AlertCursor, 1)
             if cursor is None:
                 newest = session.scalar(select(func.max(Anomaly.id))) or 0
-                session.add(AlertCursor(id=1, last_anomaly_id=newest))
+                # replicas starting together on a new database: the first one's row stands
+                session.execute(_insert(session, AlertCursor).values(id=1, last_anomaly_id=newest)
+                                .on_conflict_do_nothing(index_elements=["id"]))
                 self._cursor = self._highest_seen = newest
                 return
             self._cursor = self._highest_seen = cursor.last_anomaly_id

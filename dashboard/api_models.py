@@ -232,9 +232,20 @@ class Detail(BaseModel):
     detail: str
 
 
-def documented(model: type[_PydanticModel], errors: dict[int, str] | None = None, *, status: int = 200) -> dict[str, Any]:
-    """Route arguments that document ``model`` as the answer without validating the returned JSON again."""
+class DetectRefusal(BaseModel):
+    """Why an upload could not be scored, with the rows already found bad (at most 1,000)."""
+
+    detail: str
+    rejected_rows: list[RejectedRow] = []
+
+
+def documented(model: type[_PydanticModel], errors: dict[int, str] | None = None, *, status: int = 200,
+               refusals: dict[int, tuple[type[BaseModel], str]] | None = None) -> dict[str, Any]:
+    """Route arguments that document ``model`` as the answer without validating the returned JSON again;
+    ``errors`` answer a :class:`Detail`, ``refusals`` a model of their own."""
     responses: dict[int | str, dict[str, Any]] = {status: {"model": model, "description": "OK"}}
     for code, text in (errors or {}).items():
         responses[code] = {"model": Detail, "description": text}
+    for code, (refusal, text) in (refusals or {}).items():
+        responses[code] = {"model": refusal, "description": text}
     return {"response_model": None, "responses": responses}

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_READINGS_PER_REQUEST = 50_000
 RETRY_AFTER_SECONDS = 10
+KAFKA_AWAY = "Kafka did not acknowledge in time (Retry-After)"
 """What a 503 during a broker outage tells the client to wait: librdkafka retries the broker every few seconds."""
 
 
@@ -47,7 +48,8 @@ class ReadingIn(BaseModel):
     meter_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     timestamp: datetime = Field(description="End of the interval, ISO 8601 (naive means UTC); not before 2000-01-01 "
                                             "and at most a day ahead of the server's clock. Epoch numbers are refused.")
-    kwh: float = Field(ge=0, allow_inf_nan=False, description="Energy over the interval, kWh.")
+    kwh: float = Field(allow_inf_nan=False, description="Energy over the interval, kWh; negative for a net meter "
+                                                        "exporting (solar), never NaN or infinite.")
     feeder_id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH, description="Defaults to meter_id.")
     interval_seconds: int = Field(900, gt=0, le=31 * 24 * 3600)
 
@@ -253,9 +255,9 @@ async def post_readings(request: Request, service: Annotated[DashboardService, D
 
 @router.post("/detect", summary="Detect anomalies in an uploaded readings CSV (timestamp,meter_id,kwh or "
                                 "timestamp,consumption)",
-             **documented(m.DetectResult, {400: "not a readings CSV", 413: "file over the size limit",
-                                           422: "too few readings to learn from (no trained detector)",
-                                           429: "upload rate limit"}))
+             **documented(m.DetectResult, {413: "file over the size limit", 429: "upload rate limit"},
+                          refusals={400: (m.DetectRefusal, "not a readings CSV"),
+                                    422: (m.DetectRefusal, "too few readings to learn from (no trained detector)")}))
 async def post_detect(
     service: Annotated[DashboardService, Depends(get_service)],
     principal: Annotated[Principal, Depends(require_writer)],
@@ -326,7 +328,7 @@ async def get_sensitivity(service: Annotated[DashboardService, Depends(get_servi
 
 
 @router.put("/sensitivity", summary="Set the fleet's or one meter's sensitivity (written to the control topic)",
-            **documented(m.SensitivitySettings))
+            **documented(m.SensitivitySettings, {503: KAFKA_AWAY}))
 async def put_sensitivity(body: SensitivityIn, service: Annotated[DashboardService, Depends(get_service)],
                           principal: Annotated[Principal, Depends(require_writer)],
                           _json: Annotated[None, Depends(require_json)]) -> dict[str, Any]:
@@ -335,12 +337,12 @@ async def put_sensitivity(body: SensitivityIn, service: Annotated[DashboardServi
 
 
 @router.delete("/sensitivity/{meter_id}", summary="Remove a meter's sensitivity override",
-               **documented(m.SensitivitySettings))
+               **documented(m.SensitivitySettings, {503: KAFKA_AWAY}))
 async def delete_sensitivity(meter_id: str, service: Annotated[DashboardService, Depends(get_service)],
                              principal: Annotated[Principal, Depends(require_writer)]) -> dict[str, Any]:
     problem = identifier_problem(meter_id)
     if problem is not None:
-        raise HTTPException(422, f"meter_id {problem}")
+        raise HTTPException(422, [{"loc": ["path", "meter_id"], "type": "value_error", "msg": f"meter_id {problem}"}])
     await run_in_threadpool(_publish, service, None, meter_id)
     return await run_in_threadpool(_sensitivity_json, service)
 
@@ -390,7 +392,8 @@ def post_alert_rule(body: AlertRuleIn, session: Annotated[Session, Depends(db_se
     return rule_json(rule)
 
 
-@router.delete("/alert-rules/{rule_id}", status_code=204, summary="Delete an alert rule (its alert history goes too)")
+@router.delete("/alert-rules/{rule_id}", status_code=204, summary="Delete an alert rule (its alert history goes too)",
+               responses={404: {"model": m.Detail, "description": "no such rule"}})
 def delete_alert_rule(rule_id: Annotated[int, FastApiPath(ge=1, le=2**31 - 1)],
                       session: Annotated[Session, Depends(db_session)],
                       principal: Annotated[Principal, Depends(require_writer)]) -> Response:

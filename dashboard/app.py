@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashboard.auth import SESSION_COOKIE
+from dashboard.openapi_answers import document_common_answers
 from dashboard.security import CrossSiteRequestCheck, SecurityHeaders, docs_policy
 from dashboard.service import DashboardService
 from dashboard.settings import DashboardSettings
@@ -145,6 +146,7 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
     app.include_router(read_router)
     app.include_router(write_router)
     app.include_router(events_router)
+    document_common_answers(app, [session_router, read_router, write_router, events_router])
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Any:

@@ -1,7 +1,8 @@
 """Fan-out of stored records to the browsers connected to ``GET /api/v1/events``.
 
-The ingest thread calls :meth:`EventHub.publish_threadsafe`; each connected client has a bounded
-asyncio queue on the event loop. A client too slow to keep up loses events (its queue is full)
+The ingest thread calls :meth:`EventHub.publish_threadsafe` with what it stored, and on PostgreSQL the
+live feed thread with what other replicas stored (:mod:`dashboard.live_feed`); each connected client
+has a bounded asyncio queue on the event loop. A client too slow to keep up loses events (its queue is full)
 rather than making the ingest wait or the server's memory grow.
 """
 

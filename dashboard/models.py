@@ -92,6 +92,16 @@ class Forecast(Base):
     points: Mapped[list[list[float]]] = mapped_column(JSON)
 
 
+class DatabaseIdentity(Base):
+    """One row: a random id of this database, made by its migration. Dashboards on the same database share
+    the ingest's consumer group ``wattsup-dashboard-<id>``; one on another database is in a group of its own."""
+
+    __tablename__ = "database_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    database_id: Mapped[str] = mapped_column(String(32))
+
+
 class ConsumerOffset(Base):
     """Next offset to read per topic-partition, written in the same transaction as the rows it covers."""
 

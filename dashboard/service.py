@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -17,10 +20,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard.alerts import AlertDispatcher
-from dashboard.db import make_engine, migrate, session_factory
+from dashboard.db import database_id, make_engine, migrate, session_factory
 from dashboard.detect import ModelCache
 from dashboard.events import EventHub
 from dashboard.ingest import KafkaIngest
+from dashboard.live_feed import DatabaseFeed
 from dashboard.metrics import DashboardMetrics
 from dashboard.ratelimit import RateLimiter
 from dashboard.settings import DashboardSettings
@@ -43,6 +47,11 @@ class DashboardService:
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.metrics = DashboardMetrics()
         self.hub = EventHub()
+        self.replica = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        """This process's name among the replicas of its database (in its notices and log lines)."""
+        self.group_id = settings.ingest_group_id or f"wattsup-dashboard-{database_id(self.sessions)}"
+        self.feed: DatabaseFeed | None = None
+        """The other replicas' records for this one's live clients (PostgreSQL only)."""
         self.alerts = AlertDispatcher(settings, self.sessions, self.metrics)
         self.ingest: KafkaIngest | None = None
         self.write_limiter = RateLimiter(settings.ingest_rate_per_minute)
@@ -60,19 +69,26 @@ class DashboardService:
         # Importing the model code (scikit-learn) takes seconds; do it now, not in the first request.
         threading.Thread(target=_import_model_code, name="warm-up", daemon=True).start()
         self.alerts.start()
+        if self.engine.dialect.name == "postgresql":  # several replicas may share the database: follow theirs too
+            self.feed = DatabaseFeed(self.engine, self.sessions, self.hub, self.metrics, self.replica,
+                                     on_anomalies=self.alerts.submit)
+            self.feed.start()
         if self.settings.consume if consume is None else consume:
             self.start_ingest()
             self.sensitivity_watcher()
 
     def start_ingest(self) -> KafkaIngest:
         if self.ingest is None:
-            self.ingest = KafkaIngest(self.settings, self.sessions, self.metrics, on_stored=self._on_stored)
+            self.ingest = KafkaIngest(self.settings, self.sessions, self.metrics, on_stored=self._on_stored,
+                                      group_id=self.group_id, origin=self.replica)
             self.ingest.start()
         return self.ingest
 
     def stop(self) -> None:
         if self.ingest is not None:
             self.ingest.stop()
+        if self.feed is not None:
+            self.feed.stop()
         self.alerts.stop()
         if self._watcher is not None:
             self._watcher.stop()

@@ -71,6 +71,14 @@ class DashboardSettings(BaseSettings):
     ahead of real time."""
     consumer_batch: int = 5000
     """Kafka messages stored per database transaction at most."""
+    ingest_group_id: str | None = Field(None, min_length=1)
+    """Kafka consumer group of the ingest. Replicas on one database share the topics' partitions in it, so each
+    record is stored by one of them; offsets are kept in the database, never committed to Kafka. Unset:
+    ``wattsup-dashboard-<id>``, with the random id the database was created with, so dashboards on one database
+    are one group and a dashboard on another database (another SQLite file) stores everything itself."""
+    ingest_session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
+    """How long the group waits for a silent replica (a crash) before its partitions move to the others:
+    librdkafka's default; the broker's ``group.min/max.session.timeout.ms`` (6 s to 30 min) bound it."""
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_sender: str = "wattsup@localhost"

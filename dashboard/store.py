@@ -116,12 +116,20 @@ def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
         connection.execute(stmt, list(newest.values()))
         stored.forecasts = len(newest)
     if batch.offsets:
-        rows = [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in batch.offsets.items()]
+        rows = [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in sorted(batch.offsets.items())]
         stmt = _insert(session, ConsumerOffset).values(rows)
-        stmt = stmt.on_conflict_do_update(index_elements=["topic", "partition"],
-                                          set_={"next_offset": stmt.excluded.next_offset})
+        # Never backwards: a replica that lost a partition to another (its session expired mid-batch) may still
+        # commit a batch the new owner is past; its rows are re-deliveries (unique keys), its offset must not win.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["topic", "partition"],
+            set_={"next_offset": _greater(session)(ConsumerOffset.next_offset, stmt.excluded.next_offset)})
         session.execute(stmt)
     return stored
+
+
+def _greater(session: Session) -> Any:
+    """SQL's larger-of-two: SQLite's two-argument max(), PostgreSQL's greatest()."""
+    return func.max if session.get_bind().dialect.name == "sqlite" else func.greatest
 
 
 def _update_meters(session: Session, readings: list[dict[str, Any]]) -> None:
@@ -132,14 +140,14 @@ def _update_meters(session: Session, readings: list[dict[str, Any]]) -> None:
             latest[r["meter_id"]] = (r["feeder_id"], r["timestamp_ms"])
     if not latest:
         return
-    rows = [{"meter_id": m, "feeder_id": f, "last_reading_ms": t} for m, (f, t) in latest.items()]
+    # In key order: replicas upserting overlapping meters (a meter that changed feeder) lock rows in one order.
+    rows = [{"meter_id": m, "feeder_id": f, "last_reading_ms": t} for m, (f, t) in sorted(latest.items())]
     table = Meter.__table__
     stmt = _insert(session, table)
-    newest = func.max if session.get_bind().dialect.name == "sqlite" else func.greatest
     stmt = stmt.on_conflict_do_update(
         index_elements=["meter_id"],
         set_={"feeder_id": stmt.excluded.feeder_id,
-              "last_reading_ms": newest(table.c.last_reading_ms, stmt.excluded.last_reading_ms)},
+              "last_reading_ms": _greater(session)(table.c.last_reading_ms, stmt.excluded.last_reading_ms)},
     )
     session.connection().execute(stmt, rows)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,12 @@ class DueAccuracy:
     meters: int
 
 
+def load_horizons(data_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """meter id -> (end_ms, expected) of the last horizons kept in ``data_dir``; empty if none (or unreadable)."""
+    path = data_dir / HORIZONS_FILE
+    return (_load_horizons(path) or {}) if path.exists() else {}
+
+
 def _load_horizons(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     try:
         with np.load(path, allow_pickle=True) as data:  # our own file, written by save_horizons
@@ -57,10 +64,10 @@ def _load_horizons(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | Non
 def save_horizons(data_dir: Path, results: Iterable[ForecastResult]) -> None:
     """Keep this run's horizons (and those of meters it did not forecast, e.g. a ``--meters`` run)."""
     path = data_dir / HORIZONS_FILE
-    horizons = (_load_horizons(path) or {}) if path.exists() else {}
+    horizons = load_horizons(data_dir)
     horizons.update({r.meter_id: (r.end_ms, r.expected) for r in results if r.outcome != FAILED and len(r.end_ms)})
     data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / f".{HORIZONS_FILE}.{os.getpid()}.tmp.npz"
+    tmp = data_dir / f".{HORIZONS_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz"  # unique on a shared volume
     meters = sorted(horizons)
     end_ms, expected = np.empty(len(meters), dtype=object), np.empty(len(meters), dtype=object)
     for i, m in enumerate(meters):
@@ -73,8 +80,12 @@ def due_accuracy(data_dir: Path, series: Iterable[MeterSeries]) -> DueAccuracy |
     """sMAPE of the previous run's horizons over the points the new history now covers."""
     path = data_dir / HORIZONS_FILE
     previous = _load_horizons(path) if path.exists() else None
-    if previous is None:
-        return None
+    return None if previous is None else accuracy_against(previous, series)
+
+
+def accuracy_against(previous: dict[str, tuple[np.ndarray, np.ndarray]], series: Iterable[MeterSeries],
+                     ) -> DueAccuracy | None:
+    """sMAPE of ``previous`` horizons (meter id -> (end_ms, expected)) over the points ``series`` now cover."""
     terms: list[np.ndarray] = []
     meters = 0
     for s in series:

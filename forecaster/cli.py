@@ -1,8 +1,9 @@
 """``wattsup forecast run|schedule|evaluate``.
 
 ``run`` and each scheduled run end with one summary line on stdout
-(``meters=… prophet=… fallbacks=… failures=… published=… seconds=… fits_per_second=…``);
-``run`` exits 1 if a forecast was not acknowledged by Kafka or every meter failed.
+(``meters=… prophet=… fallbacks=… failures=… published=… seconds=… fits_per_second=…``; a scheduled
+run, which forecasts its instance's share of the fleet, starts it with ``partitions=…`` and adds
+``handed_over=…``); ``run`` exits 1 if a forecast was not acknowledged by Kafka or every meter failed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -21,6 +23,10 @@ from rich.table import Table
 
 from forecaster.settings import ForecastSettings
 from foundation.timeutil import parse_interval
+
+if TYPE_CHECKING:  # imported where used: Prophet and Kafka load only for the commands that need them
+    from forecaster.group import RunShare
+    from forecaster.runner import FitPool, RunSummary
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
@@ -62,13 +68,13 @@ def _progress() -> Progress:
                     disable=not console.is_terminal)  # in a log file the summary line says it all
 
 
-def _run_with_progress(settings: ForecastSettings, pool, *, csv: Path | None, meters: list[str] | None,
-                       stop: threading.Event):
+def _run_with_progress(settings: ForecastSettings, pool: FitPool, *, csv: Path | None, meters: list[str] | None,
+                       stop: threading.Event, share: RunShare | None = None) -> RunSummary:
     from forecaster.runner import run_once
 
     with _progress() as bar:
         task = bar.add_task("forecast", total=None)
-        return run_once(settings, pool, csv=csv, meters=meters, stop=stop,
+        return run_once(settings, pool, csv=csv, meters=meters, stop=stop, share=share,
                         on_series=lambda n: bar.update(task, total=n),
                         progress=lambda done, total: bar.update(task, completed=done, total=total))
 
@@ -118,12 +124,21 @@ def schedule(
     metrics_port: int | None = typer.Option(None, help="Prometheus port (WATTSUP_FORECAST_METRICS_PORT, 0: none)."),
     runs: int = typer.Option(0, help="Stop after this many runs (0: until SIGTERM / Ctrl-C)."),
     country_holidays: str | None = _HOLIDAYS,
+    group: str | None = typer.Option(None, "--group", help="Forecaster group to share the fleet with "
+                                                           "(WATTSUP_FORECAST_GROUP_ID)."),
 ) -> None:
-    """Forecast every meter now and then every ``--every``; a failed run is logged and retried next time."""
+    """Forecast this instance's share of the fleet now and then every ``--every``; a failed run is logged and
+    retried next time.
+
+    The instance joins the forecaster group (``--group``, WATTSUP_FORECAST_GROUP_ID): instances with the same
+    group share the fleet by the readings partitions Kafka assigns them; one instance alone has them all.
+    """
+    from forecaster import metrics
+    from forecaster.group import ForecastGroup
     from forecaster.runner import FitPool
 
     settings = _settings(history, horizon, workers, every_seconds=every.total_seconds(),
-                         metrics_port=metrics_port, country_holidays=country_holidays)
+                         metrics_port=metrics_port, country_holidays=country_holidays, group_id=group)
     stop = threading.Event()
     _stop_on_signals(stop)
     if settings.metrics_port:
@@ -137,20 +152,33 @@ def schedule(
             raise typer.Exit(2) from exc
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     pool = FitPool(settings.workers)
+    membership = ForecastGroup(settings.kafka, settings.topics.readings, settings.group_id,
+                               session_timeout_ms=settings.group_session_timeout_ms)
+    membership.start()
     done = 0
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                summary = _run_with_progress(settings, pool, csv=None, meters=_meter_list(meters), stop=stop)
-                typer.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {summary.line()}")
-            except Exception as exc:  # noqa: BLE001 - the schedule outlives one bad run
-                log.error("forecast run failed: %s: %s", type(exc).__name__, exc)
+                share = membership.begin_run(settings.group_join_timeout_seconds)
+            except Exception as exc:  # noqa: BLE001 - Kafka away or the group forming: retried next time
+                metrics.RUNS.labels("failed").inc()
+                log.error("forecast run not started: %s: %s", type(exc).__name__, exc)
+            else:
+                try:
+                    summary = _run_with_progress(settings, pool, csv=None, meters=_meter_list(meters), stop=stop,
+                                                 share=share)
+                    typer.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {summary.line()}")
+                except Exception as exc:  # noqa: BLE001 - the schedule outlives one bad run
+                    log.error("forecast run failed: %s: %s", type(exc).__name__, exc)
+                finally:
+                    membership.end_run(share)
             done += 1
             if runs and done >= runs:
                 break
             stop.wait(max(0.0, settings.every_seconds - (time.monotonic() - started)))
     finally:
+        membership.stop()  # leave the group now: the others take this instance's partitions at their next run
         pool.close()
     log.info("forecast schedule stopped after %d runs", done)
 

@@ -26,3 +26,18 @@ SMAPE = Gauge(
     "come due, over all meters.",
 )
 SMAPE_POINTS = Gauge("wattsup_forecast_smape_points", "Forecast points behind wattsup_forecast_smape_ratio.")
+PARTITIONS_OWNED = Gauge(
+    "wattsup_forecast_partitions_owned",
+    "Readings partitions this instance owns in its forecaster group (its share of the fleet; summed over the "
+    "instances, the topic's partition count once the group is settled).",
+)
+LAST_RUN_METERS = Gauge(
+    "wattsup_forecast_last_run_meters",
+    "Meters forecast by this instance's last run (summed over a group's instances: the fleet, once per run).",
+)
+RUN_PROGRESS_METERS = Gauge(
+    "wattsup_forecast_run_progress_meters", "Meters forecast so far by the run in progress (0 between runs).")
+HANDED_OVER = Counter(
+    "wattsup_forecast_meters_handed_over_total",
+    "Meters a run left to another instance because Kafka moved their readings partition to it during the run.",
+)

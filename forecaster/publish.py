@@ -9,14 +9,16 @@ is the project's one readings-producer configuration (idempotent, ``acks=all``, 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from forecaster.fitting import ForecastResult
 from foundation.kafka_clients import producer_config
+from foundation.kafka_logging import quiet_config
 from foundation.kafka_settings import KafkaConnection
 from schemas.partitioning import partition_for
 from schemas.serde import FORECAST, SerdeError, make_serde
@@ -43,6 +45,16 @@ def forecast_record(result: ForecastResult, generated_at_ms: int) -> dict[str, A
 class PublishSummary:
     sent: int = 0
     failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    """Delivery reports arrive in whichever thread polls or flushes the producer: the run's, or a forecaster
+    group's rebalance callback handing a partition over (:meth:`ForecastPublisher.flush`)."""
+
+    def count(self, delivered: bool) -> None:
+        with self._lock:
+            if delivered:
+                self.sent += 1
+            else:
+                self.failed += 1
 
 
 class ForecastPublisher:
@@ -51,7 +63,9 @@ class ForecastPublisher:
     def __init__(self, connection: KafkaConnection, topic: str, *, timeout: float = 30.0) -> None:
         self.topic = topic
         self.serde = make_serde(connection.schema_registry_url, **connection.registry_config())
-        self.producer = Producer(producer_config(connection))
+        # A run's forecasts are sent within its close() timeout or counted as failed; the next run sends
+        # them again. librdkafka's log goes through the throttle, so an outage costs a few lines.
+        self.producer = Producer(producer_config(connection, **quiet_config("forecast-producer")))
         metadata = self.producer.list_topics(topic, timeout=timeout)
         info = metadata.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
@@ -62,18 +76,20 @@ class ForecastPublisher:
         self.summary = PublishSummary()
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.summary.sent += 1
-        else:
-            self.summary.failed += 1
+        self.summary.count(err is None)
+        if err is not None:
             log.error("forecast not delivered: %s", err)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait until what was sent so far is acknowledged (any thread); returns how many are still queued."""
+        return self.producer.flush(timeout)
 
     def send(self, result: ForecastResult, generated_at_ms: int) -> bool:
         """Queue one forecast; a record the schema refuses is logged and counted as failed, not raised."""
         try:
             value = self.serde.encode(FORECAST, forecast_record(result, generated_at_ms))
         except (SerdeError, ValueError, TypeError) as exc:
-            self.summary.failed += 1
+            self.summary.count(False)
             log.error("forecast of meter %s not sent: %s", result.meter_id, exc)
             return False
         partition = partition_for(result.feeder_id, self.partitions)

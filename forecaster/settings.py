@@ -52,6 +52,14 @@ class ForecastSettings(BaseSettings):
     """Read records produced in the last N days (by Kafka message time); unset: the history window."""
     metrics_port: int = 9102
     """Prometheus endpoint of ``wattsup forecast schedule`` (0: none)."""
+    group_id: str = Field("wattsup-forecaster", min_length=1)
+    """Kafka consumer group of ``wattsup forecast schedule``: instances with the same id share the fleet by the
+    readings partitions the group assigns them (one instance alone owns them all)."""
+    group_session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
+    """How long the group waits for a silent instance (a crash, ``kill -9``) before its partitions move to the
+    others: librdkafka's default; the broker's ``group.min/max.session.timeout.ms`` (6 s to 30 min) bound it."""
+    group_join_timeout_seconds: float = Field(60.0, gt=0)
+    """How long a run waits for the instance's first partition assignment before it fails (and is retried)."""
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
     topics: TopicNames = Field(default_factory=TopicNames)
 

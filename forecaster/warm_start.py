@@ -1,6 +1,7 @@
 """Prophet parameters of the previous run, per meter, kept on disk to warm-start the next fit.
 
-One ``.npz`` file per data dir, replaced atomically at the end of each run: meter ids, the scalar
+One ``.npz`` file per data dir (a forecaster group keeps one per readings partition, see
+:mod:`forecaster.partition_state`), replaced atomically at the end of each run: meter ids, the scalar
 parameters (k, m, sigma_obs) and the delta/beta vectors, stored as object arrays because their
 length depends on the meter's history (changepoints) and seasonalities. Prophet checks the shapes
 itself (``sanitize_custom_inits``) and starts from its defaults where they no longer fit.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ def save_params(data_dir: Path, params: dict[str, dict[str, np.ndarray]]) -> Pat
     """Write all meters' parameters (merged by the caller with meters not fitted this run)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / PARAMS_FILE
-    tmp = data_dir / f".{PARAMS_FILE}.{os.getpid()}.tmp.npz"
+    tmp = data_dir / f".{PARAMS_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz"  # unique on a shared volume
     meters = sorted(params)
     columns = {}
     for name in _NAMES:

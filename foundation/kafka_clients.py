@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 from foundation.kafka_settings import KafkaConnection
 
 PARTITIONER = "murmur2_random"
@@ -35,3 +37,15 @@ def producer_config(connection: KafkaConnection, **overrides: Any) -> dict[str, 
 def consumer_config(connection: KafkaConnection, group_id: str, **overrides: Any) -> dict[str, Any]:
     """librdkafka settings of a consumer that commits nothing unless told to (``overrides``)."""
     return {**connection.confluent_config(), "group.id": group_id, "enable.auto.commit": False, **overrides}
+
+
+NOT_READY_YET = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                           KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+                           KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART})
+"""Errors of a coordinator or partition leader that is moving or still loading (a topic created a
+moment ago, a restarting broker): librdkafka does not always mark them retriable, but they pass."""
+
+
+def worth_retrying(error: KafkaError) -> bool:
+    """True for an error that passes by itself: retriable, or a leader or coordinator not ready yet."""
+    return bool(error.retriable() or error.code() in NOT_READY_YET)

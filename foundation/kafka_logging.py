@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 QUIET_CONFIG: dict[str, Any] = {
@@ -21,24 +22,55 @@ QUIET_CONFIG: dict[str, Any] = {
 }
 THROTTLE_SECONDS = 60.0
 """Per kind of client and kind of message (librdkafka's facility, e.g. FAIL), one line per this period."""
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
+"""Waits between a service's own attempts to reach something that is away (a topic, the schema
+registry): doubling from the first, a broker restart is ridden out in seconds, to the most, so a
+long outage costs an attempt every half minute."""
+
+
+def retry_wait(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** max(0, attempt - 1))
+
+
+def _librdkafka_key(record: logging.LogRecord) -> tuple[str, str]:
+    # confluent-kafka logs (fmt, facility, client name, text); one key per kind of client (the logger) and
+    # facility, whatever the client's instance number: a client made again after an error is the same kind.
+    args = record.args if isinstance(record.args, tuple) else ()
+    return record.name, str(args[0]) if args else record.getMessage()[:40]
+
+
+def message_key(record: logging.LogRecord) -> tuple[str, str]:
+    """One key per logger and message template (its text before the arguments are filled in)."""
+    return record.name, str(record.msg)
 
 
 class LogThrottle(logging.Filter):
-    """Let the first record of each (kind of client, facility) through, then one per ``period`` with a count."""
+    """Let the first record of each key through, then one per ``period`` with a count.
 
-    def __init__(self, period: float = THROTTLE_SECONDS) -> None:
+    The default key is librdkafka's (kind of client, facility); :func:`message_key` suits Python
+    client libraries (aiokafka, Faust), whose every failed reconnect is a line of the same template.
+    ``applies`` limits the throttle to some records (others always pass).
+    """
+
+    def __init__(self, period: float = THROTTLE_SECONDS,
+                 key: Callable[[logging.LogRecord], tuple[str, str]] = _librdkafka_key,
+                 applies: Callable[[logging.LogRecord], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.period = period
+        self.clock = clock
+        self.key = key
+        self.applies = applies
         self._last: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        # confluent-kafka logs (fmt, facility, client name, text); one key per kind of client (the logger) and
-        # facility, whatever the client's instance number: a client made again after an error is the same kind.
-        args = record.args if isinstance(record.args, tuple) else ()
-        key = (record.name, str(args[0]) if args else record.getMessage()[:40])
-        now = time.monotonic()
+        if self.applies is not None and not self.applies(record):
+            return True
+        key = self.key(record)
+        now = self.clock()
         with self._lock:
             if now - self._last.get(key, float("-inf")) < self.period:
                 self._held[key] = self._held.get(key, 0) + 1
@@ -48,6 +80,19 @@ class LogThrottle(logging.Filter):
         if held:
             record.msg = f"{record.msg} (and {held} more like it in the last {self.period:.0f} s)"
         return True
+
+
+CLIENT_LIBRARIES = ("aiokafka", "faust", "mode")
+"""Python Kafka client libraries whose warnings and errors repeat on every failed reconnect."""
+
+
+def client_library_throttle(period: float = THROTTLE_SECONDS,
+                            clock: Callable[[], float] = time.monotonic) -> LogThrottle:
+    """A throttle for the warnings and errors of :data:`CLIENT_LIBRARIES`, to put on a process's log
+    handlers: during a broker outage aiokafka writes a few lines per reconnect attempt, several a
+    second; with it, each kind of line appears once a minute with a count."""
+    return LogThrottle(period, key=message_key, clock=clock,
+                       applies=lambda r: r.levelno >= logging.WARNING and r.name.split(".")[0] in CLIENT_LIBRARIES)
 
 
 def client_logger(name: str) -> logging.Logger:

@@ -21,14 +21,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from foundation.kafka_logging import RateLimitedLog, quiet_config
+from foundation.kafka_logging import RateLimitedLog, quiet_config, retry_wait
 from foundation.kafka_settings import KafkaConnection, TopicNames
 
 log = logging.getLogger(__name__)
 
 FLEET_KEY = "fleet"
-RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
-"""Waits between attempts to reach the topic: doubling from the first to the most."""
 MIN_SENSITIVITY, MAX_SENSITIVITY = 0.1, 10.0
 
 
@@ -73,8 +71,8 @@ class SensitivityWatcher:
     """Follows the control topic in a thread; :meth:`for_meter` is cheap and thread-safe.
 
     It never gives up: when the broker is away (at start or later) it keeps the last known
-    settings, tries again with backoff (:data:`RETRY_FIRST_SECONDS` doubling to
-    :data:`RETRY_MAX_SECONDS`), re-reads the compacted topic once it is back, and logs an outage in
+    settings, tries again with backoff (:func:`foundation.kafka_logging.retry_wait`: 1 s doubling to
+    30 s), re-reads the compacted topic once it is back, and logs an outage in
     a few lines (:mod:`foundation.kafka_logging`).
     """
 
@@ -141,7 +139,7 @@ class SensitivityWatcher:
             except Exception as exc:  # noqa: BLE001 - retried for as long as the service runs
                 self.following.clear()
                 attempt += 1
-                wait = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
+                wait = retry_wait(attempt)
                 self._say.warning("control", "cannot follow the sensitivity topic %s (%s); keeping the last known "
                                              "settings and trying again (attempt %d, next in %.0f s)",
                                   self._topic, exc, attempt, wait)

@@ -114,6 +114,11 @@ def simulate(
                                                      "(2026-03-02), or now when paced."),
     batch_by: BatchBy = typer.Option(BatchBy.none, help="feeder: send head-end batches, one record per feeder "
                                                         "and interval."),
+    resume_from: datetime | None = typer.Option(None, help="Send only what is delivered at or after this time (UTC): "
+                                                           "the same fleet (seed, start) continued after a restart."),
+    behind_wall_clock: bool = typer.Option(False, help="Never send a reading before its time has come on the wall "
+                                                       "clock: a run started in the past replays it at --speedup, "
+                                                       "then goes on in real time."),
     bootstrap_servers: str | None = BootstrapOpt,
 ) -> None:
     """Simulate a fleet with labelled anomalies and send its readings to Kafka."""
@@ -137,7 +142,9 @@ def simulate(
     total = None if cfg.endless else cfg.meters * cfg.steps
     blocks_written = 0
     with settings.reading_producer() as producer, _progress() as progress:
-        pacer = Pacer(pace, wait=producer.poll)
+        pacer = Pacer(pace, wait=producer.poll, behind_wall_clock=behind_wall_clock)
+        skip_before = None if resume_from is None else int(
+            (resume_from if resume_from.tzinfo else resume_from.replace(tzinfo=UTC)).timestamp() * 1000)
         task = progress.add_task("sending readings", total=total)
         try:
             for block in iter_fleet_blocks(cfg, block_days=_BLOCK_DAYS):
@@ -147,7 +154,7 @@ def simulate(
                 if readings_csv is not None:
                     block.write_readings_csv(readings_csv, append=blocks_written > 0)
                 blocks_written += 1
-                for chunk in paced_chunks(block.readings, pacer):
+                for chunk in paced_chunks(block.readings, pacer, skip_before_ms=skip_before):
                     producer.send_frame(chunk, batch_by_feeder=batch_by is BatchBy.feeder,
                                         head_end_id=settings.head_end_id)
                     progress.update(task, advance=len(chunk))

@@ -40,12 +40,16 @@ class ProducerSettings(BaseSettings):
     queue_buffering_max_kbytes: int = Field(256 * 1024, gt=0)
     flush_timeout_s: float = Field(60.0, gt=0)
     """How long closing waits for outstanding deliveries; the rest count as failed."""
+    message_timeout_ms: int = Field(0, ge=0)
+    """How long librdkafka keeps trying to deliver a reading; 0, the default, is for as long as the producer
+    runs: a broker outage is waited out (the local queue fills, then sending blocks) instead of turning
+    into failed readings. Only what is still unacknowledged ``flush_timeout_s`` after the end counts as failed."""
 
     def reading_producer(self, **kwargs: Any) -> ReadingProducer:
         """The readings producer these settings describe."""
         return ReadingProducer(self.kafka, self.topics, config_overrides=self.librdkafka_overrides(),
                                max_readings_per_batch=self.max_readings_per_batch,
-                               flush_timeout=self.flush_timeout_s, **kwargs)
+                               flush_timeout=self.flush_timeout_s, client_name="produce-command", **kwargs)
 
     def librdkafka_overrides(self) -> dict[str, Any]:
         """The tunables as librdkafka settings (applied over the producer defaults)."""
@@ -55,4 +59,5 @@ class ProducerSettings(BaseSettings):
             "compression.type": self.compression_type,
             "queue.buffering.max.messages": self.queue_buffering_max_messages,
             "queue.buffering.max.kbytes": self.queue_buffering_max_kbytes,
+            "message.timeout.ms": self.message_timeout_ms,
         }

@@ -304,8 +304,8 @@ def parse_readings_csv(
     flag(timestamps.isna(), "unparseable timestamp", raw["timestamp"])
     flag(energy_text.eq(""), f"missing {energy_col}")
     flag(energy.isna(), f"non-numeric {energy_col}", energy_text)
+    # Finite values of either sign: a net meter of a solar prosumer reads below zero while it exports.
     flag(~np.isfinite(energy.fillna(0.0)), f"{energy_col} is not finite:", energy_text)
-    flag(energy < 0, f"negative {energy_col}", energy_text, quote=False)
     if given_interval is not None:
         text_interval = raw["interval_seconds"]
         bad_interval = text_interval.ne("") & ~((given_interval > 0) & (given_interval % 1 == 0))

@@ -25,6 +25,7 @@ import pandas as pd
 from confluent_kafka import KafkaError, Message, Producer
 
 from foundation.kafka_clients import producer_config
+from foundation.kafka_logging import quiet_config
 from foundation.kafka_settings import KafkaConnection, TopicNames
 from schemas.dead_letters import dead_letter_record
 from schemas.reading_encoder import (
@@ -90,11 +91,16 @@ class ReadingProducer:
         config_overrides: dict[str, Any] | None = None,
         max_readings_per_batch: int = DEFAULT_MAX_READINGS_PER_BATCH,
         flush_timeout: float = 60.0,
+        client_name: str = "readings-producer",
     ) -> None:
+        """``client_name`` names the kind of client in the log: librdkafka's lines go through
+        :func:`foundation.kafka_logging.quiet_config` (reconnect backoff, one line per kind a minute),
+        so a broker outage costs a few lines; the producer is polled on every send and wait."""
         self.topics = topics
         self.serde = serde or make_serde(connection.schema_registry_url, **connection.registry_config())
         self.encoder = ReadingEncoder(self.serde)
-        self.producer = Producer(producer_config(connection, **(config_overrides or {})))
+        self.producer = Producer(producer_config(connection, **{**quiet_config(client_name),
+                                                                 **(config_overrides or {})}))
         self.max_readings_per_batch = max_readings_per_batch
         self.flush_timeout = flush_timeout
         self.summary = DeliverySummary()

@@ -7,6 +7,7 @@ worker's validation, so a reading refused at one door is refused at every door.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 MAX_ID_LENGTH = 128
@@ -42,6 +43,19 @@ def identifier_problem(text: str) -> str | None:
     if bad is not None:
         return f"contains the control character U+{ord(bad.group()):04X} at position {bad.start()}"
     return None
+
+
+def identifiers_usable(ids: Sequence[str]) -> bool:
+    """True if every id in ``ids`` passes :func:`identifier_problem`, checked in a few C-level passes.
+
+    For the stream worker's hot path: it validates every reading of every message, and one
+    Python call per id would be its largest cost. On False, call :func:`identifier_problem` per id
+    for the reasons. A non-text id raises TypeError (the caller treats that as False).
+    """
+    if not ids:
+        return True
+    return (all(map(str.strip, ids)) and max(map(len, ids)) <= MAX_ID_LENGTH
+            and _FORBIDDEN.search("".join(ids)) is None)
 
 
 def timestamp_problem(timestamp_ms: int, now_ms: int, tolerance_ms: int = FUTURE_TOLERANCE_MS) -> str | None:

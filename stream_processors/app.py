@@ -35,13 +35,15 @@ import faust
 from faust.tables import Table
 
 from foundation.kafka_settings import KafkaConnection
-from readings.columns import ReadingColumns, Rejection, decode_into
+from readings.columns import ReadingColumns, Rejection, decode_into, wall_clock_ms
 from schemas.dead_letters import dead_letter_record
 from schemas.partitioning import partition_for
 from schemas.serde import DEAD_LETTER
 from stream_processors import metrics
 from stream_processors.anomaly_publisher import AnomalyDeliveryError, AnomalyPublisher
+from stream_processors.arrival_log import ArrivalSummary
 from stream_processors.offset_gaps import FaustConsumer, OffsetGapGuard
+from stream_processors.retrying import Patient
 from stream_processors.scoring import StreamScorer
 from stream_processors.settings import StreamSettings
 
@@ -138,11 +140,19 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     scorer.attach_tables(feeder_state, feeder_forecasts)
     gaps = OffsetGapGuard(topics.readings, FaustConsumer(app))
 
+    arrivals = ArrivalSummary(log)
+    patient = Patient(log)
+
     async def send_dead_letters(rejections: list[Rejection]) -> None:
-        for r in rejections:
-            record = dead_letter_record(r.source, r.reason, raw_bytes=r.raw_bytes, raw_text=r.raw_text)
-            metrics.DEAD_LETTERS.labels(reason=r.reason.split(":")[0][:60]).inc()
-            await dead_letters.send(key=r.source.encode(), value=serde.encode(DEAD_LETTER, record))
+        def encode() -> list[bytes]:  # all encoded before any is sent: a retry sends none twice
+            return [serde.encode(DEAD_LETTER, dead_letter_record(r.source, r.reason, raw_bytes=r.raw_bytes,
+                                                                  raw_text=r.raw_text)) for r in rejections]
+
+        values = await patient.run("encode dead letters", encode)
+        for r, value in zip(rejections, values):
+            metrics.DEAD_LETTERS.labels(reason=r.kind or "other").inc()
+            arrivals.note_rejected(r.kind or "other", r.reason)
+            await dead_letters.send(key=r.source.encode(), value=value)
 
     newest_reading_ms: dict[str, int] = {}
 
@@ -150,22 +160,30 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     async def score_readings(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch_messages, within=settings.batch_within_seconds):
             gaps.start_batch(app.consumer_generation_id)
-            columns = ReadingColumns()
-            rejections: list[Rejection] = []
+            admitted = []
             for event in events:
                 msg = event.message
-                if not gaps.admit(msg.partition, msg.offset):
-                    continue
-                rejections += decode_into(columns, serde, event.value,
-                                          f"topic:{msg.topic}[{msg.partition}]@{msg.offset}")
+                if gaps.admit(msg.partition, msg.offset):
+                    admitted.append((event.value, f"topic:{msg.topic}[{msg.partition}]@{msg.offset}"))
             await gaps.rewind()
             metrics.MESSAGES_PROCESSED.inc(len(events))
+            now_ms = wall_clock_ms()  # one clock per batch: a reading beyond it plus the tolerance is a wrong clock
+
+            def decode() -> tuple[ReadingColumns, list[Rejection]]:
+                columns, rejections = ReadingColumns(), []
+                for value, source in admitted:
+                    rejections += decode_into(columns, serde, value, source, now_ms)
+                return columns, rejections
+
+            # the schema registry may be away: the batch waits (never dead-lettered, never dropped)
+            columns, rejections = await patient.run("decode readings", decode)
             if rejections:
                 await send_dead_letters(rejections)
             if not len(columns):
                 continue
             started = time.perf_counter()
-            result = scorer.process(columns)
+            # a take-over reads back emitted anomalies from the broker, which may be away
+            result = await patient.run("take feeders over", lambda: scorer.process(columns))
             metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
             # one observation per batch (its newest reading): per-reading observations would cost
             # more than they tell
@@ -173,6 +191,10 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             metrics.BATCH_SIZE.observe(len(columns))
             metrics.READINGS_PROCESSED.inc(result.scored)
             metrics.DUPLICATE_READINGS.inc(result.duplicates)
+            metrics.LATE_READINGS.inc(result.late)
+            metrics.STALE_READINGS.inc(result.stale)
+            arrivals.note(late=result.late, stale=result.stale, duplicates=result.duplicates,
+                          late_example=result.late_example, stale_example=result.stale_example)
             for feeder, latest_ms in result.feeder_latest_ms.items():
                 if latest_ms > newest_reading_ms.get(feeder, 0):  # a batch of late readings never moves it back
                     newest_reading_ms[feeder] = latest_ms
@@ -181,12 +203,12 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             # crash) and are durable before the state that marks their readings as seen is
             # written: a crash may then repeat an anomaly, which the successor filters out
             # (stream_processors/emitted_anomalies.py), but never loses one.
-            try:
-                await publisher.publish(result.anomalies)
+            try:  # waits out a broker outage; the registry may be away for the first anomaly's schema
+                await patient.run("publish anomalies", lambda: publisher.publish(result.anomalies))
             except AnomalyDeliveryError as exc:
-                # Crash-only: without the acknowledgements this batch must not be marked done, and
-                # Faust would still acknowledge its messages. Stop now; a restarted worker recovers
-                # the state from the changelog and scores the batch again.
+                # Crash-only: the broker refused an anomaly for good, so this batch must not be marked
+                # done, and Faust would still acknowledge its messages. Stop now; a restarted worker
+                # recovers the state from the changelog and scores the batch again.
                 log.critical("stopping the worker: %s", exc)
                 os._exit(70)
             for anomaly in result.anomalies:
@@ -197,7 +219,8 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     @app.agent(forecasts, name="keep-forecasts")
     async def keep_forecasts(stream: faust.StreamT) -> None:
         async for events in stream.take_events(200, within=0.5):
-            scorer.accept_forecasts([e.value for e in events])
+            values = [e.value for e in events]
+            await patient.run("decode forecasts", lambda: scorer.accept_forecasts(values))
 
     @app.timer(interval=settings.model_poll_seconds)
     async def reload_model() -> None:
@@ -208,6 +231,7 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
         metrics.FEEDERS_TRACKED.set(len(feeder_state))
         metrics.METERS_TRACKED.set(scorer.meters_tracked)
         metrics.FORECASTS_TRACKED.set(scorer.forecasts_tracked)
+        arrivals.flush_due()  # what was held back is told even when no batch follows
 
     @app.timer(interval=5.0)
     async def reseek_stalled_partitions() -> None:

@@ -16,8 +16,9 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from foundation.kafka_logging import quiet_config
 from foundation.kafka_settings import KafkaConnection
 from schemas.partitioning import partition_for
 from schemas.serde import ANOMALY, SerdeError
@@ -26,6 +27,13 @@ log = logging.getLogger(__name__)
 
 REUSE_SECONDS = 30.0
 """A partition read back this recently serves the other feeders of that partition too."""
+
+
+class ReadBackUnavailable(RuntimeError):
+    """The anomalies topic could not be read back in time (the broker is away): try again later.
+
+    Never answered with a partial set: a successor that missed an anomaly would emit it again.
+    """
 
 
 class EmittedAnomalies:
@@ -52,29 +60,38 @@ class EmittedAnomalies:
 
     def _read_partition(self, partition: int, since_ms: int) -> dict[str, set[tuple[str, int]]]:
         consumer = Consumer({**self.connection.confluent_config(), "group.id": f"wattsup-emitted-{uuid.uuid4().hex[:8]}",
-                             "enable.auto.commit": False})
+                             "enable.auto.commit": False, **quiet_config("emitted-anomalies-consumer")})
         found: dict[str, set[tuple[str, int]]] = {}
         try:
-            start = consumer.offsets_for_times([TopicPartition(self.topic, partition, since_ms)],
-                                               timeout=self.timeout)[0].offset
-            _, end = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=self.timeout)
-            if start < 0 or start >= end:
-                return found
-            consumer.assign([TopicPartition(self.topic, partition, start)])
-            position, deadline = start, time.monotonic() + self.timeout
-            while position < end and time.monotonic() < deadline:
-                for msg in consumer.consume(1000, timeout=0.5):
-                    if msg.error() is not None:
-                        continue
-                    position = msg.offset() + 1
-                    try:
-                        name, record = self.serde.decode(msg.value(), raw_timestamps=True)
-                    except SerdeError:
-                        continue
-                    if name == ANOMALY:
-                        found.setdefault(record["feeder_id"], set()).add((record["meter_id"], int(record["timestamp"])))
-            log.info("read back %d anomalies of %s[%d] emitted since %d to avoid repeating them",
-                     sum(map(len, found.values())), self.topic, partition, since_ms)
+            self._read(consumer, partition, since_ms, found)
+        except KafkaException as exc:
+            raise ReadBackUnavailable(f"cannot read back {self.topic}[{partition}]: {exc}") from exc
         finally:
             consumer.close()
         return found
+
+    def _read(self, consumer: Consumer, partition: int, since_ms: int, found: dict[str, set[tuple[str, int]]]) -> None:
+        """Fill ``found`` from the partition, from ``since_ms`` to its end offset now."""
+        start = consumer.offsets_for_times([TopicPartition(self.topic, partition, since_ms)],
+                                           timeout=self.timeout)[0].offset
+        _, end = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=self.timeout)
+        if start < 0 or start >= end:
+            return
+        consumer.assign([TopicPartition(self.topic, partition, start)])
+        position, deadline = start, time.monotonic() + self.timeout
+        while position < end and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                position = msg.offset() + 1
+                try:
+                    name, record = self.serde.decode(msg.value(), raw_timestamps=True)
+                except SerdeError:
+                    continue
+                if name == ANOMALY:
+                    found.setdefault(record["feeder_id"], set()).add((record["meter_id"], int(record["timestamp"])))
+        if position < end:
+            raise ReadBackUnavailable(f"read {self.topic}[{partition}] only up to offset {position} of {end} "
+                                      f"within {self.timeout:.0f} s")
+        log.info("read back %d anomalies of %s[%d] emitted since %d to avoid repeating them",
+                 sum(map(len, found.values())), self.topic, partition, since_ms)

@@ -19,6 +19,14 @@ MESSAGES_PROCESSED = Counter(
 DUPLICATE_READINGS = Counter(
     "wattsup_stream_duplicate_readings_total", "Readings already seen (same meter and timestamp), not scored again."
 )
+LATE_READINGS = Counter(
+    "wattsup_stream_late_readings_total",
+    "Readings older than their meter's newest one (not seen before): scored without moving the meter's state.",
+)
+STALE_READINGS = Counter(
+    "wattsup_stream_stale_readings_total",
+    "Readings older than every timestamp their meter remembers: too old to judge, not scored.",
+)
 ANOMALIES = Counter("wattsup_stream_anomalies_total", "Anomalies emitted, by severity.", ["severity"])
 DEAD_LETTERS = Counter("wattsup_stream_dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"])
 BATCH_SIZE = Histogram(

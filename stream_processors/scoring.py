@@ -10,7 +10,7 @@ It knows nothing of Faust itself, so it is tested without a broker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,13 @@ class StreamResult:
     """feeder -> (hour-of-week slots, hour-of-day slots) the batch changed."""
     feeder_latest_ms: dict[str, int] = field(default_factory=dict)
     """Newest reading timestamp per feeder in the batch (event time)."""
+    late: int = 0
+    """Readings older than their meter's newest one, not seen before: scored without moving the state."""
+    stale: int = 0
+    """Readings older than every timestamp their meter remembers: counted, not scored."""
+    late_example: tuple[str, int] | None = None
+    """(meter id, timestamp ms) of the batch's first late reading, for the log."""
+    stale_example: tuple[str, int] | None = None
 
 
 class StreamScorer:
@@ -59,6 +66,8 @@ class StreamScorer:
         self.emitted_since = emitted_since
         self._already_emitted: dict[str, set[tuple[str, int]]] = {}
         """feeder -> (meter, timestamp) of anomalies a predecessor emitted after its last state write."""
+        self._pending_take_over: dict[str, int] = {}
+        """feeder -> since (ms) of feeders whose state was loaded but whose take-over is not finished."""
         self._publish_model_info()
 
     # -- model ---------------------------------------------------------------------------
@@ -99,23 +108,30 @@ class StreamScorer:
     def persist(self, touched: dict[str, tuple[set[int], set[int]]]) -> None:
         self.feeders.persist(touched)
 
-    def _take_over(self, feeder: str) -> None:
-        """Load a feeder's state, forecasts and recently emitted anomalies if another worker (or a
-        previous life of this one) wrote its state last."""
-        header = self.feeders.load(feeder)
-        if header is None:
-            return
-        if self.emitted_since is not None:
-            since = int(header.get("persisted_at", 0)) - EMITTED_MARGIN_MS
-            self._already_emitted[feeder] = self.emitted_since(feeder, since)
-        self.forecasts.load_feeder(feeder)
+    def _take_over(self, feeders: Iterable[str]) -> None:
+        """Load the state, forecasts and recently emitted anomalies of each feeder another worker (or
+        a previous life of this one) wrote last.
+
+        Reading the emitted anomalies back needs the broker, and a forecast may need the schema
+        registry: either may be away (:class:`~stream_processors.emitted_anomalies.ReadBackUnavailable`,
+        ``RegistryUnavailableError``). A feeder stays pending until both are done, so the caller can
+        try the same batch again later and no take-over is half done.
+        """
+        for feeder in feeders:
+            header = self.feeders.load(feeder)
+            if header is not None:
+                self._pending_take_over[feeder] = int(header.get("persisted_at", 0)) - EMITTED_MARGIN_MS
+        for feeder, since in list(self._pending_take_over.items()):
+            if self.emitted_since is not None:
+                self._already_emitted[feeder] = self.emitted_since(feeder, since)
+            self.forecasts.load_feeder(feeder)
+            del self._pending_take_over[feeder]
 
     # -- scoring -------------------------------------------------------------------------
     def process(self, columns: ReadingColumns) -> StreamResult:
         ts, kwh, interval = columns.arrays()
         feeders_in_batch = dict.fromkeys(columns.feeder_ids)
-        for feeder in feeders_in_batch:
-            self._take_over(feeder)
+        self._take_over(feeders_in_batch)
         self.feeders.join(columns.meter_ids, columns.feeder_ids)
         expected, lower, upper = self.forecasts.columns(columns.meter_ids, ts)
         result = self.engine.score(ReadingBatch(columns.meter_ids, columns.feeder_ids, ts, kwh, interval,
@@ -136,5 +152,16 @@ class StreamScorer:
             kept = [a for a in anomalies if (a["meter_id"], a["timestamp"]) not in before.get(a["feeder_id"], ())]
             metrics.ANOMALIES_ALREADY_EMITTED.inc(len(anomalies) - len(kept))
             anomalies = kept
+        late, stale = result.features.late, result.features.stale
         return StreamResult(anomalies=anomalies, scored=result.scored, duplicates=result.duplicates,
-                            touched_feeders=touched, feeder_latest_ms=latest)
+                            touched_feeders=touched, feeder_latest_ms=latest,
+                            late=int(late.sum()), stale=int(stale.sum()),
+                            late_example=_first(late, columns), stale_example=_first(stale, columns))
+
+
+def _first(mask: Any, columns: ReadingColumns) -> tuple[str, int] | None:
+    """(meter id, timestamp) of the first reading ``mask`` selects, or None."""
+    if not mask.any():
+        return None
+    i = int(mask.argmax())
+    return columns.meter_ids[i], columns.timestamps_ms[i]

@@ -6,6 +6,7 @@ import logging
 
 from prometheus_client import start_http_server
 
+from foundation.kafka_logging import client_library_throttle
 from foundation.sensitivity import SensitivityWatcher
 from schemas.serde import make_serde
 from stream_processors import metrics
@@ -17,23 +18,41 @@ from stream_processors.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
+REGISTRY_CLIENT_CONFIG = {
+    "max.retries": 0,  # one attempt per lookup: retried by the agent with backoff, never asleep in the loop
+    "timeout": 5,  # seconds: a registry that hangs costs the loop this long per attempt at most
+}
+
 
 def run_worker(settings: StreamSettings) -> None:
     """Run until SIGTERM/SIGINT; Faust stops gracefully and commits what was processed."""
     from faust.worker import Worker
 
+    class QuietWorker(Worker):
+        """Faust's worker, whose log handlers hold back aiokafka's and Faust's repeated outage lines
+        (foundation.kafka_logging.client_library_throttle): a broker outage costs a few lines a minute."""
+
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            throttle = client_library_throttle()
+            for handler in logger.handlers:
+                handler.addFilter(throttle)
+
     start_http_server(settings.metrics_port, addr=settings.worker_host)
     log.info("metrics on http://%s:%d/metrics", settings.worker_host, settings.metrics_port)
     watcher = SensitivityWatcher(settings.kafka, settings.topics, on_update=metrics.CONTROL_UPDATES.inc)
     watcher.start()
-    serde = make_serde(settings.kafka.schema_registry_url, **settings.kafka.registry_config())
+    # The agent waits out a registry outage with its own backoff (stream_processors.retrying) while the
+    # event loop runs on; the client's built-in retries would sleep inside the loop for seconds per lookup.
+    serde = make_serde(settings.kafka.schema_registry_url,
+                       **{**settings.kafka.registry_config(), **REGISTRY_CLIENT_CONFIG})
     emitted = EmittedAnomalies(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
     scorer = StreamScorer(settings.models.dir, serde, sensitivity=watcher.for_meter, emitted_since=emitted.since)
     publisher = AnomalyPublisher(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
     app = create_app(settings, scorer, publisher)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        Worker(app, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(), quiet=True,
+        QuietWorker(app, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(), quiet=True,
                redirect_stdouts=False).execute_from_commandline()
     finally:
         publisher.close()

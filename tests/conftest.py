@@ -152,7 +152,9 @@ class WorkerFactory:
     tmp: Path
     started: list[WorkerProcess] = field(default_factory=list)
 
-    def start(self, topics: TopicNames, model_dir: Path, app_id: str, name: str = "worker") -> WorkerProcess:
+    def start(self, topics: TopicNames, model_dir: Path, app_id: str, name: str = "worker",
+              env: dict[str, str] | None = None) -> WorkerProcess:
+        """A ``wattsup stream`` process on the test broker; ``env`` adds or overrides variables."""
         port = free_port()
         env = {
             **os.environ,
@@ -164,6 +166,7 @@ class WorkerFactory:
             "WATTSUP_STREAM_METRICS_PORT": str(port),
             "WATTSUP_STREAM_WEB_PORT": str(free_port()),
             "WATTSUP_STREAM_MODEL_POLL_SECONDS": "1",
+            **(env or {}),
         }
         log_path = self.tmp / f"{app_id}-{name}-{len(self.started)}.log"
         process = subprocess.Popen([sys.executable, "-m", "wattsup.cli", "stream"], env=env,

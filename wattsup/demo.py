@@ -5,10 +5,19 @@ then runs every service as its own ``wattsup ...`` child process, the way they r
 production, and prints where to look. On Ctrl-C, SIGTERM or after ``DEMO_SECONDS`` it stops
 the children and then the broker it started, and exits 0; if a service dies it stops the rest
 and exits 1, so a smoke test notices.
+
+The simulated clock (:class:`DemoClock`): the simulator plays 900 simulated seconds per wall
+second, and every door refuses readings stamped more than a day past the wall clock (a wrong
+meter clock). So a new demo starts its fleet in the past, as far back as it will play (its
+``DEMO_SECONDS`` times the speedup, or ``backfill_days``), replays that at full speed and then goes
+on in real time, never ahead of now. A second run on the same ``var/`` continues the same fleet
+(seed and start kept in ``var/demo/simulator.json``) from the newest reading on the readings topic,
+so the stored state (the stream worker's, the dashboard's) is never ahead of the new readings.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +26,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +51,14 @@ class DemoSettings(BaseSettings):
     interval: str = "15m"
     speedup: float = 900.0
     """Simulated seconds per wall-clock second: 900 plays one 15-minute interval per second."""
+    backfill_days: float = Field(7.0, gt=0)
+    """Without ``DEMO_SECONDS``, how far in the past a new demo's fleet starts: 7 days play in about 11
+    minutes at 900x (and match the forecaster's 7-day history); then the fleet runs in real time."""
+    max_backfill_days: float = Field(28.0, gt=0)
+    """At most this far back, however long ``DEMO_SECONDS`` is: the readings topic keeps 7 days by
+    default, and older replayed data only costs start-up time."""
+    seed: int = 42
+    """The simulated fleet's seed: the same seed and start give the same fleet, which a restart continues."""
     log_dir: Path = PROJECT_ROOT / "var" / "demo"
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
 
@@ -52,8 +71,77 @@ class Service:
     process: subprocess.Popen | None = field(default=None, repr=False)
 
 
-def demo_services(settings: DemoSettings) -> list[Service]:
-    """The services the demo runs, each a ``wattsup`` sub-command."""
+class DemoStateError(RuntimeError):
+    """The stored demo state cannot be continued (readings from an earlier demo stamped in the future)."""
+
+
+@dataclass
+class DemoClock:
+    """Where the demo's simulated fleet starts, and where this run continues it."""
+
+    start_ms: int
+    """Start of the fleet's first interval (UTC ms), kept across restarts."""
+    resume_from_ms: int | None = None
+    """Newest reading already on the topic (its delivery slot is sent again: the readings already
+    stored are recognised as duplicates); None for a new fleet."""
+
+    def simulator_args(self, settings: DemoSettings) -> list[str]:
+        args = ["--start", _iso(self.start_ms), "--seed", str(settings.seed), "--behind-wall-clock"]
+        if self.resume_from_ms is not None:
+            args += ["--resume-from", _iso(self.resume_from_ms)]
+        return args
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def plan_clock(settings: DemoSettings, newest_reading_ms: int | None, now_ms: int) -> DemoClock:
+    """Continue the fleet stored under ``settings.log_dir`` or start a new one in the past.
+
+    * readings on the topic and the fleet that wrote them recorded: continue it from the newest reading;
+    * no readings: a new fleet starting as far back as this run will play (stored for the next run);
+    * readings, but no record of their fleet (an older demo): a new fleet starting after them, unless
+      they lie beyond the future tolerance (an older demo's clock ran ahead): then starting clean is
+      the only way, and :class:`DemoStateError` says how.
+    """
+    from foundation.timeutil import parse_interval
+    from schemas.limits import FUTURE_TOLERANCE_MS
+
+    interval_ms = int(parse_interval(settings.interval).total_seconds() * 1000)
+    path = settings.log_dir / "simulator.json"
+    fleet = {"meters": settings.meters, "interval": settings.interval, "seed": settings.seed}
+    stored: dict[str, Any] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+    if newest_reading_ms is not None and stored.get("fleet") == fleet and "start_ms" in stored:
+        log.info("continuing the simulated fleet started at %s from its newest reading at %s",
+                 _iso(stored["start_ms"]), _iso(newest_reading_ms))
+        return DemoClock(int(stored["start_ms"]), newest_reading_ms)
+    played_s = settings.seconds * settings.speedup if settings.seconds else settings.backfill_days * 86400
+    start_ms = now_ms - int(min(played_s, settings.max_backfill_days * 86400) * 1000)
+    if newest_reading_ms is not None:
+        if newest_reading_ms > now_ms + FUTURE_TOLERANCE_MS:
+            raise DemoStateError(
+                f"the readings topic holds readings up to {_iso(newest_reading_ms)}, more than a day ahead of the "
+                f"clock (an earlier demo's simulated clock ran ahead); a new fleet would be late for every meter. "
+                f"Start clean: stop the demo and remove its state (make clean, or the var/ directories: broker, "
+                f"stream, dashboard, demo)")
+        start_ms = max(start_ms, newest_reading_ms)
+        log.info("the readings topic holds readings of an unrecorded fleet up to %s; starting a new fleet after them",
+                 _iso(newest_reading_ms))
+    start_ms = start_ms // interval_ms * interval_ms
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"fleet": fleet, "start_ms": start_ms, "start": _iso(start_ms)}) + "\n")
+    return DemoClock(start_ms)
+
+
+def demo_services(settings: DemoSettings, clock: DemoClock | None = None) -> list[Service]:
+    """The services the demo runs, each a ``wattsup`` sub-command; ``clock`` places the simulated fleet
+    (default: starting now)."""
     from dashboard.settings import DashboardSettings
     from deploy.lag_exporter.settings import LagExporterSettings
     from forecaster.settings import ForecastSettings
@@ -68,7 +156,8 @@ def demo_services(settings: DemoSettings) -> list[Service]:
         Service(
             "simulator",
             [*wattsup, "produce", "simulate", "--meters", str(settings.meters), "--interval", settings.interval,
-             "--days", "0", "--speedup", str(settings.speedup), "--batch-by", "feeder"],
+             "--days", "0", "--speedup", str(settings.speedup), "--batch-by", "feeder",
+             *(clock.simulator_args(settings) if clock else [])],
         ),
         Service("stream", [*wattsup, "stream"], url=f"http://{stream.worker_host}:{stream.metrics_port}/metrics"),
         Service("lag-exporter", [*wattsup, "lag-exporter"],
@@ -105,6 +194,11 @@ class Demo:
             self.started_broker = True
         connection = self.settings.broker.kafka.model_copy(update={"bootstrap_servers": self.node.bootstrap_servers})
         ensure_topics(connection, self.settings.broker.topics)
+        from readings.history import resume_point_ms
+
+        clock = plan_clock(self.settings, resume_point_ms(connection, self.settings.broker.topics.readings),
+                           int(time.time() * 1000))
+        self.services = demo_services(self.settings, clock)
         self.ensure_model()
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         env = self._child_env()
@@ -212,5 +306,8 @@ def run_demo(settings: DemoSettings | None = None) -> int:
         sys.stdout.write(demo.summary() + "\n")
         sys.stdout.flush()
         return demo.run()
+    except DemoStateError as exc:
+        log.error("%s", exc)
+        return 2
     finally:
         demo.stop()

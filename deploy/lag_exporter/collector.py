@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from deploy.lag_exporter.lag import LagReader
+from foundation.kafka_logging import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ class ConsumerLagCollector(Collector):
     def __init__(self, reader: LagReader) -> None:
         self.reader = reader
         self.errors = 0
+        self._say = RateLimitedLog(log)
+        """A cluster that does not answer fails every scrape: said once a minute at most, and when it answers again."""
+        self._failing = False
         self._lock = threading.Lock()
         """Overlapping scrapes (a slow cluster, two Prometheus servers) read the cluster one at a time."""
 
@@ -41,12 +45,19 @@ class ConsumerLagCollector(Collector):
         up = 1.0
         try:
             with self._lock:
-                snapshot = self.reader.snapshot()
+                try:
+                    snapshot = self.reader.snapshot()
+                finally:
+                    self.reader.serve_logs()
         except Exception as exc:  # noqa: BLE001 - any failure must show as up=0, not kill the endpoint
-            log.warning("reading consumer lag failed: %s", exc)
+            self._say.warning("scrape", "reading consumer lag failed: %s (serving up=0; every scrape tries again)", exc)
             self.errors += 1
+            self._failing = True
             up = 0.0
         else:
+            if self._failing:
+                self._failing = False
+                self._say.recovered("scrape", "reading consumer lag from the cluster again")
             for item in snapshot.lags:
                 labels = [item.group, item.topic, str(item.partition)]
                 lag.add_metric(labels, item.lag)

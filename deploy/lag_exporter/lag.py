@@ -17,17 +17,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from foundation.kafka_clients import worth_retrying
+from foundation.kafka_logging import quiet_config
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_NOT_READY_YET = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                  KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
-                  KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
-"""Errors of a coordinator or partition leader that is moving or still loading (admin results do not
-always mark them retriable)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,9 @@ class LagReader:
     def __init__(self, client_config: dict[str, Any], groups: Iterable[str] = (), topics: Iterable[str] = (),
                  timeout: float = 10.0) -> None:
         self.client_config = client_config
-        self.admin = AdminClient({**client_config, "log_level": 3})
+        # librdkafka's own lines through the throttle (quiet_config): a broker outage costs a few lines
+        # whatever the scrape rate; they are handed over in serve_logs() at every scrape.
+        self.admin = AdminClient({**client_config, **quiet_config("lag-admin")})
         self._consumers: dict[str, Consumer] = {}
         self.groups = list(groups)
         self.topics = list(topics)
@@ -103,7 +103,7 @@ class LagReader:
                 return request(max(deadline - time.monotonic(), 0.5))
             except KafkaException as exc:
                 error = exc.args[0]
-                if not (error.retriable() or error.code() in _NOT_READY_YET) or time.monotonic() > deadline:
+                if not worth_retrying(error) or time.monotonic() > deadline:
                     raise
                 log.debug("%s: %s; retrying", what, error)
                 time.sleep(0.2)
@@ -111,8 +111,14 @@ class LagReader:
     def _consumer(self, group: str) -> Consumer:
         if group not in self._consumers:
             self._consumers[group] = Consumer({**self.client_config, "group.id": group,
-                                               "enable.auto.commit": False, "log_level": 3})
+                                               "enable.auto.commit": False, **quiet_config("lag-consumer")})
         return self._consumers[group]
+
+    def serve_logs(self) -> None:
+        """Hand the clients' queued log lines to Python logging (librdkafka forwards them on poll)."""
+        self.admin.poll(0)
+        for consumer in self._consumers.values():
+            consumer.poll(0)
 
     def close(self) -> None:
         for consumer in self._consumers.values():

@@ -94,6 +94,30 @@ class _PostgresDatabases:
         self.admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server for the session: ``WATTSUP_TEST_POSTGRES_URL`` if set, else one started here
+    (initdb and pg_ctl in a temp dir, a free port; stopped and removed at the end)."""
+    if POSTGRES_URL:
+        yield POSTGRES_URL
+        return
+    from tests.postgres_server import LocalPostgres
+
+    server = LocalPostgres.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: str) -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL databases on the session's server (their URLs), dropped after the test."""
+    databases = _PostgresDatabases(postgres_server)
+    yield databases.create
+    databases.drop_all()
+
+
 @pytest.fixture
 def dashboard_factory(tmp_path: Path) -> Iterator[Callable[..., DashboardHarness]]:
     clients: list[TestClient] = []

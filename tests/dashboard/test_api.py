@@ -277,7 +277,7 @@ def test_readings_validation_names_every_bad_field():
 
     valid, rejected, raw = validate_readings([
         {"meter_id": "M1", "timestamp": "2026-11-25T08:00:00Z", "kwh": 1.5},
-        {"meter_id": "", "timestamp": "soon", "kwh": -1, "interval_seconds": 0},
+        {"meter_id": "", "timestamp": "soon", "kwh": "Infinity", "interval_seconds": 0},
         "oops",
         {"timestamp": "2026-11-25T08:00:00", "kwh": "NaN", "meter_id": "M2"},
     ])
@@ -360,6 +360,81 @@ def test_answers_match_the_documented_models(dash):
                         ("/api/v1/session", m.SessionState)):
         model.model_validate(dash.client.get(path, headers=dash.auth).json())
     m.IngestResult.model_validate({"accepted": 0, "rejected": [{"index": 0, "errors": [{"field": "kwh", "message": "x"}]}]})
+
+
+def _check_against_openapi(document: dict, method: str, template: str, response) -> None:
+    """The answer's status is one the OpenAPI document lists for the operation, and a JSON body
+    matches the schema documented for that status."""
+    import jsonschema_rs  # schemathesis's validator (a dev dependency through it)
+
+    operation = document["paths"][template][method.lower()]
+    documented = operation["responses"]
+    status = str(response.status_code)
+    assert status in documented, (f"{method} {template} answered {status}, which its OpenAPI operation does not "
+                                  f"document (it lists {sorted(documented)}): {response.text[:200]}")
+    schema = documented[status].get("content", {}).get("application/json", {}).get("schema")
+    if schema:
+        validator = jsonschema_rs.Draft202012Validator({**schema, "components": document["components"]})
+        errors = list(validator.iter_errors(response.json()))
+        assert not errors, f"{method} {template} {status}: {errors[0].message}"
+
+
+def test_every_answer_has_a_status_and_body_the_openapi_document_lists(dash):
+    """Successes and refusals alike: a client generated from the document must know every answer."""
+    dash.store(readings=[reading_row("M1", T0 + i * QUARTER, 1.0) for i in range(4)],
+               anomalies=[anomaly_record("M1", T0 + QUARTER, "CRITICAL")],
+               forecasts=[{"meter_id": "M1", "feeder_id": "F1", "generated_at_ms": T0, "model_version": "p",
+                           "interval_seconds": 900, "points": [[T0, 1.0, 0.5, 1.5]]}])
+    document = dash.client.get("/api/v1/openapi.json").json()
+    auth, json_type = dash.auth, {**dash.auth, "Content-Type": "application/json"}
+    rule = dash.client.post("/api/v1/alert-rules", headers=auth, json={"name": "r", "email_to": "a@b.org"})
+    calls = [
+        ("GET", "/api/v1/anomalies", "/api/v1/anomalies", {}, {}),
+        ("GET", "/api/v1/anomalies", "/api/v1/anomalies?severity=LOUD", {}, {}),
+        ("GET", "/api/v1/anomalies", "/api/v1/anomalies?limit=-1", {}, {}),
+        ("GET", "/api/v1/anomalies.csv", "/api/v1/anomalies.csv", {}, {}),
+        ("GET", "/api/v1/meters", "/api/v1/meters", {}, {}),
+        ("GET", "/api/v1/series", "/api/v1/series?meter_id=M1", {}, {}),
+        ("GET", "/api/v1/series", "/api/v1/series?feeder_id=F1", {}, {}),
+        ("GET", "/api/v1/series", "/api/v1/series", {}, {}),
+        ("GET", "/api/v1/summary", "/api/v1/summary", {}, {}),
+        ("GET", "/api/v1/models", "/api/v1/models", {}, {}),
+        ("GET", "/api/v1/session", "/api/v1/session", {}, {}),
+        ("POST", "/api/v1/session", "/api/v1/session", {}, {"json": {"token": "wrong"}}),
+        ("POST", "/api/v1/session", "/api/v1/session", {}, {"json": {}}),
+        ("POST", "/api/v1/session", "/api/v1/session", {}, {"json": {"token": dash.token}}),
+        ("DELETE", "/api/v1/session", "/api/v1/session", {}, {}),
+        ("GET", "/api/v1/alert-rules", "/api/v1/alert-rules", auth, {}),
+        ("GET", "/api/v1/alert-rules", "/api/v1/alert-rules", {}, {}),
+        ("POST", "/api/v1/alert-rules", "/api/v1/alert-rules", auth, {"json": {"name": "s", "email_to": "c@d.org"}}),
+        ("POST", "/api/v1/alert-rules", "/api/v1/alert-rules", auth, {"json": {"name": "t"}}),
+        ("POST", "/api/v1/alert-rules", "/api/v1/alert-rules", {}, {"json": {"name": "u", "email_to": "c@d.org"}}),
+        ("POST", "/api/v1/alert-rules", "/api/v1/alert-rules", {**auth, "Content-Type": "text/plain"},
+         {"content": b'{"name": "v", "email_to": "c@d.org"}'}),
+        ("DELETE", "/api/v1/alert-rules/{rule_id}", f"/api/v1/alert-rules/{rule.json()['id']}", auth, {}),
+        ("DELETE", "/api/v1/alert-rules/{rule_id}", "/api/v1/alert-rules/987654", auth, {}),
+        ("DELETE", "/api/v1/alert-rules/{rule_id}", "/api/v1/alert-rules/1", {}, {}),
+        ("GET", "/api/v1/alerts", "/api/v1/alerts", auth, {}),
+        ("GET", "/api/v1/alerts", "/api/v1/alerts", {}, {}),
+        ("POST", "/api/v1/readings", "/api/v1/readings", json_type, {"content": b"{not json"}),
+        ("POST", "/api/v1/readings", "/api/v1/readings", json_type, {"content": b'[{"meter_id": ""}]'}),
+        ("POST", "/api/v1/readings", "/api/v1/readings", {}, {"json": [{"meter_id": "M1"}]}),
+        ("POST", "/api/v1/readings", "/api/v1/readings", {**auth, "Content-Type": "text/plain"}, {"content": b"[]"}),
+        ("GET", "/api/v1/detect/example.csv", "/api/v1/detect/example.csv", {}, {}),
+        ("POST", "/api/v1/detect", "/api/v1/detect", auth,
+         {"files": {"file": ("x.csv", b"\x00\x01binary", "text/csv")}}),
+        ("POST", "/api/v1/detect", "/api/v1/detect", {}, {"files": {"file": ("x.csv", b"a,b\n", "text/csv")}}),
+        ("GET", "/api/v1/sensitivity", "/api/v1/sensitivity", {}, {}),
+        ("PUT", "/api/v1/sensitivity", "/api/v1/sensitivity", auth, {"json": {"value": 99}}),
+        ("PUT", "/api/v1/sensitivity", "/api/v1/sensitivity", {}, {"json": {"value": 2}}),
+        ("DELETE", "/api/v1/sensitivity/{meter_id}", "/api/v1/sensitivity/M1", {}, {}),
+    ]
+    seen = set()
+    for method, template, url, headers, body in calls:
+        response = dash.client.request(method, url, headers=headers, **body)
+        _check_against_openapi(document, method, template, response)
+        seen.add((method, template, response.status_code))
+    assert {code for *_, code in seen} >= {200, 201, 204, 400, 401, 404, 415, 422}, sorted(seen)
 
 
 def test_revoking_a_token_ends_its_sessions(dash):

@@ -18,7 +18,7 @@ def _daily_csv(days: int = 14, spike_at: int = 1100, meters=("M0001", "M0002"), 
                                     "kwh": kwh.clip(0).round(3)}))
     text = pd.concat(frames).to_csv(index=False)
     if bad_rows:
-        text += "2026-10-20T00:00:00Z,M0001,lots\nnot-a-time,M0002,1.0\n2026-10-20T00:15:00Z,M0001,-3\n"
+        text += "2026-10-20T00:00:00Z,M0001,lots\nnot-a-time,M0002,1.0\n2026-10-20T00:15:00Z,M0001,inf\n"
     return text.encode()
 
 
@@ -33,7 +33,7 @@ def test_good_csv_flags_the_known_spike_and_reports_bad_rows(dash):
     assert body["readings"] == 2 * 14 * 96
     assert [r["row"] for r in body["rejected_rows"]] == [2690, 2691, 2692]
     reasons = [r["reason"] for r in body["rejected_rows"]]
-    assert "kwh" in reasons[0] and "timestamp" in reasons[1] and "negative" in reasons[2]
+    assert "kwh" in reasons[0] and "timestamp" in reasons[1] and "not finite" in reasons[2]
     spike_time = (pd.Timestamp("2026-10-01", tz="UTC") + pd.Timedelta(minutes=15 * 1100)).strftime("%Y-%m-%dT%H:%M:%SZ")
     spikes = [a for a in body["anomalies"] if a["meter_id"] == "M0001" and a["timestamp"] == spike_time]
     assert spikes, [(a["meter_id"], a["timestamp"]) for a in body["anomalies"]][:20]

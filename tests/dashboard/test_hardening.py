@@ -38,6 +38,18 @@ def test_readings_inside_the_window_are_accepted():
     assert rejected == [] and len(valid) == len(stamps)
 
 
+def test_negative_energy_is_accepted_and_non_finite_energy_refused():
+    """Net meters of solar prosumers read below zero while they export; NaN and infinity are no reading."""
+    from dashboard.api_write import validate_readings
+
+    at = _iso(datetime.now(timezone.utc))
+    valid, rejected, _ = validate_readings([{"meter_id": "PV-1", "timestamp": at, "kwh": -0.85},
+                                           {"meter_id": "PV-2", "timestamp": at, "kwh": "NaN"},
+                                           {"meter_id": "PV-3", "timestamp": at, "kwh": "-Infinity"}])
+    assert [(v.meter_id, v.record()["energy_kwh"]) for v in valid] == [("PV-1", -0.85)]
+    assert [(r["index"], [e["field"] for e in r["errors"]]) for r in rejected] == [(1, ["kwh"]), (2, ["kwh"])]
+
+
 def test_one_reading_far_in_the_future_does_not_prune_stored_readings(dash):
     """The issue's reproduction: 1,440 readings, then one at 2126-01-01 (as a bad clock could deliver it
     through Kafka before this fix), then the ingest's prune: every one of the 1,440 is still served."""

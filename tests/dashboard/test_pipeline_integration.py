@@ -54,8 +54,9 @@ def test_worker_anomalies_reach_the_api_and_api_sensitivity_reaches_the_worker(k
         assert len(series["readings"]) == 48  # the default window: the last 48 h of hourly data
 
         # Sensitivity 10 through the API: the worker flags far more of the same kind of data.
+        applied = worker.metric("wattsup_stream_control_updates_total")
         assert client.put("/api/v1/sensitivity", headers=auth, json={"value": 10.0}).json()["fleet"] == 10.0
-        time.sleep(3)  # the worker's watcher polls the control topic every 0.5 s
+        worker.wait_for("wattsup_stream_control_updates_total", applied + 1)  # the worker has applied it
         with ReadingProducer(kafka.connection, topics) as producer:
             producer.send_frame(sensitive_part, batch_by_feeder=True)
         worker.wait_for("wattsup_stream_readings_processed_total", len(readings), timeout=240)

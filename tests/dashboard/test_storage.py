@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -21,11 +22,40 @@ def test_migrations_create_exactly_the_models_schema(dash):
     assert diff == []
 
 
+def _schema(engine) -> dict:
+    """Every table with its columns (name, type, nullability, default), indexes, unique constraints and
+    foreign keys, and the Alembic revision: what a migration could change."""
+    inspector = inspect(engine)
+    tables = {}
+    for table in sorted(inspector.get_table_names()):
+        tables[table] = {
+            "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in inspector.get_columns(table)],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)),
+            "unique": sorted((u["name"] or "", tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)),
+            "foreign_keys": sorted((f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"])
+                                   for f in inspector.get_foreign_keys(table)),
+        }
+    with engine.connect() as connection:
+        tables["(revision)"] = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return tables
+
+
 def test_migrating_twice_is_a_no_op(dash):
     from dashboard.db import migrate
 
-    migrate(dash.service.engine)
-    migrate(dash.service.engine)
+    engine = dash.service.engine
+    dash.store(readings=[reading_row("M1", T0, 1.0)], anomalies=[anomaly_record("M1", T0)])
+    migrated_once = _schema(engine)
+    assert "readings" in migrated_once and migrated_once["readings"]["indexes"], migrated_once.keys()
+    with engine.connect() as connection:
+        rows_before = {t: connection.execute(text(f'SELECT COUNT(*) FROM "{t}"')).scalar()  # names from inspect
+                       for t in migrated_once if not t.startswith("(")}
+    migrate(engine)
+    migrate(engine)
+    assert _schema(engine) == migrated_once
+    with engine.connect() as connection:
+        assert {t: connection.execute(text(f'SELECT COUNT(*) FROM "{t}"')).scalar() for t in rows_before} == rows_before
 
 
 def _alembic_to(engine, revision: str, *, down: bool = False) -> None:
@@ -62,7 +92,7 @@ def test_a_database_from_before_the_baseline_columns_is_migrated_and_keeps_its_a
     dash = dashboard_factory(database_url=url)  # the service migrates at start-up
     with dash.service.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0005"
     dash.store(anomalies=[anomaly_record("NEW", T0 + QUARTER, expected=None, lower=None, upper=None, residual=None,
                                          band_residual=None, baseline=0.7)])
     items = {a["meter_id"]: a for a in dash.client.get("/api/v1/anomalies").json()["items"]}
@@ -157,3 +187,23 @@ def test_a_slow_client_loses_events_instead_of_blocking():
         assert slow.queue.full() and slow.dropped == 10
 
     asyncio.run(scenario())
+
+
+def test_a_stored_offset_never_moves_backwards(dash):
+    """A replica whose partition moved on (its session expired mid-batch) may still commit one late batch."""
+    from dashboard.store import IngestBatch, store_batch, stored_offsets
+
+    with dash.service.sessions.begin() as session:
+        store_batch(session, IngestBatch(offsets={("t", 0): 10}))
+    with dash.service.sessions.begin() as session:
+        store_batch(session, IngestBatch(offsets={("t", 0): 5, ("t", 1): 3}))
+    with dash.service.sessions() as session:
+        assert stored_offsets(session, ["t"]) == {("t", 0): 10, ("t", 1): 3}
+
+
+def test_dashboards_on_one_database_are_one_ingest_group_and_others_have_their_own(dashboard_factory, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared' / 'wattsup.db'}"
+    first, again, elsewhere = dashboard_factory(database_url=url), dashboard_factory(database_url=url), dashboard_factory()
+    assert first.service.group_id == again.service.group_id != elsewhere.service.group_id
+    assert re.fullmatch(r"wattsup-dashboard-[0-9a-f]{16}", first.service.group_id)
+    assert dashboard_factory(ingest_group_id="dashboards-east").service.group_id == "dashboards-east"

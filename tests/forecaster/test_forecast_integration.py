@@ -6,20 +6,18 @@ import os
 import re
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from foundation.timeutil import HOUR_MS
 from models.training import replay_forecasts, train_and_save
 from readings.producer import ReadingProducer
 from schemas.partitioning import partition_for
-from schemas.serde import FORECAST, SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
+from tests.forecaster.forecast_checks import read_forecasts
 from tests.stream_processors.stream_checks import read_anomalies
 
 pytestmark = pytest.mark.integration
@@ -34,30 +32,6 @@ def model_dir(tmp_path_factory):
     model = train_and_save(history, path, n_estimators=50, source="test history", forecasts=replay_forecasts(history))
     assert model.metadata.forecast_coverage > 0.5  # the detector learned forecast residuals
     return path
-
-
-def read_forecasts(kafka, topic: str) -> list[tuple[str, int, dict]]:
-    """(key, partition, record) of everything on the topic, from the beginning to the end offsets."""
-    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": f"t-{os.urandom(4).hex()}",
-                         "enable.auto.commit": False})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    serde, out = SingleObjectSerde(), []
-    remaining = {p for p, end in ends.items() if end > 0}
-    deadline = time.monotonic() + 30
-    while remaining and time.monotonic() < deadline:
-        for msg in consumer.consume(500, timeout=0.5):
-            if msg.error() is not None:
-                continue
-            name, record = serde.decode(msg.value(), raw_timestamps=True)
-            assert name == FORECAST
-            out.append((msg.key().decode(), msg.partition(), record))
-            if msg.offset() >= ends[msg.partition()] - 1:
-                remaining.discard(msg.partition())
-    consumer.close()
-    assert not remaining, f"could not read partitions {remaining} of {topic} to their end"
-    return out
 
 
 def test_forecast_run_publishes_per_meter_forecasts_that_the_stream_joins_into_anomalies(

@@ -112,3 +112,76 @@ def test_a_meter_that_kills_its_fitting_process_fails_alone(tmp_path, fleet_seri
     assert len(results) == len(items) and outcomes.pop("KILLER") == FAILED
     assert set(outcomes.values()) == {PROPHET}
     assert "fitting process" in next(r.reason for r in results if r.meter_id == "KILLER")
+
+
+def test_a_partition_revoked_mid_run_is_fenced_and_its_meters_are_handed_over(tmp_path, fleet_series):
+    """What a forecaster group instance does when Kafka moves one of its partitions during a run."""
+    from forecaster.group import RunShare
+    from forecaster.partition_state import load_partition_horizons, load_partition_params, partition_dir
+
+    partition_of = {s.meter_id: i % 2 for i, s in enumerate(fleet_series)}  # alternating: 0, 1, 0, 1, ...
+    share = RunShare({0, 1})
+    flushed: list[frozenset[int]] = []
+    share.on_handover(lambda: flushed.append(share.revoked))
+    published: list[ForecastResult] = []
+
+    def publish(result: ForecastResult) -> None:
+        published.append(result)
+        if len(published) == 2:  # Kafka revokes partition 1 while the run is under way
+            assert share.revoke([1, 5]) == frozenset({1})
+
+    summary = forecast_series(fleet_series, _settings(tmp_path, workers=1), FitPool(1), publish=publish, share=share,
+                              partition_of=partition_of)
+    p0 = sorted(m for m, p in partition_of.items() if p == 0)
+    assert [partition_of[r.meter_id] for r in published[:2]] == [0, 1]
+    assert sorted(r.meter_id for r in published if partition_of[r.meter_id] == 0) == p0
+    assert len(published) == len(p0) + 1  # nothing more of partition 1 after the fence
+    assert (summary.meters, summary.handed_over, summary.partitions) == (len(p0) + 1, len(fleet_series) - len(p0) - 1,
+                                                                         frozenset({0, 1}))
+    assert not summary.stopped and summary.ok
+    assert flushed == [frozenset({1})]  # what was published for the moved partition was flushed at once
+    assert "partitions=0-1 meters=5 " in summary.line() and "handed_over=3" in summary.line()
+    # state is kept per partition, and only for the partition the run still owns
+    assert sorted(load_partition_params(tmp_path, [0])) == p0
+    assert sorted(load_partition_horizons(tmp_path, [0])) == p0
+    assert not (partition_dir(tmp_path, 1)).exists()
+    assert not (tmp_path / "prophet_params.npz").exists()
+
+
+def test_a_group_run_warm_starts_from_its_partitions_and_the_whole_fleet_files(tmp_path, fleet_series, monkeypatch):
+    from forecaster import runner
+    from forecaster.group import RunShare
+    from forecaster.warm_start import save_params
+
+    first = forecast_series(fleet_series[:4], _settings(tmp_path, workers=1), FitPool(1), keep_results=True)
+    save_params(tmp_path, {r.meter_id: r.params for r in first.results})  # e.g. written by `forecast run`
+    partition_of = {s.meter_id: 3 for s in fleet_series}
+    warm: dict[str, bool] = {}
+    real = runner.forecast_meter
+
+    def spy(series, options, init=None):  # one process (workers=1): the run fits here
+        warm[series.meter_id] = init is not None
+        return real(series, options, init)
+
+    monkeypatch.setattr(runner, "forecast_meter", spy)
+    second = forecast_series(fleet_series, _settings(tmp_path, workers=1), FitPool(1), share=RunShare({3}),
+                             partition_of=partition_of)
+    assert second.meters == len(fleet_series) and second.handed_over == 0
+    assert warm == {s.meter_id: i < 4 for i, s in enumerate(fleet_series)}  # the whole-fleet file filled in
+    warm.clear()
+    forecast_series(fleet_series, _settings(tmp_path, workers=1), FitPool(1), share=RunShare({3}),
+                    partition_of=partition_of)
+    assert warm == {s.meter_id: True for s in fleet_series}  # the partition's own files now hold every meter
+
+
+def test_fitting_skips_items_refused_just_before_their_chunk_goes_out(tmp_path, fleet_series):
+    refused = {fleet_series[1].meter_id, fleet_series[6].meter_id}
+    pool = FitPool(2)
+    pool.warm_up()
+    try:
+        results = [r for chunk in pool.map([(s, None) for s in fleet_series], fit_options(_settings(tmp_path)),
+                                           threading.Event(), wanted=lambda item: item[0].meter_id not in refused)
+                   for r in chunk]
+    finally:
+        pool.close()
+    assert sorted(r.meter_id for r in results) == sorted(s.meter_id for s in fleet_series if s.meter_id not in refused)

@@ -51,3 +51,36 @@ def test_one_pacer_keeps_the_rhythm_across_blocks():
 def test_speedup_must_be_positive():
     with pytest.raises(ValueError, match="speedup must be positive"):
         Pacer(0)
+
+
+def test_a_pacer_kept_behind_the_wall_clock_never_releases_a_future_slot():
+    """The demo runs 900x faster than real time: capped, its simulated clock catches up to now and
+    then goes on in real time, never past it (a reading from the future is a wrong clock)."""
+    now = time.time()
+    waits: list[float] = []
+    pacer = Pacer(1e9, wait=waits.append, clock=lambda: now, behind_wall_clock=True)
+    pacer.wait_for(int((now - 3600) * 1000))  # an hour ago: due at once
+    pacer.wait_for(int((now - 60) * 1000))
+    assert sum(waits) < 0.01  # only the speedup's own (tiny) spacing
+    waits.clear()
+    clock = [now]
+
+    def wait(seconds: float) -> None:  # waiting moves the (fake) wall clock on
+        waits.append(seconds)
+        clock[0] += seconds
+
+    pacer = Pacer(1e9, wait=wait, clock=lambda: clock[0], behind_wall_clock=True)
+    pacer.wait_for(int((now + 2.5) * 1000))  # 2.5 s ahead: waits until the clock reaches it, in steps
+    assert sum(waits) == pytest.approx(2.5, abs=0.01) and all(w <= 1.0 for w in waits)
+
+
+def test_chunks_before_a_resume_point_are_skipped_without_waiting():
+    """A restarted demo regenerates its fleet and sends only what the topic does not hold yet."""
+    frame = _frame(["2026-01-01T00:15Z", "2026-01-01T00:15Z", "2026-01-01T00:30Z", "2026-01-01T00:15Z",
+                    "2026-01-01T00:45Z"], ["a", "b", "a", "b-late", "a"])
+    resume = int(pd.Timestamp("2026-01-01T00:30Z").timestamp() * 1000)
+    waits: list[float] = []
+    chunks = list(paced_chunks(frame, Pacer(9000.0, wait=waits.append), skip_before_ms=resume))
+    assert [c["meter_id"].tolist() for c in chunks] == [["a", "b-late"], ["a"]]
+    assert [c["meter_id"].tolist() for c in paced_chunks(frame, None, skip_before_ms=resume)] == [
+        ["a", "b-late", "a"]]

@@ -11,6 +11,7 @@ from schemas.limits import (
     FUTURE_TOLERANCE_MS,
     MAX_ID_LENGTH,
     identifier_problem,
+    identifiers_usable,
     timestamp_problem,
 )
 
@@ -40,3 +41,9 @@ def test_timestamp_window():
     assert timestamp_problem(EARLIEST_TIMESTAMP_MS, NOW) is None
     assert "before 2000-01-01" in timestamp_problem(EARLIEST_TIMESTAMP_MS - 1, NOW)
     assert "before" in timestamp_problem(1, NOW)  # an epoch number taken as milliseconds
+
+
+@pytest.mark.parametrize("ids", [[], ["M1", "M2"], ["x" * MAX_ID_LENGTH], ["M1", ""], ["M1", "   "],
+                                 ["M1", "x" * (MAX_ID_LENGTH + 1)], ["M1", "M\r2"], ["M\u2028"], ["Zähler-42", "F 7"]])
+def test_the_vectorised_id_check_agrees_with_the_one_by_one_check(ids):
+    assert identifiers_usable(ids) == all(identifier_problem(i) is None for i in ids)

@@ -60,18 +60,32 @@ def test_bad_messages_are_dead_lettered_and_sensitivity_changes_at_runtime(kafka
     raw.produce(topics.readings, key=b"F0001", value=b"not avro at all")
     raw.produce(topics.readings, key=b"F0001", value=b"\xc3\x01" + b"\x00" * 8 + b"unknown schema")
     raw.flush(10)
+    serde = SingleObjectSerde()
+    # A meter whose clock runs days ahead, and one reset to 1999: dead-lettered with the reason, so
+    # neither leaves that meter's later, correct readings "late".
+    wrong_clocks = [{"meter_id": meter, "feeder_id": "F0001", "timestamp": stamp, "energy_kwh": 0.5,
+                     "interval_seconds": 3600, "voltage_v": None, "power_kw": None, "quality_flags": []}
+                    for meter, stamp in (("M0001", int((time.time() + 3 * 86400) * 1000)),
+                                         ("M0002", 915_148_800_000))]  # 1999-01-01
     with ReadingProducer(kafka.connection, topics) as producer:
+        for reading in wrong_clocks:
+            producer.send_reading(reading)
         producer.send_frame(first, batch_by_feeder=True)
     worker.wait_for("wattsup_stream_readings_processed_total", len(first))
-    assert worker.metric("wattsup_stream_dead_letters_total") == 2
+    worker.wait_for("wattsup_stream_dead_letters_total", 4)
 
-    serde = SingleObjectSerde()
-    letters = [serde.decode(m) for m in _consume_values(kafka, topics.dead_letters, 2)]
-    assert [name for name, _ in letters] == [DEAD_LETTER, DEAD_LETTER]
+    letters = [serde.decode(m) for m in _consume_values(kafka, topics.dead_letters, 4)]
+    assert [name for name, _ in letters] == [DEAD_LETTER] * 4
     reasons = sorted(r["reason"] for _, r in letters)
-    assert reasons[0].startswith("undecodable message: not Avro single-object encoded")
-    assert "unknown writer schema fingerprint" in reasons[1]
-    assert all(r["source"].startswith(f"topic:{topics.readings}[") and r["raw_bytes"] for _, r in letters)
+    assert reasons[0].startswith("meter M0001: timestamp ") and "ahead of the current time" in reasons[0]
+    assert reasons[1].startswith("meter M0002: timestamp ") and "before 2000-01-01" in reasons[1]
+    assert reasons[2].startswith("undecodable message: not Avro single-object encoded")
+    assert "unknown writer schema fingerprint" in reasons[3]
+    assert all(r["source"].startswith(f"topic:{topics.readings}[") for _, r in letters)
+    # The wrong clock left no meter behind: late readings are only the ones the simulator delivered late
+    # (accepted, the future stamp would have made each of M0001's 96 later readings late too).
+    delivered_late = int(first["quality_flags"].str.contains("LATE").sum())
+    assert 0 < worker.metric("wattsup_stream_late_readings_total") <= delivered_late
 
     # Clean data at sensitivity 1, then the same kind of data at sensitivity 10: more flags.
     with ReadingProducer(kafka.connection, topics) as producer:

@@ -191,3 +191,33 @@ def test_a_model_of_an_earlier_detector_format_leaves_the_worker_on_the_rules(se
         engine = StreamScorer(old, serde)
     assert engine.model_version == "baseline-rules"
     assert "retrain it with `wattsup model train`" in caplog.text
+
+
+def test_late_and_stale_readings_are_counted_with_an_example(setup):
+    """A meter whose state is ahead of its readings (a wrong clock once, or the demo restarted on
+    old state) must show in the worker's numbers, not fall silent."""
+    model_dir, serde, messages = setup
+    scorer = StreamScorer(model_dir, serde)
+    scorer.attach_tables({}, {})
+    run(scorer, serde, messages)
+    columns = ReadingColumns()
+    decode_into(columns, serde, messages[-1], "last")
+    meter, newest = columns.meter_ids[0], columns.timestamps_ms[0]
+    hour = 3_600_000
+    late, stale = ReadingColumns(), ReadingColumns()
+    # half an hour off the hourly grid: never seen, older than the newest -> late (scored)
+    late.add({"meter_id": meter, "feeder_id": columns.feeder_ids[0], "timestamp": newest - 2 * hour - hour // 2,
+              "energy_kwh": 0.4, "interval_seconds": 3600})
+    result = scorer.process(late)
+    assert (result.late, result.stale, result.scored) == (1, 0, 1)
+    assert result.late_example == (meter, newest - 2 * hour - hour // 2)
+    # older than every timestamp the meter remembers -> stale (not scored)
+    stale.add({"meter_id": meter, "feeder_id": columns.feeder_ids[0], "timestamp": newest - 100 * hour - hour // 2,
+               "energy_kwh": 0.4, "interval_seconds": 3600})
+    result = scorer.process(stale)
+    assert (result.late, result.stale, result.scored) == (0, 1, 0)
+    assert result.stale_example == (meter, newest - 100 * hour - hour // 2)
+    columns = ReadingColumns()
+    decode_into(columns, serde, messages[-1], "again")
+    result = scorer.process(columns)
+    assert (result.late, result.stale, result.late_example, result.stale_example) == (0, 0, None, None)
