@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-import pandas as pd
 
-from foundation.timeutil import DAY_MS, HOUR_MS
+from foundation.fleet_clock import FleetClock
+from foundation.timeutil import DAY_MS, HOUR_MS, utc_index
 
 HOW_SLOTS = 168
 """Hour-of-week slots, Monday 00:00 = 0 (day-of-week for daily readings)."""
@@ -54,6 +54,11 @@ class FleetCalendar:
     country: str | None = None
     _offsets: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
 
+    @classmethod
+    def from_clock(cls, clock: FleetClock) -> FleetCalendar:
+        """The calendar of the fleet's configured clock (``WATTSUP_FLEET_*``)."""
+        return cls(clock.timezone, clock.country)
+
     @cached_property
     def _holiday_days(self) -> np.ndarray:
         """Local day numbers (days since 1970-01-01) of public holidays, 1990-2100."""
@@ -73,7 +78,7 @@ class FleetCalendar:
         hours, inverse = np.unique(utc_ms // HOUR_MS, return_inverse=True)
         missing = [h for h in hours.tolist() if h not in self._offsets]
         if missing:
-            instants = pd.DatetimeIndex(np.array(missing, dtype=np.int64) * HOUR_MS, tz="UTC").as_unit("ms")
+            instants = utc_index(np.array(missing, dtype=np.int64) * HOUR_MS)
             local = instants.tz_convert(self.timezone).tz_localize(None).as_unit("ms").asi8
             self._offsets.update(zip(missing, (local - instants.asi8).tolist()))
         offsets = np.array([self._offsets[h] for h in hours.tolist()], dtype=np.int64)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from detection.calendar import UTC_CALENDAR, FleetCalendar
 from detection.engine import DetectionEngine
 from detection.replay import ForecastColumns, TimeOrderedReadings
 from detection.thresholds import Thresholds
@@ -74,10 +75,12 @@ def anomalies_frame(anomalies: list[dict]) -> pd.DataFrame:
 
 
 def detect_frame(frame: pd.DataFrame, model: TrainedModel | None = None, *, sensitivity: float = 1.0,
-                 thresholds: Thresholds | None = None, forecasts: ForecastColumns | None = None) -> DetectionResult:
-    """Detect anomalies in a readings frame, joined with ``forecasts`` if given (row-aligned); fits
-    a model on it (and the forecasts) when none is given."""
+                 thresholds: Thresholds | None = None, forecasts: ForecastColumns | None = None,
+                 calendar: FleetCalendar = UTC_CALENDAR) -> DetectionResult:
+    """Detect anomalies in a readings frame, joined with ``forecasts`` if given (row-aligned), with
+    slots and day types on the fleet's ``calendar``; fits a model on it (and the forecasts) when
+    none is given."""
     if model is None:
-        model = fit_detector(frame, source="the input itself (unsupervised)", forecasts=forecasts)
-    engine = DetectionEngine(model, sensitivity=lambda _m: sensitivity, thresholds=thresholds)
+        model = fit_detector(frame, source="the input itself (unsupervised)", forecasts=forecasts, calendar=calendar)
+    engine = DetectionEngine(model, sensitivity=lambda _m: sensitivity, thresholds=thresholds, calendar=calendar)
     return score_frame(engine, frame, forecasts=forecasts)

@@ -7,11 +7,10 @@ forecaster's own tunables live here. Command-line options override them per run.
 from __future__ import annotations
 
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from foundation.fleet_clock import FleetClock, check_country, check_timezone
 from foundation.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
 
 
@@ -40,10 +39,12 @@ class ForecastSettings(BaseSettings):
     """Harmonics of each daily shape (weekday and weekend): 8 follows a one-hour-wide peak, Prophet's
     default 4 smooths it away (README, Forecasting: the backtest with each)."""
     seasonality_mode: str = Field("additive", pattern="^(additive|multiplicative)$")
-    timezone: str = "UTC"
-    """IANA time zone of the fleet (e.g. ``Africa/Nairobi``): weekends begin at its local midnight."""
-    country_holidays: str | None = None
-    """ISO country code (e.g. ``KE``) whose public holidays Prophet models; unset: none."""
+    timezone: str = Field(default_factory=lambda: FleetClock().timezone)
+    """IANA time zone of the fleet (e.g. ``Africa/Nairobi``): weekends begin at its local midnight.
+    Defaults to the fleet's clock (``WATTSUP_FLEET_TIMEZONE``), which the detector follows too."""
+    country_holidays: str | None = Field(default_factory=lambda: FleetClock().country)
+    """ISO country code (e.g. ``KE``) whose public holidays Prophet models; defaults to the fleet's
+    (``WATTSUP_FLEET_COUNTRY``), whose holidays the detector treats as non-working days."""
     warm_start: bool = True
     """Start each fit from the meter's parameters of the previous run (kept under ``data_dir``)."""
     data_dir: Path = PROJECT_ROOT / "var" / "forecaster"
@@ -66,8 +67,9 @@ class ForecastSettings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Africa/Nairobi or UTC") from None
-        return value
+        return check_timezone(value)
+
+    @field_validator("country_holidays")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        return check_country(value)

@@ -67,8 +67,11 @@ def train(
             replayed = replay_forecasts(frame)
         console.print(f"replayed {replayed.runs} forecast runs ({replayed.fallbacks} seasonal-naive): "
                       f"{replayed.covered} of {len(frame)} readings covered")
+    from detection.calendar import FleetCalendar
+    from foundation.fleet_clock import FleetClock
+
     model = train_and_save(frame, target, contamination=settings.contamination, n_estimators=settings.n_estimators,
-                           source=source, forecasts=replayed)
+                           source=source, forecasts=replayed, calendar=FleetCalendar.from_clock(FleetClock()))
     console.print(f"trained model [bold]{model.version}[/bold] on {model.metadata.rows} readings of "
                   f"{model.metadata.meters} meters ({model.metadata.forecast_coverage:.0%} with a forecast) -> {model.path}")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detection.calendar import time_slots
+from detection.calendar import UTC_CALENDAR, FleetCalendar
 from detection.engine import DetectionEngine
 from detection.meter_state import MeterStateStore
 from detection.readings import ReadingBatch
@@ -54,13 +54,14 @@ class StreamScorer:
     """Scores micro-batches of decoded readings against state kept per feeder."""
 
     def __init__(self, model_dir: Path, serde: Any, *, sensitivity: Callable[[str], float] | None = None,
-                 thresholds: Thresholds | None = None,
+                 thresholds: Thresholds | None = None, calendar: FleetCalendar = UTC_CALENDAR,
                  emitted_since: Callable[[str, int], set[tuple[str, int]]] | None = None) -> None:
         """``emitted_since(feeder, since_ms)`` reads back anomalies already on the topic; without
         it a recovered worker may repeat anomalies a crashed one emitted just before it died."""
         self.models = ModelReloader(model_dir)
         self.engine = DetectionEngine(self.models.model, MeterStateStore(), sensitivity=sensitivity,
-                                      thresholds=thresholds)
+                                      thresholds=thresholds, calendar=calendar)
+        self.calendar = calendar
         self.feeders = FeederState(self.engine.store)
         self.forecasts = ForecastCache(serde)
         self.emitted_since = emitted_since
@@ -136,7 +137,7 @@ class StreamScorer:
         expected, lower, upper = self.forecasts.columns(columns.meter_ids, ts)
         result = self.engine.score(ReadingBatch(columns.meter_ids, columns.feeder_ids, ts, kwh, interval,
                                                 expected, lower, upper))
-        slots = time_slots(ts, interval)
+        slots = self.calendar.slots(ts, interval)  # the slots the engine just wrote
         touched: dict[str, tuple[set[int], set[int]]] = {f: (set(), set()) for f in feeders_in_batch}
         latest: dict[str, int] = dict.fromkeys(feeders_in_batch, 0)
         for feeder, h, d, t in zip(columns.feeder_ids, slots.hour_of_week.tolist(), slots.hour_of_day.tolist(),

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from foundation.fleet_clock import FleetClock
 from foundation.kafka_settings import PROJECT_ROOT, KafkaConnection, TopicNames
 from models.settings import ModelSettings
 
@@ -28,5 +29,7 @@ class StreamSettings(BaseSettings):
     worker_host: str = "127.0.0.1"
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
     topics: TopicNames = Field(default_factory=TopicNames)
+    fleet: FleetClock = Field(default_factory=FleetClock)
+    """The fleet's time zone and holidays (``WATTSUP_FLEET_*``), shared with training and the forecaster."""
     models: ModelSettings = Field(default_factory=ModelSettings)
     """Where detector versions are (``WATTSUP_MODEL_DIR``, shared with training and the dashboard)."""

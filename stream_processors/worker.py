@@ -6,6 +6,7 @@ import logging
 
 from prometheus_client import start_http_server
 
+from detection.calendar import FleetCalendar
 from foundation.kafka_logging import client_library_throttle
 from foundation.sensitivity import SensitivityWatcher
 from schemas.serde import make_serde
@@ -47,7 +48,8 @@ def run_worker(settings: StreamSettings) -> None:
     serde = make_serde(settings.kafka.schema_registry_url,
                        **{**settings.kafka.registry_config(), **REGISTRY_CLIENT_CONFIG})
     emitted = EmittedAnomalies(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
-    scorer = StreamScorer(settings.models.dir, serde, sensitivity=watcher.for_meter, emitted_since=emitted.since)
+    scorer = StreamScorer(settings.models.dir, serde, sensitivity=watcher.for_meter, emitted_since=emitted.since,
+                          calendar=FleetCalendar.from_clock(settings.fleet))
     publisher = AnomalyPublisher(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
     app = create_app(settings, scorer, publisher)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

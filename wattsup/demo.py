@@ -234,8 +234,11 @@ class Demo:
         history = simulate_fleet(FleetConfig(meters=min(self.settings.meters, 200), days=7,
                                              interval=parse_interval(self.settings.interval), seed=1001)).readings
         # the demo runs the forecaster, so the detector learns forecast residuals too
+        from detection.calendar import FleetCalendar
+        from foundation.fleet_clock import FleetClock
+
         model = train_and_save(history, model_dir, source="demo: simulated history, seed 1001",
-                               forecasts=replay_forecasts(history))
+                               forecasts=replay_forecasts(history), calendar=FleetCalendar.from_clock(FleetClock()))
         log.info("trained detector %s for the demo in %.1f s", model.version, time.monotonic() - started)
 
     def summary(self) -> str:

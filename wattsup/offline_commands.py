@@ -51,11 +51,13 @@ def _model(model_dir: Path | None, fit_on_input: bool):
 
 def _detect(frame: pd.DataFrame, model, **kwargs):
     """:func:`detection.offline.detect_frame`, with a history too short to fit on said plainly."""
+    from detection.calendar import FleetCalendar
     from detection.offline import detect_frame
     from detection.training import NotEnoughHistoryError
+    from foundation.fleet_clock import FleetClock
 
     try:
-        return detect_frame(frame, model, **kwargs)
+        return detect_frame(frame, model, calendar=FleetCalendar.from_clock(FleetClock()), **kwargs)
     except NotEnoughHistoryError as exc:
         console.print(f"[red]error:[/red] no trained model, and the file is too short to fit one on: {exc}")
         raise typer.Exit(2) from exc

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from detection.calendar import time_slots
+from detection.calendar import FleetCalendar, time_slots
+from foundation.fleet_clock import FleetClock
 from foundation.timeutil import DAY_MS, HOUR_MS
 from tests.detection.hand_made import T0
 
@@ -31,3 +33,29 @@ def test_daily_readings_use_the_day_of_week_and_phases_run_through_the_week():
     assert np.all(np.diff(slots.week_phase) > 0) and slots.day_phase.max() == 0.0
     picked = slots.subset(np.array([True] + [False] * 6))
     assert picked.hour_of_week.tolist() == [0]
+
+
+def test_slots_follow_the_fleets_local_time_across_daylight_saving():
+    amsterdam = FleetCalendar("Europe/Amsterdam")
+    # Clocks go from CET (UTC+1) to CEST (UTC+2) on 2026-03-29: the reading of 06:00-07:00 UTC covers
+    # 07:00-08:00 local on the Saturday before and 08:00-09:00 local on the Monday after.
+    saturday = int(pd.Timestamp("2026-03-28T07:00:00Z").value // 1_000_000)
+    monday = int(pd.Timestamp("2026-03-30T07:00:00Z").value // 1_000_000)
+    slots = amsterdam.slots(np.array([saturday, monday]), np.array([3600, 3600]))
+    assert slots.hour_of_day.tolist() == [24 + 7, 8]  # Saturday 07:00 CET (non-working), Monday 08:00 CEST
+    assert slots.hour_of_week.tolist() == [5 * 24 + 7, 8]
+
+
+def test_public_holidays_are_non_working_days_when_a_country_is_set():
+    christmas = int(pd.Timestamp("2026-12-25T10:00:00Z").value // 1_000_000)  # a Friday
+    interval = np.array([3600])
+    assert FleetCalendar().slots(np.array([christmas]), interval).hour_of_day.tolist() == [9]
+    assert FleetCalendar("UTC", "NL").slots(np.array([christmas]), interval).hour_of_day.tolist() == [24 + 9]
+    # the hour of week stays Friday's: a holiday is judged as a non-working day, not as a Saturday
+    assert FleetCalendar("UTC", "NL").slots(np.array([christmas]), interval).hour_of_week.tolist() == [4 * 24 + 9]
+
+
+def test_the_calendar_comes_from_the_shared_fleet_clock(monkeypatch):
+    monkeypatch.setenv("WATTSUP_FLEET_TIMEZONE", "Africa/Nairobi")
+    monkeypatch.setenv("WATTSUP_FLEET_COUNTRY", "ke")
+    assert FleetCalendar.from_clock(FleetClock()) == FleetCalendar("Africa/Nairobi", "KE")
