@@ -24,6 +24,8 @@ def train(
     simulate_days: float = typer.Option(14.0, help="Days of simulated history."),
     interval: timedelta = typer.Option("1h", parser=parse_interval, help="Interval of simulated history."),
     seed: int = typer.Option(1001, help="Seed of the simulated history (keep it apart from evaluation seeds)."),
+    archetypes: str = typer.Option("original", help="Archetypes of the simulated history (see wattsup produce "
+                                                    "simulate --help): original, mixed or name[:share],..."),
     from_kafka: bool = typer.Option(False, "--from-kafka", help="Replay history from the readings topic."),
     produced_days: float = typer.Option(28.0, help="With --from-kafka: records produced in the last N days."),
     since: datetime | None = typer.Option(None, help="With --from-kafka: readings at or after this time (UTC)."),
@@ -55,10 +57,16 @@ def train(
             console.print(f"skipping row {row.row_number}: {row.reason}")
         frame, source = parsed.readings, f"csv:{csv}"
     elif simulate_meters > 0:
+        from simulation.archetypes import parse_archetypes
         from simulation.fleet import FleetConfig, simulate_fleet
 
-        cfg = FleetConfig(meters=simulate_meters, days=simulate_days, interval=interval, seed=seed)
-        frame, source = simulate_fleet(cfg).readings, f"simulated:{simulate_meters}x{simulate_days}d@{interval},seed={seed}"
+        try:
+            cfg = FleetConfig(meters=simulate_meters, days=simulate_days, interval=interval, seed=seed,
+                              archetypes=parse_archetypes(archetypes))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        frame, source = (simulate_fleet(cfg).readings,
+                         f"simulated:{simulate_meters}x{simulate_days}d@{interval},seed={seed},archetypes={archetypes}")
     else:
         raise typer.BadParameter("give --from-kafka, --csv FILE or --simulate-meters N")
     replayed = None

@@ -29,6 +29,7 @@ from producers.pacing import Pacer, paced_chunks
 from producers.settings import ProducerSettings
 from readings.csv_parser import CsvFormatError, parse_readings_csv
 from readings.producer import DeliverySummary
+from simulation.archetypes import parse_archetypes
 from simulation.fleet import FleetConfig, iter_fleet_blocks
 
 app = typer.Typer(no_args_is_help=True)
@@ -108,6 +109,10 @@ def simulate(
     seed: int = typer.Option(42, help="Seed: the same seed gives the same fleet and anomalies."),
     anomaly_rate: float = typer.Option(0.05, help="Injected anomaly events per meter-day."),
     meters_per_feeder: int = typer.Option(50, help="Meters behind one feeder / concentrator."),
+    archetypes: str = typer.Option("original", help="Meter archetypes: original (households and institutions), "
+                                                    "mixed (all), or name[:share],... of household, institution, "
+                                                    "heating_gas, irrigation, commercial, household_ev, "
+                                                    "solar_prosumer, headend_gaps."),
     missing_rate: float = typer.Option(0.002, help="Share of readings never delivered."),
     late_rate: float = typer.Option(0.002, help="Share of readings delivered 1-6 intervals late (flag LATE)."),
     start: datetime | None = typer.Option(None, help="Start of the first interval (UTC). Default: a fixed date "
@@ -128,7 +133,8 @@ def simulate(
         days = 0.0 if pace is not None else 1.0
     try:
         cfg = FleetConfig(meters=meters, interval=step, days=days, seed=seed, anomaly_rate=anomaly_rate,
-                          meters_per_feeder=meters_per_feeder, missing_rate=missing_rate, late_rate=late_rate)
+                          meters_per_feeder=meters_per_feeder, missing_rate=missing_rate, late_rate=late_rate,
+                          archetypes=parse_archetypes(archetypes))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if start is not None:

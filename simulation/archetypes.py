@@ -33,6 +33,30 @@ MIXED_FLEET = ((HOUSEHOLD, 0.25), (INSTITUTION, 0.05), (HEATING_GAS, 0.15), (IRR
                (HOUSEHOLD_EV, 0.1), (SOLAR_PROSUMER, 0.1), (HEADEND_GAPS, 0.1))
 """Feeder shares of ``--archetypes mixed``: every archetype, households the most common."""
 
+
+def parse_archetypes(text: str) -> tuple[tuple[str, float], ...] | None:
+    """The ``--archetypes`` option: ``original`` (the households and institutions of the original
+    simulator: None), ``mixed`` (:data:`MIXED_FLEET`) or ``name[:share],...`` (shares default to
+    equal and need not add up to one). A clear error names what is wrong."""
+    text = text.strip().lower()
+    if text in ("", "original"):
+        return None
+    if text == "mixed":
+        return MIXED_FLEET
+    pairs = []
+    for part in text.split(","):
+        name, _, share = part.strip().partition(":")
+        if name not in ARCHETYPES:
+            raise ValueError(f"unknown archetype {name!r}; known: original, mixed, {', '.join(ARCHETYPES)}")
+        try:
+            weight = float(share) if share else 1.0
+        except ValueError:
+            raise ValueError(f"share of {name!r} must be a number, got {share!r}") from None
+        if not weight > 0:
+            raise ValueError(f"share of {name!r} must be positive, got {share!r}")
+        pairs.append((name, weight))
+    return tuple(pairs)
+
 KINDS_BY_ARCHETYPE: dict[str, tuple[str, ...]] = {
     HOUSEHOLD: ("spike", "high_load", "outage", "stuck", "drift"),
     INSTITUTION: ("spike", "high_load", "outage", "stuck", "drift"),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from detection.explain import DEFAULT_SCALE, contributions, explain_rows, forecast_sentence, slot_name
+from detection.explain import DEFAULT_SCALE, contributions, explain_rows, forecast_sentence, rule_cause, slot_name
 from detection.features import FEATURE_NAMES
-from tests.detection.hand_made import noisy_pattern, run
+from foundation.timeutil import HOUR_MS
+from tests.detection.hand_made import T0, noisy_pattern, run
 
 
 def explain_last(series: list[float]) -> tuple[str, list]:
@@ -43,3 +44,20 @@ def test_slot_names_and_the_forecast_sentence():
     assert slot_name(5, 86_400) == "Saturday"
     assert forecast_sentence(0.93, 0.45, 0.40, 0.50).endswith("1.9x the band's upper edge (0.50 kWh)")
     assert "inside its band" in forecast_sentence(0.45, 0.45, 0.40, 0.50)
+
+
+def test_a_catch_up_and_a_level_shift_say_what_happened():
+    series = noisy_pattern(7)
+    ex, _ = run(series)
+    hours = len(series)
+    # six hourly readings missing, then one reading with their energy
+    _, fb = run([sum(series[hours - 24:hours - 17])], start=T0 + HOUR_MS * (hours + 6), extractor=ex)
+    cause = rule_cause("catch_up", 0, fb, float(sum(series[hours - 24:hours - 17])), 3600)
+    assert fb.catch_up[0] and cause.text.startswith("catch-up after 6.0 h without readings: ")
+    assert cause.text.endswith("kWh delivered at once (about 7 intervals' usage)")
+
+    ex, _ = run(noisy_pattern(14))
+    _, fb = run([2 * v for v in noisy_pattern(3, seed=4)], start=T0 + HOUR_MS * 14 * 24, extractor=ex)
+    (at,) = np.flatnonzero(fb.level_shift)
+    text = rule_cause("level_shift", at, fb, 1.0, 3600).text
+    assert text.startswith("usage has stepped up ") and text.endswith("the baseline now follows the new level")

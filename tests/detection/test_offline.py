@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -51,3 +52,39 @@ def test_without_a_model_one_is_fitted_on_the_input_and_a_short_file_is_a_clear_
 
 def test_no_anomalies_still_give_the_documented_columns():
     assert list(anomalies_frame([]).columns) == ANOMALY_COLUMNS
+
+
+def two_meters(days: int, seed: int = 3) -> pd.DataFrame:
+    """Two hourly households for ``days`` days, about 0.65 kWh at hour 12 (a daily shape, 5% noise)."""
+    rng = np.random.default_rng(seed)
+    hours = days * 24
+    ts = pd.date_range("2026-03-02T01:00:00Z", periods=hours, freq="h")
+    shape = 0.45 + 0.2 * np.sin(2 * np.pi * (np.arange(hours) % 24 - 6) / 24)
+    frames = [pd.DataFrame({"timestamp": ts, "meter_id": m, "kwh": np.round(shape * (1 + 0.05 * rng.standard_normal(hours)), 3),
+                            "feeder_id": "F1", "interval_seconds": 3600}) for m in ("A", "B")]
+    return pd.concat(frames, ignore_index=True).sort_values(["timestamp", "meter_id"], ignore_index=True)
+
+
+def test_one_spike_is_one_flag_that_grows_with_its_size_and_does_not_echo():
+    frame = two_meters(30)
+    at = frame.index[(frame["meter_id"] == "A") & (frame["timestamp"] == pd.Timestamp("2026-03-25T13:00:00Z"))][0]
+    frame.loc[at, "kwh"] = 6.0  # about 9x the usual 0.65
+    result = detect_frame(frame)
+    flagged = result.scores[result.scores["flag"].astype(bool) & (frame["meter_id"] == "A")]
+    assert flagged.index.tolist() == [at]  # the readings after it are not "dips" of an echoing window
+    assert result.scores.loc[at, "severity"] in ("WARNING", "CRITICAL")
+    spikes = result.anomalies[result.anomalies["meter_id"] == "A"]
+    assert spikes["kind"].tolist() == ["spike"] and "9.6x the usual" in spikes["causes"].iloc[0]
+
+
+def test_a_level_shift_is_reported_once_then_becomes_the_meters_normal():
+    frame = two_meters(42)
+    moved = (frame["meter_id"] == "A") & (frame["timestamp"] >= pd.Timestamp("2026-03-30T00:00:00Z"))
+    frame.loc[moved, "kwh"] = (frame.loc[moved, "kwh"] * 2.0).round(3)  # new equipment: twice the usage for good
+    result = detect_frame(frame)
+    a = result.anomalies[result.anomalies["meter_id"] == "A"]
+    assert (a["kind"] == "level_shift").sum() == 1
+    shift_at = a.loc[a["kind"] == "level_shift", "timestamp"].iloc[0]
+    assert shift_at < pd.Timestamp("2026-03-31T00:00:00Z")  # noticed within a day
+    assert (a["timestamp"] > shift_at + pd.Timedelta(days=1)).sum() == 0  # then judged by its new normal
+    assert len(result.anomalies[result.anomalies["meter_id"] == "B"]) == 0
