@@ -107,7 +107,7 @@ class DetectionEngine:
 
         sens = np.fromiter((self.sensitivity(m) for m in batch.meter_ids), dtype=np.float64, count=n)
         scale = per_reading_scale(sens, batch.interval_s)
-        flag = flag_by_meter(self.store, fb, rows, use_model, score, scale, self.thresholds, self.score_prior)
+        flag = flag_by_meter(self.store, fb, rows, use_model, score, scale, self.thresholds, self.score_prior, sens)
         # Rules on every meter: outages, stuck registers, catch-ups and level shifts have a plain
         # definition; spikes too where no model scores the reading.
         findings = apply_rules(fb, scored, sens, spikes=self.model is None)

@@ -120,13 +120,23 @@ def materiality(fb: FeatureBatch) -> np.ndarray:
     ])
 
 
+def materiality_needed(sensitivity: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    """Materiality a reading needs at ``sensitivity``: 1 at sensitivity 1, and as the normal quantile
+    of the INFO probability moves with it (sensitivity 2 asks for 0.88 of each material size, 0.5
+    for 1.12), so sensitivity changes how big an event must be as well as how rare its score."""
+    z = meter_z_threshold(np.asarray(sensitivity, dtype=np.float64), thresholds)
+    return z / meter_z_threshold(np.ones(1), thresholds)
+
+
 def flag_by_meter(store: MeterStateStore, fb: FeatureBatch, rows: np.ndarray, use_model: np.ndarray,
-                  score: np.ndarray, scale: np.ndarray, thresholds: Thresholds, prior: ScorePrior) -> np.ndarray:
+                  score: np.ndarray, scale: np.ndarray, thresholds: Thresholds, prior: ScorePrior,
+                  sensitivity: np.ndarray | None = None) -> np.ndarray:
     """Model flags, each meter's statistics advancing reading by reading (the feature extractor's
     rounds), so the answer does not depend on how readings were cut into micro-batches."""
     sc = store.scalars
     flag = np.zeros(len(score), dtype=bool)
-    material = materiality(fb) >= 1.0
+    needed = 1.0 if sensitivity is None else materiality_needed(sensitivity, thresholds)
+    material = materiality(fb) >= needed
     z_needed = meter_z_threshold(scale, thresholds)
     for in_round in round_indices(fb.round):
         idx = in_round[use_model[in_round]]

@@ -4,10 +4,12 @@ only for material readings."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from detection.features import FeatureExtractor
 from detection.meter_state import Scalar
-from detection.thresholds import ScorePrior, Thresholds, flag_by_meter, materiality, per_reading_scale, severities
+from detection.thresholds import ScorePrior, Thresholds, flag_by_meter, materiality, materiality_needed, \
+    meter_z_threshold, per_reading_scale, severities
 from tests.detection.hand_made import T0, batch, noisy_pattern, run
 
 
@@ -65,3 +67,12 @@ def test_a_high_score_on_an_ordinary_reading_is_no_alarm():
     rows = ex.store.rows_for(["m"])
     flag = flag_by_meter(ex.store, fb, rows, np.ones(1, dtype=bool), np.array([0.95]), np.ones(1), th, ScorePrior())
     assert not flag[0]
+
+
+def test_sensitivity_moves_the_material_size_as_it_moves_the_score_threshold():
+    th = Thresholds()
+    needed = materiality_needed(np.array([0.5, 1.0, 2.0]), th)
+    assert needed[1] == pytest.approx(1.0)
+    assert needed[0] > 1.0 > needed[2]
+    # as the score threshold: the normal quantile of twice the INFO probability, over that of once
+    assert needed[2] == pytest.approx(meter_z_threshold(np.array([2.0]), th)[0] / meter_z_threshold(np.ones(1), th)[0])
