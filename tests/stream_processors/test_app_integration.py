@@ -36,7 +36,7 @@ def test_streamed_fleet_yields_explained_anomalies_matching_labels(kafka, stream
     flags = flags_for(fleet.readings, anomalies)
     report = evaluate_flags(fleet.readings, flags, flags.astype(float), "stream")
     # On this original household fleet the detector for real meters (issue 12) trades recall for
-    # precision: measured recall 0.72, precision 0.92 (the previous detector: 0.90 / 0.91). Small
+    # precision: measured recall 0.72, precision 0.89 (the previous detector: 0.90 / 0.91). Small
     # spikes on noisy households fall under its materiality gate; recall 0.9 here is still the
     # goal (issue 12 is open on it). These bounds catch a further regression.
     assert report.event_recall >= 0.7, report
