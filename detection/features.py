@@ -417,6 +417,9 @@ class FeatureExtractor:
         zero_run = np.where(is_zero, np.where(contiguous, sc[rows, Scalar.ZERO_RUN] + 1, 1.0), 0.0)
         zero_probability = self._zero_probability(rows, base, meter)
         stay = (sc[rows, Scalar.ZERO_STAYS] + ZERO_STAY_PRIOR[0]) / (sc[rows, Scalar.ZERO_TRIALS] + sum(ZERO_STAY_PRIOR))
+        # A zero after a zero is at least as likely as a zero at all here: zeros come in runs (a warm
+        # afternoon, a closed day), never less often after one another than on their own.
+        stay = np.maximum(stay, zero_probability)
         zero_surprise = np.where(zero_run > 0, -np.log10(zero_probability)
                                  - np.maximum(zero_run - 1, 0) * np.log10(np.clip(stay, 1e-3, 0.999)), 0.0)
 
@@ -522,8 +525,14 @@ class FeatureExtractor:
         regime = sc[rows, Scalar.ZERO_RECENT] - sc[rows, Scalar.ZERO_LONG]
         recent = np.where(regime >= ZERO_REGIME_MIN, regime, 0.0)
         slot = np.where(np.isfinite(base.zero_share), base.zero_share, 0.0)
-        usual = np.abs(base.usual)
-        register = np.where(meter.quantum > 0, register_zero_chance(usual, base.spread, meter.quantum), 0.0)
+        # A counting register's flow now is the slot's usual scaled by the meter's recent level (its
+        # slow average of usage over that of its baselines, at most 1): in a warm spell a heating
+        # meter's evening flow is a fraction of its winter usual, and so zero more often.
+        lately = (sc[rows, Scalar.DRIFT_OBSERVED] + meter.denominator) / (sc[rows, Scalar.DRIFT_EXPECTED]
+                                                                         + meter.denominator)
+        lately = np.where(meter.readings > 0, np.clip(lately, 0.0, 1.0), 1.0)
+        register = np.where(meter.quantum > 0, register_zero_chance(np.abs(base.usual) * lately,
+                                                                     base.spread * np.sqrt(lately), meter.quantum), 0.0)
         within = np.where(base.low_quantile <= NEAR_ZERO_LEVEL * meter.level, 0.5, 0.0)
         young = np.where(base.day_type_seen, ZERO_PROBABILITY_FLOOR, 10 * ZERO_PROBABILITY_FLOOR)
         return np.clip(np.maximum.reduce([slot, recent, register, within, young]), 1e-6, 0.999)

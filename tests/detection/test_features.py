@@ -135,3 +135,14 @@ def test_a_late_reading_is_judged_alone_whichever_peers_share_its_batch():
     assert fb.late.tolist() == [True] + [False] * 11
     assert fb.matrix[0, F["relative_deviation"]] > 0.5  # not discounted
     np.testing.assert_allclose(fb.matrix[1:, F["relative_deviation"]], 0.0, atol=1e-12)
+
+
+def test_a_counting_register_in_a_warm_spell_reads_zero_more_readily():
+    """Whole units at about two an hour for three weeks, then three days at 2 or at 0.8 an hour, then
+    three hours of zeros: as surprising as a Poisson register says (3 zero hours at rate r: e^-3r)."""
+    rng = np.random.default_rng(1)
+    winter = [float(v) for v in rng.poisson(2.0, 24 * 21)]
+    for rate in (2.0, 0.8):
+        history = winter + [float(v) for v in rng.poisson(rate, 24 * 3)]
+        surprise = run(history + [0.0, 0.0, 0.0])[1].matrix[-1, F["zero_surprise"]]
+        assert surprise == pytest.approx(3 * rate / np.log(10), abs=0.3), rate
