@@ -39,7 +39,7 @@ from dashboard.models import Reading
 from dashboard.settings import DashboardSettings
 from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
 from dashboard.timeutil import DAY_MS, iso, now_ms
-from foundation.kafka_logging import RateLimitedLog, quiet_config
+from foundation.kafka_logging import RateLimitedLog, quiet_config, retry_wait
 from readings.columns import BAD_ID, FUTURE_TIMESTAMP, ReadingColumns, decode_into
 from schemas.limits import identifier_problem
 from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde
@@ -49,9 +49,6 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 600.0
 TOPIC_WAIT_SECONDS = 2.0
 """Timeout of one metadata request while waiting for the broker or the topics."""
-WAIT_FIRST_SECONDS, WAIT_MAX_SECONDS = 1.0, 30.0
-"""Pause between attempts to reach the broker (or find the topics): doubling from the first to the most,
-for as long as the service runs; a broker that comes back is found within half a minute."""
 RETRY_SECONDS = 5.0
 PARTITION_CHECK_SECONDS = 30.0
 """How often the topics' metadata is refreshed, so partitions added later are followed (a rebalance assigns them)."""
@@ -200,7 +197,9 @@ class KafkaIngest:
             while not self._stop.is_set() and not self._topics_exist(consumer):
                 self.connect_attempts += 1
                 consumer.poll(0)  # serves librdkafka's (throttled) log lines
-                self._stop.wait(min(WAIT_MAX_SECONDS, WAIT_FIRST_SECONDS * 2 ** min(self.connect_attempts - 1, 10)))
+                # the backoff every service uses (1 s doubling to 30 s), for as long as the service runs:
+                # a broker that comes back is found within half a minute
+                self._stop.wait(retry_wait(self.connect_attempts))
             if self._stop.is_set():
                 return
             self._say.recovered("broker", "reached Kafka at %s", self.settings.kafka.bootstrap_servers)

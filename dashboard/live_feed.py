@@ -36,6 +36,7 @@ from dashboard.metrics import DashboardMetrics
 from dashboard.models import Anomaly, Meter, Reading
 from dashboard.store import StoredBatch, anomaly_json
 from dashboard.timeutil import iso
+from foundation.kafka_logging import retry_wait
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ READINGS_PER_KEY = 500
 spans days, and the page reloads the charted series from the API anyway."""
 WAIT_SECONDS = 1.0
 """How long one wait for notices lasts: a stop request is heeded within it."""
-RECONNECT_FIRST_SECONDS, RECONNECT_MAX_SECONDS = 1.0, 30.0
-"""Pause before listening again after the connection failed: doubling from the first to the most."""
 CATCH_UP_LIMIT = 1000
 """Anomalies sent to live clients after a reconnect at most (newest first); the page reloads its table
 after its own reconnects, and a longer outage is better read from the API."""
@@ -132,7 +131,7 @@ class DatabaseFeed:
             except Exception as exc:  # noqa: BLE001 - the database may be away: listen again with backoff
                 self.listening.clear()
                 failures += 1
-                wait = min(RECONNECT_MAX_SECONDS, RECONNECT_FIRST_SECONDS * 2 ** min(failures - 1, 10))
+                wait = retry_wait(failures)  # the backoff every service uses: 1 s doubling to 30 s
                 log.warning("live feed from the database interrupted (%s: %s); listening again in %.0f s",
                             type(exc).__name__, exc, wait, exc_info=failures == 1)
                 self._stop.wait(wait)

@@ -188,6 +188,10 @@ class ForecastGroup:
         self._give_up({tp.partition for tp in partitions}, "revoked")
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The session expired (the broker was away, or this instance stalled): it is no member until the
+        # group takes it back, so the next run waits for that (begin_run) instead of running on an empty
+        # share and reporting a forecast of nothing as a successful run.
+        self._joined.clear()
         self._give_up({tp.partition for tp in partitions}, "lost (session expired)")
 
     def _give_up(self, partitions: set[int], how: str) -> None:
@@ -204,7 +208,8 @@ class ForecastGroup:
 
     # -- runs -----------------------------------------------------------------------------
     def begin_run(self, timeout: float) -> RunShare:
-        """The partitions the next run forecasts (waiting up to ``timeout`` for the first assignment).
+        """The partitions the next run forecasts (waiting up to ``timeout`` for the first assignment, or for the
+        group to take the instance back after its session expired).
 
         While the thread polls, nothing else touches the consumer (a metadata request from another thread
         meanwhile can hang in the client), so a missing readings topic is reported by the run's history read.

@@ -29,8 +29,11 @@ long outage costs an attempt every half minute."""
 
 
 def retry_wait(attempt: int) -> float:
-    """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
-    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** max(0, attempt - 1))
+    """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1).
+
+    The exponent is capped: an outage of days (thousands of attempts) must not overflow the float and
+    stop the thread that is riding it out."""
+    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** min(max(0, attempt - 1), 30))
 
 
 def _librdkafka_key(record: logging.LogRecord) -> tuple[str, str]:

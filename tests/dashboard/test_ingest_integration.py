@@ -23,6 +23,7 @@ from readings.producer import ReadingProducer
 from schemas.partitioning import partition_for
 from schemas.serde import ANOMALY, DEAD_LETTER, FORECAST, METER_READING, SingleObjectSerde
 from tests.dashboard.conftest import QUARTER, T0, anomaly_record
+from tests.stream_processors.stream_checks import end_offsets
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,17 +50,6 @@ def _produce_readings(kafka, topics, meters: list[tuple[str, str]], start: int, 
         producer.send_frame(frame[~half])
     assert producer.summary.ok and producer.summary.sent == len(frame)
     return len(frame)
-
-
-def _end_offsets(kafka, topics) -> dict[tuple[str, int], int]:
-    """End offset of every non-empty partition of the topics the dashboard ingests."""
-    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": "t-ends"})
-    try:
-        ends = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                for t in (topics.anomalies, topics.readings, topics.forecasts) for p in range(topics.partitions)}
-    finally:
-        consumer.close()
-    return {tp: end for tp, end in ends.items() if end > 0}
 
 
 def _stored_offsets(client) -> dict[tuple[str, int], int]:
@@ -146,7 +136,8 @@ def test_stored_exactly_once_and_resumes_after_restart(kafka, settings_for):
         wait_until(lambda: _metric(client, "wattsup_dashboard_records_ingested_total", topics.readings) == more_readings,
               what="new readings stored")
         # nothing extra can arrive once the stored offsets reach every partition's end
-        wait_until(lambda: _stored_offsets(client) == _end_offsets(kafka, topics), what="ingest at the topics' ends")
+        ingested = [topics.anomalies, topics.readings, topics.forecasts]
+        wait_until(lambda: _stored_offsets(client) == end_offsets(kafka, ingested), what="ingest at the topics' ends")
         body = client.get("/api/v1/anomalies", params={"limit": 1000}).json()
         assert body["total"] == len(first) + len(second)
         keys = [(a["meter_id"], a["timestamp"]) for a in body["items"]]

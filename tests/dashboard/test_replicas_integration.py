@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from sqlalchemy import create_engine, func, select
 
 from dashboard.models import Anomaly, ConsumerOffset, Reading
@@ -33,6 +33,7 @@ from readings.producer import ReadingProducer
 from schemas.partitioning import partition_for
 from schemas.serde import ANOMALY, SingleObjectSerde
 from tests.dashboard.conftest import QUARTER, T0, anomaly_record
+from tests.stream_processors.stream_checks import end_offsets
 from tests.waiting import stop_process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -198,7 +199,7 @@ def test_two_replicas_store_each_record_once_show_every_anomaly_live_and_survive
         finally:
             engine.dispose()
         assert len(keys) == len(set(keys)) == total_anomalies
-        assert offsets == _end_offsets(kafka, [topics.anomalies, topics.readings, topics.forecasts])
+        assert offsets == end_offsets(kafka, [topics.anomalies, topics.readings, topics.forecasts])
         # the survivor's live view: every anomaly, whichever replica stored it, before or after the kill, once each
         for meter in watched:
             view = views[(a, meter)]
@@ -214,14 +215,3 @@ def test_two_replicas_store_each_record_once_show_every_anomaly_live_and_survive
 def _count(engine, model) -> int:
     with engine.connect() as connection:
         return connection.scalar(select(func.count()).select_from(model))
-
-
-def _end_offsets(kafka, topics: list[str]) -> dict[tuple[str, int], int]:
-    """(topic, partition) -> end offset, for the partitions that hold records (the database keeps no others)."""
-    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": "offsets-check"})
-    try:
-        ends = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                for t in topics for p in range(PARTITIONS)}
-    finally:
-        consumer.close()
-    return {key: end for key, end in ends.items() if end > 0}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from forecaster.group import RunShare, partition_ranges
 
 
@@ -41,3 +43,35 @@ def test_a_revocation_waits_for_a_send_in_progress():
         order.append("sent")
     revoker.join(5)
     assert order == ["sent", "revoked"] and not share.owns(0)
+
+
+class _Consumer:
+    """What the rebalance callbacks call on the membership consumer."""
+
+    def incremental_assign(self, partitions) -> None:
+        pass
+
+    def pause(self, partitions) -> None:
+        pass
+
+
+def test_after_its_session_expired_a_run_waits_for_the_group_to_take_the_instance_back():
+    """A broker outage expires the membership: the run after it must not forecast an empty share and call
+    that a success, it waits for the new assignment (or fails as not started)."""
+    from confluent_kafka import TopicPartition
+
+    from forecaster.group import ForecastGroup, GroupNotJoined
+    from foundation.kafka_settings import KafkaConnection
+
+    group = ForecastGroup(KafkaConnection(bootstrap_servers="127.0.0.1:9"), "readings", "g", session_timeout_ms=6000)
+    consumer = _Consumer()
+    group._on_assign(consumer, [TopicPartition("readings", p) for p in (0, 1)])
+    assert group.begin_run(0.1).partitions == {0, 1}
+    group._on_revoke(consumer, [TopicPartition("readings", 1)])  # a rebalance: still a member
+    assert group.begin_run(0.1).partitions == {0}
+    group._on_lost(consumer, [TopicPartition("readings", 0)])
+    with pytest.raises(GroupNotJoined):
+        group.begin_run(0.1)
+    group._on_assign(consumer, [])  # taken back, with no partition to forecast (more instances than partitions)
+    assert group.begin_run(0.1).partitions == frozenset()
+    group._consumer.close()

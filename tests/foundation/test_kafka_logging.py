@@ -29,3 +29,13 @@ def test_info_lines_and_other_loggers_always_pass():
     throttle = client_library_throttle(period=60.0)
     assert all(throttle.filter(_record("faust.worker", logging.INFO, "Ready")) for _ in range(5))
     assert all(throttle.filter(_record("stream_processors.app", logging.ERROR, "same")) for _ in range(5))
+
+
+def test_the_shared_backoff_doubles_to_half_a_minute_and_survives_an_outage_of_days():
+    """Every service's own retries (sensitivity follower, dashboard ingest and live feed, the worker's
+    patient steps) wait this long; after thousands of attempts it must still answer, not overflow."""
+    from foundation.kafka_logging import retry_wait
+
+    assert [retry_wait(a) for a in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert retry_wait(0) == 1.0
+    assert retry_wait(10_000) == 30.0  # about three and a half days at 30 s an attempt

@@ -46,6 +46,18 @@ def read_topic(kafka, topic: str, timeout: float = 60.0) -> list:
         consumer.close()
 
 
+def end_offsets(kafka, topics: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> end offset of every partition of ``topics`` that holds records: where an
+    ingest that stored everything has its stored offsets (it keeps none for an empty partition)."""
+    consumer = _reader(kafka)
+    try:
+        ends = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                for t in topics for p in consumer.list_topics(t, timeout=10).topics[t].partitions}
+    finally:
+        consumer.close()
+    return {key: end for key, end in ends.items() if end > 0}
+
+
 def read_anomalies(kafka, topic: str) -> pd.DataFrame:
     serde = SingleObjectSerde()
     frame = pd.DataFrame([serde.decode(m.value(), raw_timestamps=True)[1] for m in read_topic(kafka, topic)])
