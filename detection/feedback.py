@@ -20,6 +20,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from foundation.timeutil import epoch_ms
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +129,59 @@ class FeedbackPolicy:
     def confirmed(self) -> list[FeedbackMark]:
         """Confirmed, not revoked marks: real anomalies, kept as labels."""
         return [m for m in self.marks.values() if m.verdict == "confirmed" and not m.revoked]
+
+
+DAY_MS = 86_400_000
+
+DEFAULT_SCOPE_DAYS = 7.0
+"""Scope of a false-alarm or expected mark when the operator gives none: a week covers every hour of the
+week once, so a habit the detector did not know (a weekly pump, a Saturday market) is silenced until it
+has been seen again in every slot; after the scope the severity step keeps it quieter (until revoked)."""
+
+
+def mark_for_incident(incident: dict[str, Any], verdict: str, *, created_at: int, days: float | None = DEFAULT_SCOPE_DAYS,
+                      close: bool | None = None, operator: str | None = None, note: str | None = None) -> FeedbackMark:
+    """The mark an operator's verdict on an incident record makes: its scope runs ``days`` from the incident's
+    last anomalous reading (data time; None: until revoked); a false alarm or expected mark closes the
+    incident unless ``close`` says otherwise, a confirmed one keeps it open (it is real and may go on)."""
+    if days is not None and not 0 < days <= 3650:
+        raise ValueError(f"days must be between 0 and 3650, got {days}")
+    last = int(incident["last_seen"])
+    return FeedbackMark(
+        meter_id=incident["meter_id"], kind=incident["kind"], verdict=verdict, created_at=created_at,
+        feeder_id=incident.get("feeder_id"), incident_id=incident["incident_id"], started=int(incident["started"]),
+        ended=last, expires_at=None if days is None else last + int(days * DAY_MS),
+        close_incident=(verdict != "confirmed") if close is None else close, operator=operator, note=note,
+    )
+
+
+def confirmed_readings(meter_ids: np.ndarray, timestamps_ms: np.ndarray, marks: list[FeedbackMark]) -> np.ndarray:
+    """Which readings fall inside a confirmed (not revoked) incident of their meter: its first to its
+    last anomalous reading. Those are real anomalies: training leaves them out, labels mark them 1."""
+    inside = np.zeros(len(meter_ids), dtype=bool)
+    for m in marks:
+        if m.verdict != "confirmed" or m.revoked or m.started is None:
+            continue
+        end = m.ended if m.ended is not None else m.started
+        inside |= (meter_ids == m.meter_id) & (timestamps_ms >= m.started) & (timestamps_ms <= end)
+    return inside
+
+
+def labelled_readings(frame: pd.DataFrame, marks: list[FeedbackMark]) -> pd.DataFrame:
+    """The marked meters' readings as ``timestamp,meter_id,kwh,label,event_id`` (the columns
+    ``wattsup evaluate`` reads): label 1 inside a confirmed incident, with its id as the event, 0 elsewhere."""
+    import pandas as pd
+
+    meters = {m.meter_id for m in marks if not m.revoked}
+    out = frame.loc[frame["meter_id"].isin(meters), ["timestamp", "meter_id", "kwh"]].copy()
+    ts = epoch_ms(out["timestamp"])
+    ids = out["meter_id"].to_numpy()
+    out["label"] = 0
+    out["event_id"] = ""
+    for m in marks:
+        if m.verdict != "confirmed" or m.revoked or m.started is None:
+            continue
+        inside = confirmed_readings(ids, ts, [m])
+        out.loc[inside, "label"] = 1
+        out.loc[inside, "event_id"] = m.incident_id or f"{m.meter_id}|{m.kind}"
+    return out.sort_values(["timestamp", "meter_id"]).reset_index(drop=True)

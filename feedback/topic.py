@@ -21,7 +21,7 @@ from detection.feedback import FeedbackMark
 from foundation.kafka_clients import producer_config
 from foundation.kafka_logging import RateLimitedLog, quiet_config, retry_wait
 from foundation.kafka_settings import KafkaConnection, TopicNames
-from schemas.serde import FEEDBACK_MARK, SerdeError
+from schemas.serde import FEEDBACK_MARK, INCIDENT, SerdeError
 
 log = logging.getLogger(__name__)
 
@@ -69,33 +69,62 @@ def _decode(serde: Any, key: bytes, value: bytes | None) -> tuple[str, FeedbackM
         return None
 
 
-def read_marks(connection: KafkaConnection, topics: TopicNames, serde: Any, timeout: float = 30.0) -> list[FeedbackMark]:
-    """Every mark on the topic now (the latest per key; tombstones remove theirs)."""
+def _read_all(connection: KafkaConnection, topic_name: str, on_message: Callable[[Any], None],
+              timeout: float) -> None:
+    """Hand every message of a topic written before the call to ``on_message``, partition by partition in order."""
     consumer = _consumer(connection, "feedback-reader")
-    latest: dict[str, FeedbackMark | None] = {}
     try:
-        metadata = consumer.list_topics(topics.feedback, timeout=timeout)
-        topic = metadata.topics.get(topics.feedback)
+        metadata = consumer.list_topics(topic_name, timeout=timeout)
+        topic = metadata.topics.get(topic_name)
         if topic is None or topic.error is not None:
-            return []
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topics.feedback, p), timeout=timeout)[1]
+            return
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic_name, p), timeout=timeout)
                 for p in topic.partitions}
-        wanted = {p: end for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topics.feedback, p, 0) for p in wanted])
-        positions = dict.fromkeys(wanted, 0)
+        wanted = {p: high for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic_name, p, ends[p][0]) for p in wanted])
+        positions = {p: ends[p][0] for p in wanted}
         deadline = time.monotonic() + timeout
         while any(positions[p] < end for p, end in wanted.items()):
             if time.monotonic() > deadline:
-                raise KafkaException(f"could not read {topics.feedback} to its end within {timeout:g} s")
+                raise KafkaException(f"could not read {topic_name} to its end within {timeout:g} s")
             for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is not None:
+                if msg.error() is not None or msg.partition() not in wanted or msg.offset() >= wanted[msg.partition()]:
                     continue
                 positions[msg.partition()] = msg.offset() + 1
-                if msg.key() is not None and (decoded := _decode(serde, msg.key(), msg.value())) is not None:
-                    latest[decoded[0]] = decoded[1]
+                on_message(msg)
     finally:
         consumer.close()
+
+
+def read_marks(connection: KafkaConnection, topics: TopicNames, serde: Any, timeout: float = 30.0) -> list[FeedbackMark]:
+    """Every mark on the topic now (the latest per key; tombstones remove theirs)."""
+    latest: dict[str, FeedbackMark | None] = {}
+
+    def note(msg: Any) -> None:
+        if msg.key() is not None and (decoded := _decode(serde, msg.key(), msg.value())) is not None:
+            latest[decoded[0]] = decoded[1]
+
+    _read_all(connection, topics.feedback, note, timeout)
     return [m for m in latest.values() if m is not None]
+
+
+def read_incidents(connection: KafkaConnection, topics: TopicNames, serde: Any,
+                   timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Every incident on the incidents topic now: its record of the highest revision, by incident id."""
+    latest: dict[str, dict[str, Any]] = {}
+
+    def note(msg: Any) -> None:
+        if msg.value() is None:
+            return
+        try:
+            name, record = serde.decode(msg.value(), raw_timestamps=True)
+        except SerdeError:
+            return
+        if name == INCIDENT and record["revision"] > latest.get(record["incident_id"], {"revision": -1})["revision"]:
+            latest[record["incident_id"]] = record
+
+    _read_all(connection, topics.incidents, note, timeout)
+    return latest
 
 
 class FeedbackFollower:

@@ -79,3 +79,47 @@ def test_marks_are_validated_and_keyed_per_incident_or_kind():
         mark("maybe")
     assert mark("confirmed").key == "M1|inc-1"
     assert mark("expected", incident=None, kind="outage").key == "M1|kind:outage"
+
+
+def test_confirmed_readings_are_the_confirmed_incidents_windows_only():
+    import numpy as np
+
+    from detection.feedback import confirmed_readings
+
+    meters = np.array(["M1", "M1", "M1", "M2", "M1"])
+    ts = np.array([T0 - 1, T0, T0 + 10, T0 + 5, T0 + 11])
+    marks = [mark("confirmed", started=T0, ended=T0 + 10),
+             FeedbackMark(meter_id="M2", kind="spike", verdict="false_alarm", created_at=T0, started=T0, ended=T0 + 10),
+             FeedbackMark(meter_id="M1", kind="spike", verdict="confirmed", created_at=T0, incident_id="inc-2",
+                          started=T0 + 11, ended=T0 + 11, revoked=True)]
+    assert confirmed_readings(meters, ts, marks).tolist() == [False, True, True, False, False]
+
+
+def test_labelled_readings_mark_confirmed_windows_of_marked_meters_only():
+    import pandas as pd
+
+    from detection.feedback import labelled_readings, mark_for_incident
+
+    stamps = pd.to_datetime([T0 + i * 3_600_000 for i in range(4)], unit="ms", utc=True).as_unit("ms")
+    frame = pd.DataFrame({"timestamp": list(stamps) * 2, "meter_id": ["M1"] * 4 + ["M9"] * 4, "kwh": [1.0] * 8})
+    incident = {"incident_id": "inc-1", "meter_id": "M1", "feeder_id": "F1", "kind": "outage",
+                "started": T0 + 3_600_000, "last_seen": T0 + 2 * 3_600_000}
+    marks = [mark_for_incident(incident, "confirmed", created_at=T0)]
+    out = labelled_readings(frame, marks)
+    assert list(out.columns) == ["timestamp", "meter_id", "kwh", "label", "event_id"]
+    assert out["meter_id"].unique().tolist() == ["M1"]
+    assert out["label"].tolist() == [0, 1, 1, 0]
+    assert out["event_id"].tolist() == ["", "inc-1", "inc-1", ""]
+    assert marks[0].close_incident is False and marks[0].expires_at is not None
+
+
+def test_a_mark_for_an_incident_scopes_from_its_last_reading():
+    from detection.feedback import DAY_MS, mark_for_incident
+
+    incident = {"incident_id": "inc-1", "meter_id": "M1", "feeder_id": "F1", "kind": "spike",
+                "started": T0, "last_seen": T0 + 5}
+    made = mark_for_incident(incident, "false_alarm", created_at=T0, days=2)
+    assert made.expires_at == T0 + 5 + 2 * DAY_MS and made.close_incident and made.key == "M1|inc-1"
+    assert mark_for_incident(incident, "expected", created_at=T0, days=None).expires_at is None
+    with pytest.raises(ValueError):
+        mark_for_incident(incident, "expected", created_at=T0, days=-1)
