@@ -297,6 +297,8 @@ class AlertDispatcher:
 
     # -- one anomaly --------------------------------------------------------------------
     def process(self, anomaly: dict[str, Any]) -> None:
+        if anomaly.get("suppressed_by"):
+            return  # operator feedback suppressed it: kept and counted, never alerted
         with self.sessions() as session:
             rules = [r for r in session.scalars(select(AlertRule).where(AlertRule.enabled.is_(True)))
                      if rule_matches(r, anomaly)]

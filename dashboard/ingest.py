@@ -37,12 +37,12 @@ from dashboard.live_feed import notify_stored
 from dashboard.metrics import DashboardMetrics
 from dashboard.models import Reading
 from dashboard.settings import DashboardSettings
-from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
+from dashboard.store import IngestBatch, StoredBatch, incident_row, prune_readings, store_batch, stored_offsets
 from dashboard.timeutil import DAY_MS, iso, now_ms
 from foundation.kafka_logging import RateLimitedLog, quiet_config
 from readings.columns import BAD_ID, FUTURE_TIMESTAMP, ReadingColumns, decode_into
 from schemas.limits import identifier_problem
-from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde
+from schemas.serde import ANOMALY, FORECAST, INCIDENT, SerdeError, make_serde
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class KafkaIngest:
     # -- the loop -----------------------------------------------------------------------
     @property
     def topic_names(self) -> list[str]:
-        return [self.topics.anomalies, self.topics.readings, self.topics.forecasts]
+        return [self.topics.anomalies, self.topics.readings, self.topics.forecasts, self.topics.incidents]
 
     def _consumer(self) -> Consumer:
         return Consumer({
@@ -262,6 +262,14 @@ class KafkaIngest:
                         batch.anomalies.append(record)
                     else:
                         raise SerdeError(f"unexpected record type {name}")
+                elif topic == self.topics.incidents:
+                    name, record = self.serde.decode(value, raw_timestamps=True)
+                    if name != INCIDENT:
+                        raise SerdeError(f"unexpected record type {name}")
+                    if identifier_problem(record["meter_id"]) is None and identifier_problem(record["feeder_id"]) is None:
+                        batch.incidents.append(incident_row(record))
+                    else:
+                        self._count_refusal(topic, "bad_id", record["meter_id"], record["started"])
                 elif topic == self.topics.forecasts:
                     name, record = self.serde.decode(value, raw_timestamps=True)
                     if name != FORECAST:
@@ -292,6 +300,7 @@ class KafkaIngest:
         self.metrics.records_ingested.labels(topic=self.topics.anomalies).inc(len(stored.anomalies))
         self.metrics.records_ingested.labels(topic=self.topics.readings).inc(len(stored.readings))
         self.metrics.records_ingested.labels(topic=self.topics.forecasts).inc(stored.forecasts)
+        self.metrics.records_ingested.labels(topic=self.topics.incidents).inc(stored.incidents)
         if self.on_stored is not None and (stored.anomalies or stored.readings):
             try:
                 self.on_stored(stored)

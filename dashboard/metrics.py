@@ -59,6 +59,11 @@ class DashboardMetrics:
             "wattsup_dashboard_feed_notifications_total",
             "Notices of stored records received from the database (PostgreSQL LISTEN), by origin: other (stored by "
             "another replica, fanned out to this one's live clients) or self.", ["origin"], registry=self.registry)
+        self.incidents_open = Gauge(
+            "wattsup_dashboard_incidents_open",
+            "Open incidents in the database, by kind and peak severity, counted when scraped (every replica on one "
+            "database reports the same fleet-wide figure: take max, not sum, over instances).",
+            ["kind", "severity"], registry=self.registry)
         self.readings_rejected = Counter(
             "wattsup_dashboard_readings_rejected_total", "Readings rejected by POST /api/v1/readings (dead-lettered).",
             registry=self.registry)

@@ -50,6 +50,40 @@ class Anomaly(Base):
     causes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     model_version: Mapped[str] = mapped_column(String(64))
     detected_at_ms: Mapped[int] = mapped_column(BigInteger)
+    suppressed_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Why operator feedback suppressed it (Anomaly schema version 3), or null: suppressed anomalies are kept,
+    shown by the API only on request, and never alerted."""
+
+
+class Incident(Base):
+    """The newest record (highest revision) of each incident on the incidents topic."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_status_started", "status", "started_ms"),
+        Index("ix_incidents_feeder", "feeder_id"),
+        Index("ix_incidents_meter", "meter_id"),
+    )
+
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meter_id: Mapped[str] = mapped_column(String(128))
+    feeder_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(16))
+    started_ms: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int] = mapped_column(BigInteger)
+    ended_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    closed_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    peak_severity: Mapped[str] = mapped_column(String(16))
+    readings: Mapped[int] = mapped_column(Integer)
+    energy_delta_kwh: Mapped[float] = mapped_column(Float)
+    worst_timestamp_ms: Mapped[int] = mapped_column(BigInteger)
+    worst_score: Mapped[float] = mapped_column(Float)
+    causes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class Reading(Base):
