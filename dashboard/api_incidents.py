@@ -19,6 +19,7 @@ from dashboard.auth import Principal
 from dashboard.deps import db_session, get_service, require_json, require_reader, require_writer
 from dashboard.service import DashboardService
 from dashboard.store import (
+    INCIDENT_KINDS,
     IncidentFilter,
     get_incident,
     incident_anomalies,
@@ -35,7 +36,6 @@ router = APIRouter(prefix="/api/v1")
 INCIDENT_ID_PATTERN = r"^inc-[0-9a-f]{20}$"
 """Incident ids are derived digests (:func:`detection.incidents.incident_id`): anything else is refused
 before it reaches a query, a page or a Kafka key."""
-KINDS = ("outage", "stuck", "spike", "high_load", "dip", "drift", "catch_up", "level_shift", "unknown")
 RETRY_AFTER_SECONDS = 10
 
 
@@ -51,10 +51,10 @@ def get_incidents(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict[str, Any]:
     kinds = [k.strip() for value in kind or [] for k in value.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
+    bad = [k for k in kinds if k not in INCIDENT_KINDS]
     if bad:
         raise HTTPException(422, [{"loc": ["query", "kind"], "type": "enum",
-                                   "msg": f"unknown kind; expected one of {', '.join(KINDS)}"}])
+                                   "msg": f"unknown kind; expected one of {', '.join(INCIDENT_KINDS)}"}])
     items, total = list_incidents(session, IncidentFilter(feeder_id=feeder_id or None, meter_id=meter_id or None,
                                                           kinds=kinds, state=state), limit, offset)
     return {"items": items, "total": total, "limit": limit, "offset": offset}

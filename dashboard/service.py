@@ -101,7 +101,7 @@ class DashboardService:
     # -- stored records fan out to live clients and alerts ----------------------------
     def count_open_incidents(self) -> None:
         """Refresh ``wattsup_dashboard_incidents_open`` from the database (at each scrape)."""
-        from dashboard.store import open_incidents_by_kind_and_severity
+        from dashboard.store import INCIDENT_KINDS, SEVERITIES, open_incidents_by_kind_and_severity
 
         try:
             with self.sessions() as session:
@@ -111,8 +111,10 @@ class DashboardService:
             return
         gauge = self.metrics.incidents_open
         gauge.clear()
-        for (kind, severity), n in counts.items():
-            gauge.labels(kind=kind, severity=severity).set(n)
+        # every known kind and severity, zeros included: a bounded set (27 series), and "none open" is data
+        for kind in sorted({*INCIDENT_KINDS, *(k for k, _ in counts)}):
+            for severity in SEVERITIES:
+                gauge.labels(kind=kind, severity=severity).set(counts.get((kind, severity), 0))
 
     def _on_stored(self, stored: StoredBatch) -> None:
         if stored.anomalies:

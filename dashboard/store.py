@@ -365,6 +365,8 @@ def series(session: Session, *, meter_id: str | None, feeder_id: str | None, sin
 
 # -- incidents -----------------------------------------------------------------------------
 INCIDENT_STATES = ("open", "closed")
+INCIDENT_KINDS = ("outage", "stuck", "spike", "high_load", "dip", "drift", "catch_up", "level_shift", "unknown")
+"""Kinds of anomaly an incident can be of (detection/explain.py), plus ``unknown`` for an anomaly without one."""
 
 
 def incident_json(row: Any) -> dict[str, Any]:

@@ -100,3 +100,4 @@ def test_marking_needs_sign_in(client):
 def test_open_incidents_are_a_metric(client):
     text = client.get("/metrics").text
     assert 'wattsup_dashboard_incidents_open{kind="outage",severity="WARNING"} 1.0' in text
+    assert 'wattsup_dashboard_incidents_open{kind="stuck",severity="CRITICAL"} 0.0' in text  # none open is data too

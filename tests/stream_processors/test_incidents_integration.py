@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 
 from readings.producer import ReadingProducer
-from schemas.serde import INCIDENT, SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
-from tests.stream_processors.stream_checks import read_topic, wait_for_zero_lag
+from tests.stream_processors.stream_checks import read_incidents, wait_for_zero_lag
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -21,17 +20,6 @@ pytestmark = pytest.mark.integration
 FLEET = FleetConfig(meters=20, days=10, interval=timedelta(hours=1), seed=414, meters_per_feeder=10,
                     anomaly_rate=0.0, missing_rate=0.0, late_rate=0.0)
 OUTAGE_HOURS = 6
-
-
-def read_incidents(kafka, topic: str) -> list[dict]:
-    serde = SingleObjectSerde()
-    records = []
-    for m in read_topic(kafka, topic):
-        name, record = serde.decode(m.value(), raw_timestamps=True)
-        assert name == INCIDENT
-        assert m.key().decode() == record["incident_id"]
-        records.append(record)
-    return records
 
 
 def with_outages(readings: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, pd.Timestamp, pd.Timestamp]]]:
