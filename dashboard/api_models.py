@@ -204,7 +204,9 @@ class AlertItem(BaseModel):
     id: int
     rule_id: int
     rule_name: str
-    anomaly_id: int
+    anomaly_id: int | None = Field(description="The anomaly alerted; null for an incident's alert.")
+    incident_id: str | None = Field(None, description="The incident alerted (WATTSUP_DASHBOARD_ALERT_ON=incidents).")
+    incident_event: str | None = Field(None, description="opened, escalated:<severity> or closed.")
     meter_id: str
     channel: Literal["webhook", "email"]
     status: Literal["sent", "failed", "suppressed", "pending", "retrying"] = Field(

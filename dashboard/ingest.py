@@ -301,7 +301,7 @@ class KafkaIngest:
         self.metrics.records_ingested.labels(topic=self.topics.readings).inc(len(stored.readings))
         self.metrics.records_ingested.labels(topic=self.topics.forecasts).inc(stored.forecasts)
         self.metrics.records_ingested.labels(topic=self.topics.incidents).inc(stored.incidents)
-        if self.on_stored is not None and (stored.anomalies or stored.readings):
+        if self.on_stored is not None and (stored.anomalies or stored.readings or stored.incident_events):
             try:
                 self.on_stored(stored)
             except Exception:  # noqa: BLE001 - a listener's failure must not stop the ingest

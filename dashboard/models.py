@@ -163,11 +163,13 @@ class AlertRule(Base):
 
 
 class Alert(Base):
-    """One alert decision; (rule, anomaly, channel) is unique so an anomaly is never alerted twice."""
+    """One alert decision; (rule, anomaly, channel), or (rule, incident, event, channel), is unique so nothing is
+    alerted twice."""
 
     __tablename__ = "alerts"
     __table_args__ = (
         UniqueConstraint("rule_id", "anomaly_id", "channel", name="uq_alerts_rule_anomaly_channel"),
+        UniqueConstraint("rule_id", "incident_id", "incident_event", "channel", name="uq_alerts_rule_incident_event_channel"),
         Index("ix_alerts_rule_meter_sent", "rule_id", "meter_id", "sent_at_ms"),
         Index("ix_alerts_status_next", "status", "next_attempt_ms"),
     )
@@ -175,7 +177,11 @@ class Alert(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"))
     rule_name: Mapped[str] = mapped_column(String(128))
-    anomaly_id: Mapped[int] = mapped_column(ForeignKey("anomalies.id", ondelete="CASCADE"))
+    anomaly_id: Mapped[int | None] = mapped_column(ForeignKey("anomalies.id", ondelete="CASCADE"), nullable=True)
+    """The anomaly alerted (``alert_on`` anomalies), or null for an incident's alert."""
+    incident_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    incident_event: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    """opened, escalated:<severity> or closed: each alerted once per rule and channel."""
     meter_id: Mapped[str] = mapped_column(String(128))
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))

@@ -117,7 +117,9 @@ class DashboardService:
                 gauge.labels(kind=kind, severity=severity).set(counts.get((kind, severity), 0))
 
     def _on_stored(self, stored: StoredBatch) -> None:
-        if stored.anomalies:
+        if self.settings.alert_on == "incidents":
+            self.alerts.submit_incident_events(stored.incident_events)
+        elif stored.anomalies:
             self.alerts.submit(stored.anomalies)
         if not self.hub.clients:
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select
@@ -61,6 +62,9 @@ class StoredBatch:
     forecasts: int = 0
     incidents: int = 0
     """Incident records applied (a newer revision than the stored one)."""
+    incident_events: list[dict[str, Any]] = field(default_factory=list)
+    """What alerts may fire on: an incident's opening, escalation and closing, each an Incident object with
+    ``alert_event`` (``opened``, ``escalated:<severity>``, ``closed``), once each whatever the re-deliveries."""
 
 
 def _anomaly_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +149,11 @@ def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
             if r["revision"] > newest_incident.get(r["incident_id"], {"revision": -1})["revision"]:
                 newest_incident[r["incident_id"]] = r
         table = Incident.__table__
+        before = {r.incident_id: r for r in session.execute(
+            select(Incident.incident_id, Incident.status, Incident.peak_severity, Incident.revision)
+            .where(Incident.incident_id.in_(list(newest_incident))))}
+        for ident in sorted(newest_incident):
+            stored.incident_events += _transitions(before.get(ident), newest_incident[ident])
         stmt = _insert(session, table)
         stmt = stmt.on_conflict_do_update(  # a re-delivered, older revision never replaces a newer one
             index_elements=["incident_id"],
@@ -163,6 +172,25 @@ def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
             set_={"next_offset": _greater(session)(ConsumerOffset.next_offset, stmt.excluded.next_offset)})
         session.execute(stmt)
     return stored
+
+
+def _transitions(before: Any, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alertable changes from the stored state of an incident (None: never seen) to a newer record."""
+    if before is not None and before.revision >= row["revision"]:
+        return []
+    events = []
+    if before is None:
+        events.append("opened")
+    elif SEVERITIES.index(row["peak_severity"]) > SEVERITIES.index(before.peak_severity):
+        events.append(f"escalated:{row['peak_severity']}")
+    if row["status"] == "closed" and (before is None or before.status != "closed"):
+        events.append("closed")
+    out = []
+    for event in events:
+        payload = incident_json(SimpleNamespace(**row))
+        payload["alert_event"] = event
+        out.append(payload)
+    return out
 
 
 def _greater(session: Session) -> Any:

@@ -1,5 +1,6 @@
 """Incidents on the real broker: each injected outage is one incident that opens, grows and closes,
-and a worker killed with kill -9 in the middle of one continues it under the same id."""
+and a worker killed with kill -9 in the middle of one continues it under the same id; a dashboard that
+alerts per incident sends one webhook on each opening and one on each closing."""
 
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
+from fastapi.testclient import TestClient
+
+from dashboard.app import create_app
+from dashboard.auth import create_token
+from dashboard.settings import DashboardSettings
 from readings.producer import ReadingProducer
 from simulation.fleet import FleetConfig, simulate_fleet
 from tests.stream_processors.stream_checks import read_incidents, wait_for_zero_lag
 from tests.waiting import wait_until
+from tests.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +45,7 @@ def with_outages(readings: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, 
     return frame, outages
 
 
-def test_each_outage_is_one_incident_and_a_kill_9_continues_it(kafka, stream_workers, trained_model_dir):
+def test_each_outage_is_one_incident_and_a_kill_9_continues_it(kafka, stream_workers, trained_model_dir, tmp_path):
     readings, outages = with_outages(simulate_fleet(FLEET).readings)
     topics = kafka.fresh_topics(partitions=4)
     app_id = f"incidents-{os.urandom(3).hex()}"
@@ -92,3 +99,27 @@ def test_each_outage_is_one_incident_and_a_kill_9_continues_it(kafka, stream_wor
     for ident in {r["incident_id"] for r in records}:
         events = [r["event"] for r in records if r["incident_id"] == ident]
         assert events.count("opened") == 1 and events.count("closed") <= 1, (ident, events)
+
+    # The dashboard, alerting per incident: one webhook on each opening and one on each closing.
+    settings = DashboardSettings(database_url=f"sqlite:///{tmp_path / 'dashboard.db'}", kafka=kafka.connection,
+                                 topics=topics, model_dir=tmp_path / "models", alert_on="incidents",
+                                 webhook_allowed_hosts="127.0.0.1", consume=False)
+    with webhook_receiver() as receiver:
+        rules_app = create_app(settings)
+        with TestClient(rules_app) as client:  # the rule exists before anything is ingested
+            auth = {"Authorization": f"Bearer {create_token(rules_app.state.service.sessions, 'ops')}"}
+            assert client.post("/api/v1/alert-rules", headers=auth, json={
+                "name": "outages", "min_severity": "INFO", "webhook_url": receiver.url}).status_code == 201
+        with TestClient(create_app(settings.model_copy(update={"consume": True}))) as client:
+            outage_ids = {r["incident_id"] for r in records if r["kind"] == "outage"
+                          and r["meter_id"] in {m for m, _, _ in outages}}
+            wait_until(lambda: {(b["incident"]["incident_id"], b["event"]) for b in receiver.received
+                                if "incident" in b} >= {(i, e) for i in outage_ids for e in ("opened", "closed")},
+                       120, "the outages' opening and closing alerts")
+            listed = client.get("/api/v1/incidents", params={"kind": "outage", "state": "closed"}).json()
+            assert outage_ids <= {i["incident_id"] for i in listed["items"]}
+        alerts = [(b["incident"]["incident_id"], b["event"]) for b in receiver.received if "incident" in b]
+        for ident in outage_ids:
+            mine = [event for i, event in alerts if i == ident]
+            assert mine.count("opened") == 1 and mine.count("closed") == 1, (ident, mine)
+        assert not [b for b in receiver.received if "anomaly" in b], "never an alert per reading"

@@ -1,5 +1,6 @@
 """incidents and suppressed anomalies: the incidents topic's newest record per incident; an anomaly's
-``suppressed_by`` (operator feedback), null for those stored before
+``suppressed_by`` (operator feedback), null for those stored before; alerts per incident event (an alert
+row names an anomaly or an incident and its event, unique per rule, incident, event and channel)
 
 Revision ID: 0006
 Revises: 0005
@@ -45,9 +46,20 @@ def upgrade() -> None:
     op.create_index("ix_incidents_status_started", "incidents", ["status", "started_ms"], unique=False)
     op.create_index("ix_incidents_feeder", "incidents", ["feeder_id"], unique=False)
     op.create_index("ix_incidents_meter", "incidents", ["meter_id"], unique=False)
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.alter_column("anomaly_id", existing_type=sa.Integer(), nullable=True)
+        batch_op.add_column(sa.Column("incident_id", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("incident_event", sa.String(length=24), nullable=True))
+        batch_op.create_unique_constraint("uq_alerts_rule_incident_event_channel",
+                                          ["rule_id", "incident_id", "incident_event", "channel"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_alerts_rule_incident_event_channel", type_="unique")
+        batch_op.drop_column("incident_event")
+        batch_op.drop_column("incident_id")
+        batch_op.alter_column("anomaly_id", existing_type=sa.Integer(), nullable=False)
     op.drop_index("ix_incidents_meter", table_name="incidents")
     op.drop_index("ix_incidents_feeder", table_name="incidents")
     op.drop_index("ix_incidents_status_started", table_name="incidents")
