@@ -1,4 +1,4 @@
-"""Follow the anomalies, readings and forecasts topics and store them exactly once.
+"""Follow the anomalies, readings, forecasts and incidents topics and store them exactly once.
 
 The ingest is a member of a Kafka consumer group (``WATTSUP_DASHBOARD_INGEST_GROUP_ID``; by default one
 group per database), so dashboard replicas on one PostgreSQL database share the topics' partitions:
@@ -11,7 +11,7 @@ batch stores only messages of partitions the replica still owns; a replica that 
 without knowing (its session expired mid-batch) can still commit one late batch, whose rows are
 re-deliveries (unique keys keep them out) and whose offsets never move a partition backwards.
 
-The assignor is ``range``: each replica gets the same partition numbers of the three topics, so the
+The assignor is ``range``: each replica gets the same partition numbers of the four topics, so the
 heavy readings topic is spread evenly and a feeder's readings, anomalies and forecasts are stored by
 one replica. One dashboard alone (the SQLite default) owns every partition.
 
@@ -56,7 +56,7 @@ RETRY_SECONDS = 5.0
 PARTITION_CHECK_SECONDS = 30.0
 """How often the topics' metadata is refreshed, so partitions added later are followed (a rebalance assigns them)."""
 ASSIGNOR = "range"
-"""Per topic, partition ranges by member: the same numbers of the three topics go to one replica, so the heavy
+"""Per topic, partition ranges by member: the same numbers of the four topics go to one replica, so the heavy
 readings topic is spread evenly (an assignor balancing the total count may give one replica all of it)."""
 REFUSAL_LOG_SECONDS = 60.0
 """Refused records are logged as one summary line per this period, never one line per record: a fleet
@@ -133,7 +133,7 @@ class KafkaIngest:
         })
 
     def _topics_exist(self, consumer: Consumer) -> bool:
-        """Whether Kafka answers and the three topics exist (said, at most once a minute, when not)."""
+        """Whether Kafka answers and the four topics exist (said, at most once a minute, when not)."""
         try:
             # A short timeout: this is retried, and a stop request must not wait long for it.
             metadata = consumer.list_topics(timeout=TOPIC_WAIT_SECONDS)

@@ -54,7 +54,7 @@ class DashboardMetrics:
         self.partitions_owned = Gauge(
             "wattsup_dashboard_ingest_partitions_owned",
             "Topic partitions this replica's ingest owns in the dashboard's consumer group (summed over the replicas: "
-            "every partition of the anomalies, readings and forecasts topics).", registry=self.registry)
+            "every partition of the anomalies, readings, forecasts and incidents topics).", registry=self.registry)
         self.feed_notifications = Counter(
             "wattsup_dashboard_feed_notifications_total",
             "Notices of stored records received from the database (PostgreSQL LISTEN), by origin: other (stored by "
