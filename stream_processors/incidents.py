@@ -117,6 +117,8 @@ class StreamIncidents:
         if self._already_emitted and records:
             kept = [r for r in records if r["revision"] > self._already_emitted.get(r["incident_id"], -1)]
             metrics.INCIDENT_RECORDS_ALREADY_EMITTED.inc(len(records) - len(kept))
+            for r in kept:  # past what the predecessor emitted: revisions only grow, the entry is done with
+                self._already_emitted.pop(r["incident_id"], None)
             records = kept
         for r in records:
             if r["event"] == "opened":
