@@ -28,6 +28,7 @@ COPY detection/ detection/
 COPY simulation/ simulation/
 COPY producers/ producers/
 COPY forecaster/ forecaster/
+COPY feedback/ feedback/
 COPY models/ models/
 COPY stream_processors/ stream_processors/
 COPY dashboard/ dashboard/

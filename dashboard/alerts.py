@@ -28,9 +28,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard.metrics import DashboardMetrics
-from dashboard.models import Alert, AlertCursor, AlertRule, Anomaly
+from dashboard.models import Alert, AlertCursor, AlertRule, Anomaly, Incident
 from dashboard.settings import DashboardSettings
-from dashboard.store import SEVERITIES, _insert, anomaly_json
+from dashboard.store import SEVERITIES, _insert, anomaly_json, incident_json
 from dashboard.timeutil import HOUR_MS, iso, now_ms
 from dashboard.webhooks import DestinationRefused, WebhookPolicy
 
@@ -57,6 +57,7 @@ def rule_json(rule: AlertRule) -> dict[str, Any]:
 
 def alert_json(alert: Alert) -> dict[str, Any]:
     return {"id": alert.id, "rule_id": alert.rule_id, "rule_name": alert.rule_name, "anomaly_id": alert.anomaly_id,
+            "incident_id": alert.incident_id, "incident_event": alert.incident_event,
             "meter_id": alert.meter_id, "channel": alert.channel, "status": alert.status, "detail": alert.detail,
             "sent_at": iso(alert.sent_at_ms), "attempts": alert.attempts, "next_attempt_at": iso(alert.next_attempt_ms)}
 
@@ -101,6 +102,20 @@ def email_text(rule: AlertRule, anomaly: dict[str, Any]) -> tuple[str, str]:
         lines.append(f"Usual for this hour: {anomaly['baseline']:.3f} kWh")
     lines.append(f"Severity: {anomaly['severity']}  Score: {anomaly['score']:.3f}  Kind: {anomaly.get('kind') or '-'}")
     lines += ["", "Why:"] + [f"  - {c['text']}" for c in anomaly.get("causes") or []]
+    return subject, "\n".join(lines) + "\n"
+
+
+def incident_email_text(rule: AlertRule, incident: dict[str, Any]) -> tuple[str, str]:
+    event = incident["alert_event"]
+    what = {"opened": "opened", "closed": "closed"}.get(event, f"escalated to {event.partition(':')[2]}")
+    subject = (f"[WattsUp] {incident['kind']} incident {what} on meter {incident['meter_id']} "
+               f"(feeder {incident['feeder_id']})")
+    lines = [f"Rule: {rule.name}", f"Incident: {incident['incident_id']} ({incident['status']})",
+             f"Meter: {incident['meter_id']}  Feeder: {incident['feeder_id']}  Kind: {incident['kind']}",
+             f"Started: {incident['started']}  Last anomaly: {incident['last_seen']}  Ended: {incident['ended'] or '-'}",
+             f"Peak severity: {incident['peak_severity']}  Anomalous readings: {incident['readings']}",
+             f"Energy against the usual: {incident['energy_delta_kwh']:+.3f} kWh"]
+    lines += ["", "Why (worst reading):"] + [f"  - {c['text']}" for c in incident.get("causes") or []]
     return subject, "\n".join(lines) + "\n"
 
 
@@ -193,6 +208,15 @@ class AlertDispatcher:
             self._thread.join(30)
         self._http.close()
 
+    def submit_incident_events(self, events: list[dict[str, Any]]) -> None:
+        """Queue incident events (:attr:`dashboard.store.StoredBatch.incident_events`) for the rules."""
+        if not events:
+            return
+        try:
+            self._queue.put_nowait([{"__incident__": e} for e in events])
+        except queue.Full:
+            log.error("alert queue full: %d incident events not checked against alert rules", len(events))
+
     def submit(self, anomalies: list[dict[str, Any]]) -> None:
         try:
             self._queue.put_nowait(anomalies)
@@ -222,6 +246,9 @@ class AlertDispatcher:
                 if "__marker__" in anomaly:
                     anomaly["__marker__"].set()
                     continue
+                if "__incident__" in anomaly:
+                    self._check_incident(anomaly["__incident__"])
+                    continue
                 self._check(anomaly)
             self._retry_due_checks()
             try:
@@ -247,6 +274,25 @@ class AlertDispatcher:
                 log.info("anomaly %s checked against the alert rules after earlier failures", anomaly["id"])
             self.processed += 1
         self.metrics.alerts_awaiting_retry.labels(what="check").set(len(self._retrying))
+
+    def _check_incident(self, incident: dict[str, Any]) -> None:
+        """Check one incident event against the rules (the incident's peak severity against each rule's).
+
+        A failed check is logged and counted, not retried: unlike anomalies, incident events have no
+        cursor yet, so one stored just before a crash or during a database failure is not alerted."""
+        subject = {**incident, "severity": incident["peak_severity"], "id": None}
+        try:
+            with self.sessions() as session:
+                rules = [r for r in session.scalars(select(AlertRule).where(AlertRule.enabled.is_(True)))
+                         if rule_matches(r, subject)]
+            for rule in rules:
+                for channel, target in (("webhook", rule.webhook_url), ("email", rule.email_to)):
+                    if target:
+                        self._decide_and_send(rule, incident, channel, target)
+        except Exception:  # noqa: BLE001 - one bad event or a locked database must not stop alerting
+            self.metrics.alert_check_failures.inc()
+            log.exception("checking incident %s (%s) against the alert rules failed", incident.get("incident_id"),
+                          incident.get("alert_event"))
 
     def _retry_due_checks(self) -> None:
         now = time.monotonic()
@@ -279,24 +325,33 @@ class AlertDispatcher:
         now = now_ms()
         with self.sessions() as session:
             due = session.execute(
-                select(Alert, AlertRule, Anomaly).join(AlertRule, AlertRule.id == Alert.rule_id)
-                .join(Anomaly, Anomaly.id == Alert.anomaly_id)
+                select(Alert, AlertRule, Anomaly, Incident).join(AlertRule, AlertRule.id == Alert.rule_id)
+                .outerjoin(Anomaly, Anomaly.id == Alert.anomaly_id)
+                .outerjoin(Incident, Incident.incident_id == Alert.incident_id)
                 .where(Alert.status == "retrying", Alert.next_attempt_ms <= now).order_by(Alert.next_attempt_ms)
                 .limit(100)).all()
             waiting = session.scalar(select(func.count()).select_from(Alert).where(Alert.status == "retrying")) or 0
             next_due = session.scalar(select(func.min(Alert.next_attempt_ms)).where(Alert.status == "retrying"))
         self.metrics.alerts_awaiting_retry.labels(what="delivery").set(waiting)
         self._next_delivery_due = None if next_due is None else time.monotonic() + max(0, next_due - now) / 1000
-        for alert, rule, anomaly in due:
+        for alert, rule, anomaly, incident in due:
             target = rule.webhook_url if alert.channel == "webhook" else rule.email_to
             if not target:
                 continue
-            self._deliver(alert.id, alert.attempts + 1, rule, anomaly_json(anomaly), alert.channel, target)
+            if anomaly is not None:
+                subject = anomaly_json(anomaly)
+            elif incident is not None:
+                subject = {**incident_json(incident), "alert_event": alert.incident_event}
+            else:
+                continue
+            self._deliver(alert.id, alert.attempts + 1, rule, subject, alert.channel, target)
         if due:
             self._next_delivery_due = time.monotonic()  # look again soon: the batch may have been cut at 100
 
     # -- one anomaly --------------------------------------------------------------------
     def process(self, anomaly: dict[str, Any]) -> None:
+        if anomaly.get("suppressed_by") or self.settings.alert_on == "incidents":
+            return  # suppressed by operator feedback (kept and counted), or rules fire on incidents, not readings
         with self.sessions() as session:
             rules = [r for r in session.scalars(select(AlertRule).where(AlertRule.enabled.is_(True)))
                      if rule_matches(r, anomaly)]
@@ -322,10 +377,18 @@ class AlertDispatcher:
                     status = "suppressed"
                     detail = (f"rate limit: {self.settings.alert_rate_per_hour} alerts per hour for meter "
                               f"{anomaly['meter_id']} reached")
-            stmt = (_insert(session, Alert).values(
-                rule_id=rule.id, rule_name=rule.name, anomaly_id=anomaly["id"], meter_id=anomaly["meter_id"],
-                channel=channel, status=status, detail=detail, sent_at_ms=now)
-                .on_conflict_do_nothing(index_elements=["rule_id", "anomaly_id", "channel"]).returning(Alert.id))
+            if "alert_event" in anomaly:  # an incident's event: once per rule, incident, event and channel
+                stmt = (_insert(session, Alert).values(
+                    rule_id=rule.id, rule_name=rule.name, anomaly_id=None, incident_id=anomaly["incident_id"],
+                    incident_event=anomaly["alert_event"], meter_id=anomaly["meter_id"], channel=channel,
+                    status=status, detail=detail, sent_at_ms=now)
+                    .on_conflict_do_nothing(index_elements=["rule_id", "incident_id", "incident_event", "channel"])
+                    .returning(Alert.id))
+            else:
+                stmt = (_insert(session, Alert).values(
+                    rule_id=rule.id, rule_name=rule.name, anomaly_id=anomaly["id"], meter_id=anomaly["meter_id"],
+                    channel=channel, status=status, detail=detail, sent_at_ms=now)
+                    .on_conflict_do_nothing(index_elements=["rule_id", "anomaly_id", "channel"]).returning(Alert.id))
             alert_id = session.scalar(stmt)
         return alert_id, status, detail
 
@@ -371,7 +434,11 @@ class AlertDispatcher:
 
     def _send_webhook(self, rule: AlertRule, anomaly: dict[str, Any], url: str) -> str:
         destination = self.webhooks.check(url)  # again now: the name may resolve elsewhere than at creation
-        payload = {"rule": {"id": rule.id, "name": rule.name}, "anomaly": anomaly}
+        if "alert_event" in anomaly:
+            incident = {k: v for k, v in anomaly.items() if k != "alert_event"}
+            payload = {"rule": {"id": rule.id, "name": rule.name}, "event": anomaly["alert_event"], "incident": incident}
+        else:
+            payload = {"rule": {"id": rule.id, "name": rule.name}, "anomaly": anomaly}
         response = self._http.post(destination.url, content=json.dumps(payload), extensions=destination.extensions,
                                    headers={**destination.headers, "Content-Type": "application/json",
                                             "User-Agent": "wattsup-dashboard"})
@@ -383,7 +450,7 @@ class AlertDispatcher:
         s = self.settings
         if not s.smtp_host:
             raise NoSmtpServer("delivery failed: no SMTP server configured (WATTSUP_DASHBOARD_SMTP_HOST)")
-        subject, body = email_text(rule, anomaly)
+        subject, body = incident_email_text(rule, anomaly) if "alert_event" in anomaly else email_text(rule, anomaly)
         message = EmailMessage()
         message["From"] = s.smtp_sender
         message["To"] = to

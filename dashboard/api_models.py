@@ -55,6 +55,8 @@ class Anomaly(UploadAnomaly):
     """A stored anomaly."""
 
     id: int
+    suppressed_by: str | None = Field(None, description="feedback_scope or feedback_severity when operator feedback "
+                                                        "suppressed it (listed only with include_suppressed); null: it stands.")
 
 
 class AnomalyPage(BaseModel):
@@ -202,7 +204,9 @@ class AlertItem(BaseModel):
     id: int
     rule_id: int
     rule_name: str
-    anomaly_id: int
+    anomaly_id: int | None = Field(description="The anomaly alerted; null for an incident's alert.")
+    incident_id: str | None = Field(None, description="The incident alerted (WATTSUP_DASHBOARD_ALERT_ON=incidents).")
+    incident_event: str | None = Field(None, description="opened, escalated:<severity> or closed.")
     meter_id: str
     channel: Literal["webhook", "email"]
     status: Literal["sent", "failed", "suppressed", "pending", "retrying"] = Field(
@@ -249,3 +253,55 @@ def documented(model: type[_PydanticModel], errors: dict[int, str] | None = None
     for code, (refusal, text) in (refusals or {}).items():
         responses[code] = {"model": refusal, "description": text}
     return {"response_model": None, "responses": responses}
+
+
+class Incident(BaseModel):
+    """An incident: a meter's consecutive anomalies of one kind, as its newest record says."""
+
+    incident_id: str
+    meter_id: str
+    feeder_id: str
+    kind: str
+    status: Literal["open", "closed"]
+    event: str = Field(description="What its newest record reported: opened, updated, escalated or closed.")
+    started: str = Field(description="Timestamp of its first anomalous reading (ISO 8601 UTC).")
+    last_seen: str
+    ended: str | None = Field(description="When it closed (data time); null while open.")
+    closed_by: str | None = Field(description="recovered or operator; null while open.")
+    interval_seconds: int
+    duration_seconds: float = Field(description="From the start of its first anomalous interval to its close (or its "
+                                                "latest anomaly while open).")
+    peak_severity: Severity
+    readings: int
+    energy_delta_kwh: float = Field(description="Observed minus baseline over its anomalous readings: positive an "
+                                                "excess, negative a shortfall (kWh).")
+    worst_timestamp: str
+    worst_score: float
+    causes: list[Cause]
+    revision: int
+
+
+class IncidentPage(BaseModel):
+    items: list[Incident]
+    total: int
+    limit: int
+    offset: int
+
+
+class IncidentDetail(BaseModel):
+    incident: Incident
+    anomalies: list[Anomaly] = Field(description="Its anomalous readings (the red points of its chart).")
+
+
+class FeedbackMarkOut(BaseModel):
+    """A mark as written to the feedback topic."""
+
+    meter_id: str
+    kind: str
+    verdict: Literal["confirmed", "false_alarm", "expected"]
+    incident_id: str | None
+    expires_at: str | None = Field(description="End of the scope (data time); null: until revoked.")
+    close_incident: bool
+    revoked: bool
+    operator: str | None
+    note: str | None

@@ -41,6 +41,8 @@ def anomaly_filter(
     severity: Annotated[list[str] | None, Query(description="INFO, WARNING, CRITICAL; repeat or comma-separate")] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
+    include_suppressed: Annotated[bool, Query(description="Also anomalies operator feedback suppressed "
+                                                          "(their suppressed_by says why)")] = False,
 ) -> AnomalyFilter:
     severities = [s.strip().upper() for value in severity or [] for s in value.split(",") if s.strip()]
     bad = [s for s in severities if s not in SEVERITIES]
@@ -48,7 +50,8 @@ def anomaly_filter(
         raise HTTPException(422, [{"loc": ["query", "severity"], "type": "enum",
                                    "msg": f"unknown severity {', '.join(bad)}; expected one of {', '.join(SEVERITIES)}"}])
     flt = AnomalyFilter(meter_id=meter_id or None, feeder_id=feeder_id or None, severities=severities,
-                        since_ms=to_ms(since) if since else None, until_ms=to_ms(until) if until else None)
+                        since_ms=to_ms(since) if since else None, until_ms=to_ms(until) if until else None,
+                        include_suppressed=include_suppressed)
     if flt.since_ms is not None and flt.until_ms is not None and flt.since_ms > flt.until_ms:
         raise HTTPException(422, [{"loc": ["query", "since"], "type": "value_error",
                                    "msg": "since is after until"}])

@@ -138,6 +138,7 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
         return HTMLResponse(html, headers={"Content-Security-Policy": docs_policy(html)})
 
     from dashboard.api_events import router as events_router
+    from dashboard.api_incidents import router as incidents_router
     from dashboard.api_read import router as read_router
     from dashboard.api_session import router as session_router
     from dashboard.api_write import router as write_router
@@ -145,6 +146,7 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
     app.include_router(session_router)
     app.include_router(read_router)
     app.include_router(write_router)
+    app.include_router(incidents_router)
     app.include_router(events_router)
     document_common_answers(app, [session_router, read_router, write_router, events_router])
 
@@ -161,6 +163,7 @@ def create_app(settings: DashboardSettings | None = None, *, consume: bool | Non
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         service.metrics.sse_clients.set(service.hub.clients)
+        service.count_open_incidents()
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     if (STATIC_DIR / "index.html").exists():

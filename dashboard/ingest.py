@@ -1,4 +1,4 @@
-"""Follow the anomalies, readings and forecasts topics and store them exactly once.
+"""Follow the anomalies, readings, forecasts and incidents topics and store them exactly once.
 
 The ingest is a member of a Kafka consumer group (``WATTSUP_DASHBOARD_INGEST_GROUP_ID``; by default one
 group per database), so dashboard replicas on one PostgreSQL database share the topics' partitions:
@@ -11,7 +11,7 @@ batch stores only messages of partitions the replica still owns; a replica that 
 without knowing (its session expired mid-batch) can still commit one late batch, whose rows are
 re-deliveries (unique keys keep them out) and whose offsets never move a partition backwards.
 
-The assignor is ``range``: each replica gets the same partition numbers of the three topics, so the
+The assignor is ``range``: each replica gets the same partition numbers of the four topics, so the
 heavy readings topic is spread evenly and a feeder's readings, anomalies and forecasts are stored by
 one replica. One dashboard alone (the SQLite default) owns every partition.
 
@@ -37,12 +37,12 @@ from dashboard.live_feed import notify_stored
 from dashboard.metrics import DashboardMetrics
 from dashboard.models import Reading
 from dashboard.settings import DashboardSettings
-from dashboard.store import IngestBatch, StoredBatch, prune_readings, store_batch, stored_offsets
+from dashboard.store import IngestBatch, StoredBatch, incident_row, prune_readings, store_batch, stored_offsets
 from dashboard.timeutil import DAY_MS, iso, now_ms
 from foundation.kafka_logging import RateLimitedLog, quiet_config, retry_wait
 from readings.columns import BAD_ID, FUTURE_TIMESTAMP, ReadingColumns, decode_into
 from schemas.limits import identifier_problem
-from schemas.serde import ANOMALY, FORECAST, SerdeError, make_serde
+from schemas.serde import ANOMALY, FORECAST, INCIDENT, SerdeError, make_serde
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ RETRY_SECONDS = 5.0
 PARTITION_CHECK_SECONDS = 30.0
 """How often the topics' metadata is refreshed, so partitions added later are followed (a rebalance assigns them)."""
 ASSIGNOR = "range"
-"""Per topic, partition ranges by member: the same numbers of the three topics go to one replica, so the heavy
+"""Per topic, partition ranges by member: the same numbers of the four topics go to one replica, so the heavy
 readings topic is spread evenly (an assignor balancing the total count may give one replica all of it)."""
 REFUSAL_LOG_SECONDS = 60.0
 """Refused records are logged as one summary line per this period, never one line per record: a fleet
@@ -113,7 +113,7 @@ class KafkaIngest:
     # -- the loop -----------------------------------------------------------------------
     @property
     def topic_names(self) -> list[str]:
-        return [self.topics.anomalies, self.topics.readings, self.topics.forecasts]
+        return [self.topics.anomalies, self.topics.readings, self.topics.forecasts, self.topics.incidents]
 
     def _consumer(self) -> Consumer:
         return Consumer({
@@ -130,7 +130,7 @@ class KafkaIngest:
         })
 
     def _topics_exist(self, consumer: Consumer) -> bool:
-        """Whether Kafka answers and the three topics exist (said, at most once a minute, when not)."""
+        """Whether Kafka answers and the four topics exist (said, at most once a minute, when not)."""
         try:
             # A short timeout: this is retried, and a stop request must not wait long for it.
             metadata = consumer.list_topics(timeout=TOPIC_WAIT_SECONDS)
@@ -261,6 +261,14 @@ class KafkaIngest:
                         batch.anomalies.append(record)
                     else:
                         raise SerdeError(f"unexpected record type {name}")
+                elif topic == self.topics.incidents:
+                    name, record = self.serde.decode(value, raw_timestamps=True)
+                    if name != INCIDENT:
+                        raise SerdeError(f"unexpected record type {name}")
+                    if identifier_problem(record["meter_id"]) is None and identifier_problem(record["feeder_id"]) is None:
+                        batch.incidents.append(incident_row(record))
+                    else:
+                        self._count_refusal(topic, "bad_id", record["meter_id"], record["started"])
                 elif topic == self.topics.forecasts:
                     name, record = self.serde.decode(value, raw_timestamps=True)
                     if name != FORECAST:
@@ -291,7 +299,8 @@ class KafkaIngest:
         self.metrics.records_ingested.labels(topic=self.topics.anomalies).inc(len(stored.anomalies))
         self.metrics.records_ingested.labels(topic=self.topics.readings).inc(len(stored.readings))
         self.metrics.records_ingested.labels(topic=self.topics.forecasts).inc(stored.forecasts)
-        if self.on_stored is not None and (stored.anomalies or stored.readings):
+        self.metrics.records_ingested.labels(topic=self.topics.incidents).inc(stored.incidents)
+        if self.on_stored is not None and (stored.anomalies or stored.readings or stored.incident_events):
             try:
                 self.on_stored(stored)
             except Exception:  # noqa: BLE001 - a listener's failure must not stop the ingest

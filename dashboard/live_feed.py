@@ -69,6 +69,8 @@ def notify_stored(session: Session, origin: str, stored: StoredBatch) -> None:
         head["f"] = feeders if len(feeders) <= FEEDERS_PER_NOTICE else None
     payloads, current = [], head
     for anomaly in stored.anomalies:
+        if anomaly.get("suppressed_by"):
+            continue  # suppressed by operator feedback: no live event, no alert on any replica
         current["a"].append(anomaly["id"])
         if len(json.dumps(current)) > PAYLOAD_BYTES:
             current["a"].pop()

@@ -54,11 +54,16 @@ class DashboardMetrics:
         self.partitions_owned = Gauge(
             "wattsup_dashboard_ingest_partitions_owned",
             "Topic partitions this replica's ingest owns in the dashboard's consumer group (summed over the replicas: "
-            "every partition of the anomalies, readings and forecasts topics).", registry=self.registry)
+            "every partition of the anomalies, readings, forecasts and incidents topics).", registry=self.registry)
         self.feed_notifications = Counter(
             "wattsup_dashboard_feed_notifications_total",
             "Notices of stored records received from the database (PostgreSQL LISTEN), by origin: other (stored by "
             "another replica, fanned out to this one's live clients) or self.", ["origin"], registry=self.registry)
+        self.incidents_open = Gauge(
+            "wattsup_dashboard_incidents_open",
+            "Open incidents in the database, by kind and peak severity, counted when scraped (every replica on one "
+            "database reports the same fleet-wide figure: take max, not sum, over instances).",
+            ["kind", "severity"], registry=self.registry)
         self.readings_rejected = Counter(
             "wattsup_dashboard_readings_rejected_total", "Readings rejected by POST /api/v1/readings (dead-lettered).",
             registry=self.registry)

@@ -50,6 +50,40 @@ class Anomaly(Base):
     causes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     model_version: Mapped[str] = mapped_column(String(64))
     detected_at_ms: Mapped[int] = mapped_column(BigInteger)
+    suppressed_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Why operator feedback suppressed it (Anomaly schema version 3), or null: suppressed anomalies are kept,
+    shown by the API only on request, and never alerted."""
+
+
+class Incident(Base):
+    """The newest record (highest revision) of each incident on the incidents topic."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_status_started", "status", "started_ms"),
+        Index("ix_incidents_feeder", "feeder_id"),
+        Index("ix_incidents_meter", "meter_id"),
+    )
+
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meter_id: Mapped[str] = mapped_column(String(128))
+    feeder_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(16))
+    started_ms: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int] = mapped_column(BigInteger)
+    ended_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    closed_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    peak_severity: Mapped[str] = mapped_column(String(16))
+    readings: Mapped[int] = mapped_column(Integer)
+    energy_delta_kwh: Mapped[float] = mapped_column(Float)
+    worst_timestamp_ms: Mapped[int] = mapped_column(BigInteger)
+    worst_score: Mapped[float] = mapped_column(Float)
+    causes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class Reading(Base):
@@ -129,11 +163,13 @@ class AlertRule(Base):
 
 
 class Alert(Base):
-    """One alert decision; (rule, anomaly, channel) is unique so an anomaly is never alerted twice."""
+    """One alert decision; (rule, anomaly, channel), or (rule, incident, event, channel), is unique so nothing is
+    alerted twice."""
 
     __tablename__ = "alerts"
     __table_args__ = (
         UniqueConstraint("rule_id", "anomaly_id", "channel", name="uq_alerts_rule_anomaly_channel"),
+        UniqueConstraint("rule_id", "incident_id", "incident_event", "channel", name="uq_alerts_rule_incident_event_channel"),
         Index("ix_alerts_rule_meter_sent", "rule_id", "meter_id", "sent_at_ms"),
         Index("ix_alerts_status_next", "status", "next_attempt_ms"),
     )
@@ -141,7 +177,11 @@ class Alert(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"))
     rule_name: Mapped[str] = mapped_column(String(128))
-    anomaly_id: Mapped[int] = mapped_column(ForeignKey("anomalies.id", ondelete="CASCADE"))
+    anomaly_id: Mapped[int | None] = mapped_column(ForeignKey("anomalies.id", ondelete="CASCADE"), nullable=True)
+    """The anomaly alerted (``alert_on`` anomalies), or null for an incident's alert."""
+    incident_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    incident_event: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    """opened, escalated:<severity> or closed: each alerted once per rule and channel."""
     meter_id: Mapped[str] = mapped_column(String(128))
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))

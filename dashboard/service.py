@@ -99,8 +99,27 @@ class DashboardService:
         self.engine.dispose()
 
     # -- stored records fan out to live clients and alerts ----------------------------
+    def count_open_incidents(self) -> None:
+        """Refresh ``wattsup_dashboard_incidents_open`` from the database (at each scrape)."""
+        from dashboard.store import INCIDENT_KINDS, SEVERITIES, open_incidents_by_kind_and_severity
+
+        try:
+            with self.sessions() as session:
+                counts = open_incidents_by_kind_and_severity(session)
+        except Exception:  # noqa: BLE001 - a locked or unreachable database must not fail the scrape
+            log.warning("could not count open incidents for the metrics", exc_info=True)
+            return
+        gauge = self.metrics.incidents_open
+        gauge.clear()
+        # every known kind and severity, zeros included: a bounded set (27 series), and "none open" is data
+        for kind in sorted({*INCIDENT_KINDS, *(k for k, _ in counts)}):
+            for severity in SEVERITIES:
+                gauge.labels(kind=kind, severity=severity).set(counts.get((kind, severity), 0))
+
     def _on_stored(self, stored: StoredBatch) -> None:
-        if stored.anomalies:
+        if self.settings.alert_on == "incidents":
+            self.alerts.submit_incident_events(stored.incident_events)
+        elif stored.anomalies:
             self.alerts.submit(stored.anomalies)
         if not self.hub.clients:
             return
@@ -109,7 +128,8 @@ class DashboardService:
                      "kwh": r["kwh"]} for r in stored.readings if r["meter_id"] in meters]
         feeders = self.hub.watched_feeders()
         sums = self.ingest.feeder_sums(stored, feeders) if feeders and self.ingest is not None else []
-        self.hub.publish_threadsafe(stored.anomalies, readings, sums)
+        standing = [a for a in stored.anomalies if not a.get("suppressed_by")]  # suppressed: on request only
+        self.hub.publish_threadsafe(standing, readings, sums)
 
     # -- Kafka clients on demand ------------------------------------------------------
     def reading_sender(self) -> Any:

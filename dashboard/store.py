@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dashboard.models import Anomaly, ConsumerOffset, Forecast, Meter, Reading
+from dashboard.models import Anomaly, ConsumerOffset, Forecast, Incident, Meter, Reading
 from dashboard.timeutil import DAY_MS, HOUR_MS, iso, now_ms
 
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
@@ -44,6 +45,8 @@ class IngestBatch:
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     readings: list[dict[str, Any]] = field(default_factory=list)
     forecasts: list[dict[str, Any]] = field(default_factory=list)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    """Incident table rows (:func:`incident_row`)."""
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """(topic, partition) -> next offset to read."""
 
@@ -57,6 +60,11 @@ class StoredBatch:
     readings: list[dict[str, Any]] = field(default_factory=list)
     """Stored readings: meter_id, feeder_id, timestamp_ms, kwh."""
     forecasts: int = 0
+    incidents: int = 0
+    """Incident records applied (a newer revision than the stored one)."""
+    incident_events: list[dict[str, Any]] = field(default_factory=list)
+    """What alerts may fire on: an incident's opening, escalation and closing, each an Incident object with
+    ``alert_event`` (``opened``, ``escalated:<severity>``, ``closed``), once each whatever the re-deliveries."""
 
 
 def _anomaly_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +75,26 @@ def _anomaly_row(record: dict[str, Any]) -> dict[str, Any]:
         "band_residual": record.get("band_residual"), "baseline": record.get("baseline"), "score": record["score"],
         "severity": record["severity"], "kind": record.get("kind"), "causes": list(record.get("causes") or []),
         "model_version": record["model_version"], "detected_at_ms": int(record["detected_at"]),
+        "suppressed_by": record.get("suppressed_by"),
+    }
+
+
+INCIDENT_COLUMNS = ("incident_id", "meter_id", "feeder_id", "kind", "status", "event", "started_ms", "last_seen_ms",
+                    "ended_ms", "closed_by", "interval_seconds", "peak_severity", "readings", "energy_delta_kwh",
+                    "worst_timestamp_ms", "worst_score", "causes", "revision", "updated_ms")
+
+
+def incident_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A table row of an ``Incident`` Avro record (timestamps as ms)."""
+    return {
+        "incident_id": record["incident_id"], "meter_id": record["meter_id"], "feeder_id": record["feeder_id"],
+        "kind": record["kind"], "status": record["status"], "event": record["event"],
+        "started_ms": int(record["started"]), "last_seen_ms": int(record["last_seen"]),
+        "ended_ms": None if record.get("ended") is None else int(record["ended"]), "closed_by": record.get("closed_by"),
+        "interval_seconds": int(record["interval_seconds"]), "peak_severity": record["peak_severity"],
+        "readings": int(record["readings"]), "energy_delta_kwh": float(record["energy_delta_kwh"]),
+        "worst_timestamp_ms": int(record["worst_timestamp"]), "worst_score": float(record["worst_score"]),
+        "causes": list(record.get("causes") or []), "revision": int(record["revision"]), "updated_ms": int(record["updated"]),
     }
 
 
@@ -115,6 +143,25 @@ def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
         )
         connection.execute(stmt, list(newest.values()))
         stored.forecasts = len(newest)
+    if batch.incidents:
+        newest_incident: dict[str, dict[str, Any]] = {}
+        for r in batch.incidents:
+            if r["revision"] > newest_incident.get(r["incident_id"], {"revision": -1})["revision"]:
+                newest_incident[r["incident_id"]] = r
+        table = Incident.__table__
+        before = {r.incident_id: r for r in session.execute(
+            select(Incident.incident_id, Incident.status, Incident.peak_severity, Incident.revision)
+            .where(Incident.incident_id.in_(list(newest_incident))))}
+        for ident in sorted(newest_incident):
+            stored.incident_events += _transitions(before.get(ident), newest_incident[ident])
+        stmt = _insert(session, table)
+        stmt = stmt.on_conflict_do_update(  # a re-delivered, older revision never replaces a newer one
+            index_elements=["incident_id"],
+            set_={c: stmt.excluded[c] for c in INCIDENT_COLUMNS if c != "incident_id"},
+            where=table.c.revision < stmt.excluded.revision,
+        )
+        connection.execute(stmt, [newest_incident[k] for k in sorted(newest_incident)])
+        stored.incidents = len(newest_incident)
     if batch.offsets:
         rows = [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in sorted(batch.offsets.items())]
         stmt = _insert(session, ConsumerOffset).values(rows)
@@ -125,6 +172,25 @@ def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
             set_={"next_offset": _greater(session)(ConsumerOffset.next_offset, stmt.excluded.next_offset)})
         session.execute(stmt)
     return stored
+
+
+def _transitions(before: Any, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alertable changes from the stored state of an incident (None: never seen) to a newer record."""
+    if before is not None and before.revision >= row["revision"]:
+        return []
+    events = []
+    if before is None:
+        events.append("opened")
+    elif SEVERITIES.index(row["peak_severity"]) > SEVERITIES.index(before.peak_severity):
+        events.append(f"escalated:{row['peak_severity']}")
+    if row["status"] == "closed" and (before is None or before.status != "closed"):
+        events.append("closed")
+    out = []
+    for event in events:
+        payload = incident_json(SimpleNamespace(**row))
+        payload["alert_event"] = event
+        out.append(payload)
+    return out
 
 
 def _greater(session: Session) -> Any:
@@ -184,6 +250,7 @@ def anomaly_json(row: Any) -> dict[str, Any]:
         "band_residual": get("band_residual"), "baseline": get("baseline"), "score": get("score"),
         "severity": get("severity"), "kind": get("kind"), "causes": get("causes") or [],
         "model_version": get("model_version"), "detected_at": iso(get("detected_at_ms")),
+        "suppressed_by": get("suppressed_by"),
     }
 
 
@@ -194,8 +261,12 @@ class AnomalyFilter:
     severities: Sequence[str] = ()
     since_ms: int | None = None
     until_ms: int | None = None
+    include_suppressed: bool = False
+    """Suppressed anomalies (operator feedback) are left out unless asked for."""
 
     def apply(self, query: Select[Any]) -> Select[Any]:
+        if not self.include_suppressed:
+            query = query.where(Anomaly.suppressed_by.is_(None))
         if self.meter_id:
             query = query.where(Anomaly.meter_id == self.meter_id)
         if self.feeder_id:
@@ -318,3 +389,72 @@ def series(session: Session, *, meter_id: str | None, feeder_id: str | None, sin
     anomalies = [anomaly_json(r) for r in session.scalars(
         anomaly_filter.apply(select(Anomaly)).order_by(Anomaly.timestamp_ms, Anomaly.id).limit(5000))]
     return {"key": key, "readings": readings, "forecast": forecast, "anomalies": anomalies}
+
+
+# -- incidents -----------------------------------------------------------------------------
+INCIDENT_STATES = ("open", "closed")
+INCIDENT_KINDS = ("outage", "stuck", "spike", "high_load", "dip", "drift", "catch_up", "level_shift", "unknown")
+"""Kinds of anomaly an incident can be of (detection/explain.py), plus ``unknown`` for an anomaly without one."""
+
+
+def incident_json(row: Any) -> dict[str, Any]:
+    """The API's Incident object from an ORM row: times as ISO strings, duration in seconds."""
+    ended = row.ended_ms
+    last = ended if ended is not None else row.last_seen_ms
+    return {
+        "incident_id": row.incident_id, "meter_id": row.meter_id, "feeder_id": row.feeder_id, "kind": row.kind,
+        "status": row.status, "event": row.event, "started": iso(row.started_ms), "last_seen": iso(row.last_seen_ms),
+        "ended": iso(ended) if ended is not None else None, "closed_by": row.closed_by,
+        "interval_seconds": row.interval_seconds,
+        "duration_seconds": (last - row.started_ms) / 1000.0 + row.interval_seconds,
+        "peak_severity": row.peak_severity, "readings": row.readings, "energy_delta_kwh": row.energy_delta_kwh,
+        "worst_timestamp": iso(row.worst_timestamp_ms), "worst_score": row.worst_score, "causes": row.causes or [],
+        "revision": row.revision,
+    }
+
+
+@dataclass
+class IncidentFilter:
+    feeder_id: str | None = None
+    meter_id: str | None = None
+    kinds: Sequence[str] = ()
+    state: str | None = None
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.feeder_id:
+            query = query.where(Incident.feeder_id == self.feeder_id)
+        if self.meter_id:
+            query = query.where(Incident.meter_id == self.meter_id)
+        if self.kinds:
+            query = query.where(Incident.kind.in_(list(self.kinds)))
+        if self.state:
+            query = query.where(Incident.status == self.state)
+        return query
+
+
+def list_incidents(session: Session, flt: IncidentFilter, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of incidents, open ones first, then newest first; and how many match in all."""
+    total = session.scalar(flt.apply(select(func.count()).select_from(Incident))) or 0
+    open_first = (Incident.status == "open").desc()
+    rows = session.scalars(flt.apply(select(Incident)).order_by(open_first, Incident.started_ms.desc(),
+                                                                Incident.incident_id).limit(limit).offset(offset))
+    return [incident_json(r) for r in rows], int(total)
+
+
+def get_incident(session: Session, incident_id: str) -> Incident | None:
+    return session.get(Incident, incident_id)
+
+
+def incident_anomalies(session: Session, incident: Incident) -> list[dict[str, Any]]:
+    """The anomalies of an incident's meter and kind from its start to its last anomaly (its red points)."""
+    rows = session.scalars(select(Anomaly).where(
+        Anomaly.meter_id == incident.meter_id, Anomaly.kind == incident.kind,
+        Anomaly.timestamp_ms >= incident.started_ms, Anomaly.timestamp_ms <= incident.last_seen_ms,
+        Anomaly.suppressed_by.is_(None)).order_by(Anomaly.timestamp_ms).limit(5000))
+    return [anomaly_json(r) for r in rows]
+
+
+def open_incidents_by_kind_and_severity(session: Session) -> dict[tuple[str, str], int]:
+    rows = session.execute(select(Incident.kind, Incident.peak_severity, func.count())
+                           .where(Incident.status == "open").group_by(Incident.kind, Incident.peak_severity))
+    return {(k, s): int(n) for k, s, n in rows}

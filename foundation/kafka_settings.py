@@ -85,5 +85,7 @@ class TopicNames(BaseSettings):
     anomalies: str = "wattsup.anomalies"
     dead_letters: str = "wattsup.dead-letters"
     control: str = "wattsup.control"
+    incidents: str = "wattsup.incidents"
+    feedback: str = "wattsup.feedback"
     partitions: int = 8
     retention_ms: int = 7 * 24 * 3600 * 1000

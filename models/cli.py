@@ -31,6 +31,9 @@ def train(
     since: datetime | None = typer.Option(None, help="With --from-kafka: readings at or after this time (UTC)."),
     until: datetime | None = typer.Option(None, help="With --from-kafka: readings before this time (UTC)."),
     model_dir: Path | None = typer.Option(None, help="Where versions are kept (WATTSUP_MODEL_DIR)."),
+    feedback: bool | None = typer.Option(None, "--feedback/--no-feedback",
+                                         help="Leave readings of incidents operators confirmed (the feedback topic) "
+                                              "out of the history; default: with --from-kafka."),
     forecasts: bool = typer.Option(True, "--forecasts/--no-forecasts",
                                    help="Replay the forecaster over the history (WATTSUP_FORECAST_* settings) so the "
                                         "detector learns forecast residuals; --no-forecasts is quicker."),
@@ -69,6 +72,8 @@ def train(
                          f"simulated:{simulate_meters}x{simulate_days}d@{interval},seed={seed},archetypes={archetypes}")
     else:
         raise typer.BadParameter("give --from-kafka, --csv FILE or --simulate-meters N")
+    if feedback if feedback is not None else from_kafka:
+        frame = _without_confirmed_anomalies(frame)
     replayed = None
     if forecasts:
         with console.status("replaying the forecaster over the history"):
@@ -82,6 +87,24 @@ def train(
                            source=source, forecasts=replayed, calendar=FleetCalendar.from_clock(FleetClock()))
     console.print(f"trained model [bold]{model.version}[/bold] on {model.metadata.rows} readings of "
                   f"{model.metadata.meters} meters ({model.metadata.forecast_coverage:.0%} with a forecast) -> {model.path}")
+
+
+def _without_confirmed_anomalies(frame):
+    """The history less the readings of incidents operators confirmed: real anomalies are not usage to learn."""
+    from detection.feedback import confirmed_readings
+    from feedback.topic import read_marks
+    from foundation.kafka_settings import KafkaConnection, TopicNames
+    from schemas.serde import make_serde
+
+    connection = KafkaConnection()
+    marks = read_marks(connection, TopicNames(), make_serde(connection.schema_registry_url,
+                                                            **connection.registry_config()))
+    from foundation.timeutil import epoch_ms
+
+    inside = confirmed_readings(frame["meter_id"].to_numpy(), epoch_ms(frame["timestamp"]), marks)
+    console.print(f"left out {int(inside.sum())} readings of {sum(m.verdict == 'confirmed' and not m.revoked for m in marks)} "
+                  "confirmed incidents (operator feedback)")
+    return frame.loc[~inside].reset_index(drop=True)
 
 
 @app.command("list")

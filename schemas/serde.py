@@ -49,9 +49,11 @@ METER_READING_BATCH = "io.wattsup.readings.MeterReadingBatch"
 FORECAST = "io.wattsup.forecasts.Forecast"
 ANOMALY = "io.wattsup.anomalies.Anomaly"
 DEAD_LETTER = "io.wattsup.deadletters.DeadLetter"
+INCIDENT = "io.wattsup.incidents.Incident"
+FEEDBACK_MARK = "io.wattsup.feedback.FeedbackMark"
 
 # Dependencies first: a schema may refer to a named type defined in an earlier file.
-_LOAD_ORDER = ("meter_reading", "meter_reading_batch", "forecast", "anomaly", "dead_letter")
+_LOAD_ORDER = ("meter_reading", "meter_reading_batch", "forecast", "anomaly", "dead_letter", "incident", "feedback_mark")
 
 
 class SerdeError(ValueError):

@@ -25,7 +25,7 @@ from foundation.kafka_clients import producer_config
 from foundation.kafka_logging import RateLimitedLog, quiet_config
 from foundation.kafka_settings import KafkaConnection
 from schemas.partitioning import partition_for
-from schemas.serde import ANOMALY
+from schemas.serde import ANOMALY, INCIDENT
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,13 @@ class AnomalyDeliveryError(RuntimeError):
 
 
 class AnomalyPublisher:
-    """Sends each anomaly to its feeder's partition, keyed by meter id (idempotent, acks=all)."""
+    """Sends each anomaly to its feeder's partition, keyed by meter id (idempotent, acks=all), and each
+    incident record to the same partition number of the incidents topic, keyed by incident id."""
 
-    def __init__(self, connection: KafkaConnection, topic: str, partitions: int, serde: Any) -> None:
+    def __init__(self, connection: KafkaConnection, topic: str, partitions: int, serde: Any,
+                 incidents_topic: str | None = None) -> None:
         self.topic = topic
+        self.incidents_topic = incidents_topic
         self.partitions = partitions
         self.serde = serde
         self._producer = Producer(producer_config(connection, **{
@@ -59,23 +62,29 @@ class AnomalyPublisher:
         if err is not None:
             self._failed.append(str(err))
 
-    async def publish(self, anomalies: list[dict[str, Any]]) -> None:
+    async def publish(self, anomalies: list[dict[str, Any]], incidents: list[dict[str, Any]] | None = None) -> None:
         """Send and wait for every acknowledgement, however long the broker is away.
+
+        Incident records (``incidents``) go with the batch's anomalies, in the same wait: durable
+        before the state that includes them is written, like the anomalies.
 
         Every record is encoded before the first is sent, so a schema registry that is away
         (``RegistryUnavailableError``) leaves nothing half sent and the caller can try again.
         Raises :class:`AnomalyDeliveryError` if the broker refuses a record for good.
         """
-        if not anomalies:
+        incidents = incidents if self.incidents_topic else []
+        if not anomalies and not incidents:
             return
-        encoded = [(a["meter_id"].encode(), self.serde.encode(ANOMALY, a), partition_for(a["feeder_id"], self.partitions))
-                   for a in anomalies]
+        encoded = [(self.topic, a["meter_id"].encode(), self.serde.encode(ANOMALY, a),
+                    partition_for(a["feeder_id"], self.partitions)) for a in anomalies]
+        encoded += [(self.incidents_topic, r["incident_id"].encode(), self.serde.encode(INCIDENT, r),
+                     partition_for(r["feeder_id"], self.partitions)) for r in incidents or ()]
         self._failed.clear()
         loop = asyncio.get_running_loop()
-        for key, value, partition in encoded:
+        for topic, key, value, partition in encoded:
             while True:
                 try:
-                    self._producer.produce(self.topic, key=key, value=value, partition=partition,
+                    self._producer.produce(topic, key=key, value=value, partition=partition,
                                            on_delivery=self._delivered)
                     break
                 except BufferError:  # the local queue is full (a long outage): let it drain

@@ -204,7 +204,7 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             # written: a crash may then repeat an anomaly, which the successor filters out
             # (stream_processors/emitted_anomalies.py), but never loses one.
             try:  # waits out a broker outage; the registry may be away for the first anomaly's schema
-                await patient.run("publish anomalies", lambda: publisher.publish(result.anomalies))
+                await patient.run("publish anomalies", lambda: publisher.publish(result.anomalies, result.incidents))
             except AnomalyDeliveryError as exc:
                 # Crash-only: the broker refused an anomaly for good, so this batch must not be marked
                 # done, and Faust would still acknowledge its messages. Stop now; a restarted worker
@@ -212,6 +212,8 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
                 log.critical("stopping the worker: %s", exc)
                 os._exit(70)
             for anomaly in result.anomalies:
+                if anomaly.get("suppressed_by"):
+                    continue  # counted by kind and reason when suppressed (stream_processors/incidents.py)
                 metrics.ANOMALIES.labels(severity=anomaly["severity"]).inc()
                 metrics.FEEDER_ANOMALIES.labels(feeder=anomaly["feeder_id"]).inc()
             scorer.persist(result.touched_feeders)
@@ -231,6 +233,7 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
         metrics.FEEDERS_TRACKED.set(len(feeder_state))
         metrics.METERS_TRACKED.set(scorer.meters_tracked)
         metrics.FORECASTS_TRACKED.set(scorer.forecasts_tracked)
+        metrics.INCIDENTS_TRACKED.set(scorer.incidents.open_count)
         arrivals.flush_due()  # what was held back is told even when no batch follows
 
     @app.timer(interval=5.0)

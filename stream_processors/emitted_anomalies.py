@@ -37,7 +37,11 @@ class ReadBackUnavailable(RuntimeError):
 
 
 class EmittedAnomalies:
-    """Reads back recently emitted anomalies per feeder, one partition at a time."""
+    """Reads back recently emitted anomalies per feeder, one partition at a time.
+
+    Subclasses read back other records the worker emits to its feeders' partitions
+    (:class:`~stream_processors.incident_publishing.EmittedIncidents`) by overriding :meth:`collect`.
+    """
 
     def __init__(self, connection: KafkaConnection, topic: str, partitions: int, serde: Any,
                  timeout: float = 10.0) -> None:
@@ -46,9 +50,14 @@ class EmittedAnomalies:
         self.partitions = partitions
         self.serde = serde
         self.timeout = timeout
-        self._cache: dict[int, tuple[float, int, dict[str, set[tuple[str, int]]]]] = {}
+        self._cache: dict[int, tuple[float, int, dict[str, Any]]] = {}
 
-    def since(self, feeder: str, since_ms: int) -> set[tuple[str, int]]:
+    def collect(self, name: str, record: dict[str, Any], found: dict[str, Any]) -> None:
+        """Note one decoded record of the partition in ``found`` (feeder -> what the caller needs)."""
+        if name == ANOMALY:
+            found.setdefault(record["feeder_id"], set()).add((record["meter_id"], int(record["timestamp"])))
+
+    def since(self, feeder: str, since_ms: int) -> Any:
         """(meter_id, timestamp ms) of the feeder's anomalies written at or after ``since_ms``."""
         partition = partition_for(feeder, self.partitions)
         cached = self._cache.get(partition)
@@ -58,10 +67,10 @@ class EmittedAnomalies:
         self._cache[partition] = (time.monotonic(), since_ms, by_feeder)
         return by_feeder.get(feeder, set())
 
-    def _read_partition(self, partition: int, since_ms: int) -> dict[str, set[tuple[str, int]]]:
+    def _read_partition(self, partition: int, since_ms: int) -> dict[str, Any]:
         consumer = Consumer({**self.connection.confluent_config(), "group.id": f"wattsup-emitted-{uuid.uuid4().hex[:8]}",
                              "enable.auto.commit": False, **quiet_config("emitted-anomalies-consumer")})
-        found: dict[str, set[tuple[str, int]]] = {}
+        found: dict[str, Any] = {}
         try:
             self._read(consumer, partition, since_ms, found)
         except KafkaException as exc:
@@ -70,7 +79,7 @@ class EmittedAnomalies:
             consumer.close()
         return found
 
-    def _read(self, consumer: Consumer, partition: int, since_ms: int, found: dict[str, set[tuple[str, int]]]) -> None:
+    def _read(self, consumer: Consumer, partition: int, since_ms: int, found: dict[str, Any]) -> None:
         """Fill ``found`` from the partition, from ``since_ms`` to its end offset now."""
         start = consumer.offsets_for_times([TopicPartition(self.topic, partition, since_ms)],
                                            timeout=self.timeout)[0].offset
@@ -88,10 +97,9 @@ class EmittedAnomalies:
                     name, record = self.serde.decode(msg.value(), raw_timestamps=True)
                 except SerdeError:
                     continue
-                if name == ANOMALY:
-                    found.setdefault(record["feeder_id"], set()).add((record["meter_id"], int(record["timestamp"])))
+                self.collect(name, record, found)
         if position < end:
             raise ReadBackUnavailable(f"read {self.topic}[{partition}] only up to offset {position} of {end} "
                                       f"within {self.timeout:.0f} s")
-        log.info("read back %d anomalies of %s[%d] emitted since %d to avoid repeating them",
+        log.info("read back %d records of %s[%d] emitted since %d to avoid repeating them",
                  sum(map(len, found.values())), self.topic, partition, since_ms)

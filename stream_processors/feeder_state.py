@@ -17,6 +17,10 @@ the ``fast`` record of its batch is there as well, and loading overlays that rec
 the slot records. The recovered state is then exactly the state after some batch, never a mix
 of two (which would apply a batch's readings to a baseline twice).
 
+The ``fast`` record's header also carries the feeder's open incidents (``incidents``, written and
+loaded through :attr:`FeederState.incidents`), so a recovered state's incidents belong to exactly the
+readings that state has seen.
+
 The decoded state lives in a :class:`~detection.meter_state.MeterStateStore`; a feeder is
 (re)loaded from the table only when the table holds a ``fast`` value other than the one this
 worker last wrote, which is exactly the case after changelog recovery or when a rebalance hands
@@ -50,6 +54,9 @@ class FeederState:
         self._rows: dict[str, np.ndarray] = {}
         """feeder -> store rows of ``members[feeder]``, for persisting without lookups."""
         self._written: dict[str, bytes] = {}
+        self.incidents: Any = None
+        """Kept with the feeder's state when set: ``export_feeder(feeder) -> list`` and
+        ``import_feeder(feeder, list)`` (:class:`stream_processors.incidents.StreamIncidents`)."""
 
     def load(self, feeder: str) -> dict[str, Any] | None:
         """Load the feeder from the table if the table holds state this worker did not write;
@@ -75,6 +82,8 @@ class FeederState:
             if changed:  # the batch's own slots, as they were after it (see the module docstring)
                 target[:, changed] = fast[f"{name}_changed"]
         self.store.import_rows(meters, arrays)
+        if self.incidents is not None:
+            self.incidents.import_feeder(feeder, header.get("incidents", []))
         self.members[feeder] = list(meters)
         self._member_sets[feeder] = set(meters)
         self._rows.pop(feeder, None)
@@ -106,8 +115,10 @@ class FeederState:
             fast = {name: getattr(store, name)[rows] for name in FAST_ARRAYS}
             fast["how_changed"] = store.how[rows[:, None], how]
             fast["hod_changed"] = store.hod[rows[:, None], hod]
-            blob = encode_state({"meters": meters, "persisted_at": int(time.time() * 1000), "h_slots": how,
-                                 "d_slots": hod}, fast)
+            header = {"meters": meters, "persisted_at": int(time.time() * 1000), "h_slots": how, "d_slots": hod}
+            if self.incidents is not None:
+                header["incidents"] = self.incidents.export_feeder(feeder)
+            blob = encode_state(header, fast)
             self.table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
             self._written[feeder] = blob
             for slot in how_slots:

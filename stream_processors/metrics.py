@@ -63,3 +63,27 @@ CONTROL_UPDATES = Counter(
     "wattsup_stream_control_updates_total",
     "Control records (sensitivity settings) this worker applied.",
 )
+ANOMALIES_SUPPRESSED = Counter(
+    "wattsup_stream_anomalies_suppressed_total",
+    "Anomalies suppressed by operator feedback (still published, with suppressed_by), by kind and reason "
+    "(feedback_scope: inside a false-alarm or expected mark's scope; feedback_severity: below the raised severity).",
+    ["kind", "reason"],
+)
+FEEDBACK_MARKS = Counter(
+    "wattsup_stream_feedback_marks_applied_total", "Operator feedback records (marks, revocations) this worker applied.",
+)
+INCIDENTS_OPENED = Counter("wattsup_stream_incidents_opened_total", "Incidents opened, by kind.", ["kind"])
+INCIDENTS_CLOSED = Counter(
+    "wattsup_stream_incidents_closed_total", "Incidents closed, by kind and by whom (recovered, operator).",
+    ["kind", "closed_by"],
+)
+INCIDENT_DURATION = Histogram(
+    "wattsup_stream_incident_duration_seconds",
+    "Time from an incident's first anomalous interval to its close (data time), observed when it closes.",
+    ["kind"], buckets=(900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 86400, 3 * 86400, 7 * 86400),
+)
+INCIDENTS_TRACKED = Gauge("wattsup_stream_incidents_tracked", "Open incidents in this worker's memory.")
+INCIDENT_RECORDS_ALREADY_EMITTED = Counter(
+    "wattsup_stream_incident_records_already_emitted_total",
+    "Incident records not emitted again because a crashed worker had emitted them before its state was saved.",
+)

@@ -25,6 +25,7 @@ from readings.columns import ReadingColumns
 from stream_processors import metrics
 from stream_processors.feeder_state import FeederState
 from stream_processors.forecast_cache import ForecastCache
+from stream_processors.incidents import StreamIncidents
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ EMITTED_MARGIN_MS = 60_000
 @dataclass
 class StreamResult:
     anomalies: list[dict[str, Any]]
+    """Every anomaly to publish; those operator feedback suppressed carry ``suppressed_by``."""
     scored: int
     duplicates: int
     touched_feeders: dict[str, tuple[set[int], set[int]]] = field(default_factory=dict)
@@ -48,6 +50,8 @@ class StreamResult:
     late_example: tuple[str, int] | None = None
     """(meter id, timestamp ms) of the batch's first late reading, for the log."""
     stale_example: tuple[str, int] | None = None
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    """Incident records to publish (opened, updated, escalated, closed)."""
 
 
 class StreamScorer:
@@ -55,9 +59,12 @@ class StreamScorer:
 
     def __init__(self, model_dir: Path, serde: Any, *, sensitivity: Callable[[str], float] | None = None,
                  thresholds: Thresholds | None = None, calendar: FleetCalendar = UTC_CALENDAR,
-                 emitted_since: Callable[[str, int], set[tuple[str, int]]] | None = None) -> None:
+                 emitted_since: Callable[[str, int], set[tuple[str, int]]] | None = None,
+                 incidents: StreamIncidents | None = None) -> None:
         """``emitted_since(feeder, since_ms)`` reads back anomalies already on the topic; without
-        it a recovered worker may repeat anomalies a crashed one emitted just before it died."""
+        it a recovered worker may repeat anomalies a crashed one emitted just before it died.
+        ``incidents`` groups the anomalies into incidents and applies operator feedback (a
+        :class:`StreamIncidents` without read-back when not given)."""
         self.models = ModelReloader(model_dir)
         self.engine = DetectionEngine(self.models.model, MeterStateStore(), sensitivity=sensitivity,
                                       thresholds=thresholds, calendar=calendar)
@@ -65,6 +72,8 @@ class StreamScorer:
         self.feeders = FeederState(self.engine.store)
         self.forecasts = ForecastCache(serde)
         self.emitted_since = emitted_since
+        self.incidents = incidents or StreamIncidents()
+        self.feeders.incidents = self.incidents
         self._already_emitted: dict[str, set[tuple[str, int]]] = {}
         """feeder -> (meter, timestamp) of anomalies a predecessor emitted after its last state write."""
         self._pending_take_over: dict[str, int] = {}
@@ -125,6 +134,7 @@ class StreamScorer:
         for feeder, since in list(self._pending_take_over.items()):
             if self.emitted_since is not None:
                 self._already_emitted[feeder] = self.emitted_since(feeder, since)
+            self.incidents.read_back(feeder, since)
             self.forecasts.load_feeder(feeder)
             del self._pending_take_over[feeder]
 
@@ -148,6 +158,11 @@ class StreamScorer:
             if t > latest[feeder]:
                 latest[feeder] = t
         anomalies = result.anomalies
+        # feedback first: suppressed anomalies form no incident; every anomaly, emitted before or not,
+        # advances the incidents (their records have their own already-emitted filter)
+        standing = self.incidents.judge(anomalies)
+        incidents = self.incidents.observe(columns.meter_ids, columns.feeder_ids, columns.timestamps_ms,
+                                           columns.interval_s, result.features.scored, standing, latest)
         if self._already_emitted and anomalies:
             before = self._already_emitted
             kept = [a for a in anomalies if (a["meter_id"], a["timestamp"]) not in before.get(a["feeder_id"], ())]
@@ -157,7 +172,8 @@ class StreamScorer:
         return StreamResult(anomalies=anomalies, scored=result.scored, duplicates=result.duplicates,
                             touched_feeders=touched, feeder_latest_ms=latest,
                             late=int(late.sum()), stale=int(stale.sum()),
-                            late_example=_first(late, columns), stale_example=_first(stale, columns))
+                            late_example=_first(late, columns), stale_example=_first(stale, columns),
+                            incidents=incidents)
 
 
 def _first(mask: Any, columns: ReadingColumns) -> tuple[str, int] | None:

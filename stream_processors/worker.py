@@ -7,6 +7,7 @@ import logging
 from prometheus_client import start_http_server
 
 from detection.calendar import FleetCalendar
+from feedback.topic import FeedbackFollower
 from foundation.kafka_logging import client_library_throttle
 from foundation.sensitivity import SensitivityWatcher
 from schemas.serde import make_serde
@@ -14,6 +15,7 @@ from stream_processors import metrics
 from stream_processors.anomaly_publisher import AnomalyPublisher
 from stream_processors.app import create_app
 from stream_processors.emitted_anomalies import EmittedAnomalies
+from stream_processors.incidents import EmittedIncidents, StreamIncidents
 from stream_processors.scoring import StreamScorer
 from stream_processors.settings import StreamSettings
 
@@ -48,9 +50,14 @@ def run_worker(settings: StreamSettings) -> None:
     serde = make_serde(settings.kafka.schema_registry_url,
                        **{**settings.kafka.registry_config(), **REGISTRY_CLIENT_CONFIG})
     emitted = EmittedAnomalies(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
+    incidents = StreamIncidents(EmittedIncidents(settings.kafka, settings.topics.incidents, settings.topics.partitions,
+                                                 serde).since)
+    follower = FeedbackFollower(settings.kafka, settings.topics, serde, incidents.on_mark)
+    follower.start()
     scorer = StreamScorer(settings.models.dir, serde, sensitivity=watcher.for_meter, emitted_since=emitted.since,
-                          calendar=FleetCalendar.from_clock(settings.fleet))
-    publisher = AnomalyPublisher(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde)
+                          calendar=FleetCalendar.from_clock(settings.fleet), incidents=incidents)
+    publisher = AnomalyPublisher(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde,
+                                 incidents_topic=settings.topics.incidents)
     app = create_app(settings, scorer, publisher)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -59,3 +66,4 @@ def run_worker(settings: StreamSettings) -> None:
     finally:
         publisher.close()
         watcher.stop()
+        follower.stop()

@@ -40,8 +40,8 @@ class KafkaFixture:
         suffix = uuid.uuid4().hex[:8]
         topics = TopicNames(
             readings=f"readings-{suffix}", forecasts=f"forecasts-{suffix}", anomalies=f"anomalies-{suffix}",
-            dead_letters=f"dead-letters-{suffix}", control=f"control-{suffix}",
-            partitions=partitions or self.topics.partitions,
+            dead_letters=f"dead-letters-{suffix}", control=f"control-{suffix}", incidents=f"incidents-{suffix}",
+            feedback=f"feedback-{suffix}", partitions=partitions or self.topics.partitions,
         )
         ensure_topics(self.connection, topics)
         return topics

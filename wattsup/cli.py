@@ -18,6 +18,7 @@ from forecaster.cli import app as forecast_app
 from models.cli import app as model_app
 from producers.cli import app as produce_app
 from stream_processors.cli import sensitivity, stream
+from wattsup.feedback_commands import app as feedback_app
 from wattsup.offline_commands import detect, evaluate
 
 app = typer.Typer(help="WattsUp: streaming anomaly detection for smart-meter fleets.", no_args_is_help=True)
@@ -27,6 +28,7 @@ app.add_typer(registry_app, name="registry", help="Run a local Apicurio schema r
 app.add_typer(model_app, name="model", help="Train and list detector versions.")
 app.add_typer(dashboard_app, name="dashboard", help="Serve the dashboard: REST API, live events, alerts, the page.")
 app.add_typer(forecast_app, name="forecast", help="Prophet forecasts of expected usage per meter (batch worker).")
+app.add_typer(feedback_app, name="feedback", help="Mark incidents (confirmed, false alarm, expected), export labels.")
 app.command("stream")(stream)
 app.command("sensitivity")(sensitivity)
 app.command("detect")(detect)

@@ -26,9 +26,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -257,10 +257,26 @@ class Demo:
         t = self.settings.broker.topics
         connection = self.settings.broker.kafka.model_copy(update={"bootstrap_servers": self.node.bootstrap_servers})
         try:
-            offsets = topic_offsets(connection, [t.readings, t.anomalies, t.forecasts, t.dead_letters])
+            offsets = topic_offsets(connection, [t.readings, t.anomalies, t.incidents, t.forecasts, t.dead_letters])
         except Exception as exc:  # noqa: BLE001 - a report, not a reason to fail the stop
             return f"(could not read topic offsets: {exc})"
-        return "records per topic: " + ", ".join(f"{name}={sum(ends)}" for name, ends in offsets.items())
+        report = "records per topic: " + ", ".join(f"{name}={sum(ends)}" for name, ends in offsets.items())
+        return report + "\n" + self.incidents_report(connection)
+
+    def incidents_report(self, connection: Any) -> str:
+        """How many incidents the anomalies made: what an operator is alerted to, rather than every reading."""
+        from feedback.topic import read_incidents
+        from schemas.serde import make_serde
+
+        try:
+            incidents = read_incidents(connection, self.settings.broker.topics,
+                                       make_serde(connection.schema_registry_url, **connection.registry_config()))
+        except Exception as exc:  # noqa: BLE001 - a report, not a reason to fail the stop
+            return f"(could not read the incidents: {exc})"
+        open_now = sum(1 for r in incidents.values() if r["status"] == "open")
+        anomalies = sum(r["readings"] for r in incidents.values())
+        return (f"incidents: {len(incidents)} ({open_now} open, {len(incidents) - open_now} closed), grouping "
+                f"{anomalies} anomalies")
 
     def run(self) -> int:
         deadline = None if self.settings.seconds is None else time.monotonic() + self.settings.seconds

@@ -106,7 +106,9 @@ def test_anomaly_object_matches_the_contract(dash):
     dash.store(anomalies=[anomaly_record("M1", T0, "CRITICAL")])
     a = dash.client.get("/api/v1/anomalies").json()["items"][0]
     assert set(a) == {"id", "meter_id", "feeder_id", "timestamp", "observed", "expected", "lower", "upper", "residual",
-                      "band_residual", "baseline", "score", "severity", "kind", "causes", "model_version", "detected_at"}
+                      "band_residual", "baseline", "score", "severity", "kind", "causes", "model_version", "detected_at",
+                      "suppressed_by"}
+    assert a["suppressed_by"] is None  # it stands: not suppressed by operator feedback
     assert (a["expected"], a["baseline"], a["band_residual"]) == (1.0, 1.2, 8.0)
     assert a["timestamp"] == "2026-11-18T11:06:40Z" and a["detected_at"] == "2026-11-18T11:06:41Z"
     assert a["causes"][0] == {"feature": "ratio", "contribution": 0.7, "text": "usage 5x the usual"}

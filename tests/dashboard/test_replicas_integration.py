@@ -39,7 +39,7 @@ from tests.waiting import stop_process, wait_until
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-TOPIC_PARTITIONS = 3 * PARTITIONS  # anomalies, readings, forecasts
+TOPIC_PARTITIONS = 4 * PARTITIONS  # anomalies, readings, forecasts, incidents
 
 
 @dataclass(eq=False)

@@ -11,7 +11,7 @@ import pytest
 from fastavro.schema import fingerprint
 
 from schemas.serde import (
-    ANOMALY, DEAD_LETTER, FORECAST, METER_READING, METER_READING_BATCH, SCHEMA_DIR, SINGLE_OBJECT_MAGIC, SchemaCatalog,
+    ANOMALY, DEAD_LETTER, FEEDBACK_MARK, FORECAST, INCIDENT, METER_READING, METER_READING_BATCH, SCHEMA_DIR, SINGLE_OBJECT_MAGIC, SchemaCatalog,
     SchemaVersion, SerdeError, SingleObjectSerde, make_serde, parse_schema_version, schemaless_encode,
 )
 
@@ -28,7 +28,17 @@ RECORDS = {
     ANOMALY: {"meter_id": "M000001", "feeder_id": "F0001", "timestamp": TS, "observed": 5.0, "expected": 1.2,
               "lower": 0.8, "upper": 1.6, "residual": 3.8, "band_residual": 9.5, "baseline": 1.1, "score": 0.91, "severity": "CRITICAL", "kind": "spike",
               "causes": [{"feature": "baseline_ratio", "contribution": 0.7, "text": "usage 4.2x the usual"}],
-              "model_version": "20260302T000000", "detected_at": TS + 1000},
+              "model_version": "20260302T000000", "detected_at": TS + 1000, "suppressed_by": None},
+    INCIDENT: {"incident_id": "inc-0123456789abcdef0123", "meter_id": "M000001", "feeder_id": "F0001", "kind": "outage",
+               "status": "closed", "event": "closed", "started": TS, "last_seen": TS + 900_000, "ended": TS + 3_600_000,
+               "closed_by": "recovered", "interval_seconds": 900, "peak_severity": "CRITICAL", "readings": 2,
+               "energy_delta_kwh": -0.6, "worst_timestamp": TS + 900_000, "worst_score": 0.8,
+               "causes": [{"feature": "zero_hours", "contribution": 1.0, "text": "no consumption for 2.0 h"}],
+               "revision": 5, "updated": TS + 3_600_000},
+    FEEDBACK_MARK: {"meter_id": "M000001", "kind": "outage", "verdict": "false_alarm", "created_at": TS,
+                    "feeder_id": "F0001", "incident_id": "inc-0123456789abcdef0123", "started": TS,
+                    "ended": TS + 900_000, "expires_at": TS + 86_400_000, "revoked": False, "close_incident": True,
+                    "operator": "ops", "note": "planned work"},
     DEAD_LETTER: {"source": "csv:x.csv", "raw_bytes": None, "raw_text": "a,b,c", "reason": "missing meter_id",
                   "row_number": 3, "first_seen": TS},
 }
@@ -345,10 +355,22 @@ def test_parsed_schemas_are_marked_so_fastavro_does_not_reparse_per_message():
 def test_version_1_anomaly_reads_with_the_new_fields_empty():
     """An anomaly written before schema version 2 (no band_residual, no baseline) still decodes."""
     catalog = SchemaCatalog()
-    v1 = [w for w in catalog.by_fingerprint.values() if w.name == ANOMALY and w is not catalog.current[ANOMALY]]
+    v1 = [w for w in catalog.by_fingerprint.values() if w.name == ANOMALY
+          and "baseline" not in [f["name"] for f in w.raw["fields"]]]
     assert len(v1) == 1
-    old = {k: v for k, v in RECORDS[ANOMALY].items() if k not in ("band_residual", "baseline")}
+    old = {k: v for k, v in RECORDS[ANOMALY].items() if k not in ("band_residual", "baseline", "suppressed_by")}
     data = SINGLE_OBJECT_MAGIC + v1[0].fingerprint + schemaless_encode(v1[0], old)
     name, decoded = SingleObjectSerde(catalog).decode(data, raw_timestamps=True)
     assert name == ANOMALY
-    assert decoded == {**old, "band_residual": None, "baseline": None}
+    assert decoded == {**old, "band_residual": None, "baseline": None, "suppressed_by": None}
+
+
+def test_version_2_anomaly_reads_as_not_suppressed():
+    """An anomaly written before schema version 3 (no suppressed_by) decodes as one that stands."""
+    catalog = SchemaCatalog()
+    v2 = [w for w in catalog.by_fingerprint.values() if w.name == ANOMALY and w is not catalog.current[ANOMALY]
+          and "baseline" in [f["name"] for f in w.raw["fields"]]]
+    assert len(v2) == 1
+    old = {k: v for k, v in RECORDS[ANOMALY].items() if k != "suppressed_by"}
+    data = SINGLE_OBJECT_MAGIC + v2[0].fingerprint + schemaless_encode(v2[0], old)
+    assert SingleObjectSerde(catalog).decode(data, raw_timestamps=True) == (ANOMALY, {**old, "suppressed_by": None})

@@ -66,6 +66,20 @@ def read_anomalies(kafka, topic: str) -> pd.DataFrame:
     return frame
 
 
+def read_incidents(kafka, topic: str) -> list[dict]:
+    """Every incident record on ``topic``, in each partition's order; each keyed by its incident id."""
+    from schemas.serde import INCIDENT
+
+    serde = SingleObjectSerde()
+    records = []
+    for m in read_topic(kafka, topic):
+        name, record = serde.decode(m.value(), raw_timestamps=True)
+        assert name == INCIDENT
+        assert m.key().decode() == record["incident_id"]
+        records.append(record)
+    return records
+
+
 def flags_for(readings: pd.DataFrame, anomalies: pd.DataFrame) -> np.ndarray:
     """For each reading: did the stream flag it?"""
     keys = pd.MultiIndex.from_frame(anomalies[["meter_id", "timestamp"]])

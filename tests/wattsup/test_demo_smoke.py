@@ -67,4 +67,9 @@ def test_make_demo_runs_for_demo_seconds_and_streams_readings(tmp_path):
     assert f"http://127.0.0.1:{dashboard_port}/" in result.stdout
     readings = int(re.search(r"wattsup\.readings=(\d+)", result.stdout).group(1))
     assert readings > 0
+    # the summary counts incidents beside the anomalies they group
+    incidents = re.search(r"incidents: (\d+) \((\d+) open, (\d+) closed\), grouping (\d+) anomalies", result.stdout)
+    assert incidents, result.stdout[-2000:]
+    total, still_open, closed, grouped = map(int, incidents.groups())
+    assert total == still_open + closed and grouped >= total
     assert "sent=" in (tmp_path / "logs" / "simulator.log").read_text()
