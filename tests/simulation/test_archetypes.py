@@ -51,7 +51,7 @@ def test_irrigation_runs_in_season_only(winter, summer):
 def test_commercial_buildings_keep_opening_hours():
     frame = normal(fleet(datetime(2026, 1, 5, tzinfo=UTC)), "commercial")
     ts = frame["timestamp"] - pd.Timedelta(hours=1)  # the hour the reading covers
-    weekday_day = frame[(ts.dt.dayofweek < 5) & ts.dt.hour.between(10, 15)]["kwh"].mean()
+    weekday_day = frame[(ts.dt.day_of_week < 5) & ts.dt.hour.between(10, 15)]["kwh"].mean()
     night = frame[ts.dt.hour.between(0, 4)]["kwh"].mean()
     assert weekday_day > 2 * night
 
