@@ -39,7 +39,8 @@ def test_records_survive_kill_9_and_restart(tmp_path, broker_factory):
         connection = KafkaConnection(bootstrap_servers=node.bootstrap_servers)
         topics = TopicNames(partitions=3)
         created = ensure_topics(connection, topics)
-        assert set(created) == {topics.readings, topics.forecasts, topics.anomalies, topics.dead_letters, topics.control}
+        assert set(created) == {topics.readings, topics.forecasts, topics.anomalies, topics.dead_letters, topics.control,
+                                topics.incidents, topics.feedback}
         assert ensure_topics(connection, topics) == []  # idempotent
 
         producer = Producer({"bootstrap.servers": node.bootstrap_servers, "enable.idempotence": True, "acks": "all"})

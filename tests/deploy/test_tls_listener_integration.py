@@ -144,9 +144,11 @@ def _fleet(seed: int):
 def test_mutual_tls_producer_topics_and_history_reader(tls_broker):
     connection = tls_broker.mtls()
     topics = TopicNames(readings="tls.readings", forecasts="tls.forecasts", anomalies="tls.anomalies",
-                        dead_letters="tls.dead-letters", control="tls.control", partitions=2)
+                        dead_letters="tls.dead-letters", control="tls.control", incidents="tls.incidents",
+                        feedback="tls.feedback", partitions=2)
     assert set(ensure_topics(connection, topics)) == {topics.readings, topics.forecasts, topics.anomalies,
-                                                      topics.dead_letters, topics.control}
+                                                      topics.dead_letters, topics.control, topics.incidents,
+                                                      topics.feedback}
     readings = _fleet(5)
     with ReadingProducer(connection, topics) as producer:
         producer.send_frame(readings, batch_by_feeder=True)
