@@ -9,7 +9,6 @@ owns, and picks up a new one within a poll interval, without a restart.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,8 +18,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from detection.feedback import FeedbackMark
 from foundation.kafka_clients import producer_config
-from foundation.kafka_logging import RateLimitedLog, quiet_config, retry_wait
+from foundation.kafka_logging import quiet_config
 from foundation.kafka_settings import KafkaConnection, TopicNames
+from foundation.topic_follower import CompactedTopicFollower
 from schemas.serde import FEEDBACK_MARK, INCIDENT, SerdeError
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,13 @@ def publish_mark(connection: KafkaConnection, topics: TopicNames, serde: Any, ma
         raise KafkaException(f"Kafka did not acknowledge the mark within {timeout:g} s ({topics.feedback})")
 
 
+def _consumer_config(connection: KafkaConnection, name: str) -> dict[str, Any]:
+    return {**connection.confluent_config(), "group.id": f"wattsup-feedback-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False, **quiet_config(name)}
+
+
 def _consumer(connection: KafkaConnection, name: str) -> Consumer:
-    return Consumer({**connection.confluent_config(), "group.id": f"wattsup-feedback-{uuid.uuid4().hex[:8]}",
-                     "enable.auto.commit": False, **quiet_config(name)})
+    return Consumer(_consumer_config(connection, name))
 
 
 def _decode(serde: Any, key: bytes, value: bytes | None) -> tuple[str, FeedbackMark | None] | None:
@@ -127,66 +131,21 @@ def read_incidents(connection: KafkaConnection, topics: TopicNames, serde: Any,
     return latest
 
 
-class FeedbackFollower:
+class FeedbackFollower(CompactedTopicFollower):
     """Follows the feedback topic in a thread and hands every mark (or tombstone) to ``on_mark``.
 
-    Never gives up: when the broker is away it keeps what it applied, tries again with backoff
-    (:func:`foundation.kafka_logging.retry_wait`) and re-reads the compacted topic once it is back.
+    Never gives up: when the broker is away it keeps what it applied and tries again (see
+    :class:`foundation.topic_follower.CompactedTopicFollower`).
     """
 
     def __init__(self, connection: KafkaConnection, topics: TopicNames, serde: Any,
                  on_mark: Callable[[str, FeedbackMark | None], None], poll_seconds: float = 0.5) -> None:
-        self._connection = connection
-        self._topic = topics.feedback
+        super().__init__(_consumer_config(connection, "feedback-consumer"), topics.feedback, poll_seconds=poll_seconds,
+                         name="feedback-follower", what="the feedback topic", keeping="the marks applied")
         self._serde = serde
         self._on_mark = on_mark
-        self._poll = poll_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._say = RateLimitedLog(log)
-        self.following = threading.Event()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="feedback-follower", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                self._follow()
-                return
-            except Exception as exc:  # noqa: BLE001 - retried for as long as the service runs
-                self.following.clear()
-                attempt += 1
-                wait = retry_wait(attempt)
-                self._say.warning("feedback", "cannot follow the feedback topic %s (%s); keeping the marks applied "
-                                              "and trying again (attempt %d, next in %.0f s)",
-                                  self._topic, exc, attempt, wait)
-                self._stop.wait(wait)
-
-    def _follow(self) -> None:
-        consumer = _consumer(self._connection, "feedback-consumer")
-        try:
-            metadata = consumer.list_topics(self._topic, timeout=5)
-            topic = metadata.topics.get(self._topic)
-            if topic is None or topic.error is not None:
-                raise RuntimeError(f"topic {self._topic} is not there")
-            consumer.assign([TopicPartition(self._topic, p, 0) for p in topic.partitions])
-            self.following.set()
-            self._say.recovered("feedback", "following the feedback topic %s", self._topic)
-            while not self._stop.is_set():
-                for msg in consumer.consume(500, timeout=self._poll):
-                    if msg.error() is None and msg.key() is not None:
-                        decoded = _decode(self._serde, msg.key(), msg.value())
-                        if decoded is not None:
-                            self._on_mark(*decoded)
-                    elif msg.error() is not None and msg.error().fatal():
-                        raise RuntimeError(str(msg.error()))
-        finally:
-            consumer.close()
+    def handle(self, key: bytes, value: bytes | None) -> None:
+        decoded = _decode(self._serde, key, value)
+        if decoded is not None:
+            self._on_mark(*decoded)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 
-from foundation.kafka_logging import RateLimitedLog, quiet_config, retry_wait
+from foundation.kafka_logging import quiet_config
 from foundation.kafka_settings import KafkaConnection, TopicNames
+from foundation.topic_follower import CompactedTopicFollower
 
 log = logging.getLogger(__name__)
 
@@ -67,38 +66,33 @@ def publish_sensitivity(connection: KafkaConnection, topics: TopicNames, value: 
     return payload
 
 
-class SensitivityWatcher:
+class SensitivityWatcher(CompactedTopicFollower):
     """Follows the control topic in a thread; :meth:`for_meter` is cheap and thread-safe.
 
     It never gives up: when the broker is away (at start or later) it keeps the last known
-    settings, tries again with backoff (:func:`foundation.kafka_logging.retry_wait`: 1 s doubling to
-    30 s), re-reads the compacted topic once it is back, and logs an outage in
-    a few lines (:mod:`foundation.kafka_logging`).
+    settings and tries again (see :class:`foundation.topic_follower.CompactedTopicFollower`).
     """
 
     def __init__(self, connection: KafkaConnection, topics: TopicNames, poll_seconds: float = 0.5, *,
                  on_update: Callable[[], None] | None = None, group_id: str = "wattsup-sensitivity-reader") -> None:
         """``on_update`` is called after each control record applied (e.g. to count it in a metric)."""
-        self._conf: dict[str, Any] = {
+        super().__init__({
             **connection.confluent_config(),
             "group.id": group_id,  # required by librdkafka; never committed
             "enable.auto.commit": False,
             **quiet_config("sensitivity-consumer"),
-        }
-        self._topic = topics.control
-        self._poll = poll_seconds
+        }, topics.control, poll_seconds=poll_seconds, name="sensitivity-watcher", what="the sensitivity topic",
+            keeping="the last known settings")
         self.fleet = 1.0
         self.per_meter: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.updates_applied = 0
         self._on_update = on_update
-        self._say = RateLimitedLog(log)
-        self.following = threading.Event()
-        """Set while the topic is assigned and read."""
 
     def for_meter(self, meter_id: str) -> float:
         return self.per_meter.get(meter_id, self.fleet)
+
+    def handle(self, key: bytes, value: bytes | None) -> None:
+        self.apply(key.decode(), value)
 
     def apply(self, key: str, value: bytes | None) -> None:
         """Apply one control record (also used directly by tests and the batch engine)."""
@@ -120,46 +114,3 @@ class SensitivityWatcher:
         self.updates_applied += 1
         if self._on_update is not None:
             self._on_update()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sensitivity-watcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                self._follow()
-                return
-            except Exception as exc:  # noqa: BLE001 - retried for as long as the service runs
-                self.following.clear()
-                attempt += 1
-                wait = retry_wait(attempt)
-                self._say.warning("control", "cannot follow the sensitivity topic %s (%s); keeping the last known "
-                                             "settings and trying again (attempt %d, next in %.0f s)",
-                                  self._topic, exc, attempt, wait)
-                self._stop.wait(wait)
-
-    def _follow(self) -> None:
-        consumer = Consumer(self._conf)
-        try:
-            metadata = consumer.list_topics(self._topic, timeout=5)
-            topic = metadata.topics.get(self._topic)
-            if topic is None or topic.error is not None:
-                raise RuntimeError(f"topic {self._topic} is not there")
-            consumer.assign([TopicPartition(self._topic, p, 0) for p in topic.partitions])
-            self.following.set()
-            self._say.recovered("control", "following the sensitivity topic %s", self._topic)
-            while not self._stop.is_set():
-                for msg in consumer.consume(500, timeout=self._poll):
-                    if msg.error() is None and msg.key() is not None:
-                        self.apply(msg.key().decode(), msg.value())
-                    elif msg.error() is not None and msg.error().fatal():
-                        raise RuntimeError(str(msg.error()))
-        finally:
-            consumer.close()

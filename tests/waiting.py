@@ -20,6 +20,15 @@ def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "con
     raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
 
 
+def holds_for(seconds: float, check: Callable[[], Any], what: str = "condition", poll: float = 1.0) -> None:
+    """Call ``check`` for ``seconds`` (an outage the test must last out, not a wait for something to
+    happen), failing as soon as it returns something falsy, naming ``what``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check(), f"{what} no longer holds"
+        time.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
+
+
 def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
     """SIGTERM (a clean stop flushes and commits), then SIGKILL if it does not end in ``timeout``."""
     if process.poll() is not None:
