@@ -4,30 +4,20 @@ operator feedback applied live."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY
 
 from detection.feedback import SUPPRESSED_IN_SCOPE, FeedbackMark
-from models.training import train_and_save
 from readings.columns import ReadingColumns, decode_into
-from schemas.reading_encoder import feeder_batches
-from schemas.serde import METER_READING_BATCH, SingleObjectSerde
-from simulation.fleet import FleetConfig, simulate_fleet
 from stream_processors.incidents import StreamIncidents
 from stream_processors.scoring import StreamScorer
+from tests.stream_processors.scoring_fleet import model_and_messages
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("models")
-    history = simulate_fleet(FleetConfig(meters=60, days=10, interval=timedelta(hours=1), seed=5)).readings
-    train_and_save(history, model_dir, n_estimators=30)
-    fleet = simulate_fleet(FleetConfig(meters=120, days=6, interval=timedelta(hours=1), seed=6, meters_per_feeder=40))
-    serde = SingleObjectSerde()
-    messages = [serde.encode(METER_READING_BATCH, b) for b in feeder_batches(fleet.readings)]
-    return model_dir, serde, messages
+    return model_and_messages(tmp_path_factory.mktemp("models"))
 
 
 def run(scorer: StreamScorer, serde, messages, batch: int = 40) -> tuple[list[dict], list[dict]]:

@@ -1,0 +1,21 @@
+"""A trained model and one simulated fleet as head-end messages, for the stream scorer's tests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from models.training import train_and_save
+from schemas.reading_encoder import feeder_batches
+from schemas.serde import METER_READING_BATCH, SingleObjectSerde
+from simulation.fleet import FleetConfig, simulate_fleet
+
+
+def model_and_messages(model_dir: Path) -> tuple[Path, SingleObjectSerde, list[bytes]]:
+    """A model (60 meters x 10 days, seed 5) saved in ``model_dir``, and 120 other meters' 6 days
+    (seed 6, 40 per feeder) encoded as head-end batches."""
+    history = simulate_fleet(FleetConfig(meters=60, days=10, interval=timedelta(hours=1), seed=5)).readings
+    train_and_save(history, model_dir, n_estimators=30)
+    fleet = simulate_fleet(FleetConfig(meters=120, days=6, interval=timedelta(hours=1), seed=6, meters_per_feeder=40))
+    serde = SingleObjectSerde()
+    return model_dir, serde, [serde.encode(METER_READING_BATCH, b) for b in feeder_batches(fleet.readings)]
