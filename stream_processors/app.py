@@ -13,8 +13,9 @@ Why it is shaped this way (the README gives the measurements):
 * The worker keeps decoded state in memory and only reloads a feeder from the table when the
   table holds a value it did not write itself (after recovery or a rebalance), so the hot path
   never deserialises state it already has (:mod:`stream_processors.feeder_state`).
-* Delivery is at-least-once: offsets are committed after a batch is processed (and after the
-  producer flushed its changelog writes). A reading seen again after a crash finds its meter's
+* Delivery is at-least-once: a batch ends only once the broker acknowledged its changelog
+  writes, so the offsets Faust commits afterwards never run ahead of the state
+  (:meth:`FeederKeyedTable.changelog_written`). A reading seen again after a crash finds its meter's
   state already past it and is recognised as a duplicate, so it is not scored twice.
 * Anomalies are never lost and never repeated: each batch's anomalies are acknowledged by the
   broker before the state that marks their readings as seen is written, and a worker that takes
@@ -26,6 +27,7 @@ Why it is shaped this way (the README gives the measurements):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -56,11 +58,37 @@ class FeederKeyedTable(Table):
     Faust writes a table's changelog to the partition of the event being processed, which
     ``take_events`` batches do not have; this table instead sends each key to its feeder's
     partition with Kafka's murmur2, the partition the feeder's readings arrive on.
+
+    It also remembers its changelog writes until :meth:`changelog_written` has seen them
+    acknowledged. Faust commits a batch's offsets after "flushing" its producer, but that flush
+    gives up after 0.1 s without a message leaving Faust's in-process buffer (faust-streaming's
+    ``ProducerBuffer.flush_atmost``): on a busy machine offsets were committed before the state
+    that includes their readings, and a worker killed then lost those readings from its state.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unacknowledged: list[asyncio.Future] = []
 
     def partition_for_key(self, key: Any) -> int | None:
         text = key.decode() if isinstance(key, bytes) else str(key)
         return partition_for(text.split("|", 1)[0], self.partitions or self.app.conf.topic_partitions)
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().send_changelog(*args, **kwargs)
+        self._unacknowledged.append(future)
+        return future
+
+    async def changelog_written(self) -> None:
+        """Wait until the broker acknowledged every changelog write made so far.
+
+        The agent awaits this before its batch ends, since Faust acknowledges a batch's messages
+        (making their offsets committable) as soon as the agent asks for the next batch. Raises
+        the producer's error when a write failed for good.
+        """
+        pending, self._unacknowledged = self._unacknowledged, []
+        if pending:
+            await asyncio.gather(*pending)
 
 
 def faust_credentials(connection: KafkaConnection) -> Any:
@@ -154,6 +182,15 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             arrivals.note_rejected(r.kind or "other", r.reason)
             await dead_letters.send(key=r.source.encode(), value=value)
 
+    async def changelog_written(table: FeederKeyedTable) -> None:
+        try:
+            await table.changelog_written()
+        except Exception as exc:  # noqa: BLE001 - any failed write: the batch must not be marked done
+            # Crash-only, as for a refused anomaly: a restarted worker recovers the state the
+            # changelog holds and scores again what it did not include.
+            log.critical("stopping the worker: a state write to the changelog failed (%s)", exc)
+            os._exit(70)
+
     newest_reading_ms: dict[str, int] = {}
 
     @app.agent(readings, name="score-readings")
@@ -217,12 +254,14 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
                 metrics.ANOMALIES.labels(severity=anomaly["severity"]).inc()
                 metrics.FEEDER_ANOMALIES.labels(feeder=anomaly["feeder_id"]).inc()
             scorer.persist(result.touched_feeders)
+            await changelog_written(feeder_state)
 
     @app.agent(forecasts, name="keep-forecasts")
     async def keep_forecasts(stream: faust.StreamT) -> None:
         async for events in stream.take_events(200, within=0.5):
             values = [e.value for e in events]
             await patient.run("decode forecasts", lambda: scorer.accept_forecasts(values))
+            await changelog_written(feeder_forecasts)
 
     @app.timer(interval=settings.model_poll_seconds)
     async def reload_model() -> None:
