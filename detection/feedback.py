@@ -7,7 +7,8 @@ An operator marks an incident (or a kind on a meter) as one of :data:`VERDICTS`:
   a threshold**: a confirmed anomaly is what the detector is for.
 * ``false_alarm`` or ``expected`` (normal for this meter): within the mark's scope (until
   ``expires_at``, data time, or until revoked) every anomaly of that kind on that meter is
-  **suppressed**; after the scope, the meter stays **less sensitive for that kind**: each such mark
+  **suppressed**, unless its event outgrows what the operator dismissed (:data:`OUTGROWN_FACTOR`,
+  decided by :class:`detection.incidents.IncidentTracker`, which follows events); after the scope, the meter stays **less sensitive for that kind**: each such mark
   raises the severity an anomaly of that kind on that meter needs by one level (see
   :data:`SEVERITY_STEPS_MAX`). Revoking the mark undoes both.
 
@@ -47,6 +48,20 @@ SUPPRESSED_IN_SCOPE = "feedback_scope"
 """``suppressed_by`` of an anomaly inside a false-alarm or expected mark's scope."""
 SUPPRESSED_BELOW_RAISED_SEVERITY = "feedback_severity"
 """``suppressed_by`` of an anomaly below the severity its kind needs on its meter after feedback."""
+
+
+OUTGROWN_FACTOR = 2
+"""An event of a marked kind stands again once it lasts this many times the longest incident the
+operator dismissed for that meter and kind (plus :data:`OUTGROWN_EXTRA_READINGS`).
+
+Why: a mark judges an event the operator saw, a pump's usual run, a planned shutdown of a few hours;
+the same habit recurs with about the same length, while an event twice as long as anything they
+accepted is no longer what they judged (a leak behind the pump, the shutdown that did not end). It is
+relative to the dismissed event, so it holds on any meter's interval and habits."""
+OUTGROWN_EXTRA_READINGS = 2
+"""Readings added to the tolerated length: the gap an incident may bridge
+(:data:`detection.incidents.MAX_GAP_READINGS`), so a dismissed one-reading spike is not outgrown by a
+three-reading run that the same habit, cut by one lower reading, makes."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,22 @@ class FeedbackPolicy:
         if SEVERITIES.index(severity) < needed:
             return SUPPRESSED_BELOW_RAISED_SEVERITY
         return None
+
+    def tolerated_readings(self, meter_id: str, kind: str, timestamp_ms: int, interval_s: int) -> float:
+        """How many readings long an event of ``kind`` on the meter may run and stay suppressed in scope.
+
+        :data:`OUTGROWN_FACTOR` times the longest dismissed incident among the marks whose scope covers
+        ``timestamp_ms``, plus :data:`OUTGROWN_EXTRA_READINGS`; unbounded when one of them names no
+        incident (a mark on the kind itself: "this kind is expected here").
+        """
+        longest = 0.0
+        for m in self._suppressing.get((meter_id, kind), ()):
+            if m.expires_at is not None and timestamp_ms >= m.expires_at:
+                continue
+            if m.started is None or m.ended is None:
+                return float("inf")
+            longest = max(longest, (m.ended - m.started) / (interval_s * 1000) + 1)
+        return OUTGROWN_FACTOR * longest + OUTGROWN_EXTRA_READINGS
 
     def confirmed(self) -> list[FeedbackMark]:
         """Confirmed, not revoked marks: real anomalies, kept as labels."""

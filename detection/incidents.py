@@ -13,6 +13,13 @@ each batch in time order and keeps, per meter and kind, at most one **open** inc
   it (``closed_by`` ``"recovered"``, ``ended`` the timestamp of the reading that closed it); an
   operator may close it at any time (``"operator"``).
 
+**Feedback.** An anomaly an operator's mark suppresses in its scope (``suppressed_by``
+``feedback_scope``) follows its event too, in a **silenced** incident that emits nothing. If that
+event outgrows what the operator dismissed (:meth:`FeedbackPolicy.tolerated_readings
+<detection.feedback.FeedbackPolicy.tolerated_readings>`), the incident breaks through: it opens then,
+with every reading it has seen, and from that reading to its end its anomalies stand (their
+``suppressed_by`` is cleared). Anomalies suppressed for another reason count as normal readings.
+
 What is not a reading does not count either way: a meter that stops reporting leaves its open
 incidents open (the feeder-silence alert covers that), and missing intervals neither close nor
 extend an incident. A late reading (not newer than the last reading an incident has seen) changes
@@ -32,11 +39,22 @@ import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 SEVERITY_RANK = {"INFO": 0, "WARNING": 1, "CRITICAL": 2}
+
+SILENCED_BY = "feedback_scope"
+"""The ``suppressed_by`` that makes a silenced incident (:data:`detection.feedback.SUPPRESSED_IN_SCOPE`)."""
+
+
+class Tolerance(Protocol):
+    def __call__(self, meter_id: str, kind: str, timestamp_ms: int, interval_s: int) -> float: ...
+
+
+def _never_outgrown(meter_id: str, kind: str, timestamp_ms: int, interval_s: int) -> float:
+    return float("inf")
 
 MAX_GAP_READINGS = 2
 """Readings that are not anomalies of an incident's kind which may fall between two of its anomalies.
@@ -92,6 +110,10 @@ class Incident:
     """Timestamp of the newest reading of its meter this incident has judged (tracker state)."""
     normal_run: int = 0
     """Readings in a row since its last anomaly that were not anomalies of its kind (tracker state)."""
+    silenced: bool = False
+    """Its anomalies are suppressed by feedback and it has emitted nothing (tracker state)."""
+    outgrown: bool = False
+    """It was silenced and broke through: its later anomalies stand whatever the marks say (tracker state)."""
 
     @property
     def status(self) -> str:
@@ -99,7 +121,7 @@ class Incident:
 
     def record(self) -> dict[str, Any]:
         """The ``io.wattsup.incidents.Incident`` Avro record."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("last_reading", "normal_run")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("last_reading", "normal_run", "silenced", "outgrown")}
         out["status"] = self.status
         out["causes"] = [dict(c) for c in self.causes]
         return out
@@ -111,6 +133,10 @@ class Incident:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Incident:
         return cls(**state)
+
+    def span_readings(self, ts: int) -> float:
+        """Readings from its first anomaly to ``ts``, both included."""
+        return (ts - self.started) / (self.interval_seconds * 1000) + 1
 
 
 def incident_id(meter_id: str, kind: str, started_ms: int) -> str:
@@ -149,10 +175,11 @@ class IncidentTracker:
     """feeder -> meters with an open incident (what :meth:`export_feeder` writes)."""
 
     def __len__(self) -> int:
-        return sum(len(kinds) for kinds in self.open.values())
+        return len(self.open_incidents())
 
     def open_incidents(self) -> list[Incident]:
-        return [inc for kinds in self.open.values() for inc in kinds.values()]
+        """The open incidents operators know of (not the silenced ones)."""
+        return [inc for kinds in self.open.values() for inc in kinds.values() if not inc.silenced]
 
     def find(self, incident_id_: str) -> Incident | None:
         for inc in self.open_incidents():
@@ -169,6 +196,7 @@ class IncidentTracker:
         interval_s: Sequence[int],
         scored: Sequence[bool],
         anomalies: Iterable[dict[str, Any]],
+        tolerated: Tolerance = _never_outgrown,
     ) -> list[dict[str, Any]]:
         """Advance the incidents by one batch of readings; returns the incident records to emit.
 
@@ -176,10 +204,15 @@ class IncidentTracker:
         ``anomalies`` are the batch's anomaly records (meter_id, timestamp, kind, severity, score,
         observed, baseline, causes). At most two records per incident and batch: its state after the
         batch (``opened``, ``escalated`` or ``updated``) and, if it ended in the batch, ``closed``.
+        An anomaly suppressed in a feedback scope goes to a silenced incident, which breaks through
+        (and clears ``suppressed_by`` of the anomaly that made it) once it runs longer than
+        ``tolerated(meter, kind, timestamp, interval)`` readings; other suppressed anomalies are
+        normal readings here.
         """
         by_reading: dict[tuple[str, int], dict[str, Any]] = {}
         for a in anomalies:
-            by_reading[(a["meter_id"], int(a["timestamp"]))] = a
+            if a.get("suppressed_by") in (None, SILENCED_BY):
+                by_reading[(a["meter_id"], int(a["timestamp"]))] = a
         relevant = set(self.open) | {m for m, _ in by_reading}
         if not relevant:
             return []
@@ -190,26 +223,49 @@ class IncidentTracker:
             meter, ts = meter_ids[i], int(timestamps_ms[i])
             anomaly = by_reading.get((meter, ts))
             kind = (anomaly.get("kind") or "unknown") if anomaly is not None else None
+            silent = anomaly is not None and anomaly.get("suppressed_by") == SILENCED_BY
             for inc in list(self.open.get(meter, {}).values()):
                 if ts <= inc.last_reading:
                     continue  # late: incidents move forward in time only
                 inc.last_reading = ts
-                if inc.kind == kind:
+                if inc.kind == kind and (inc.silenced or inc.outgrown or not silent):
                     assert anomaly is not None
-                    t = touched.setdefault(inc.incident_id, _Touched(inc))
-                    t.escalated |= SEVERITY_RANK.get(anomaly["severity"], 0) > SEVERITY_RANK.get(inc.peak_severity, 0)
+                    if inc.outgrown:
+                        anomaly["suppressed_by"] = None
+                    escalated = SEVERITY_RANK.get(anomaly["severity"], 0) > SEVERITY_RANK.get(inc.peak_severity, 0)
                     self._extend(inc, anomaly, ts)
-                    t.extended = True
-                else:
+                    if inc.silenced:
+                        self._maybe_break_through(inc, anomaly, ts, tolerated, touched)
+                    else:
+                        t = touched.setdefault(inc.incident_id, _Touched(inc))
+                        t.escalated |= escalated
+                        t.extended = True
+                else:  # a suppressed anomaly of an incident opened before the mark counts as normal
                     inc.normal_run += 1
                     if inc.normal_run >= CLOSE_AFTER_NORMAL_READINGS:
-                        t = touched.setdefault(inc.incident_id, _Touched(inc))
                         self._close(inc, ts, "recovered")
-                        t.closed = True
+                        if not inc.silenced:
+                            touched.setdefault(inc.incident_id, _Touched(inc)).closed = True
             if anomaly is not None and kind not in self.open.get(meter, {}):
                 inc = self._open(meter, feeder_ids[i], kind, anomaly, ts, int(interval_s[i]))
-                touched[inc.incident_id] = _Touched(inc, opened=True)
+                if silent:
+                    inc.silenced = True
+                    self._maybe_break_through(inc, anomaly, ts, tolerated, touched)
+                else:
+                    touched[inc.incident_id] = _Touched(inc, opened=True)
         return self._records(touched.values())
+
+    @staticmethod
+    def _maybe_break_through(inc: Incident, anomaly: dict[str, Any], ts: int, tolerated: Tolerance,
+                             touched: dict[str, _Touched]) -> None:
+        """A silenced incident that now runs longer than feedback tolerates (or whose anomaly stands: the
+        scope ended mid-event) opens, with every reading it has seen; its anomaly stands."""
+        if anomaly.get("suppressed_by") == SILENCED_BY and \
+                inc.span_readings(ts) <= tolerated(inc.meter_id, inc.kind, ts, inc.interval_seconds):
+            return
+        inc.silenced, inc.outgrown = False, True
+        anomaly["suppressed_by"] = None
+        touched[inc.incident_id] = _Touched(inc, opened=True)
 
     def close(self, incident_id_: str, at_ms: int) -> list[dict[str, Any]]:
         """An operator closes an open incident (``at_ms``: data time, e.g. the newest reading seen);

@@ -8,9 +8,10 @@ change by a few lines (another reason: the per-message path is reworked for thro
   (:class:`feedback.topic.FeedbackFollower`, a thread reading the whole compacted topic): a mark is
   applied to the policy at once; a mark that closes an incident is queued and done in the next batch
   of the incident's feeder, whose meter state is written with it;
-* **suppression:** :meth:`judge` sets each anomaly's ``suppressed_by`` and counts it
-  (``wattsup_stream_anomalies_suppressed_total``); suppressed anomalies are still published, and
-  form no incident;
+* **suppression:** :meth:`judge` sets each anomaly's ``suppressed_by``; suppressed anomalies are
+  still published and form no incident, unless their event outgrows what the operator dismissed
+  (the tracker then clears it, see :mod:`detection.incidents`); :meth:`observe` counts those that
+  stay suppressed (``wattsup_stream_anomalies_suppressed_total``);
 * **incidents with the meter state:** the open incidents of a feeder are written in the feeder's
   ``fast`` record (:mod:`stream_processors.feeder_state`), the record that says which readings were
   seen, so a recovered or rebalanced worker continues exactly the incidents of the state it loads:
@@ -95,25 +96,28 @@ class StreamIncidents:
             self._already_emitted[incident] = max(self._already_emitted.get(incident, -1), revision)
 
     # -- per batch ------------------------------------------------------------------------------
-    def judge(self, anomalies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Set every anomaly's ``suppressed_by``; returns those that stand."""
-        standing = []
+    def judge(self, anomalies: list[dict[str, Any]]) -> None:
+        """Set every anomaly's ``suppressed_by`` as the operators' marks decide."""
         with self._lock:
             for a in anomalies:
-                reason = self.policy.judge(a["meter_id"], a.get("kind") or "unknown", a["severity"], int(a["timestamp"]))
-                a["suppressed_by"] = reason
-                if reason is None:
-                    standing.append(a)
-                else:
-                    metrics.ANOMALIES_SUPPRESSED.labels(kind=a.get("kind") or "unknown", reason=reason).inc()
-        return standing
+                a["suppressed_by"] = self.policy.judge(a["meter_id"], a.get("kind") or "unknown", a["severity"],
+                                                       int(a["timestamp"]))
+
+    def _tolerated(self, meter_id: str, kind: str, timestamp_ms: int, interval_s: int) -> float:
+        with self._lock:
+            return self.policy.tolerated_readings(meter_id, kind, timestamp_ms, interval_s)
 
     def observe(self, meter_ids: Sequence[str], feeder_ids: Sequence[str], timestamps_ms: Sequence[int],
-                interval_s: Sequence[int], scored: Sequence[bool], standing: list[dict[str, Any]],
+                interval_s: Sequence[int], scored: Sequence[bool], anomalies: list[dict[str, Any]],
                 feeder_latest_ms: dict[str, int]) -> list[dict[str, Any]]:
-        """The batch's incident records: operator closes of this batch's feeders, then the readings'."""
+        """The batch's incident records: operator closes of this batch's feeders, then the readings'
+        (``anomalies`` judged by :meth:`judge`; an event that outgrew its mark clears theirs)."""
         records = self._operator_closes(feeder_latest_ms)
-        records += self.tracker.observe(meter_ids, feeder_ids, timestamps_ms, interval_s, scored, standing)
+        records += self.tracker.observe(meter_ids, feeder_ids, timestamps_ms, interval_s, scored, anomalies,
+                                        self._tolerated)
+        for a in anomalies:
+            if a["suppressed_by"] is not None:
+                metrics.ANOMALIES_SUPPRESSED.labels(kind=a.get("kind") or "unknown", reason=a["suppressed_by"]).inc()
         if self._already_emitted and records:
             kept = [r for r in records if r["revision"] > self._already_emitted.get(r["incident_id"], -1)]
             metrics.INCIDENT_RECORDS_ALREADY_EMITTED.inc(len(records) - len(kept))

@@ -158,11 +158,12 @@ class StreamScorer:
             if t > latest[feeder]:
                 latest[feeder] = t
         anomalies = result.anomalies
-        # feedback first: suppressed anomalies form no incident; every anomaly, emitted before or not,
-        # advances the incidents (their records have their own already-emitted filter)
-        standing = self.incidents.judge(anomalies)
+        # feedback first: suppressed anomalies form no incident unless their event outgrows the mark;
+        # every anomaly, emitted before or not, advances the incidents (their records have their own
+        # already-emitted filter)
+        self.incidents.judge(anomalies)
         incidents = self.incidents.observe(columns.meter_ids, columns.feeder_ids, columns.timestamps_ms,
-                                           columns.interval_s, result.features.scored, standing, latest)
+                                           columns.interval_s, result.features.scored, anomalies, latest)
         if self._already_emitted and anomalies:
             before = self._already_emitted
             kept = [a for a in anomalies if (a["meter_id"], a["timestamp"]) not in before.get(a["feeder_id"], ())]

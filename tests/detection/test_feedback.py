@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from detection.feedback import (
+    OUTGROWN_EXTRA_READINGS,
+    OUTGROWN_FACTOR,
     SEVERITY_STEPS_MAX,
     SUPPRESSED_BELOW_RAISED_SEVERITY,
     SUPPRESSED_IN_SCOPE,
@@ -123,3 +125,15 @@ def test_a_mark_for_an_incident_scopes_from_its_last_reading():
     assert mark_for_incident(incident, "expected", created_at=T0, days=None).expires_at is None
     with pytest.raises(ValueError):
         mark_for_incident(incident, "expected", created_at=T0, days=-1)
+
+
+def test_the_tolerated_length_follows_the_longest_dismissed_incident_in_scope():
+    policy = FeedbackPolicy()
+    q = 900  # seconds
+    policy.apply(mark("false_alarm", incident="inc-1", started=T0, ended=T0))  # one reading
+    policy.apply(mark("false_alarm", incident="inc-2", started=T0, ended=T0 + 3 * q * 1000))  # four readings
+    assert policy.tolerated_readings("M1", "spike", T0 + 1, q) == OUTGROWN_FACTOR * 4 + OUTGROWN_EXTRA_READINGS
+    assert policy.tolerated_readings("M1", "spike", T0 + 1, 2 * q) == OUTGROWN_FACTOR * 2.5 + OUTGROWN_EXTRA_READINGS
+    # a mark on the kind itself names no event: the kind is expected, whatever its length
+    policy.apply(mark("expected", incident=None))
+    assert policy.tolerated_readings("M1", "spike", T0 + 1, q) == float("inf")

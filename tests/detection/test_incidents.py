@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from detection.feedback import SUPPRESSED_BELOW_RAISED_SEVERITY, SUPPRESSED_IN_SCOPE
 from detection.incidents import CLOSE_AFTER_NORMAL_READINGS, MAX_GAP_READINGS, IncidentTracker, incident_id
 
 Q = 900_000  # a 15-minute interval, ms
@@ -18,10 +19,19 @@ def anomaly(meter: str, i: int, kind: str = "outage", severity: str = "WARNING",
 
 
 def feed(tracker: IncidentTracker, meter: str, steps: list[int], anomalies: list[dict[str, Any]],
-         feeder: str = "F1") -> list[dict[str, Any]]:
+         feeder: str = "F1", **kw: Any) -> list[dict[str, Any]]:
     """Readings of one meter at intervals ``steps``, the anomalies among them, as one batch."""
     n = len(steps)
-    return tracker.observe([meter] * n, [feeder] * n, [T0 + i * Q for i in steps], [900] * n, [True] * n, anomalies)
+    return tracker.observe([meter] * n, [feeder] * n, [T0 + i * Q for i in steps], [900] * n, [True] * n, anomalies,
+                           **kw)
+
+
+def suppressed(a: dict[str, Any], reason: str = SUPPRESSED_IN_SCOPE) -> dict[str, Any]:
+    return {**a, "suppressed_by": reason}
+
+
+def tolerating(readings: float):
+    return lambda meter, kind, ts, interval: readings
 
 
 def test_an_outage_of_several_readings_is_one_incident_that_opens_grows_and_closes():
@@ -145,3 +155,48 @@ def test_ids_are_deterministic_and_safe_for_any_meter_id():
     ident = incident_id(hostile, "spike", T0)
     assert ident == incident_id(hostile, "spike", T0)
     assert ident.startswith("inc-") and ident[4:].isalnum() and len(ident) == 24
+
+
+def test_an_event_suppressed_by_feedback_stays_silent_until_it_outgrows_what_was_dismissed():
+    tracker = IncidentTracker()
+    quiet = [suppressed(anomaly("M1", i)) for i in range(4)]
+    assert feed(tracker, "M1", list(range(4)), quiet, tolerated=tolerating(4)) == []
+    assert len(tracker) == 0 and all(a["suppressed_by"] == SUPPRESSED_IN_SCOPE for a in quiet)
+
+    fifth = suppressed(anomaly("M1", 4, severity="CRITICAL"))
+    records = feed(tracker, "M1", [4], [fifth], tolerated=tolerating(4))
+    assert fifth["suppressed_by"] is None  # it stands: the event outgrew the mark
+    assert [(r["event"], r["readings"], r["started"], r["peak_severity"]) for r in records] == [
+        ("opened", 5, T0, "CRITICAL")]
+    assert records[0]["incident_id"] == incident_id("M1", "outage", T0)
+    later = suppressed(anomaly("M1", 5))
+    assert [r["event"] for r in feed(tracker, "M1", [5], [later], tolerated=tolerating(4))] == ["updated"]
+    assert later["suppressed_by"] is None
+
+
+def test_a_silenced_event_that_ends_in_time_leaves_no_record_and_other_suppressions_are_normal_readings():
+    tracker = IncidentTracker()
+    short = [suppressed(anomaly("M1", i)) for i in range(2)]
+    assert feed(tracker, "M1", list(range(2 + CLOSE_AFTER_NORMAL_READINGS)), short, tolerated=tolerating(4)) == []
+    assert not tracker.open and all(a["suppressed_by"] == SUPPRESSED_IN_SCOPE for a in short)
+
+    below = [suppressed(anomaly("M2", i), SUPPRESSED_BELOW_RAISED_SEVERITY) for i in range(10)]
+    assert feed(tracker, "M2", list(range(10)), below, tolerated=tolerating(1)) == []
+    assert not tracker.open and all(a["suppressed_by"] == SUPPRESSED_BELOW_RAISED_SEVERITY for a in below)
+
+
+def test_a_silenced_event_outlasting_its_scope_opens_when_its_anomalies_stand_again():
+    tracker = IncidentTracker()
+    feed(tracker, "M1", [0, 1], [suppressed(anomaly("M1", 0)), suppressed(anomaly("M1", 1))])
+    records = feed(tracker, "M1", [2], [anomaly("M1", 2)])  # the scope ended: it stands
+    assert [(r["event"], r["readings"], r["started"]) for r in records] == [("opened", 3, T0)]
+
+
+def test_silenced_incidents_are_kept_with_the_feeder_state():
+    tracker = IncidentTracker()
+    feed(tracker, "M1", [0, 1], [suppressed(anomaly("M1", 0)), suppressed(anomaly("M1", 1))], tolerated=tolerating(3))
+    restored = IncidentTracker()
+    restored.import_feeder("F1", tracker.export_feeder("F1"))
+    records = feed(restored, "M1", [2, 3], [suppressed(anomaly("M1", 2)), suppressed(anomaly("M1", 3))],
+                   tolerated=tolerating(3))
+    assert [(r["event"], r["readings"]) for r in records] == [("opened", 4)]
