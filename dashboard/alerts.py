@@ -1,7 +1,12 @@
-"""Alert rules applied to every newly stored anomaly: webhooks and e-mails, de-duplicated and rate-limited.
+"""Alert rules applied to every newly stored incident event, or anomaly: webhooks and e-mails, de-duplicated
+and rate-limited.
 
-Each decision is one row in ``alerts`` (unique per rule, anomaly and channel), written *before*
-anything is sent: a re-delivered anomaly, or the same one after a restart, finds the row and is
+Rules fire on what ``alert_on`` says: by default an incident's opening, its escalation to a higher
+severity and its closing (one alarm per event, never one per reading); or every anomaly. Both are
+checked in id order behind a cursor (:class:`~dashboard.models.AlertCursor`), so what was stored
+just before a crash, or whose check failed, is checked again. Each decision is one row in ``alerts``
+(unique per rule, anomaly and channel, or per rule, incident, event and channel), written *before*
+anything is sent: a re-delivered record, or the same one after a restart, finds the row and is
 never alerted twice. Per rule and meter at most ``alert_rate_per_hour`` alerts are sent an hour;
 the rest, and everything inside a rule's quiet hours, are recorded as ``suppressed``. Sending
 happens in the dispatcher's own thread with timeouts; a failure is recorded as ``failed`` and
@@ -28,9 +33,22 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard.metrics import DashboardMetrics
-from dashboard.models import Alert, AlertCursor, AlertRule, Anomaly, Incident
+from dashboard.models import (
+    Alert,
+    AlertCursor,
+    AlertRule,
+    Anomaly,
+    Incident,
+    IncidentEvent,
+)
 from dashboard.settings import DashboardSettings
-from dashboard.store import SEVERITIES, _insert, anomaly_json, incident_json
+from dashboard.store import (
+    SEVERITIES,
+    _insert,
+    anomaly_json,
+    incident_events_json,
+    incident_json,
+)
 from dashboard.timeutil import HOUR_MS, iso, now_ms
 from dashboard.webhooks import DestinationRefused, WebhookPolicy
 
@@ -38,7 +56,7 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_LIMIT = 10_000
 CHECK_RETRY_FIRST_SECONDS = 1.0
-"""An anomaly whose check failed (the database locked or away) is checked again after this, then after
+"""An anomaly or incident event whose check failed (the database locked or away) is checked again after this, then after
 twice as long each time ..."""
 CHECK_RETRY_MAX_SECONDS = 60.0
 """... up to this: it is never dropped, and the cursor stays before it until it is checked."""
@@ -150,8 +168,18 @@ class NoSmtpServer(RuntimeError):
     pass
 
 
+ANOMALY, INCIDENT_EVENT = "anomaly", "incident event"
+"""What the dispatcher checks, each behind its own cursor: an anomaly (``id``) or an incident event (``event_id``)."""
+
+
+def _subject_key(subject: dict[str, Any]) -> tuple[str, int]:
+    if "alert_event" in subject:
+        return INCIDENT_EVENT, int(subject["event_id"])
+    return ANOMALY, int(subject["id"])
+
+
 class AlertDispatcher:
-    """Matches anomalies to rules in a background thread; :meth:`submit` never blocks the caller."""
+    """Matches incident events and anomalies to rules in a background thread; :meth:`submit` never blocks."""
 
     def __init__(self, settings: DashboardSettings, sessions: sessionmaker[Session], metrics: DashboardMetrics) -> None:
         self.settings = settings
@@ -161,10 +189,10 @@ class AlertDispatcher:
         self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=10_000)
         self._thread: threading.Thread | None = None
         self.processed = 0
-        self._retrying: dict[int, tuple[dict[str, Any], int, float]] = {}
-        """Anomalies whose check failed: id -> (anomaly, attempts, when to try again, monotonic)."""
-        self._highest_seen = 0
-        self._cursor = 0
+        self._retrying: dict[tuple[str, int], tuple[dict[str, Any], int, float]] = {}
+        """Checks that failed: (what, id) -> (subject, attempts, when to try again, monotonic)."""
+        self._highest_seen = {ANOMALY: 0, INCIDENT_EVENT: 0}
+        self._cursor = {ANOMALY: 0, INCIDENT_EVENT: 0}
         self._next_delivery_due: float | None = time.monotonic()
         self.webhooks = WebhookPolicy(settings.webhook_allowed_hosts)
         # No redirects (a 3xx could point anywhere) and no proxy from the environment (it would see the secrets).
@@ -176,31 +204,39 @@ class AlertDispatcher:
         self._thread.start()
 
     def _catch_up(self) -> None:
-        """Queue the anomalies stored after the last one checked (e.g. just before a crash).
+        """Queue the anomalies and incident events stored after the last ones checked (e.g. just before a crash).
 
-        On a new database the cursor starts at the newest anomaly: rules apply to anomalies
-        stored from now on, not to history.
+        On a new database the cursors start at the newest of each: rules apply to what is stored from
+        now on, not to history.
         """
         with self.sessions.begin() as session:
             cursor = session.get(AlertCursor, 1)
             if cursor is None:
                 newest = session.scalar(select(func.max(Anomaly.id))) or 0
+                newest_event = session.scalar(select(func.max(IncidentEvent.id))) or 0
                 # replicas starting together on a new database: the first one's row stands
-                session.execute(_insert(session, AlertCursor).values(id=1, last_anomaly_id=newest)
+                session.execute(_insert(session, AlertCursor)
+                                .values(id=1, last_anomaly_id=newest, last_incident_event_id=newest_event)
                                 .on_conflict_do_nothing(index_elements=["id"]))
-                self._cursor = self._highest_seen = newest
+                self._cursor = {ANOMALY: newest, INCIDENT_EVENT: newest_event}
+                self._highest_seen = dict(self._cursor)
                 return
-            self._cursor = self._highest_seen = cursor.last_anomaly_id
+            self._cursor = {ANOMALY: cursor.last_anomaly_id, INCIDENT_EVENT: cursor.last_incident_event_id}
+            self._highest_seen = dict(self._cursor)
             pending = [anomaly_json(a) for a in session.scalars(
                 select(Anomaly).where(Anomaly.id > cursor.last_anomaly_id).order_by(Anomaly.id).limit(CATCH_UP_LIMIT))]
-        if pending:
-            log.info("checking %d anomalies stored after the last one checked against the alert rules", len(pending))
-            self.submit(pending)
+            events = incident_events_json(session, IncidentEvent.id > cursor.last_incident_event_id,
+                                          limit=CATCH_UP_LIMIT)
+        if pending or events:
+            log.info("checking %d anomalies and %d incident events stored after the last ones checked against the "
+                     "alert rules", len(pending), len(events))
+            self.submit([*events, *pending])
 
-    def _advance_cursor(self, anomaly_id: int) -> None:
+    def _advance_cursor(self, what: str, checked_id: int) -> None:
+        column = AlertCursor.last_anomaly_id if what == ANOMALY else AlertCursor.last_incident_event_id
         with self.sessions.begin() as session:
-            session.execute(update(AlertCursor).where(AlertCursor.id == 1, AlertCursor.last_anomaly_id < anomaly_id)
-                            .values(last_anomaly_id=anomaly_id))
+            session.execute(update(AlertCursor).where(AlertCursor.id == 1, column < checked_id)
+                            .values({column: checked_id}))
 
     def stop(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -208,24 +244,20 @@ class AlertDispatcher:
             self._thread.join(30)
         self._http.close()
 
-    def submit_incident_events(self, events: list[dict[str, Any]]) -> None:
-        """Queue incident events (:attr:`dashboard.store.StoredBatch.incident_events`) for the rules."""
-        if not events:
+    def submit(self, subjects: list[dict[str, Any]]) -> None:
+        """Queue stored anomalies and incident events (:attr:`dashboard.store.StoredBatch.incident_events`)
+        for the rules; a full queue loses nothing for good (the cursor stays behind them until a restart)."""
+        if not subjects:
             return
         try:
-            self._queue.put_nowait([{"__incident__": e} for e in events])
+            self._queue.put_nowait(subjects)
         except queue.Full:
-            log.error("alert queue full: %d incident events not checked against alert rules", len(events))
-
-    def submit(self, anomalies: list[dict[str, Any]]) -> None:
-        try:
-            self._queue.put_nowait(anomalies)
-        except queue.Full:
-            log.error("alert queue full: %d anomalies not checked against alert rules", len(anomalies))
+            log.error("alert queue full: %d anomalies or incident events not checked against alert rules until "
+                      "the next start", len(subjects))
 
     @property
     def checks_awaiting_retry(self) -> int:
-        """Anomalies whose check against the rules failed and will be tried again."""
+        """Anomalies and incident events whose check against the rules failed and will be tried again."""
         return len(self._retrying)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
@@ -242,14 +274,11 @@ class AlertDispatcher:
                 item = []
             if item is None:
                 return
-            for anomaly in item:
-                if "__marker__" in anomaly:
-                    anomaly["__marker__"].set()
+            for subject in item:
+                if "__marker__" in subject:
+                    subject["__marker__"].set()
                     continue
-                if "__incident__" in anomaly:
-                    self._check_incident(anomaly["__incident__"])
-                    continue
-                self._check(anomaly)
+                self._check(subject)
             self._retry_due_checks()
             try:
                 self._retry_due_deliveries()
@@ -257,60 +286,48 @@ class AlertDispatcher:
                 log.exception("could not retry the failed alert deliveries")
             self._advance_cursor_safely()
 
-    def _check(self, anomaly: dict[str, Any]) -> None:
-        """Check one anomaly against the rules; on failure keep it for a retry (never lose it)."""
-        self._highest_seen = max(self._highest_seen, int(anomaly["id"]))
+    def _check(self, subject: dict[str, Any]) -> None:
+        """Check one anomaly or incident event against the rules; on failure keep it for a retry (never lose it)."""
+        key = _subject_key(subject)
+        what, ident = key
+        self._highest_seen[what] = max(self._highest_seen[what], ident)
         try:
-            self.process(anomaly)
-        except Exception:  # noqa: BLE001 - one bad anomaly, rule or a locked database must not stop alerting
-            attempts = self._retrying.get(anomaly["id"], (anomaly, 0, 0.0))[1] + 1
+            if what == ANOMALY:
+                self.process(subject)
+            else:
+                self.process_incident_event(subject)
+        except Exception:  # noqa: BLE001 - one bad record, rule or a locked database must not stop alerting
+            attempts = self._retrying.get(key, (subject, 0, 0.0))[1] + 1
             wait = backoff_seconds(attempts, CHECK_RETRY_FIRST_SECONDS, CHECK_RETRY_MAX_SECONDS)
-            self._retrying[anomaly["id"]] = (anomaly, attempts, time.monotonic() + wait)
+            self._retrying[key] = (subject, attempts, time.monotonic() + wait)
             self.metrics.alert_check_failures.inc()
-            log.warning("checking anomaly %s against the alert rules failed (attempt %d); trying again in %.0f s",
-                        anomaly["id"], attempts, wait, exc_info=attempts == 1)
+            log.warning("checking %s %s against the alert rules failed (attempt %d); trying again in %.0f s",
+                        what, ident, attempts, wait, exc_info=attempts == 1)
         else:
-            if self._retrying.pop(anomaly["id"], None) is not None:
-                log.info("anomaly %s checked against the alert rules after earlier failures", anomaly["id"])
+            if self._retrying.pop(key, None) is not None:
+                log.info("%s %s checked against the alert rules after earlier failures", what, ident)
             self.processed += 1
         self.metrics.alerts_awaiting_retry.labels(what="check").set(len(self._retrying))
 
-    def _check_incident(self, incident: dict[str, Any]) -> None:
-        """Check one incident event against the rules (the incident's peak severity against each rule's).
-
-        A failed check is logged and counted, not retried: unlike anomalies, incident events have no
-        cursor yet, so one stored just before a crash or during a database failure is not alerted."""
-        subject = {**incident, "severity": incident["peak_severity"], "id": None}
-        try:
-            with self.sessions() as session:
-                rules = [r for r in session.scalars(select(AlertRule).where(AlertRule.enabled.is_(True)))
-                         if rule_matches(r, subject)]
-            for rule in rules:
-                for channel, target in (("webhook", rule.webhook_url), ("email", rule.email_to)):
-                    if target:
-                        self._decide_and_send(rule, incident, channel, target)
-        except Exception:  # noqa: BLE001 - one bad event or a locked database must not stop alerting
-            self.metrics.alert_check_failures.inc()
-            log.exception("checking incident %s (%s) against the alert rules failed", incident.get("incident_id"),
-                          incident.get("alert_event"))
-
     def _retry_due_checks(self) -> None:
         now = time.monotonic()
-        for anomaly, _attempts, due in sorted(self._retrying.values(), key=lambda r: r[0]["id"]):
+        for key, (subject, _attempts, due) in sorted(self._retrying.items()):
             if due <= now:
-                self._check(anomaly)
+                self._check(subject)
 
     def _advance_cursor_safely(self) -> None:
-        """Move the cursor up to the newest anomaly checked, but never past one still waiting for a retry:
+        """Move each cursor up to the newest record checked, but never past one still waiting for a retry:
         a restart then checks that one again (and, harmlessly, the ones after it)."""
-        safe = min(self._retrying) - 1 if self._retrying else self._highest_seen
-        if safe <= self._cursor:
-            return
-        try:
-            self._advance_cursor(safe)
-            self._cursor = safe
-        except Exception:  # noqa: BLE001 - tried again after the next batch; worst case re-checked at restart
-            log.warning("could not advance the alert cursor (tried again later)", exc_info=True)
+        for what in (ANOMALY, INCIDENT_EVENT):
+            waiting = [ident for kind, ident in self._retrying if kind == what]
+            safe = min(waiting) - 1 if waiting else self._highest_seen[what]
+            if safe <= self._cursor[what]:
+                continue
+            try:
+                self._advance_cursor(what, safe)
+                self._cursor[what] = safe
+            except Exception:  # noqa: BLE001 - tried again after the next batch; worst case re-checked at restart
+                log.warning("could not advance the alert cursor (tried again later)", exc_info=True)
 
     def _seconds_to_next_retry(self) -> float:
         due = [d for _, _, d in self._retrying.values()]
@@ -348,17 +365,26 @@ class AlertDispatcher:
         if due:
             self._next_delivery_due = time.monotonic()  # look again soon: the batch may have been cut at 100
 
-    # -- one anomaly --------------------------------------------------------------------
+    # -- one anomaly or incident event --------------------------------------------------
     def process(self, anomaly: dict[str, Any]) -> None:
         if anomaly.get("suppressed_by") or self.settings.alert_on == "incidents":
             return  # suppressed by operator feedback (kept and counted), or rules fire on incidents, not readings
+        self._apply_rules(anomaly, anomaly)
+
+    def process_incident_event(self, event: dict[str, Any]) -> None:
+        """An incident's opening, escalation or closing; rules compare its peak severity with theirs."""
+        if self.settings.alert_on != "incidents":
+            return
+        self._apply_rules({**event, "severity": event["peak_severity"], "id": None}, event)
+
+    def _apply_rules(self, matched: dict[str, Any], subject: dict[str, Any]) -> None:
         with self.sessions() as session:
             rules = [r for r in session.scalars(select(AlertRule).where(AlertRule.enabled.is_(True)))
-                     if rule_matches(r, anomaly)]
+                     if rule_matches(r, matched)]
         for rule in rules:
             for channel, target in (("webhook", rule.webhook_url), ("email", rule.email_to)):
                 if target:
-                    self._decide_and_send(rule, anomaly, channel, target)
+                    self._decide_and_send(rule, subject, channel, target)
 
     def _claim(self, rule: AlertRule, anomaly: dict[str, Any], channel: str) -> tuple[int | None, str, str]:
         """Record the decision row; returns (alert id or None if already handled, status, detail)."""
@@ -395,7 +421,7 @@ class AlertDispatcher:
     def _decide_and_send(self, rule: AlertRule, anomaly: dict[str, Any], channel: str, target: str) -> None:
         alert_id, status, _detail = self._claim(rule, anomaly, channel)
         if alert_id is None:
-            log.debug("rule %s already alerted on anomaly %s via %s", rule.id, anomaly["id"], channel)
+            log.debug("rule %s already alerted on %s %s via %s", rule.id, *_subject_key(anomaly), channel)
             return
         if status == "pending":
             self._deliver(alert_id, 1, rule, anomaly, channel, target)
@@ -435,7 +461,7 @@ class AlertDispatcher:
     def _send_webhook(self, rule: AlertRule, anomaly: dict[str, Any], url: str) -> str:
         destination = self.webhooks.check(url)  # again now: the name may resolve elsewhere than at creation
         if "alert_event" in anomaly:
-            incident = {k: v for k, v in anomaly.items() if k != "alert_event"}
+            incident = {k: v for k, v in anomaly.items() if k not in ("alert_event", "event_id")}
             payload = {"rule": {"id": rule.id, "name": rule.name}, "event": anomaly["alert_event"], "incident": incident}
         else:
             payload = {"rule": {"id": rule.id, "name": rule.name}, "anomaly": anomaly}

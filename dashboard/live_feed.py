@@ -11,8 +11,8 @@ row another replica cannot read yet, and a rolled-back batch announces nothing.
 replica is turned into live events: its anomalies are read by id and sent to every client; for
 clients watching a meter or a feeder, that key's readings (or per-timestamp feeder totals) in the
 notice's time span are read and sent. A replica's own notices are skipped (its ingest has already
-published those events). The other replicas' anomalies are also checked against the alert rules
-here (see :class:`DatabaseFeed`). The page replaces a reading it already has (same timestamp) and ignores an
+published those events). The other replicas' anomalies and incident events (ids in ``e``) are also
+checked against the alert rules here (see :class:`DatabaseFeed`). The page replaces a reading it already has (same timestamp) and ignores an
 anomaly id it already has, so a reading sent twice does no harm. A notice missed while the listening
 connection was down is made good after it reconnects: anomalies with a higher id than the last one
 seen are sent then; the page reloads the charted series from the API anyway.
@@ -33,8 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard.events import EventHub
 from dashboard.metrics import DashboardMetrics
-from dashboard.models import Anomaly, Meter, Reading
-from dashboard.store import StoredBatch, anomaly_json
+from dashboard.models import Anomaly, IncidentEvent, Meter, Reading
+from dashboard.store import StoredBatch, anomaly_json, incident_events_json
 from dashboard.timeutil import iso
 from foundation.kafka_logging import retry_wait
 
@@ -59,9 +59,12 @@ after its own reconnects, and a longer outage is better read from the API."""
 
 def notify_stored(session: Session, origin: str, stored: StoredBatch) -> None:
     """Announce, within the ingest's transaction, what it stored (delivered to every listener at commit)."""
-    if session.get_bind().dialect.name != "postgresql" or not (stored.anomalies or stored.readings):
+    if session.get_bind().dialect.name != "postgresql" or not (stored.anomalies or stored.readings
+                                                                or stored.incident_events):
         return
     head: dict[str, Any] = {"o": origin, "a": []}
+    if stored.incident_events:
+        head["e"] = [e["event_id"] for e in stored.incident_events]  # a few per batch: incidents are rare
     if stored.readings:
         stamps = [r["timestamp_ms"] for r in stored.readings]
         feeders = sorted({r["feeder_id"] for r in stored.readings})
@@ -85,10 +88,11 @@ class DatabaseFeed:
     """Listens for :func:`notify_stored` notices and fans other replicas' records out to this replica's hub."""
 
     def __init__(self, engine: Engine, sessions: sessionmaker[Session], hub: EventHub, metrics: DashboardMetrics,
-                 origin: str, on_anomalies: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
-        self.on_anomalies = on_anomalies
-        """Also given the other replicas' anomalies (the alert rules: every replica checks every anomaly, and the
-        unique alert row lets one of them send, so one stored by a replica that died at once is still alerted)."""
+                 origin: str, on_alert_subjects: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        self.on_alert_subjects = on_alert_subjects
+        """Also given the other replicas' incident events and anomalies (the alert rules: every replica checks
+        every one, and the unique alert row lets one of them send, so one stored by a replica that died at once
+        is still alerted)."""
         self.engine = engine
         self.sessions = sessions
         self.hub = hub
@@ -152,16 +156,18 @@ class DatabaseFeed:
             self.metrics.feed_notifications.labels(origin="self").inc()
             return
         self.metrics.feed_notifications.labels(origin="other").inc()
-        if not self.hub.clients and (self.on_anomalies is None or not ids):
+        event_ids = [int(i) for i in notice.get("e", [])]
+        if not self.hub.clients and (self.on_alert_subjects is None or not (ids or event_ids)):
             return
         with self.sessions() as session:
             anomalies = [anomaly_json(a) for a in session.scalars(
                 select(Anomaly).where(Anomaly.id.in_(ids)).order_by(Anomaly.id))] if ids else []
+            events = incident_events_json(session, IncidentEvent.id.in_(event_ids)) if event_ids else []
             readings, sums = ([], [])
             if "r" in notice and self.hub.clients:
                 readings, sums = self._watched_readings(session, notice["r"][0], notice["r"][1], notice.get("f"))
-        if anomalies and self.on_anomalies is not None:
-            self.on_anomalies(anomalies)
+        if (events or anomalies) and self.on_alert_subjects is not None:
+            self.on_alert_subjects([*events, *anomalies])
         if self.hub.clients and (anomalies or readings or sums):
             self.hub.publish_threadsafe(anomalies, readings, sums)
 

@@ -86,6 +86,22 @@ class Incident(Base):
     updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class IncidentEvent(Base):
+    """One alertable change of an incident (opened, escalated:<severity>, closed), recorded in the transaction
+    that stores the incident record: the alert dispatcher checks them in id order behind its cursor, so one
+    stored just before a crash, or whose check failed, is checked again (unique: recorded once whoever
+    stores the record, even two replicas at once)."""
+
+    __tablename__ = "incident_events"
+    __table_args__ = (UniqueConstraint("incident_id", "event", name="uq_incident_events_incident_event"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(24))
+    revision: Mapped[int] = mapped_column(Integer)
+    stored_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class Reading(Base):
     """One stored reading; the primary key (meter_id, timestamp) makes re-delivery harmless."""
 
@@ -204,6 +220,8 @@ class AlertCursor(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_anomaly_id: Mapped[int] = mapped_column(Integer)
+    last_incident_event_id: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Id of the newest incident event checked (:class:`IncidentEvent`)."""
 
 
 class ApiToken(Base):

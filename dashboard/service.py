@@ -71,7 +71,7 @@ class DashboardService:
         self.alerts.start()
         if self.engine.dialect.name == "postgresql":  # several replicas may share the database: follow theirs too
             self.feed = DatabaseFeed(self.engine, self.sessions, self.hub, self.metrics, self.replica,
-                                     on_anomalies=self.alerts.submit)
+                                     on_alert_subjects=self.alerts.submit)
             self.feed.start()
         if self.settings.consume if consume is None else consume:
             self.start_ingest()
@@ -117,10 +117,8 @@ class DashboardService:
                 gauge.labels(kind=kind, severity=severity).set(counts.get((kind, severity), 0))
 
     def _on_stored(self, stored: StoredBatch) -> None:
-        if self.settings.alert_on == "incidents":
-            self.alerts.submit_incident_events(stored.incident_events)
-        elif stored.anomalies:
-            self.alerts.submit(stored.anomalies)
+        # both, whatever alert_on says: the dispatcher skips the other kind, and both cursors move on
+        self.alerts.submit([*stored.incident_events, *stored.anomalies])
         if not self.hub.clients:
             return
         meters = self.hub.watched_meters()

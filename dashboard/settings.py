@@ -95,9 +95,9 @@ class DashboardSettings(BaseSettings):
     """Wait before the second try; each later wait doubles ..."""
     alert_retry_max_seconds: float = 1800.0
     """... up to this (with the defaults the six tries span about 15 minutes)."""
-    alert_on: Literal["anomalies", "incidents"] = "anomalies"
-    """What alert rules fire on: every anomaly (the default until the page and its tests move over), or each
-    incident's opening, escalation to a higher severity and closing (``incidents``), never once per reading."""
+    alert_on: Literal["anomalies", "incidents"] = "incidents"
+    """What alert rules fire on: each incident's opening, escalation to a higher severity and closing (the
+    default: one alarm per event, never one per reading), or every anomaly (``anomalies``)."""
     alert_rate_per_hour: int = 10
     """Alerts one rule may send about one meter per hour; the rest are recorded as ``suppressed``."""
     timezone: str = "UTC"

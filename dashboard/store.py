@@ -21,7 +21,15 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dashboard.models import Anomaly, ConsumerOffset, Forecast, Incident, Meter, Reading
+from dashboard.models import (
+    Anomaly,
+    ConsumerOffset,
+    Forecast,
+    Incident,
+    IncidentEvent,
+    Meter,
+    Reading,
+)
 from dashboard.timeutil import DAY_MS, HOUR_MS, iso, now_ms
 
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
@@ -64,7 +72,8 @@ class StoredBatch:
     """Incident records applied (a newer revision than the stored one)."""
     incident_events: list[dict[str, Any]] = field(default_factory=list)
     """What alerts may fire on: an incident's opening, escalation and closing, each an Incident object with
-    ``alert_event`` (``opened``, ``escalated:<severity>``, ``closed``), once each whatever the re-deliveries."""
+    ``alert_event`` (``opened``, ``escalated:<severity>``, ``closed``) and ``event_id`` (its
+    :class:`~dashboard.models.IncidentEvent` row), once each whatever the re-deliveries."""
 
 
 def _anomaly_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +161,7 @@ def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
         before = {r.incident_id: r for r in session.execute(
             select(Incident.incident_id, Incident.status, Incident.peak_severity, Incident.revision)
             .where(Incident.incident_id.in_(list(newest_incident))))}
-        for ident in sorted(newest_incident):
-            stored.incident_events += _transitions(before.get(ident), newest_incident[ident])
+        events = [e for ident in sorted(newest_incident) for e in _transitions(before.get(ident), newest_incident[ident])]
         stmt = _insert(session, table)
         stmt = stmt.on_conflict_do_update(  # a re-delivered, older revision never replaces a newer one
             index_elements=["incident_id"],
@@ -162,6 +170,7 @@ def store_batch(session: Session, batch: IngestBatch) -> StoredBatch:
         )
         connection.execute(stmt, [newest_incident[k] for k in sorted(newest_incident)])
         stored.incidents = len(newest_incident)
+        stored.incident_events = _record_events(session, events)
     if batch.offsets:
         rows = [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in sorted(batch.offsets.items())]
         stmt = _insert(session, ConsumerOffset).values(rows)
@@ -191,6 +200,35 @@ def _transitions(before: Any, row: dict[str, Any]) -> list[dict[str, Any]]:
         payload["alert_event"] = event
         out.append(payload)
     return out
+
+
+def _record_events(session: Session, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Record the incident events (in the caller's transaction) and return those recorded now, each with its
+    ``event_id``: an event another replica recorded first is its to alert on."""
+    if not events:
+        return []
+    stored_at = now_ms()
+    stmt = (_insert(session, IncidentEvent.__table__)
+            .on_conflict_do_nothing(index_elements=["incident_id", "event"])
+            .returning(IncidentEvent.id, IncidentEvent.incident_id, IncidentEvent.event))
+    rows = [{"incident_id": e["incident_id"], "event": e["alert_event"], "revision": e["revision"],
+             "stored_at_ms": stored_at} for e in events]
+    recorded = {(r.incident_id, r.event): r.id for r in session.connection().execute(stmt, rows)}
+    out = []
+    for e in events:
+        event_id = recorded.get((e["incident_id"], e["alert_event"]))
+        if event_id is not None:
+            out.append({**e, "event_id": event_id})
+    return out
+
+
+def incident_events_json(session: Session, *conditions: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    """Recorded incident events matching ``conditions`` in id order, each as the alert rules see it: the
+    incident as it is now, with ``alert_event`` and ``event_id``."""
+    rows = session.execute(select(IncidentEvent, Incident)
+                           .join(Incident, Incident.incident_id == IncidentEvent.incident_id)
+                           .where(*conditions).order_by(IncidentEvent.id).limit(limit))
+    return [{**incident_json(incident), "alert_event": event.event, "event_id": event.id} for event, incident in rows]
 
 
 def _greater(session: Session) -> Any:

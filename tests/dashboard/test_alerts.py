@@ -1,4 +1,5 @@
-"""Alert rules end to end against a real local SMTP server (aiosmtpd) and a real local HTTP receiver."""
+"""Alert rules per anomaly (``alert_on`` anomalies; the default, per incident, is in test_incident_alerts.py)
+end to end against a real local SMTP server (aiosmtpd) and a real local HTTP receiver."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def receiver_factory():
 @pytest.fixture
 def dash(dashboard_factory):
     """The receivers here listen on 127.0.0.1, which webhooks reach only when listed."""
-    return dashboard_factory(webhook_allowed_hosts="127.0.0.1")
+    return dashboard_factory(alert_on="anomalies", webhook_allowed_hosts="127.0.0.1")
 
 
 def _alerts(dash):
@@ -87,7 +88,7 @@ def _alerts(dash):
 def test_matching_anomaly_sends_webhook_and_email(dashboard_factory, smtp_server, receiver_factory):
     controller, mailbox = smtp_server
     receiver = receiver_factory()
-    dash = dashboard_factory(smtp_host="127.0.0.1", smtp_port=controller.port, smtp_sender="wattsup@test.local",
+    dash = dashboard_factory(alert_on="anomalies", smtp_host="127.0.0.1", smtp_port=controller.port, smtp_sender="wattsup@test.local",
                              webhook_allowed_hosts="127.0.0.1")
     rule = dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
         "name": "feeder 1 warnings", "min_severity": "WARNING", "feeder_id": "F1",
@@ -139,7 +140,7 @@ def test_the_same_anomaly_is_never_alerted_twice(dash, receiver_factory):
 
 def test_storm_is_rate_limited_per_meter_and_rest_suppressed(dashboard_factory, receiver_factory):
     receiver = receiver_factory()
-    dash = dashboard_factory(alert_rate_per_hour=3, webhook_allowed_hosts="127.0.0.1")
+    dash = dashboard_factory(alert_on="anomalies", alert_rate_per_hour=3, webhook_allowed_hosts="127.0.0.1")
     dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "storm", "min_severity": "INFO",
                                                                       "webhook_url": receiver.url})
     stored = dash.store(anomalies=[anomaly_record("M1", T0 + i * QUARTER) for i in range(10)]
@@ -158,7 +159,7 @@ def test_storm_is_rate_limited_per_meter_and_rest_suppressed(dashboard_factory, 
 
 def test_failed_delivery_is_recorded_not_raised(dashboard_factory, receiver_factory):
     broken = receiver_factory(status=500)
-    dash = dashboard_factory(smtp_host="127.0.0.1", smtp_port=free_port(),  # nothing listens there
+    dash = dashboard_factory(alert_on="anomalies", smtp_host="127.0.0.1", smtp_port=free_port(),  # nothing listens there
                              webhook_allowed_hosts="127.0.0.1", alert_delivery_attempts=1)  # retries: test_hardening
     dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={
         "name": "broken", "min_severity": "INFO", "webhook_url": broken.url, "email_to": "ops@test.local"})
@@ -216,7 +217,7 @@ def test_anomalies_stored_but_not_checked_before_a_restart_are_alerted_after_it(
                                                                                 tmp_path):
     receiver = receiver_factory()
     url = f"sqlite:///{tmp_path / 'shared' / 'wattsup.db'}"
-    first = dashboard_factory(database_url=url, webhook_allowed_hosts="127.0.0.1")
+    first = dashboard_factory(alert_on="anomalies", database_url=url, webhook_allowed_hosts="127.0.0.1")
     first.client.post("/api/v1/alert-rules", headers=first.auth, json={"name": "all", "min_severity": "INFO",
                                                                         "webhook_url": receiver.url})
     checked = first.store(anomalies=[anomaly_record("M1", T0)])
@@ -227,13 +228,13 @@ def test_anomalies_stored_but_not_checked_before_a_restart_are_alerted_after_it(
     first.client.__exit__(None, None, None)
     assert [r["body"]["anomaly"]["meter_id"] for r in receiver.received] == ["M1"]
 
-    second = dashboard_factory(database_url=url, webhook_allowed_hosts="127.0.0.1")
+    second = dashboard_factory(alert_on="anomalies", database_url=url, webhook_allowed_hosts="127.0.0.1")
     assert second.service.alerts.wait_idle()
     assert sorted(r["body"]["anomaly"]["meter_id"] for r in receiver.received) == ["M1", "M2", "M3"]
     assert {a["anomaly_id"] for a in _alerts(second)["items"]} == {a["id"] for a in checked.anomalies + unchecked.anomalies}
     second.client.__exit__(None, None, None)
 
-    third = dashboard_factory(database_url=url, webhook_allowed_hosts="127.0.0.1")  # nothing left to catch up on
+    third = dashboard_factory(alert_on="anomalies", database_url=url, webhook_allowed_hosts="127.0.0.1")  # nothing left to catch up on
     assert third.service.alerts.wait_idle()
     assert len(receiver.received) == 3
 
@@ -242,7 +243,7 @@ def test_a_new_database_does_not_alert_on_history(dashboard_factory, receiver_fa
     from dashboard.alerts import AlertDispatcher
 
     receiver = receiver_factory()
-    dash = dashboard_factory(consume=False, webhook_allowed_hosts="127.0.0.1")
+    dash = dashboard_factory(alert_on="anomalies", consume=False, webhook_allowed_hosts="127.0.0.1")
     dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "all", "min_severity": "INFO",
                                                                       "webhook_url": receiver.url})
     dash.store(anomalies=[anomaly_record("M1", T0)])
@@ -281,7 +282,7 @@ def test_email_over_starttls_with_login(dashboard_factory, tmp_path):
     controller.start()
     try:
         def send_with(**smtp):
-            dash = dashboard_factory(smtp_host="127.0.0.1", smtp_port=controller.port, smtp_starttls=True,
+            dash = dashboard_factory(alert_on="anomalies", smtp_host="127.0.0.1", smtp_port=controller.port, smtp_starttls=True,
                                      smtp_timeout_seconds=3, alert_delivery_attempts=1, **smtp)
             dash.client.post("/api/v1/alert-rules", headers=dash.auth, json={"name": "tls", "min_severity": "INFO",
                                                                               "email_to": "ops@test.local"})

@@ -253,10 +253,11 @@ class _Receiver:
         self.server.server_close()
 
 
-def test_a_rule_stored_before_the_check_is_refused_at_send_time_without_disclosure(dash):
+def test_a_rule_stored_before_the_check_is_refused_at_send_time_without_disclosure(dashboard_factory):
     from dashboard.models import AlertRule
     from tests.dashboard.conftest import T0, anomaly_record
 
+    dash = dashboard_factory(alert_on="anomalies")
     receiver = _Receiver(200)
     try:
         with dash.service.sessions.begin() as session:  # as an older version stored it, unchecked
@@ -277,7 +278,7 @@ def test_delivery_failures_are_stored_as_generic_text(dashboard_factory):
     from deploy.kafka.launcher import free_port
     from tests.dashboard.conftest import T0, anomaly_record
 
-    dash = dashboard_factory(webhook_allowed_hosts="127.0.0.1", alert_delivery_attempts=1)
+    dash = dashboard_factory(alert_on="anomalies", webhook_allowed_hosts="127.0.0.1", alert_delivery_attempts=1)
     broken = _Receiver(500)
     closed = free_port()
     try:
@@ -561,7 +562,7 @@ def test_an_anomaly_whose_check_fails_on_a_locked_database_is_retried_and_holds_
 
     from tests.dashboard.conftest import T0, anomaly_record
 
-    dash = dashboard_factory(webhook_allowed_hosts="127.0.0.1")
+    dash = dashboard_factory(alert_on="anomalies", webhook_allowed_hosts="127.0.0.1")
     receiver = _Receiver(200)
     locked = {"on": True, "refused": 0}
 
@@ -621,7 +622,7 @@ class _FlakyReceiver(_Receiver):
 def test_failed_deliveries_are_retried_with_backoff_and_bounded(dashboard_factory, failures, attempts, final):
     from tests.dashboard.conftest import T0, anomaly_record
 
-    dash = dashboard_factory(webhook_allowed_hosts="127.0.0.1", alert_delivery_attempts=attempts,
+    dash = dashboard_factory(alert_on="anomalies", webhook_allowed_hosts="127.0.0.1", alert_delivery_attempts=attempts,
                              alert_retry_first_seconds=0.3, alert_retry_max_seconds=1.0)
     receiver = _FlakyReceiver(failures)
     try:

@@ -76,7 +76,7 @@ def test_other_replicas_records_reach_this_replicas_live_clients(engine):
         feeder = hub.subscribe(feeder_id="F2")
         metrics = DashboardMetrics()
         to_alerts: list[list[dict]] = []
-        feed = DatabaseFeed(engine, session_factory(engine), hub, metrics, origin="me", on_anomalies=to_alerts.append)
+        feed = DatabaseFeed(engine, session_factory(engine), hub, metrics, origin="me", on_alert_subjects=to_alerts.append)
         feed.start()
         try:
             await asyncio.to_thread(wait_until, feed.listening.is_set, 30, "the feed listening")

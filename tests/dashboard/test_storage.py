@@ -92,7 +92,7 @@ def test_a_database_from_before_the_baseline_columns_is_migrated_and_keeps_its_a
     dash = dashboard_factory(database_url=url)  # the service migrates at start-up
     with dash.service.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0007"
     dash.store(anomalies=[anomaly_record("NEW", T0 + QUARTER, expected=None, lower=None, upper=None, residual=None,
                                          band_residual=None, baseline=0.7)])
     items = {a["meter_id"]: a for a in dash.client.get("/api/v1/anomalies").json()["items"]}
