@@ -105,3 +105,18 @@ def test_a_mark_the_broker_never_acknowledged_is_503_not_202(tmp_path):
         assert answer.status_code == 503, answer.text
         assert answer.headers["Retry-After"] and "retry" in answer.json()["detail"]
         assert time.monotonic() - began < 10
+
+
+def test_the_pages_incident_logic():
+    """incident-logic.js (durations, energy, chart window, the feedback body) run by node's own test runner."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (make dashboard-assets needs it too)")
+    script = Path(__file__).with_name("js") / "incidents.test.mjs"
+    result = subprocess.run([node, "--test", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "# pass 4" in result.stdout and "# fail 0" in result.stdout
