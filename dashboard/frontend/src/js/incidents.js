@@ -45,7 +45,7 @@ function renderList() {
     dataset: { id: i.incident_id, meter: i.meter_id, feeder: i.feeder_id, kind: i.kind, state: i.status },
   }, el("td", {}, stateBadge(i)), el("td", {}, formatTime(i.started)),
   el("td", { className: "num" }, formatDuration(i.duration_seconds)), el("td", {}, i.meter_id),
-  el("td", { className: "wide" }, i.feeder_id), el("td", {}, i.kind), el("td", {}, severityBadge(i.peak_severity)),
+  el("td", {}, i.feeder_id), el("td", {}, i.kind), el("td", {}, severityBadge(i.peak_severity)),
   energyCell(i)));
   $("incident-table").querySelector("tbody").replaceChildren(...rows);
   const empty = $("incident-empty");

@@ -182,6 +182,8 @@ function renderSummary(summary) {
   // anomalies stored since (a forecast run, a reconnect) show up without a click.
   const newData = summary.latest_reading_at !== state.latestSeen;
   state.latestSeen = summary.latest_reading_at;
+  // New readings can close an incident (the meter is back to normal) without any anomaly event.
+  if (newData) refreshIncidents({ soon: true });
   if (newData && state.key && $("live-toggle").checked && Date.now() - state.seriesLoadedAt > SERIES_REFRESH_MS) {
     loadSeries().catch(() => {});
   }
