@@ -260,6 +260,10 @@ INCIDENT_CHART_JS = """() => {
 }"""
 
 
+def to_ms(iso: str) -> int:
+    return pd.Timestamp(iso).value // 10**6
+
+
 def check_incidents_view_detail_and_marking(page, kafka, topics, worker, dashboard: RunningDashboard,
                                             artifacts: Path) -> None:
     """The incidents view against the API (filters, open first), one incident's chart with its anomalous
@@ -291,7 +295,6 @@ def check_incidents_view_detail_and_marking(page, kafka, topics, worker, dashboa
     detail = dashboard.get(f"/api/v1/incidents/{target['incident_id']}")
     chart = page.evaluate(INCIDENT_CHART_JS)
     assert chart["color"].lower() == ANOMALY_RED and chart["pointStyle"] == "triangle" and chart["visible"]
-    to_ms = lambda iso: pd.Timestamp(iso).value // 10**6  # noqa: E731
     assert chart["anomalies"] == [to_ms(a["timestamp"]) for a in detail["anomalies"]] and chart["anomalies"], chart
     assert chart["readings"] > target["readings"] and chart["usual"] == len(detail["anomalies"]), chart
     assert chart["shaded"]["min"] == to_ms(target["started"]) and chart["min"] < chart["shaded"]["min"], chart
