@@ -34,19 +34,29 @@ def mark_from_record(record: dict[str, Any]) -> FeedbackMark:
 def publish_mark(connection: KafkaConnection, topics: TopicNames, serde: Any, mark: FeedbackMark,
                  timeout: float = 30.0) -> None:
     """Write a mark and wait for the broker's acknowledgement; raises :class:`KafkaException` if
-    it did not come within ``timeout`` seconds."""
+    it did not come within ``timeout`` seconds or the delivery failed.
+
+    The delivery report decides, not what ``flush`` leaves queued: a message that expired
+    (``message.timeout.ms``, e.g. no broker reachable) is reported failed and leaves the queue, so
+    ``flush`` returns 0 for it as for a delivered one."""
     value = serde.encode(FEEDBACK_MARK, mark.record())
     producer = Producer(producer_config(connection, **{"linger.ms": 0, "message.timeout.ms": max(1000, int(timeout * 1000)),
                                                        **quiet_config("feedback-producer")}))
+    reports: list[Any] = []  # the delivery report's error (None: acknowledged)
     try:
-        producer.produce(topics.feedback, key=mark.key.encode(), value=value)
+        producer.produce(topics.feedback, key=mark.key.encode(), value=value,
+                         on_delivery=lambda err, _msg: reports.append(err))
         left = producer.flush(timeout + 1.0)
     except BufferError as exc:
         raise KafkaException(f"could not queue the mark for {topics.feedback}: {exc}") from exc
     finally:
         producer.purge()
-    if left:
+    if left or not reports:
         raise KafkaException(f"Kafka did not acknowledge the mark within {timeout:g} s ({topics.feedback})")
+    if reports[0] is not None:
+        error = reports[0]
+        reason = error.str() if hasattr(error, "str") else str(error)
+        raise KafkaException(f"Kafka did not take the mark ({topics.feedback}): {reason}")
 
 
 def _consumer_config(connection: KafkaConnection, name: str) -> dict[str, Any]:

@@ -29,9 +29,11 @@ import pandas as pd
 import pytest
 
 from deploy.kafka.launcher import free_port
+from feedback.topic import read_marks
 from foundation.sensitivity import SensitivityWatcher
 from models.training import train_and_save
 from readings.producer import ReadingProducer
+from schemas.serde import SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
 from tests.waiting import stop_process
 
@@ -247,6 +249,89 @@ ANOMALY_DATASET_JS = """(name) => {
 }"""
 
 
+INCIDENT_CHART_JS = """() => {
+  const chart = window.wattsupCharts.incident;
+  const byLabel = (label) => chart.data.datasets.find((d) => d.label === label);
+  const anomalies = byLabel('Anomalies');
+  return {color: anomalies.backgroundColor, pointStyle: anomalies.pointStyle, visible: chart.isDatasetVisible(4),
+          anomalies: anomalies.data.map((p) => p.x), readings: byLabel('Usage').data.length,
+          usual: byLabel('Usual for the hour').data.length, band: byLabel('Forecast band').data.length,
+          shaded: chart.options.plugins.highlightWindow.range, min: chart.scales.x.min, max: chart.scales.x.max};
+}"""
+
+
+def to_ms(iso: str) -> int:
+    return pd.Timestamp(iso).value // 10**6
+
+
+def check_incidents_view_detail_and_marking(page, kafka, topics, worker, dashboard: RunningDashboard,
+                                            artifacts: Path) -> None:
+    """The incidents view against the API (filters, open first), one incident's chart with its anomalous
+    readings in red, and a false-alarm mark sent from the page that the stream worker applies."""
+    rows = page.locator("[data-testid='incident-row']")
+    listed: dict = {}
+
+    def page_lists(params: str = "") -> bool:
+        listed.update(dashboard.get(f"/api/v1/incidents?limit=200{params}"))
+        shown = rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+        return bool(listed["items"]) and shown == [i["incident_id"] for i in listed["items"]]
+
+    # Filters (each change reloads the list): each narrows it to what the API returns for it.
+    everything = dashboard.get("/api/v1/incidents?limit=200")["items"]
+    assert everything, "the stream made no incidents"
+    target = max(everything, key=lambda i: (i["readings"], i["status"] == "open"))
+    page.select_option("[data-testid='incident-feeder']", target["feeder_id"])
+    wait_until(lambda: page_lists(f"&feeder_id={target['feeder_id']}"), 15, lambda: f"the feeder filter: {listed}")
+    page.select_option("[data-testid='incident-kind']", target["kind"])
+    wait_until(lambda: page_lists(f"&feeder_id={target['feeder_id']}&kind={target['kind']}"), 15, "the kind filter")
+    page.select_option("[data-testid='incident-state']", target["status"])
+    wait_until(lambda: page_lists(f"&feeder_id={target['feeder_id']}&kind={target['kind']}&state={target['status']}"),
+               15, "the state filter")
+    assert set(rows.evaluate_all("rs => rs.map(r => r.dataset.state)")) == {target["status"]}
+
+    # The detail: the meter's chart over the incident, its anomalous readings as red triangles.
+    page.locator(f"[data-testid='incident-row'][data-id='{target['incident_id']}']").click()
+    page.wait_for_selector(f"[data-testid='incident-detail'][data-loaded='{target['incident_id']}']")
+    detail = dashboard.get(f"/api/v1/incidents/{target['incident_id']}")
+    chart = page.evaluate(INCIDENT_CHART_JS)
+    assert chart["color"].lower() == ANOMALY_RED and chart["pointStyle"] == "triangle" and chart["visible"]
+    assert chart["anomalies"] == [to_ms(a["timestamp"]) for a in detail["anomalies"]] and chart["anomalies"], chart
+    assert chart["readings"] > target["readings"] and chart["usual"] == len(detail["anomalies"]), chart
+    assert chart["shaded"]["min"] == to_ms(target["started"]) and chart["min"] < chart["shaded"]["min"], chart
+    assert chart["max"] > chart["shaded"]["max"] >= max(chart["anomalies"]), chart
+    assert target["meter_id"] in page.inner_text("[data-testid='incident-title']")
+    page.locator("[data-testid='incidents']").scroll_into_view_if_needed()
+    page.screenshot(path=artifacts / "05d-incident-detail.png", full_page=True)
+
+    # Mark it a false alarm for 3 days: the page shows the 202, the mark is on the feedback topic, and the
+    # stream worker applied it (its metric moves).
+    applied = worker.metric("wattsup_stream_feedback_marks_applied_total")
+    page.check("[data-testid='incident-feedback-form'] input[value='false_alarm']")
+    page.fill("[data-testid='incident-days']", "3")
+    page.fill("[data-testid='incident-note']", "e2e: planned work")
+    page.click("[data-testid='incident-mark']")
+    result = page.locator("[data-testid='incident-feedback-result'][data-outcome='accepted'][data-status='202']")
+    result.wait_for()
+    assert "Accepted (202)" in result.inner_text() and target["meter_id"] in result.inner_text()
+    page.screenshot(path=artifacts / "05e-incident-marked.png", full_page=True)
+    worker.wait_for("wattsup_stream_feedback_marks_applied_total", applied + 1, timeout=60)
+    marks = [m for m in read_marks(kafka.connection, topics, SingleObjectSerde()) if m.incident_id == target["incident_id"]]
+    assert [(m.verdict, m.operator, m.note, m.close_incident) for m in marks] == [
+        ("false_alarm", "e2e-browser", "e2e: planned work", True)]
+    assert marks[0].expires_at == to_ms(target["last_seen"]) + 3 * 86_400_000
+
+    # Without filters: every incident, open ones first, each row with the API's figures.
+    for testid in ("incident-feeder", "incident-kind", "incident-state"):
+        page.select_option(f"[data-testid='{testid}']", "")
+    wait_until(page_lists, 15, lambda: f"incidents in the page differ from the API's {listed.get('total')}")
+    states = rows.evaluate_all("rs => rs.map(r => r.dataset.state)")
+    assert states == sorted(states, key=lambda s: s != "open"), "open incidents are not listed first"
+    first = listed["items"][0]
+    cells = rows.first.evaluate("r => [...r.cells].map(c => c.innerText)")
+    assert cells[3:6] == [first["meter_id"], first["feeder_id"], first["kind"]] and cells[6] == first["peak_severity"]
+    assert cells[7].startswith("+" if first["energy_delta_kwh"] > 0 else "−"), (cells, first)
+
+
 def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, webhook, artifacts):
     topics, worker, dashboard = pipeline
     context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light",
@@ -377,6 +462,8 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     wait_until(page_shows_alert_history, 45, lambda: f"alert history in the page differs from the API's {history[:3]}")
     assert {a["status"] for a in history} <= {"sent", "suppressed"} and any(a["status"] == "sent" for a in history)
     assert all(body["rule"]["name"] == "all anomalies" for body in webhook.received)
+
+    check_incidents_view_detail_and_marking(page, kafka, topics, worker, dashboard, artifacts)
 
     # The show-anomalies toggle hides and shows the red points.
     page.locator("[data-testid='anomaly-toggle']").uncheck()

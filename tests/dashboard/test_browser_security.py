@@ -14,8 +14,11 @@ import pytest
 import uvicorn
 
 from dashboard.app import create_app
+from dashboard.store import IngestBatch, incident_row, store_batch
 from deploy.kafka.launcher import free_port
+from foundation.kafka_settings import KafkaConnection
 from tests.dashboard.conftest import anomaly_record, reading_row
+from tests.dashboard.incident_records import incident
 from tests.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +41,10 @@ document.addEventListener("securitypolicyviolation",
 @pytest.fixture
 def served(dashboard_factory) -> Iterator[tuple[str, object]]:
     """The dashboard on a real port (its database shared with the harness, which stores the records)."""
-    harness = dashboard_factory()
+    # No broker at its Kafka address (and a short wait for one): a write that needs Kafka fails fast, as it
+    # must be shown when the broker is down.
+    harness = dashboard_factory(ingest_ack_timeout_seconds=1,
+                                kafka=KafkaConnection(bootstrap_servers=f"127.0.0.1:{free_port()}"))
     app = create_app(harness.settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -68,6 +74,11 @@ def test_a_meter_id_made_of_html_is_shown_as_text_and_runs_nothing(served, page,
     dash.store(readings=[reading_row(XSS, now - i * 900_000, 1.0, feeder=XSS) for i in range(8)],
                anomalies=[anomaly_record(XSS, now - 900_000, "CRITICAL", feeder=XSS, kind="spike",
                                          causes=[{"feature": "ratio", "contribution": 1.0, "text": XSS}])])
+    hostile_incident = {**incident("inc-" + "e" * 20, meter=XSS, feeder=XSS, kind="spike", severity="CRITICAL"),
+                        "started": now - 900_000, "last_seen": now - 900_000, "worst_timestamp": now - 900_000,
+                        "causes": [{"feature": "ratio", "contribution": 1.0, "text": XSS}]}
+    with dash.service.sessions.begin() as session:
+        store_batch(session, IngestBatch(incidents=[incident_row(hostile_incident)]))
     assert dash.client.post("/api/v1/alert-rules", headers=dash.auth,
                             json={"name": XSS, "meter_id": XSS, "email_to": "ops@example.org"}).status_code == 201
     dialogs: list[str] = []
@@ -89,6 +100,20 @@ def test_a_meter_id_made_of_html_is_shown_as_text_and_runs_nothing(served, page,
     assert page.eval_on_selector("#meter-list", "d => [...d.options].map((o) => o.value)") == [XSS]
     page.locator("[data-testid='alert-rule']").first.wait_for()
     assert XSS in page.inner_text("[data-testid='alert-rule']")
+
+    # The incident of that meter: its row, its detail (title, causes, chart) show the markup as text ...
+    incident_row_ = page.locator("[data-testid='incident-row']").first
+    assert incident_row_.get_attribute("data-meter") == XSS and XSS in incident_row_.inner_text()
+    assert XSS in page.inner_text("[data-testid='incident-feeder']")
+    incident_row_.click()
+    page.wait_for_selector("[data-testid='incident-detail'][data-loaded]")
+    assert XSS in page.inner_text("[data-testid='incident-title']") and XSS in page.inner_text("[data-testid='incident-causes']")
+    assert page.evaluate("() => wattsupCharts.incident.data.datasets[4].data.length") == 1
+    # ... and marking it while the broker is down says so, with the service's reason and status.
+    page.click("[data-testid='incident-mark']")
+    failed = page.locator("[data-testid='incident-feedback-result'][data-outcome='error']")
+    failed.wait_for(timeout=20_000)
+    assert "Not sent" in failed.inner_text() and "HTTP 503" in failed.inner_text() and "retry" in failed.inner_text()
 
     # An upload whose meter id is the same markup (quoted in the CSV, as a spreadsheet writes it).
     quoted = '"' + XSS.replace('"', '""') + '"'

@@ -80,3 +80,43 @@ def test_open_incidents_are_a_metric(client):
     text = client.get("/metrics").text
     assert 'wattsup_dashboard_incidents_open{kind="outage",severity="WARNING"} 1.0' in text
     assert 'wattsup_dashboard_incidents_open{kind="stuck",severity="CRITICAL"} 0.0' in text  # none open is data too
+
+
+def test_a_mark_the_broker_never_acknowledged_is_503_not_202(tmp_path):
+    """No broker at the configured address: the mark expires in the producer, and the page must hear so
+    (503 with Retry-After), not "accepted" (a failed delivery leaves the queue as a delivered one does)."""
+    import time
+
+    from dashboard.auth import create_token
+    from deploy.kafka.launcher import free_port
+    from foundation.kafka_settings import KafkaConnection
+
+    settings = DashboardSettings(database_url=f"sqlite:///{tmp_path / 'd.db'}", ingest_ack_timeout_seconds=1,
+                                 kafka=KafkaConnection(bootstrap_servers=f"127.0.0.1:{free_port()}"))
+    app = create_app(settings, consume=False)
+    with TestClient(app) as c:
+        service = app.state.service
+        with service.sessions.begin() as session:
+            store_batch(session, IngestBatch(incidents=[incident_row(incident(ID_A))]))
+        token = create_token(service.sessions, "operator")
+        began = time.monotonic()
+        answer = c.post(f"/api/v1/incidents/{ID_A}/feedback", json={"verdict": "false_alarm", "days": 3},
+                        headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] and "retry" in answer.json()["detail"]
+        assert time.monotonic() - began < 10
+
+
+def test_the_pages_incident_logic():
+    """incident-logic.js (durations, energy, chart window, the feedback body) run by node's own test runner."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (make dashboard-assets needs it too)")
+    script = Path(__file__).with_name("js") / "incidents.test.mjs"
+    result = subprocess.run([node, "--test", str(script)], check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "# pass 4" in result.stdout and "# fail 0" in result.stdout

@@ -21,7 +21,11 @@ function describeError(status, data) {
   return `request failed with HTTP ${status}`;
 }
 
-export async function api(path, { method = "GET", json, form } = {}) {
+/**
+ * Call the service; resolves to the parsed JSON answer (null for 204), or with `withStatus` to
+ * `{status, data}` (a page that says "accepted (202)" needs the status too). Rejects with ApiError.
+ */
+export async function api(path, { method = "GET", json, form, withStatus = false } = {}) {
   const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
   if (json !== undefined) {
     options.headers["Content-Type"] = "application/json";
@@ -30,7 +34,7 @@ export async function api(path, { method = "GET", json, form } = {}) {
     options.body = form;
   }
   const response = await fetch(API + path, options);
-  if (response.status === 204) return null;
+  if (response.status === 204) return withStatus ? { status: 204, data: null } : null;
   const text = await response.text();
   let data = text;
   try {
@@ -39,7 +43,7 @@ export async function api(path, { method = "GET", json, form } = {}) {
     /* not JSON: keep the text for the error message */
   }
   if (!response.ok) throw new ApiError(response.status, describeError(response.status, data));
-  return data;
+  return withStatus ? { status: response.status, data } : data;
 }
 
 /** Query string from an object; empty values are left out, arrays repeat the key. */

@@ -8,7 +8,7 @@ import { causeTexts, formatKwh } from "./format.js";
 Chart.register(...registerables, zoomPlugin);
 
 export const ANOMALY_RED = "#d62728";
-export const DATASET = { LOWER: 0, UPPER: 1, EXPECTED: 2, USAGE: 3, ANOMALIES: 4 };
+export const DATASET = { LOWER: 0, UPPER: 1, EXPECTED: 2, USAGE: 3, ANOMALIES: 4, BASELINE: 5 };
 
 /** Paints the card colour under the chart so a PNG export is not transparent. */
 const canvasBackground = {
@@ -23,6 +23,26 @@ const canvasBackground = {
   },
 };
 
+/**
+ * Shades one stretch of the time axis (an incident, on the incident chart) behind the lines:
+ * `options.range` is {min, max} in ms, or null for nothing.
+ */
+const highlightWindow = {
+  id: "highlightWindow",
+  beforeDatasetsDraw(chart, _args, options) {
+    const range = options && options.range;
+    const { ctx, chartArea, scales } = chart;
+    if (!range || !chartArea || !scales.x) return;
+    const left = Math.max(chartArea.left, scales.x.getPixelForValue(range.min));
+    const right = Math.min(chartArea.right, scales.x.getPixelForValue(range.max));
+    if (!(right > left)) return;
+    ctx.save();
+    ctx.fillStyle = options.color || "rgba(214, 39, 40, 0.08)";
+    ctx.fillRect(left, chartArea.top, right - left, chartArea.bottom - chartArea.top);
+    ctx.restore();
+  },
+};
+
 function palette() {
   const style = getComputedStyle(document.documentElement);
   const read = (name) => style.getPropertyValue(name).trim();
@@ -32,6 +52,8 @@ function palette() {
     usage: dark ? "#7fb0f0" : "#1f5fae",
     expected: dark ? "#b8c2cf" : "#6b7685",
     band: dark ? "rgba(127, 176, 240, 0.16)" : "rgba(31, 95, 174, 0.12)",
+    baseline: dark ? "#f0a04b" : "#a35a00",
+    window: dark ? "rgba(255, 107, 107, 0.12)" : "rgba(214, 39, 40, 0.07)",
   };
 }
 
@@ -44,9 +66,10 @@ function anomalyPointRadius(context) {
  * A usage chart on `canvas`. `onUserPan` is called when the person drags the view (the page then
  * stops live scrolling, since they are looking at something on purpose). `lineLabel` names the
  * dashed line: the forecast's expected usage on the fleet chart, the meter's usual usage on the
- * upload chart (a file has no forecast).
+ * upload chart (a file has no forecast). `baseline` adds a sixth dataset (DATASET.BASELINE): the
+ * meter's usual usage at its anomalous readings (the incident chart, see setBaseline).
  */
-export function createUsageChart(canvas, { onUserPan, lineLabel = "Expected (forecast)" } = {}) {
+export function createUsageChart(canvas, { onUserPan, lineLabel = "Expected (forecast)", baseline = false } = {}) {
   const colors = palette();
   const chart = new Chart(canvas, {
     type: "line",
@@ -61,6 +84,8 @@ export function createUsageChart(canvas, { onUserPan, lineLabel = "Expected (for
           pointStyle: "triangle", pointRadius: anomalyPointRadius, pointHoverRadius: 9,
           backgroundColor: ANOMALY_RED, borderColor: ANOMALY_RED, pointBorderWidth: 1.5,
         },
+        ...(baseline ? [{ label: "Usual for the hour", data: [], borderWidth: 1.5, borderDash: [2, 3], pointRadius: 2,
+          pointStyle: "circle", order: 1 }] : []),
       ],
     },
     options: {
@@ -115,9 +140,10 @@ export function createUsageChart(canvas, { onUserPan, lineLabel = "Expected (for
           limits: { x: { minRange: 2 * 3600e3 } },
         },
         canvasBackground: { color: colors.card },
+        highlightWindow: { range: null, color: colors.window },
       },
     },
-    plugins: [canvasBackground],
+    plugins: [canvasBackground, highlightWindow],
   });
   applyChartTheme(chart);
   return chart;
@@ -126,7 +152,7 @@ export function createUsageChart(canvas, { onUserPan, lineLabel = "Expected (for
 /** Re-colour a chart after the theme changed (Chart.js does not read CSS variables itself). */
 export function applyChartTheme(chart) {
   const colors = palette();
-  const [lower, upper, expected, usage, anomalies] = chart.data.datasets;
+  const [lower, upper, expected, usage, anomalies, baseline] = chart.data.datasets;
   anomalies.borderColor = colors.card; // a thin outline keeps the red marks clear of the line
   lower.borderColor = "transparent";
   upper.borderColor = "transparent";
@@ -134,6 +160,10 @@ export function applyChartTheme(chart) {
   expected.borderColor = colors.expected;
   usage.borderColor = colors.usage;
   usage.backgroundColor = colors.usage;
+  if (baseline) {
+    baseline.borderColor = colors.baseline;
+    baseline.backgroundColor = colors.baseline;
+  }
   for (const scale of Object.values(chart.options.scales)) {
     scale.ticks = { ...scale.ticks, color: colors.muted };
     scale.grid = { ...scale.grid, color: colors.border };
@@ -141,6 +171,7 @@ export function applyChartTheme(chart) {
   }
   chart.options.plugins.legend.labels.color = colors.text;
   chart.options.plugins.canvasBackground.color = colors.card;
+  chart.options.plugins.highlightWindow.color = colors.window;
   chart.update("none");
 }
 
@@ -155,6 +186,19 @@ export function setSeries(chart, { readings = [], forecast = [], anomalies = [] 
   ds[DATASET.UPPER].data = band.map((f) => ({ x: ms(f.timestamp), y: f.upper, lower: f.lower }));
   ds[DATASET.EXPECTED].data = forecast.filter((f) => f.expected != null).map((f) => ({ x: ms(f.timestamp), y: f.expected }));
   ds[DATASET.ANOMALIES].data = anomalies.map((a) => anomalyPoint(chart, a)).sort((a, b) => a.x - b.x);
+}
+
+/** The usual usage (`baseline`) at each anomalous reading that has one, on a chart made with `baseline`. */
+export function setBaseline(chart, anomalies) {
+  const ds = chart.data.datasets[DATASET.BASELINE];
+  if (!ds) return;
+  ds.data = anomalies.filter((a) => a.baseline != null).map((a) => ({ x: ms(a.timestamp), y: a.baseline }))
+    .sort((a, b) => a.x - b.x);
+}
+
+/** Shade [min, max] (ms) behind the lines; null clears it. */
+export function highlightRange(chart, range) {
+  chart.options.plugins.highlightWindow.range = range;
 }
 
 /**

@@ -1,5 +1,5 @@
-// WattsUp dashboard page: fleet summary, usage chart, live anomaly table, upload check,
-// downloads, sensitivity and alert rules. Everything comes from the service's /api/v1.
+// WattsUp dashboard page: fleet summary, incidents (marked from their detail), usage chart, live
+// anomaly table, upload check, downloads, sensitivity and alert rules. Everything comes from the service's /api/v1.
 import { api, ApiError, API, query } from "./api.js";
 import {
   addAnomaly, addReading, applyChartTheme, createUsageChart, dataExtent, DATASET, focusAnomalyPoint,
@@ -8,6 +8,7 @@ import {
 import { initControls, refreshAlertHistory, refreshControls } from "./controls.js";
 import { el, option } from "./dom.js";
 import { downloadBlob, formatNumber, formatTime, inputToIso, isoShift } from "./format.js";
+import { initIncidents, loadIncidents, refreshIncidents, setIncidentFeeders } from "./incidents.js";
 import { anomalyKey, compareNewestFirst, renderAnomalyRows } from "./table.js";
 import { initThemeToggle, onThemeChange } from "./theme.js";
 import { initUpload } from "./upload.js";
@@ -181,6 +182,8 @@ function renderSummary(summary) {
   // anomalies stored since (a forecast run, a reconnect) show up without a click.
   const newData = summary.latest_reading_at !== state.latestSeen;
   state.latestSeen = summary.latest_reading_at;
+  // New readings can close an incident (the meter is back to normal) without any anomaly event.
+  if (newData) refreshIncidents({ soon: true });
   if (newData && state.key && $("live-toggle").checked && Date.now() - state.seriesLoadedAt > SERIES_REFRESH_MS) {
     loadSeries().catch(() => {});
   }
@@ -224,6 +227,7 @@ function renderKeyOptions() {
     el("optgroup", { label: "Feeders (sum of meters)" }, feeders.map((f) => option(`feeder:${f}`, f))),
   );
   select.value = state.key ? `${state.key.type}:${state.key.id}` : "";
+  setIncidentFeeders(feeders);
   document.getElementById("meter-list").replaceChildren(...meters.map((m) => el("option", { value: m.meter_id })));
 }
 
@@ -452,6 +456,7 @@ function onAnomalyEvent(anomaly) {
     }
   }
   refreshAlertHistory({ soon: true });
+  refreshIncidents({ soon: true });
 }
 
 /** True while the chart follows the newest anomaly (nobody has picked a meter yet). */
@@ -517,6 +522,7 @@ function connectFleetEvents() {
     if (dropped) {
       dropped = false;
       loadAnomalies().catch(() => {});
+      loadIncidents().catch(() => {});
       if (state.key) loadSeries().catch(() => {});
     }
   };
@@ -599,7 +605,7 @@ function bandFromChart() {
 // ---------------------------------------------------------------- start
 async function loadEverything() {
   try {
-    await Promise.all([loadSummary(), loadAnomalies()]);
+    await Promise.all([loadSummary(), loadAnomalies(), loadIncidents()]);
     await Promise.all([loadMeters(), refreshControls()]);
     $("notice").hidden = true;
   } catch (error) {
@@ -619,6 +625,7 @@ async function start() {
   initFilters();
   initUpload({ notify, writeAction });
   initControls({ notify, writeAction, isAuthenticated });
+  initIncidents({ notify, isAuthenticated, onUnauthorized: loadSession });
   await loadSession();
   connectFleetEvents();
   await loadEverything();
