@@ -81,12 +81,20 @@ def forecast_sentence(kwh: float, expected: float, lower: float, upper: float) -
     return f"{head}, inside its band ({lower:.2f} to {upper:.2f} kWh)"
 
 
+ODDS_SAID_UP_TO = 1e12
+"""Odds beyond a trillion are said as "less than once in a trillion": a person reads nothing more in
+"3.1e+16 billion", and the model's tail is not that precise anyway."""
+
+
 def _odds(odds: float) -> str:
-    """Odds as a person says them: two significant figures, in thousands, millions or billions."""
-    for size, word in ((1e9, "billion"), (1e6, "million"), (1e3, "thousand")):
+    """How often, as a person says it: "about once in" two significant figures, in thousands, millions or
+    billions; "less than once in a trillion" beyond :data:`ODDS_SAID_UP_TO`."""
+    if odds >= ODDS_SAID_UP_TO:
+        return "less than once in a trillion"
+    for size, word in ((1e9, " billion"), (1e6, " million"), (1e3, " thousand"), (1.0, "")):
         if odds >= size:
-            return f"{float(f'{odds / size:.2g}'):g} {word}"
-    return f"{float(f'{odds:.2g}'):g}"
+            return f"about once in {float(f'{odds / size:.2g}'):g}{word}"
+    return f"about once in {float(f'{odds:.2g}'):g}"
 
 
 def _hours(intervals: float, interval_s: int) -> str:
@@ -129,7 +137,7 @@ def _sentence(feature: str, i: int, fb: FeatureBatch, kwh: float, interval_s: in
         n = int(fb.repeat_run[i])
         odds = 10 ** fb.feature("repeat_surprise")[i]
         return (f"reading {kwh:g} unchanged for {n} intervals ({_hours(n, interval_s)}): a run that long "
-                f"happens about once in {_odds(odds)} for this meter at this level")
+                f"happens {_odds(odds)} for this meter at this level")
     if feature == "zero_surprise":
         hours = _hours(fb.zero_run[i], interval_s)
         share = fb.zero_probability[i]

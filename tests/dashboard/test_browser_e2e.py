@@ -448,7 +448,8 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     wait_until(live_view_is_current, 30, lambda: f"live view is not at the newest reading: {live}")
     page.screenshot(path=artifacts / "03-stream-done.png", full_page=True)
 
-    # The rule made in the page alerted: the webhook got the anomalies, the page shows the history.
+    # The rule made in the page alerted: the webhook got the incidents' events (the default: one alarm per
+    # event, never one per reading), the page shows the history.
     wait_until(lambda: webhook.received, 30, "the alert webhook received nothing")
     alert_rows = page.locator("[data-testid='alert-history'] [data-testid='alert-row']")
     wait_until(lambda: alert_rows.count() > 0, 40, "no alert history in the page")
@@ -457,11 +458,16 @@ def test_dashboard_page_against_the_running_pipeline(kafka, pipeline, browser, w
     def page_shows_alert_history() -> bool:
         history[:] = dashboard.get("/api/v1/alerts?limit=50")["items"]
         shown = alert_rows.evaluate_all("rs => rs.map(r => [...r.cells].map(c => c.innerText))")
-        return [(row[1], row[2], row[3], row[4]) for row in shown] == [
-            (a["rule_name"], a["meter_id"], a["channel"], a["status"]) for a in history]
+        return [(row[1], row[2], row[3], row[4], row[5]) for row in shown] == [
+            (a["rule_name"], a["meter_id"], f"incident {a['incident_event']}", a["channel"], a["status"])
+            for a in history]
     wait_until(page_shows_alert_history, 45, lambda: f"alert history in the page differs from the API's {history[:3]}")
     assert {a["status"] for a in history} <= {"sent", "suppressed"} and any(a["status"] == "sent" for a in history)
     assert all(body["rule"]["name"] == "all anomalies" for body in webhook.received)
+    events = [(body["incident"]["incident_id"], body["event"]) for body in webhook.received]
+    assert all(event in ("opened", "closed") or event.startswith("escalated:") for _, event in events), events
+    assert len(events) == len(set(events)), "an incident event was alerted twice"
+    assert all(a["anomaly_id"] is None for a in history)
 
     check_incidents_view_detail_and_marking(page, kafka, topics, worker, dashboard, artifacts)
 

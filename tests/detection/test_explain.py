@@ -39,6 +39,11 @@ def test_an_outage_and_a_stuck_register_say_so():
                                                      "meter at this level") for c in causes)
 
 
+def test_odds_beyond_a_trillion_are_not_spelt_out():
+    _kind, causes = explain_last(noisy_pattern(3) + [0.77] * 24)
+    assert causes[0].text.endswith("a run that long happens less than once in a trillion for this meter at this level")
+
+
 def test_slot_names_and_the_forecast_sentence():
     assert slot_name(24 + 19, 3600) == "Tuesday 19:00"
     assert slot_name(5, 86_400) == "Saturday"

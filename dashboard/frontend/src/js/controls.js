@@ -80,7 +80,8 @@ async function loadRules() {
 async function loadHistory() {
   const page = await api(`/alerts${query({ limit: 50 })}`);
   $("alert-history").querySelector("tbody").replaceChildren(...page.items.map((a) => el("tr", { "data-testid": "alert-row" },
-    el("td", {}, formatTime(a.sent_at)), el("td", {}, a.rule_name), el("td", {}, a.meter_id), el("td", {}, a.channel),
+    el("td", {}, formatTime(a.sent_at)), el("td", {}, a.rule_name), el("td", {}, a.meter_id),
+    el("td", {}, a.incident_event ? `incident ${a.incident_event}` : "anomaly"), el("td", {}, a.channel),
     el("td", { className: `status-${a.status}` }, a.attempts > 1 ? `${a.status} (attempt ${a.attempts})` : a.status),
     el("td", { className: "opt" }, a.detail || ""))));
   $("alert-empty").hidden = page.items.length > 0;
