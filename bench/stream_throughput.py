@@ -3,6 +3,9 @@
 Prints, from one run on one machine:
 
 * the ceiling: a plain confluent-kafka consumer reading and decoding the same topic;
+* Faust's ceiling: a bare Faust agent taking the same topic in the worker's batches and doing
+  nothing with them (``bench/faust_ceiling.py``), the rate the worker would reach if its own work
+  cost nothing;
 * the WattsUp worker's end-to-end readings/s (consume, decode, features, one model call per
   micro-batch, state to the changelog, anomalies out);
 * the naive rate: one ``score_samples`` call per reading, on the same features and model;
@@ -77,6 +80,20 @@ def plain_consumer_rate(connection: KafkaConnection, topic: str, expected: int) 
     elapsed = time.perf_counter() - started
     consumer.close()
     return readings / elapsed
+
+
+def faust_ceiling_rate(connection: KafkaConnection, topic: str, partitions: int, messages: int,
+                       timeout: float = 900.0) -> float:
+    """Messages/s of a bare Faust agent taking the topic in the worker's batches (bench/faust_ceiling.py)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_ceiling.py")),
+                           "--bootstrap", connection.bootstrap_servers, "--topic", topic,
+                           "--partitions", str(partitions), "--messages", str(messages)],
+                          capture_output=True, text=True, timeout=timeout)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("messages ")), None)
+    if line is None:
+        raise RuntimeError(f"the bare Faust agent gave no figure: {proc.stderr[-2000:]}")
+    _, n, _, seconds = line.split()
+    return int(n) / float(seconds)
 
 
 def naive_rate(model, frame, n: int = 2000) -> tuple[float, float]:
@@ -185,6 +202,9 @@ def main() -> None:
         batch_readings = sum(metric(p, "wattsup_stream_batch_readings_sum") for p in ports)
         messages = sum(metric(p, "wattsup_stream_messages_processed_total") for p in ports)
 
+        # the worker has caught up and idles meanwhile
+        faust_messages = faust_ceiling_rate(connection, topics.readings, args.partitions, producer.summary.records)
+        readings_per_message = total / producer.summary.records
         per_event, batched = naive_rate(model, history)
 
         # Latency: pace new readings at a fixed rate; compare each anomaly's Kafka timestamp
@@ -194,6 +214,8 @@ def main() -> None:
 
         print()
         print(f"{'plain confluent-kafka consume + decode (ceiling)':<58}{ceiling:>12,.0f} readings/s")
+        print(f"{'bare Faust agent, take_events doing nothing (Faust ceiling)':<58}"
+              f"{faust_messages * readings_per_message:>12,.0f} readings/s   ({faust_messages:,.0f} messages/s)")
         label = f"WattsUp end to end ({args.workers} worker{'s' if args.workers > 1 else ''}, broker on same box)"
         print(f"{label:<58}{agent_rate:>12,.0f} readings/s")
         print(f"{'  of which features + scoring (engine), summed':<58}{scoring:>12.1f} s of {seconds:.1f} s")
@@ -203,6 +225,7 @@ def main() -> None:
         print(f"{'naive: one score_samples call per reading':<58}{per_event:>12,.0f} readings/s")
         print(f"{'model alone, one call per batch of the same rows':<58}{batched:>12,.0f} readings/s")
         print(f"{'worker / ceiling':<58}{agent_rate / ceiling:>12.2f}")
+        print(f"{'worker / Faust ceiling':<58}{agent_rate / (faust_messages * readings_per_message):>12.2f}")
         print(f"{'worker / naive per-event':<58}{agent_rate / per_event:>12.1f}x")
         if latencies.size:
             print(f"{'latency produce -> anomaly at %.0f readings/s: p50' % args.rate:<58}"
