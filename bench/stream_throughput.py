@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,11 +90,10 @@ def faust_ceiling_rate(connection: KafkaConnection, topic: str, partitions: int,
                            "--bootstrap", connection.bootstrap_servers, "--topic", topic,
                            "--partitions", str(partitions), "--messages", str(messages)],
                           capture_output=True, text=True, timeout=timeout)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("messages ")), None)
-    if line is None:
-        raise RuntimeError(f"the bare Faust agent gave no figure: {proc.stderr[-2000:]}")
-    _, n, _, seconds = line.split()
-    return int(n) / float(seconds)
+    found = re.search(r"messages (\d+) seconds ([\d.]+)", proc.stdout)  # after Faust's terminal codes
+    if found is None:
+        raise RuntimeError(f"the bare Faust agent gave no figure: {proc.stdout[-500:]} {proc.stderr[-2000:]}")
+    return int(found.group(1)) / float(found.group(2))
 
 
 def naive_rate(model, frame, n: int = 2000) -> tuple[float, float]:
