@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import faust
@@ -198,9 +199,11 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
         # (stream_processors/emitted_anomalies.py), but never loses one.
         try:  # waits out a broker outage; the registry may be away for the first anomaly's schema
             await patient.run("publish anomalies", lambda: publisher.publish(result.anomalies))
-            for anomaly in result.anomalies:
-                metrics.ANOMALIES.labels(severity=anomaly["severity"]).inc()
-                metrics.FEEDER_ANOMALIES.labels(feeder=anomaly["feeder_id"]).inc()
+            # counted per label, not per anomaly: a batch can hold thousands
+            for severity, count in Counter(a["severity"] for a in result.anomalies).items():
+                metrics.ANOMALIES.labels(severity=severity).inc(count)
+            for feeder, count in Counter(a["feeder_id"] for a in result.anomalies).items():
+                metrics.FEEDER_ANOMALIES.labels(feeder=feeder).inc(count)
             scorer.persist(result.touched_feeders)
             # durable before the agent takes the next batch, and so before Faust acknowledges
             # this batch's messages (stream_processors/changelog_batch.py)
