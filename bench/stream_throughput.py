@@ -3,6 +3,9 @@
 Prints, from one run on one machine:
 
 * the ceiling: a plain confluent-kafka consumer reading and decoding the same topic;
+* Faust's ceiling: a bare Faust agent taking the same topic in the worker's batches and doing
+  nothing with them (``bench/faust_ceiling.py``), the rate the worker would reach if its own work
+  cost nothing;
 * the WattsUp worker's end-to-end readings/s (consume, decode, features, one model call per
   micro-batch, state to the changelog, anomalies out);
 * the naive rate: one ``score_samples`` call per reading, on the same features and model;
@@ -21,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -43,8 +48,15 @@ from simulation.fleet import FleetConfig, simulate_fleet
 
 
 def metric(port: int, name: str) -> float:
+    """The sum of a metric's samples on a worker's endpoint (0 if it cannot be read).
+
+    Only ``name`` is asked for (Prometheus' ``name[]`` filter): a full scrape renders a series per
+    feeder, and at tens of thousands of feeders rendering them costs the worker more CPU than the
+    bench may take from what it measures.
+    """
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        url = f"http://127.0.0.1:{port}/metrics?{urllib.parse.urlencode({'name[]': name})}"
+        text = urllib.request.urlopen(url, timeout=2).read().decode()
     except OSError:
         return 0.0
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
@@ -69,6 +81,19 @@ def plain_consumer_rate(connection: KafkaConnection, topic: str, expected: int) 
     elapsed = time.perf_counter() - started
     consumer.close()
     return readings / elapsed
+
+
+def faust_ceiling_rate(connection: KafkaConnection, topic: str, partitions: int, messages: int,
+                       timeout: float = 900.0) -> float:
+    """Messages/s of a bare Faust agent taking the topic in the worker's batches (bench/faust_ceiling.py)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_ceiling.py")),
+                           "--bootstrap", connection.bootstrap_servers, "--topic", topic,
+                           "--partitions", str(partitions), "--messages", str(messages)],
+                          capture_output=True, text=True, timeout=timeout)
+    found = re.search(r"messages (\d+) seconds ([\d.]+)", proc.stdout)  # after Faust's terminal codes
+    if found is None:
+        raise RuntimeError(f"the bare Faust agent gave no figure: {proc.stdout[-500:]} {proc.stderr[-2000:]}")
+    return int(found.group(1)) / float(found.group(2))
 
 
 def naive_rate(model, frame, n: int = 2000) -> tuple[float, float]:
@@ -110,7 +135,7 @@ def wait_processed(ports: list[int], target: float, procs: list[subprocess.Popen
             return now - first_t, v - first_v
         if v >= target:
             raise RuntimeError("the worker processed everything between two polls: use more --meters or --days")
-        time.sleep(0.5)  # a scrape renders thousands of per-feeder series: polling hard would steal the worker's CPU
+        time.sleep(0.1)  # a filtered scrape (see metric) is cheap, and the span is timed to a tenth of a second
     raise TimeoutError(f"worker processed {v} of {target} readings")
 
 
@@ -170,8 +195,16 @@ def main() -> None:
         agent_rate = processed / seconds
         scoring = sum(metric(p, "wattsup_stream_scoring_seconds_sum") for p in ports)
         emitted = sum(metric(p, "wattsup_stream_anomalies_total") for p in ports)
+        # Batches, and the readings and messages they held, all counted by the workers over the whole
+        # stream: the mean is the histogram's own sum over its count (readings in the timed span over
+        # batches of the whole run would mix two windows).
         batches = sum(metric(p, "wattsup_stream_batch_readings_count") for p in ports)
+        batch_readings = sum(metric(p, "wattsup_stream_batch_readings_sum") for p in ports)
+        messages = sum(metric(p, "wattsup_stream_messages_processed_total") for p in ports)
 
+        # the worker has caught up and idles meanwhile
+        faust_messages = faust_ceiling_rate(connection, topics.readings, args.partitions, producer.summary.records)
+        readings_per_message = total / producer.summary.records
         per_event, batched = naive_rate(model, history)
 
         # Latency: pace new readings at a fixed rate; compare each anomaly's Kafka timestamp
@@ -181,14 +214,18 @@ def main() -> None:
 
         print()
         print(f"{'plain confluent-kafka consume + decode (ceiling)':<58}{ceiling:>12,.0f} readings/s")
+        print(f"{'bare Faust agent, take_events doing nothing (Faust ceiling)':<58}"
+              f"{faust_messages * readings_per_message:>12,.0f} readings/s   ({faust_messages:,.0f} messages/s)")
         label = f"WattsUp end to end ({args.workers} worker{'s' if args.workers > 1 else ''}, broker on same box)"
         print(f"{label:<58}{agent_rate:>12,.0f} readings/s")
         print(f"{'  of which features + scoring (engine), summed':<58}{scoring:>12.1f} s of {seconds:.1f} s")
         print(f"{'  anomalies emitted while streaming the fleet':<58}{emitted:>12,.0f}")
-        print(f"{'  micro-batches, mean readings per batch':<58}{batches:>12,.0f}   ({processed / max(batches, 1):,.0f})")
+        print(f"{'  micro-batches scored (readings, messages per batch)':<58}{batches:>12,.0f}   "
+              f"({batch_readings / max(batches, 1):,.0f} readings, {messages / max(batches, 1):,.0f} messages)")
         print(f"{'naive: one score_samples call per reading':<58}{per_event:>12,.0f} readings/s")
         print(f"{'model alone, one call per batch of the same rows':<58}{batched:>12,.0f} readings/s")
         print(f"{'worker / ceiling':<58}{agent_rate / ceiling:>12.2f}")
+        print(f"{'worker / Faust ceiling':<58}{agent_rate / (faust_messages * readings_per_message):>12.2f}")
         print(f"{'worker / naive per-event':<58}{agent_rate / per_event:>12.1f}x")
         if latencies.size:
             print(f"{'latency produce -> anomaly at %.0f readings/s: p50' % args.rate:<58}"

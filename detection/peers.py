@@ -29,6 +29,17 @@ def peer_groups(frame: pd.DataFrame) -> np.ndarray:
     return np.full(len(frame), WHOLE_FILE, dtype=object)
 
 
+def _any_group_reaches(groups: np.ndarray, size: int) -> bool:
+    """Whether some group has at least ``size`` readings (of any interval): a cheap test that spares
+    the grouping by group and interval when every group is smaller, e.g. one meter per feeder."""
+    counts: dict[object, int] = {}
+    for group in groups.tolist():
+        n = counts[group] = counts.get(group, 0) + 1
+        if n >= size:
+            return True
+    return False
+
+
 def correct_for_peers(matrix: np.ndarray, columns: list[int], scored: np.ndarray, groups: np.ndarray,
                       ts: np.ndarray, kwh: np.ndarray) -> None:
     """Discount, in ``matrix`` (rows = readings), deviations a reading shares with its peers.
@@ -45,6 +56,8 @@ def correct_for_peers(matrix: np.ndarray, columns: list[int], scored: np.ndarray
     if candidates.sum() < MIN_PEERS:
         return
     idx = np.flatnonzero(candidates)
+    if not _any_group_reaches(groups[idx], MIN_PEERS):
+        return  # no group and interval can have enough peers: nothing would change
     cols = list(columns)
     names = [f"f{c}" for c in cols]
     frame = pd.DataFrame(matrix[np.ix_(idx, cols)], columns=names)
@@ -82,6 +95,8 @@ def correct_zero_runs_for_peers(matrix: np.ndarray, column: int, scored: np.ndar
     if scored.sum() < MIN_PEERS:
         return
     idx = np.flatnonzero(scored)
+    if not _any_group_reaches(groups[idx], MIN_PEERS):
+        return  # no group and interval can have enough peers: nothing would change
     frame = pd.DataFrame({"_g": groups[idx], "_t": ts[idx], "zero": np.abs(kwh[idx]) <= 1e-9,
                           "p": zero_probability[idx], "s": matrix[idx, column]})
     grouped = frame.groupby(["_g", "_t"], sort=False)

@@ -2,21 +2,27 @@
 
 Why it is shaped this way (the README gives the measurements):
 
-* A Faust agent's cost is per message, so the worker reaches tens of thousands of *readings*
-  per second because a head-end message carries a feeder's readings, and because each
-  micro-batch (``take_events``) is scored with one model call.
-* State is kept **per feeder**, in a changelog-backed table keyed by feeder id: one table write
-  per feeder per micro-batch instead of one per reading. The readings topic is keyed by feeder id
-  with murmur2, and the table's changelog partition is computed the same way
+* A Faust agent's cost is per message, so the agent takes thousands of messages at a time
+  (``take_events``) and everything after that is paid per micro-batch, not per message: the
+  messages are decoded and validated together (:mod:`stream_processors.decoding`), scored with
+  one model call, and their state written in one go. A take of head-end messages, hundreds of
+  readings each, is scored in chunks of bounded payload (:mod:`stream_processors.batching`).
+* State is kept **per feeder**, in a changelog-backed table keyed by feeder id: one small record
+  per feeder per micro-batch plus the baseline slots it changed. The readings topic is keyed by
+  feeder id with murmur2, and the table's changelog partition is computed the same way
   (:class:`FeederKeyedTable`), so a feeder's readings, state and forecasts meet in one partition
   and a restarted or rebalanced worker recovers exactly the state of the partitions it owns.
+  A batch's records reach the changelog together through librdkafka, not one at a time through
+  Faust's producer (:mod:`stream_processors.changelog_batch`).
 * The worker keeps decoded state in memory and only reloads a feeder from the table when the
   table holds a value it did not write itself (after recovery or a rebalance), so the hot path
   never deserialises state it already has (:mod:`stream_processors.feeder_state`).
-* Delivery is at-least-once: a batch ends only once the broker acknowledged its changelog
-  writes, so the offsets Faust commits afterwards never run ahead of the state
-  (:meth:`FeederKeyedTable.changelog_written`). A reading seen again after a crash finds its meter's
-  state already past it and is recognised as a duplicate, so it is not scored twice.
+* Delivery is at-least-once: a batch's state records are acknowledged by the broker before the
+  agent takes the next batch, so before Faust acknowledges and commits the batch's offsets
+  (:mod:`stream_processors.changelog_batch`; the forecasts table, written through Faust, is awaited
+  the same way, :meth:`FeederKeyedTable.changelog_written`). A reading seen again after a crash
+  finds its meter's state already past it and is recognised as a duplicate, so it is not scored
+  twice.
 * Anomalies are never lost and never repeated: each batch's anomalies are acknowledged by the
   broker before the state that marks their readings as seen is written, and a worker that takes
   a feeder over reads back the anomalies emitted to that feeder's partition since the state was
@@ -31,19 +37,24 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import faust
 from faust.tables import Table
 
 from foundation.kafka_settings import KafkaConnection
-from readings.columns import ReadingColumns, Rejection, decode_into, wall_clock_ms
+from readings.columns import Rejection, wall_clock_ms
 from schemas.dead_letters import dead_letter_record
 from schemas.partitioning import partition_for
 from schemas.serde import DEAD_LETTER
 from stream_processors import metrics
-from stream_processors.anomaly_publisher import AnomalyDeliveryError, AnomalyPublisher
+from stream_processors.anomaly_publisher import AnomalyPublisher
 from stream_processors.arrival_log import ArrivalSummary
+from stream_processors.batching import chunks_by_bytes
+from stream_processors.changelog_batch import BatchedTable
+from stream_processors.decoding import decode_messages
+from stream_processors.durable_producer import DeliveryError
 from stream_processors.offset_gaps import FaustConsumer, OffsetGapGuard
 from stream_processors.retrying import Patient
 from stream_processors.scoring import StreamScorer
@@ -57,13 +68,14 @@ class FeederKeyedTable(Table):
 
     Faust writes a table's changelog to the partition of the event being processed, which
     ``take_events`` batches do not have; this table instead sends each key to its feeder's
-    partition with Kafka's murmur2, the partition the feeder's readings arrive on.
+    partition with Kafka's murmur2, the partition the feeder's readings arrive on (remembered per
+    feeder: the hash is pure Python, and a batch writes several records per feeder).
 
-    It also remembers its changelog writes until :meth:`changelog_written` has seen them
-    acknowledged. Faust commits a batch's offsets after "flushing" its producer, but that flush
-    gives up after 0.1 s without a message leaving Faust's in-process buffer (faust-streaming's
-    ``ProducerBuffer.flush_atmost``): on a busy machine offsets were committed before the state
-    that includes their readings, and a worker killed then lost those readings from its state.
+    Writes made through Faust (the forecasts table) are remembered until :meth:`changelog_written`
+    has seen them acknowledged. Faust commits a batch's offsets after "flushing" its producer, but
+    that flush gives up after 0.1 s without a message leaving Faust's in-process buffer
+    (faust-streaming's ``ProducerBuffer.flush_atmost``), so offsets could be committed before the
+    records written for their messages.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -72,7 +84,12 @@ class FeederKeyedTable(Table):
 
     def partition_for_key(self, key: Any) -> int | None:
         text = key.decode() if isinstance(key, bytes) else str(key)
-        return partition_for(text.split("|", 1)[0], self.partitions or self.app.conf.topic_partitions)
+        feeder = text.split("|", 1)[0]
+        known = self.__dict__.setdefault("_feeder_partitions", {})  # a feeder's records all go to one partition
+        partition = known.get(feeder)
+        if partition is None:
+            partition = known[feeder] = partition_for(feeder, self.partitions or self.app.conf.topic_partitions)
+        return partition
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         future = super().send_changelog(*args, **kwargs)
@@ -165,7 +182,8 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
         app, name="feeder-forecasts", default=None, partitions=topics.partitions, key_type=bytes, value_type=bytes,
         help="Latest forecast of each meter of a feeder.",
     ))
-    scorer.attach_tables(feeder_state, feeder_forecasts)
+    state_table = BatchedTable(feeder_state, publisher.producer)
+    scorer.attach_tables(state_table, feeder_forecasts)
     gaps = OffsetGapGuard(topics.readings, FaustConsumer(app))
 
     arrivals = ArrivalSummary(log)
@@ -191,7 +209,55 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             log.critical("stopping the worker: a state write to the changelog failed (%s)", exc)
             os._exit(70)
 
-    newest_reading_ms: dict[str, int] = {}
+    async def score_chunk(admitted: list[tuple[bytes, int, int]], now_ms: int) -> None:
+        """Decode, score, publish and persist one micro-batch of messages (value, partition, offset)."""
+        # the schema registry may be away: the batch waits (never dead-lettered, never dropped)
+        columns, rejections = await patient.run(
+            "decode readings", lambda: decode_messages(serde, topics.readings, admitted, now_ms))
+        if rejections:
+            await send_dead_letters(rejections)
+        if not len(columns):
+            return
+        started = time.perf_counter()
+        # a take-over reads back emitted anomalies from the broker, which may be away
+        result = await patient.run("take feeders over", lambda: scorer.process(columns))
+        metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+        # one observation per batch (its newest reading): per-reading observations would cost
+        # more than they tell
+        metrics.EVENT_TIME_LAG.observe(max(0.0, time.time() - max(columns.timestamps_ms) / 1000.0))
+        metrics.BATCH_SIZE.observe(len(columns))
+        metrics.LATE_READINGS.inc(result.late)
+        metrics.STALE_READINGS.inc(result.stale)
+        arrivals.note(late=result.late, stale=result.stale, duplicates=result.duplicates,
+                      late_example=result.late_example, stale_example=result.stale_example)
+        metrics.FEEDER_LAST_READING.observe(result.feeder_latest_ms)
+        # Anomalies go to their feeder's partition (where a successor looks for them after a
+        # crash) and are durable before the state that marks their readings as seen is
+        # written: a crash may then repeat an anomaly, which the successor filters out
+        # (stream_processors/emitted_anomalies.py), but never loses one.
+        try:  # waits out a broker outage; the registry may be away for the first anomaly's schema
+            await patient.run("publish anomalies", lambda: publisher.publish(result.anomalies, result.incidents))
+            # counted per label, not per anomaly: a batch can hold thousands; suppressed ones are
+            # counted by kind and reason (stream_processors/incidents.py)
+            standing = [a for a in result.anomalies if not a.get("suppressed_by")]
+            for severity, count in Counter(a["severity"] for a in standing).items():
+                metrics.ANOMALIES.labels(severity=severity).inc(count)
+            for feeder, count in Counter(a["feeder_id"] for a in standing).items():
+                metrics.FEEDER_ANOMALIES.labels(feeder=feeder).inc(count)
+            scorer.persist(result.touched_feeders)
+            # durable before the agent takes the next batch, and so before Faust acknowledges
+            # this batch's messages (stream_processors/changelog_batch.py)
+            await state_table.flush()
+            # counted once the batch is done, anomalies and state durable: what waits on these
+            # counters (tests, the bench) then sees every anomaly of the readings counted
+            metrics.READINGS_PROCESSED.inc(result.scored)
+            metrics.DUPLICATE_READINGS.inc(result.duplicates)
+        except DeliveryError as exc:
+            # Crash-only: the broker refused a record for good, so this batch must not be marked
+            # done, and Faust would still acknowledge its messages. Stop now; a restarted worker
+            # recovers the state from the changelog and scores the batch again.
+            log.critical("stopping the worker: %s", exc)
+            os._exit(70)
 
     @app.agent(readings, name="score-readings")
     async def score_readings(stream: faust.StreamT) -> None:
@@ -201,60 +267,12 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             for event in events:
                 msg = event.message
                 if gaps.admit(msg.partition, msg.offset):
-                    admitted.append((event.value, f"topic:{msg.topic}[{msg.partition}]@{msg.offset}"))
+                    admitted.append((event.value, msg.partition, msg.offset))
             await gaps.rewind()
             metrics.MESSAGES_PROCESSED.inc(len(events))
             now_ms = wall_clock_ms()  # one clock per batch: a reading beyond it plus the tolerance is a wrong clock
-
-            def decode() -> tuple[ReadingColumns, list[Rejection]]:
-                columns, rejections = ReadingColumns(), []
-                for value, source in admitted:
-                    rejections += decode_into(columns, serde, value, source, now_ms)
-                return columns, rejections
-
-            # the schema registry may be away: the batch waits (never dead-lettered, never dropped)
-            columns, rejections = await patient.run("decode readings", decode)
-            if rejections:
-                await send_dead_letters(rejections)
-            if not len(columns):
-                continue
-            started = time.perf_counter()
-            # a take-over reads back emitted anomalies from the broker, which may be away
-            result = await patient.run("take feeders over", lambda: scorer.process(columns))
-            metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
-            # one observation per batch (its newest reading): per-reading observations would cost
-            # more than they tell
-            metrics.EVENT_TIME_LAG.observe(max(0.0, time.time() - max(columns.timestamps_ms) / 1000.0))
-            metrics.BATCH_SIZE.observe(len(columns))
-            metrics.READINGS_PROCESSED.inc(result.scored)
-            metrics.DUPLICATE_READINGS.inc(result.duplicates)
-            metrics.LATE_READINGS.inc(result.late)
-            metrics.STALE_READINGS.inc(result.stale)
-            arrivals.note(late=result.late, stale=result.stale, duplicates=result.duplicates,
-                          late_example=result.late_example, stale_example=result.stale_example)
-            for feeder, latest_ms in result.feeder_latest_ms.items():
-                if latest_ms > newest_reading_ms.get(feeder, 0):  # a batch of late readings never moves it back
-                    newest_reading_ms[feeder] = latest_ms
-                    metrics.FEEDER_LAST_READING.labels(feeder=feeder).set(latest_ms / 1000.0)
-            # Anomalies go to their feeder's partition (where a successor looks for them after a
-            # crash) and are durable before the state that marks their readings as seen is
-            # written: a crash may then repeat an anomaly, which the successor filters out
-            # (stream_processors/emitted_anomalies.py), but never loses one.
-            try:  # waits out a broker outage; the registry may be away for the first anomaly's schema
-                await patient.run("publish anomalies", lambda: publisher.publish(result.anomalies, result.incidents))
-            except AnomalyDeliveryError as exc:
-                # Crash-only: the broker refused an anomaly for good, so this batch must not be marked
-                # done, and Faust would still acknowledge its messages. Stop now; a restarted worker
-                # recovers the state from the changelog and scores the batch again.
-                log.critical("stopping the worker: %s", exc)
-                os._exit(70)
-            for anomaly in result.anomalies:
-                if anomaly.get("suppressed_by"):
-                    continue  # counted by kind and reason when suppressed (stream_processors/incidents.py)
-                metrics.ANOMALIES.labels(severity=anomaly["severity"]).inc()
-                metrics.FEEDER_ANOMALIES.labels(feeder=anomaly["feeder_id"]).inc()
-            scorer.persist(result.touched_feeders)
-            await changelog_written(feeder_state)
+            for chunk in chunks_by_bytes(admitted, settings.max_batch_bytes):
+                await score_chunk(chunk, now_ms)
 
     @app.agent(forecasts, name="keep-forecasts")
     async def keep_forecasts(stream: faust.StreamT) -> None:

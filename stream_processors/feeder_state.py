@@ -29,6 +29,7 @@ a partition over.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from detection.calendar import HOD_SLOTS, HOW_SLOTS
 from detection.meter_state import MeterStateStore
-from detection.state_codec import decode_state, encode_state
+from detection.state_codec import STATE_FORMAT, decode_state
 
 FAST_ARRAYS = ("last_ts", "scalars", "window", "window_z", "seen")
 """Arrays of the ``fast`` record; the baselines go per slot."""
@@ -57,6 +58,8 @@ class FeederState:
         self.incidents: Any = None
         """Kept with the feeder's state when set: ``export_feeder(feeder) -> list`` and
         ``import_feeder(feeder, list)`` (:class:`stream_processors.incidents.StreamIncidents`)."""
+        self._meters_text: dict[str, tuple[int, str]] = {}
+        """feeder -> (member count, the members as JSON), for the record headers."""
 
     def load(self, feeder: str) -> dict[str, Any] | None:
         """Load the feeder from the table if the table holds state this worker did not write;
@@ -100,28 +103,110 @@ class FeederState:
                 members.add(meter)
                 self.members[feeder].append(meter)
 
+    def _feeder_rows(self, feeder: str) -> np.ndarray:
+        meters = self.members[feeder]
+        rows = self._rows.get(feeder)
+        if rows is None or len(rows) != len(meters):  # store rows never move; members only grow
+            rows = self._rows[feeder] = self.store.rows_for(meters)
+        return rows
+
+    def _meters_json(self, feeder: str) -> str:
+        meters = self.members[feeder]
+        cached = self._meters_text.get(feeder)
+        if cached is None or cached[0] != len(meters):
+            cached = self._meters_text[feeder] = (len(meters), json.dumps(meters))
+        return cached[1]
+
     def persist(self, touched: dict[str, tuple[set[int], set[int]]]) -> None:
         """Write each touched feeder's fast state and the baseline slots (hour of week, hour of day)
-        the batch changed."""
-        if self.table is None:
+        the batch changed.
+
+        A micro-batch of single readings touches thousands of feeders, so feeders of the same
+        shape (meters, changed slots of each kind) are encoded together: one gather per array for
+        all of them, one layout, and per feeder only its header's own fields and byte slices. The
+        blobs are those :func:`detection.state_codec.decode_state` reads.
+        """
+        if self.table is None or not touched:
             return
-        store = self.store
+        shapes: dict[tuple[int, int, int], list[str]] = {}
         for feeder, (how_slots, hod_slots) in touched.items():
-            meters = self.members[feeder]
-            rows = self._rows.get(feeder)
-            if rows is None or len(rows) != len(meters):  # store rows never move; members only grow
-                rows = self._rows[feeder] = store.rows_for(meters)
-            how, hod = sorted(how_slots), sorted(hod_slots)
-            fast = {name: getattr(store, name)[rows] for name in FAST_ARRAYS}
-            fast["how_changed"] = store.how[rows[:, None], how]
-            fast["hod_changed"] = store.hod[rows[:, None], hod]
-            header = {"meters": meters, "persisted_at": int(time.time() * 1000), "h_slots": how, "d_slots": hod}
-            if self.incidents is not None:
-                header["incidents"] = self.incidents.export_feeder(feeder)
-            blob = encode_state(header, fast)
-            self.table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
-            self._written[feeder] = blob
-            for slot in how_slots:
-                self.table[f"{feeder}|h{slot}".encode()] = encode_state({}, {"v": store.how[rows, slot]})
-            for slot in hod_slots:
-                self.table[f"{feeder}|d{slot}".encode()] = encode_state({}, {"v": store.hod[rows, slot]})
+            shapes.setdefault((len(self.members[feeder]), len(how_slots), len(hod_slots)), []).append(feeder)
+        persisted_at = int(time.time() * 1000)
+        for feeders in shapes.values():
+            self._persist_alike(feeders, touched, persisted_at)
+
+    def _persist_alike(self, feeders: list[str], touched: dict[str, tuple[set[int], set[int]]],
+                       persisted_at: int) -> None:
+        """:meth:`persist` for feeders with the same number of meters and of changed slots."""
+        store, table = self.store, self.table
+        g = len(feeders)
+        rows = np.stack([self._feeder_rows(f) for f in feeders])  # (feeders, meters)
+        n = rows.shape[1]
+        how = np.array([sorted(touched[f][0]) for f in feeders], dtype=np.int64).reshape(g, -1)
+        hod = np.array([sorted(touched[f][1]) for f in feeders], dtype=np.int64).reshape(g, -1)
+        flat = rows.reshape(-1)
+        arrays = [getattr(store, name)[flat] for name in FAST_ARRAYS]
+        how_changed = store.how[rows[:, :, None], how[:, None, :]]  # (feeders, meters, slots, 3)
+        hod_changed = store.hod[rows[:, :, None], hod[:, None, :]]
+        arrays += [how_changed, hod_changed]
+        layout = _layout([_per_feeder(a, g) for a in arrays])
+        body = np.concatenate([np.ascontiguousarray(a).reshape(g, -1).view(np.uint8) for a in arrays], axis=1)
+        how_slot_values = _slot_rows(how_changed)  # (feeders, slots, bytes of one slot record's values)
+        hod_slot_values = _slot_rows(hod_changed)
+        how_prefix = _slot_prefix(store.how.dtype, (n, store.how.shape[2]))
+        hod_prefix = _slot_prefix(store.hod.dtype, (n, store.hod.shape[2]))
+        tail = f'"{_FORMAT_KEY}": {STATE_FORMAT}, "{_LAYOUT_KEY}": {layout}}}'
+        written = self._written
+        for i, feeder in enumerate(feeders):
+            how_list, hod_list = how[i].tolist(), hod[i].tolist()
+            incidents = "" if self.incidents is None else \
+                f'"incidents": {json.dumps(self.incidents.export_feeder(feeder))}, '
+            head = (f'{{"meters": {self._meters_json(feeder)}, "persisted_at": {persisted_at}, '
+                    f'"h_slots": {how_list}, "d_slots": {hod_list}, {incidents}{tail}').encode()
+            blob = len(head).to_bytes(4, "big") + head + body[i].tobytes()
+            table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
+            written[feeder] = blob
+            for j, slot in enumerate(how_list):
+                table[f"{feeder}|h{slot}".encode()] = how_prefix + how_slot_values[i, j].tobytes()
+            for j, slot in enumerate(hod_list):
+                table[f"{feeder}|d{slot}".encode()] = hod_prefix + hod_slot_values[i, j].tobytes()
+
+
+_FORMAT_KEY, _LAYOUT_KEY = "_format", "_arrays"
+"""The header keys :mod:`detection.state_codec` reads the format and the arrays' layout from (a
+round trip through its decoder is tested)."""
+
+
+def _per_feeder(a: np.ndarray, feeders: int) -> tuple[str, tuple[int, ...]]:
+    """(dtype, shape) of one feeder's part of an array gathered for ``feeders`` alike feeders: the
+    changed slots come as (feeders, meters, slots, values), the rest as (feeders x meters, ...)."""
+    if a.ndim == 4:
+        return a.dtype.str, a.shape[1:]
+    return a.dtype.str, (a.shape[0] // feeders, *a.shape[1:])
+
+
+def _layout(parts: list[tuple[str, tuple[int, ...]]],
+            names: tuple[str, ...] = (*FAST_ARRAYS, "how_changed", "hod_changed")) -> str:
+    return "[" + ", ".join(f'["{name}", "{dtype}", {list(shape)}]' for name, (dtype, shape) in zip(names, parts)) + "]"
+
+
+def _slot_rows(changed: np.ndarray) -> np.ndarray:
+    """(feeders, meters, slots, values) -> (feeders, slots, bytes): each slot's values of all the
+    feeder's meters, as one slot record holds them."""
+    g, n, k, v = changed.shape
+    if k == 0:
+        return np.zeros((g, 0, 0), dtype=np.uint8)
+    return np.ascontiguousarray(changed.transpose(0, 2, 1, 3)).reshape(g, k, -1).view(np.uint8)
+
+
+_slot_heads: dict[tuple[str, tuple[int, ...]], bytes] = {}
+
+
+def _slot_prefix(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The bytes ``encode_state({}, {"v": values})`` puts before ``values`` of this dtype and shape."""
+    key = (dtype.str, shape)
+    prefix = _slot_heads.get(key)
+    if prefix is None:
+        head = json.dumps({_FORMAT_KEY: STATE_FORMAT, _LAYOUT_KEY: [["v", dtype.str, list(shape)]]}).encode()
+        prefix = _slot_heads[key] = len(head).to_bytes(4, "big") + head
+    return prefix

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from stream_processors.feeder_metrics import FeederClock
+
 READINGS_PROCESSED = Counter("wattsup_stream_readings_processed_total", "Readings scored by the stream worker.")
 MESSAGES_PROCESSED = Counter(
     "wattsup_stream_messages_processed_total", "Readings-topic messages consumed (single readings or head-end batches)."
@@ -50,10 +52,8 @@ PARTITION_RESEEKS = Counter(
     "wattsup_stream_partition_reseeks_total",
     "Readings partitions sought back to their committed offset after Faust stalled on them.",
 )
-FEEDER_LAST_READING = Gauge(
-    "wattsup_stream_feeder_last_reading_timestamp_seconds",
-    "Event time of the newest reading scored per feeder (Unix seconds).", ["feeder"],
-)
+FEEDER_LAST_READING = FeederClock()
+"""``wattsup_stream_feeder_last_reading_timestamp_seconds{feeder}``: see :mod:`stream_processors.feeder_metrics`."""
 FEEDER_ANOMALIES = Counter("wattsup_stream_feeder_anomalies_total", "Anomalies emitted per feeder.", ["feeder"])
 ANOMALIES_ALREADY_EMITTED = Counter(
     "wattsup_stream_anomalies_already_emitted_total",

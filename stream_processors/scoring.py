@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from detection.calendar import UTC_CALENDAR, FleetCalendar
 from detection.engine import DetectionEngine
 from detection.meter_state import MeterStateStore
@@ -147,16 +149,8 @@ class StreamScorer:
         expected, lower, upper = self.forecasts.columns(columns.meter_ids, ts)
         result = self.engine.score(ReadingBatch(columns.meter_ids, columns.feeder_ids, ts, kwh, interval,
                                                 expected, lower, upper))
-        slots = self.calendar.slots(ts, interval)  # the slots the engine just wrote
-        touched: dict[str, tuple[set[int], set[int]]] = {f: (set(), set()) for f in feeders_in_batch}
-        latest: dict[str, int] = dict.fromkeys(feeders_in_batch, 0)
-        for feeder, h, d, t in zip(columns.feeder_ids, slots.hour_of_week.tolist(), slots.hour_of_day.tolist(),
-                                   columns.timestamps_ms):
-            touched_slots = touched[feeder]
-            touched_slots[0].add(h)
-            touched_slots[1].add(d)
-            if t > latest[feeder]:
-                latest[feeder] = t
+        touched, latest = _touched_by_feeder(list(feeders_in_batch), columns.feeder_ids, ts,
+                                             self.calendar.slots(ts, interval))  # the slots the engine just wrote
         anomalies = result.anomalies
         # feedback first: suppressed anomalies form no incident unless their event outgrows the mark;
         # every anomaly, emitted before or not, advances the incidents (their records have their own
@@ -175,6 +169,22 @@ class StreamScorer:
                             late=int(late.sum()), stale=int(stale.sum()),
                             late_example=_first(late, columns), stale_example=_first(stale, columns),
                             incidents=incidents)
+
+
+def _touched_by_feeder(feeders: list[str], feeder_ids: list[str], ts: np.ndarray,
+                       slots: Any) -> tuple[dict[str, tuple[set[int], set[int]]], dict[str, int]]:
+    """(hour-of-week and hour-of-day slots, newest timestamp) per feeder of a batch, with array
+    operations: a batch of single readings has as many feeders as readings."""
+    code = {f: i for i, f in enumerate(feeders)}
+    codes = np.fromiter((code[f] for f in feeder_ids), dtype=np.int64, count=len(feeder_ids))
+    touched: dict[str, tuple[set[int], set[int]]] = {f: (set(), set()) for f in feeders}
+    for kind, slot in enumerate((slots.hour_of_week, slots.hour_of_day)):
+        width = int(slot.max()) + 1 if len(slot) else 1
+        for pair in np.unique(codes * width + slot).tolist():
+            touched[feeders[pair // width]][kind].add(pair % width)
+    newest = np.zeros(len(feeders), dtype=np.int64)
+    np.maximum.at(newest, codes, ts)
+    return touched, dict(zip(feeders, newest.tolist()))
 
 
 def _first(mask: Any, columns: ReadingColumns) -> tuple[str, int] | None:

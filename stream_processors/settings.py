@@ -17,8 +17,12 @@ class StreamSettings(BaseSettings):
 
     app_id: str = "wattsup-stream"
     """Consumer group and prefix of the changelog topics; workers with the same id share partitions."""
-    max_batch_messages: int = 500
-    """Messages taken per micro-batch; head-end batches carry ~50 readings each."""
+    max_batch_messages: int = 2000
+    """Messages taken at a time (Faust's ``take_events``): single-reading messages want thousands per
+    batch, since Faust's and the engine's costs per batch are paid however few readings it holds."""
+    max_batch_bytes: int = 1_000_000
+    """Message payload scored as one micro-batch at most: a take of head-end messages (hundreds of
+    readings each) is scored in chunks of this size, whole messages each (stream_processors.batching)."""
     batch_within_seconds: float = 0.2
     """Longest wait to fill a micro-batch: bounds the latency a reading adds before scoring."""
     model_poll_seconds: float = 10.0

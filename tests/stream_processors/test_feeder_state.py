@@ -87,3 +87,29 @@ def test_a_worker_dying_between_the_records_of_a_batch_leaves_the_state_of_one_b
     expected = before if writes_before_death == 0 else after  # the fast record is written first
     for name, values in expected.items():
         np.testing.assert_array_equal(got[name], values, err_msg=name)
+
+
+def test_records_decode_as_the_state_codec_encodes_them():
+    """persist formats headers itself (it runs for thousands of feeders a batch): what it writes must be
+    exactly what detection.state_codec would have written, field for field and array for array."""
+    from detection.state_codec import decode_state, encode_state
+    from stream_processors.feeder_state import FAST_ARRAYS
+
+    state, table, touched = fed_state()
+    header, arrays = decode_state(table[b"F1|fast"])
+    rows = state.store.rows_for(["M1", "M2"])
+    how, hod = sorted(touched["F1"][0]), sorted(touched["F1"][1])
+    reference = {name: getattr(state.store, name)[rows] for name in FAST_ARRAYS}
+    reference["how_changed"] = state.store.how[rows[:, None], how]
+    reference["hod_changed"] = state.store.hod[rows[:, None], hod]
+    want_header, want = decode_state(encode_state({"meters": ["M1", "M2"], "persisted_at": header["persisted_at"],
+                                                    "h_slots": how, "d_slots": hod}, reference))
+    assert header == want_header
+    assert list(arrays) == list(want)
+    for name, values in want.items():
+        np.testing.assert_array_equal(arrays[name], values, err_msg=name)
+        assert arrays[name].dtype == values.dtype
+    slot_header, slot = decode_state(table[f"F1|h{how[0]}".encode()])
+    want_slot_header, want_slot = decode_state(encode_state({}, {"v": state.store.how[rows, how[0]]}))
+    assert slot_header == want_slot_header
+    np.testing.assert_array_equal(slot["v"], want_slot["v"])
