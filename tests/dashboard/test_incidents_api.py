@@ -107,8 +107,9 @@ def test_a_mark_the_broker_never_acknowledged_is_503_not_202(tmp_path):
         assert time.monotonic() - began < 10
 
 
-def test_the_pages_incident_logic():
-    """incident-logic.js (durations, energy, chart window, the feedback body) run by node's own test runner."""
+def test_the_pages_incident_logic_and_settled_refresh():
+    """incident-logic.js (durations, energy, chart window, the feedback body) and refresh.js (one load per
+    burst of events) run by node's own test runner."""
     import shutil
     import subprocess
     from pathlib import Path
@@ -116,7 +117,7 @@ def test_the_pages_incident_logic():
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (make dashboard-assets needs it too)")
-    script = Path(__file__).with_name("js") / "incidents.test.mjs"
-    result = subprocess.run([node, "--test", str(script)], check=False, capture_output=True, text=True, timeout=60)
+    scripts = [str(Path(__file__).with_name("js") / name) for name in ("incidents.test.mjs", "refresh.test.mjs")]
+    result = subprocess.run([node, "--test", *scripts], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "# pass 4" in result.stdout and "# fail 0" in result.stdout
+    assert "# pass 6" in result.stdout and "# fail 0" in result.stdout

@@ -3,6 +3,7 @@
 import { api, query } from "./api.js";
 import { el } from "./dom.js";
 import { formatTime } from "./format.js";
+import { settledRefresh } from "./refresh.js";
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 let ctx;
@@ -87,19 +88,8 @@ async function loadHistory() {
   $("alert-empty").hidden = page.items.length > 0;
 }
 
-let historyTimer = null;
 /** Refresh the alert history now, or (soon: true) once a burst of anomalies has settled. */
-export function refreshAlertHistory({ soon = false } = {}) {
-  if (soon) {
-    if (historyTimer) return;
-    historyTimer = setTimeout(() => {
-      historyTimer = null;
-      loadHistory().catch(() => {});
-    }, 3000);
-    return;
-  }
-  loadHistory().catch(() => {});
-}
+export const refreshAlertHistory = settledRefresh(loadHistory, 3000);
 
 function initRules() {
   const form = $("alert-rule-form");

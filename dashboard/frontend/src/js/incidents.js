@@ -5,6 +5,7 @@
 import { api, ApiError, query } from "./api.js";
 import { applyChartTheme, createUsageChart, highlightRange, setBaseline, setSeries, showRange } from "./charts.js";
 import { el, option } from "./dom.js";
+import { settledRefresh } from "./refresh.js";
 import { formatNumber, formatTime } from "./format.js";
 import {
   describeMark, energyText, feedbackBody, formatDuration, incidentWindow, INCIDENT_KINDS,
@@ -87,19 +88,9 @@ export async function loadIncidents() {
   }
 }
 
-let refreshTimer = null;
 /** Reload the list now, or (soon: true) once a burst of anomalies has settled. */
-export function refreshIncidents({ soon = false } = {}) {
-  if (soon) {
-    if (refreshTimer) return;
-    refreshTimer = setTimeout(() => {
-      refreshTimer = null;
-      loadIncidents().catch(() => {});
-    }, REFRESH_SOON_MS);
-    return;
-  }
-  loadIncidents().catch((error) => ctx.notify(`Could not load the incidents: ${error.message}`, { error: true }));
-}
+export const refreshIncidents = settledRefresh(loadIncidents, REFRESH_SOON_MS,
+  (error) => ctx.notify(`Could not load the incidents: ${error.message}`, { error: true }));
 
 /** The feeders the filter offers (the page learns them with the meters). */
 export function setIncidentFeeders(feeders) {
