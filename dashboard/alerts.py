@@ -33,22 +33,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard.metrics import DashboardMetrics
-from dashboard.models import (
-    Alert,
-    AlertCursor,
-    AlertRule,
-    Anomaly,
-    Incident,
-    IncidentEvent,
-)
+from dashboard.models import Alert, AlertCursor, AlertRule, Anomaly, Incident, IncidentEvent
 from dashboard.settings import DashboardSettings
-from dashboard.store import (
-    SEVERITIES,
-    _insert,
-    anomaly_json,
-    incident_events_json,
-    incident_json,
-)
+from dashboard.store import SEVERITIES, _insert, anomaly_json, incident_events_json, incident_json
 from dashboard.timeutil import HOUR_MS, iso, now_ms
 from dashboard.webhooks import DestinationRefused, WebhookPolicy
 
@@ -56,8 +43,8 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_LIMIT = 10_000
 CHECK_RETRY_FIRST_SECONDS = 1.0
-"""An anomaly or incident event whose check failed (the database locked or away) is checked again after this, then after
-twice as long each time ..."""
+"""An anomaly or incident event whose check failed (the database locked or away) is checked again after
+this, then after twice as long each time ..."""
 CHECK_RETRY_MAX_SECONDS = 60.0
 """... up to this: it is never dropped, and the cursor stays before it until it is checked."""
 IDLE_WAKE_SECONDS = 5.0

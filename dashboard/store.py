@@ -21,15 +21,7 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dashboard.models import (
-    Anomaly,
-    ConsumerOffset,
-    Forecast,
-    Incident,
-    IncidentEvent,
-    Meter,
-    Reading,
-)
+from dashboard.models import Anomaly, ConsumerOffset, Forecast, Incident, IncidentEvent, Meter, Reading
 from dashboard.timeutil import DAY_MS, HOUR_MS, iso, now_ms
 
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
