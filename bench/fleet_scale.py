@@ -1,0 +1,299 @@
+"""A large fleet on the local three-broker cluster: sustained rate, lag, memory and disk per meter, recovery.
+
+Simulates ``--meters`` meters at 15-minute intervals delivered as head-end bursts (one message per
+feeder and interval, ``--meters-per-feeder`` meters each, every interval's burst sent at once) to the
+local three-broker KRaft cluster (replication 3, ``min.insync.replicas`` 2), with ``--workers`` stream
+workers in one consumer group, and prints:
+
+* the sustained readings/s (each burst sent once the previous one is taken, from the second burst:
+  the first also waits for the workers to start) and the consumer lag sampled every second (its
+  peak, and how long a burst took to clear);
+* resident memory per meter in a worker (VmRSS over the meters it tracks) and the feeder-state
+  changelog's bytes per meter on disk (all replicas' log segments over the replication factor);
+* recovery: one worker killed with ``kill -9`` after the fleet is loaded and a new one started in its
+  place; the seconds until the group has taken every reading of the next burst (the new worker has
+  recovered its partitions' state from the changelog by then), and that no reading was scored twice:
+  every redelivered reading is recognised as a duplicate, and no anomaly is on the topic twice.
+
+A million meters do not fit this 2-core machine beside the brokers; the default (100,000 meters, a
+tenth) and the factor to a million are printed, and the README's capacity section does the arithmetic.
+The forecaster's scale-out is measured by ``bench/forecast_throughput.py`` (fits/s per instance) and its
+group test, not here: fitting this fleet takes hours on two cores.
+
+    .venv/bin/python bench/fleet_scale.py [--meters 100000] [--intervals 16] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from deploy.kafka.launcher import LocalKafkaCluster, free_port
+from foundation.kafka_settings import KafkaConnection, TopicNames
+from foundation.topics import ensure_topics
+from models.training import train_and_save
+from readings.producer import ReadingProducer
+from simulation.fleet import FleetConfig, simulate_fleet
+from stream_throughput import metric, start_worker  # the same worker launch and filtered scrape
+
+MILLION = 1_000_000
+APP_ID = "scale-stream"
+
+
+class LagSampler(threading.Thread):
+    """Samples the group's total lag on the readings topic once a second (committed offsets vs ends)."""
+
+    def __init__(self, connection: KafkaConnection, topic: str, partitions: int) -> None:
+        super().__init__(name="lag", daemon=True)
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer({**connection.confluent_config(), "group.id": APP_ID, "enable.auto.commit": False})
+        self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self.samples: list[tuple[float, int]] = []
+        self.missed = 0
+        self.stop_event = threading.Event()
+
+    def lag(self) -> int:
+        committed = self.consumer.committed(self.partitions, timeout=10)
+        total = 0
+        for tp in committed:
+            _low, high = self.consumer.get_watermark_offsets(tp, timeout=10)
+            total += high - max(tp.offset, 0)
+        return total
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.samples.append((time.monotonic(), self.lag()))
+            except Exception:  # noqa: BLE001 - a sample missed while a broker is busy is counted, not a result
+                self.missed += 1
+            self.stop_event.wait(1.0)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(15)
+        self.consumer.close()
+
+
+def worker_env(cluster: LocalKafkaCluster, topics: TopicNames, model_dir: Path, work: Path, name: str,
+               port: int) -> dict[str, str]:
+    return {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+            "WATTSUP_KAFKA_REPLICATION_FACTOR": "3", "WATTSUP_KAFKA_MIN_INSYNC_REPLICAS": "2",
+            **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
+            "WATTSUP_STREAM_APP_ID": APP_ID, "WATTSUP_STREAM_DATA_DIR": str(work / f"stream-{name}"),
+            "WATTSUP_MODEL_DIR": str(model_dir), "WATTSUP_STREAM_METRICS_PORT": str(port),
+            "WATTSUP_STREAM_WEB_PORT": str(free_port())}
+
+
+def counted(ports: list[int]) -> float:
+    """Readings the workers have taken: scored or recognised as already seen."""
+    return sum(metric(p, "wattsup_stream_readings_processed_total")
+               + metric(p, "wattsup_stream_duplicate_readings_total") for p in ports)
+
+
+def wait_for(what: str, check, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def resident_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def changelog_bytes(cluster: LocalKafkaCluster) -> int:
+    """Bytes of the feeder-state changelog's log segments on every broker (all replicas)."""
+    total = 0
+    for node in cluster.members:
+        for directory in node.log_dir.glob(f"{APP_ID}-feeder-state-changelog-*"):
+            total += sum(f.stat().st_size for f in directory.iterdir() if f.suffix == ".log")
+    return total
+
+
+def recovery_spans(log: Path) -> list[float]:
+    """Seconds of each changelog restore a worker logged (Faust's "Restoring state from changelog topics"
+    to "Done reading from changelog topics"); one per rebalance that handed it partitions."""
+    from datetime import datetime
+
+    def at(line: str) -> datetime:
+        return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+
+    spans, began = [], None
+    for line in log.read_text(errors="replace").splitlines():
+        if "Restoring state from changelog topics" in line:
+            began = at(line)
+        elif "Done reading from changelog topics" in line and began is not None:
+            spans.append((at(line) - began).total_seconds())
+            began = None
+    return spans
+
+
+def anomaly_keys_twice(connection: KafkaConnection, topic: str) -> tuple[int, int]:
+    """(anomalies on the topic, of which the same meter and timestamp already seen)."""
+    from confluent_kafka import Consumer
+
+    from schemas.serde import SingleObjectSerde
+
+    serde = SingleObjectSerde()
+    consumer = Consumer({**connection.confluent_config(), "group.id": f"check-{os.urandom(3).hex()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    seen: set[tuple[str, int]] = set()
+    total = twice = idle = 0
+    while idle < 5:
+        batch = consumer.consume(5000, timeout=1.0)
+        idle = 0 if batch else idle + 1
+        for msg in batch:
+            if msg.error() is not None:
+                continue
+            _, a = serde.decode(msg.value(), raw_timestamps=True)
+            key = (a["meter_id"], int(a["timestamp"]))
+            total += 1
+            twice += key in seen
+            seen.add(key)
+    consumer.close()
+    return total, twice
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meters", type=int, default=100_000)
+    parser.add_argument("--intervals", type=int, default=16, help="15-minute bursts to send (the fleet's hours x 4).")
+    parser.add_argument("--meters-per-feeder", type=int, default=200)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="wattsup-scale-"))
+    cluster = LocalKafkaCluster(data_dir=work / "kafka", heap="768m")
+    cluster.start(timeout=180)
+    workers: dict[int, subprocess.Popen] = {}
+    try:
+        connection = KafkaConnection(bootstrap_servers=cluster.bootstrap_servers, replication_factor=3,
+                                     min_insync_replicas=2)
+        topics = TopicNames(readings="scale.readings", anomalies="scale.anomalies", forecasts="scale.forecasts",
+                            control="scale.control", dead_letters="scale.dlq", incidents="scale.incidents",
+                            feedback="scale.feedback", partitions=args.partitions)
+        ensure_topics(connection, topics)
+
+        print(f"simulating {args.meters:,} meters x {args.intervals + 1} intervals of 15 minutes ...", flush=True)
+        fleet = simulate_fleet(FleetConfig(meters=args.meters, days=(args.intervals + 1) / 96, seed=11,
+                                           missing_rate=0.0, late_rate=0.0,
+                                           meters_per_feeder=args.meters_per_feeder)).readings
+        history = simulate_fleet(FleetConfig(meters=500, days=14, interval=timedelta(hours=1), seed=12)).readings
+        model_dir = work / "models"
+        train_and_save(history, model_dir, n_estimators=100, source="scale bench history")
+        stamps = sorted(fleet["timestamp"].unique())
+        bursts = [fleet[fleet["timestamp"] == t] for t in stamps]
+        last = bursts.pop()  # sent after the kill -9
+
+        ports = {i: free_port() for i in range(args.workers)}
+        for i, port in ports.items():
+            workers[i] = start_worker(worker_env(cluster, topics, model_dir, work, str(i), port), work / f"worker-{i}.log")
+        lag = LagSampler(connection, topics.readings, args.partitions)
+
+        # Each interval's burst goes out as soon as the group has taken the previous one, as a head-end
+        # system uploads: the sustained rate is what the group absorbs, the lag what a burst costs.
+        lag.start()
+        burst_clear: list[float] = []
+        sent = 0
+        with ReadingProducer(connection, topics) as producer:
+            for burst in bursts:
+                t0 = time.monotonic()
+                producer.send_frame(burst, batch_by_feeder=True)
+                producer.producer.flush(60)
+                sent += len(burst)
+                wait_for("a burst to be taken", lambda s=sent: counted(list(ports.values())) >= s, timeout=1800)
+                burst_clear.append(time.monotonic() - t0)
+        lag.stop()
+        # the first burst also waits for the workers to start and share the partitions: not sustained
+        steady = sum(len(b) for b in bursts[1:])
+        seconds = sum(burst_clear[1:])
+        probe = LagSampler(connection, topics.readings, args.partitions)  # asked from this thread only
+        wait_for("the group's lag to reach zero", lambda: probe.lag() == 0, timeout=300)
+        peak_lag = max((v for _, v in lag.samples), default=0)
+
+        def tracked_now() -> dict[int, float]:
+            return {i: metric(p, "wattsup_stream_meters_tracked") for i, p in ports.items()}
+        wait_for("the workers' meter gauges (set every 5 s)", lambda: sum(tracked_now().values()) >= args.meters, 30)
+        tracked = tracked_now()
+        rss = {i: resident_mib(w.pid) for i, w in workers.items()}
+        per_meter_kb = [rss[i] * 1024 / tracked[i] for i in workers if tracked[i]]
+        changelog = changelog_bytes(cluster)
+
+        # kill -9 one worker; a new one takes its place and must recover its partitions from the changelog
+        victim = 0
+        before_kill = counted([ports[i] for i in ports if i != victim])
+        os.killpg(workers[victim].pid, signal.SIGKILL)
+        workers[victim].wait(30)
+        killed_at = time.monotonic()
+        new_port = free_port()
+        workers[args.workers] = start_worker(worker_env(cluster, topics, model_dir, work, "new", new_port),
+                                             work / "worker-new.log")
+        survivors = [ports[i] for i in ports if i != victim] + [new_port]
+        with ReadingProducer(connection, topics) as producer:
+            producer.send_frame(last, batch_by_feeder=True)
+        # taken: every reading of it counted (redelivered ones count as seen, so the lag must be zero too)
+        recovered = wait_for("the next burst after the kill",
+                             lambda: counted(survivors) - before_kill >= len(last) and probe.lag() == 0, timeout=1800)
+        recovery_seconds = time.monotonic() - killed_at
+        restores = recovery_spans(work / "worker-new.log")
+        duplicates = metric(new_port, "wattsup_stream_duplicate_readings_total") + sum(
+            metric(p, "wattsup_stream_duplicate_readings_total") for p in survivors[:-1])
+        probe.consumer.close()
+        anomalies, twice = anomaly_keys_twice(connection, topics.anomalies)
+
+        scale = MILLION / args.meters
+        print()
+        print(f"fleet: {args.meters:,} meters ({scale:g}x fewer than a million), {args.meters_per_feeder} per head-end "
+              f"message, {len(bursts)} bursts of one 15-minute interval, {args.partitions} partitions, replication 3, "
+              f"{args.workers} workers")
+        print(f"{'sustained, bursts 2 to last, sent to taken':<58}{steady / seconds:>12,.0f} readings/s "
+              f"({steady:,} readings in {seconds:.0f} s)")
+        print(f"{'a burst taken in (median, slowest after the first)':<58}{pd.Series(burst_clear[1:]).median():>12.1f} s, "
+              f"{max(burst_clear[1:]):.1f} s  (first, workers starting: {burst_clear[0]:.1f} s)")
+        print(f"{'peak consumer lag (messages, 1 s samples)':<58}{peak_lag:>12,}  "
+              f"({len(lag.samples)} samples, {lag.missed} missed)")
+        print(f"{'worker resident memory per meter (VmRSS / meters tracked)':<58}"
+              f"{', '.join(f'{v:.2f}' for v in per_meter_kb):>12} KB  (RSS {', '.join(f'{v:.0f}' for v in rss.values())}"
+              f" MiB; meters {', '.join(f'{v:,.0f}' for v in tracked.values())})")
+        print(f"{'feeder-state changelog on disk per meter (one replica)':<58}{changelog / 3 / args.meters:>12,.0f} bytes")
+        print(f"{'kill -9 to the next burst taken by the group':<58}{recovery_seconds:>12.1f} s "
+              f"({recovered:.1f} s after the burst was sent; the new worker tracks "
+              f"{metric(new_port, 'wattsup_stream_meters_tracked'):,.0f} meters)")
+        print(f"{'  of which restoring the changelog (per rebalance)':<58}"
+              f"{', '.join(f'{r:.1f}' for r in restores) or 'none logged':>12} s")
+        print(f"{'readings redelivered after the kill, recognised as seen':<58}{duplicates:>12,.0f}")
+        print(f"{'anomalies on the topic, of which twice':<58}{anomalies:>12,}  ({twice} twice)")
+        print(f"run directory {work} (logs kept)" if os.environ.get("KEEP") else "")
+    finally:
+        for w in workers.values():
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+                try:
+                    w.wait(30)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+        cluster.stop()
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
