@@ -81,14 +81,15 @@ class FeederKeyedTable(Table):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unacknowledged: list[asyncio.Future] = []
+        self._feeder_partitions: dict[str, int] = {}
 
     def partition_for_key(self, key: Any) -> int | None:
         text = key.decode() if isinstance(key, bytes) else str(key)
         feeder = text.split("|", 1)[0]
-        known = self.__dict__.setdefault("_feeder_partitions", {})  # a feeder's records all go to one partition
-        partition = known.get(feeder)
+        partition = self._feeder_partitions.get(feeder)  # a feeder's records all go to one partition
         if partition is None:
-            partition = known[feeder] = partition_for(feeder, self.partitions or self.app.conf.topic_partitions)
+            partition = self._feeder_partitions[feeder] = partition_for(
+                feeder, self.partitions or self.app.conf.topic_partitions)
         return partition
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
