@@ -30,26 +30,23 @@ class TopicSpec:
 def topic_specs(topics: TopicNames, connection: KafkaConnection) -> list[TopicSpec]:
     isr = str(connection.min_insync_replicas)
     retention = str(topics.retention_ms)
+    compacted = {"cleanup.policy": "compact", "min.insync.replicas": isr}
+    # latest value per key, read back by services at start: cleaned often so reading back stays short
+    latest_values = {**compacted, "min.cleanable.dirty.ratio": "0.1", "segment.ms": str(3600 * 1000)}
     return [
         TopicSpec(topics.readings, topics.partitions,
                   {"retention.ms": retention, "min.insync.replicas": isr, "compression.type": "producer"},
                   "meter readings and head-end batches, keyed by feeder id"),
-        TopicSpec(topics.forecasts, topics.partitions,
-                  {"cleanup.policy": "compact", "min.insync.replicas": isr, "min.cleanable.dirty.ratio": "0.1",
-                   "segment.ms": str(3600 * 1000)},
+        TopicSpec(topics.forecasts, topics.partitions, dict(latest_values),
                   "latest forecast per meter (compacted), in the meter's feeder partition"),
-        TopicSpec(topics.control, topics.partitions,
-                  {"cleanup.policy": "compact", "min.insync.replicas": isr},
+        TopicSpec(topics.control, topics.partitions, dict(compacted),
                   "runtime sensitivity settings (compacted), fleet-wide and per meter"),
         TopicSpec(topics.anomalies, topics.partitions,
                   {"retention.ms": retention, "min.insync.replicas": isr},
                   "explained anomalies, keyed by meter id"),
-        TopicSpec(topics.incidents, topics.partitions,
-                  {"cleanup.policy": "compact", "min.insync.replicas": isr, "min.cleanable.dirty.ratio": "0.1",
-                   "segment.ms": str(3600 * 1000)},
+        TopicSpec(topics.incidents, topics.partitions, dict(latest_values),
                   "incidents (compacted), keyed by incident id, in the meter's feeder partition"),
-        TopicSpec(topics.feedback, topics.partitions,
-                  {"cleanup.policy": "compact", "min.insync.replicas": isr},
+        TopicSpec(topics.feedback, topics.partitions, dict(compacted),
                   "operator feedback on incidents (compacted), keyed by meter id and incident"),
         TopicSpec(topics.dead_letters, 1,
                   {"retention.ms": str(30 * 24 * 3600 * 1000), "min.insync.replicas": isr},

@@ -24,9 +24,12 @@ def holds_for(seconds: float, check: Callable[[], Any], what: str = "condition",
     """Call ``check`` for ``seconds`` (an outage the test must last out, not a wait for something to
     happen), failing as soon as it returns something falsy, naming ``what``."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def held_to_the_end() -> bool:
         assert check(), f"{what} no longer holds"
-        time.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
+        return time.monotonic() >= deadline
+
+    wait_until(held_to_the_end, timeout=seconds + 2 * poll, what=f"{seconds:.0f} s of {what}", poll=poll)
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:

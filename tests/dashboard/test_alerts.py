@@ -4,10 +4,8 @@ end to end against a real local SMTP server (aiosmtpd) and a real local HTTP rec
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -16,6 +14,7 @@ from dashboard.alerts import in_quiet_hours
 from dashboard.models import AlertRule
 from deploy.kafka.launcher import free_port
 from tests.dashboard.conftest import QUARTER, T0, anomaly_record
+from tests.webhook_receiver import WebhookReceiver
 
 
 class _Mailbox:
@@ -36,27 +35,11 @@ def smtp_server():
     controller.stop()
 
 
-class _Receiver(ThreadingHTTPServer):
-    def __init__(self, status: int) -> None:
-        self.received: list[dict] = []
-        self.status = status
+class _Receiver(WebhookReceiver):
+    """Keeps each request's content type beside its body."""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(handler) -> None:  # noqa: N802, N805
-                length = int(handler.headers["Content-Length"])
-                self.received.append({"content_type": handler.headers["Content-Type"],
-                                      "body": json.loads(handler.rfile.read(length))})
-                handler.send_response(self.status)
-                handler.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", free_port()), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+    def keep(self, headers, body: bytes) -> None:
+        self.received.append({"content_type": headers["Content-Type"], "body": json.loads(body)})
 
 
 @pytest.fixture
@@ -64,15 +47,13 @@ def receiver_factory():
     servers = []
 
     def start(status: int = 200) -> _Receiver:
-        server = _Receiver(status)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = _Receiver(status).start()
         servers.append(server)
         return server
 
     yield start
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 @pytest.fixture

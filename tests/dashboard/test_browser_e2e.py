@@ -15,14 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +34,7 @@ from readings.producer import ReadingProducer
 from schemas.serde import SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
 from tests.waiting import stop_process
+from tests.webhook_receiver import WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -130,32 +129,11 @@ def pipeline(kafka, stream_workers, model_dir, tmp_path) -> Iterator[tuple[objec
         yield topics, worker, dashboard
 
 
-@dataclass
-class WebhookReceiver:
-    url: str
-    received: list[dict]
-
-
 @pytest.fixture
 def webhook() -> Iterator[WebhookReceiver]:
     """A local HTTP endpoint that records the alert POSTs the dashboard sends."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield WebhookReceiver(f"http://127.0.0.1:{server.server_address[1]}/alerts", received)
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver() as server:
+        yield server
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from dashboard.store import prune_readings
 from schemas.limits import FUTURE_TOLERANCE
 from tests.dashboard.conftest import reading_row
 from tests.waiting import wait_until
+from tests.webhook_receiver import WebhookReceiver
 
 MINUTE = 60_000
 
@@ -226,31 +227,15 @@ def test_dns_rebinding_is_caught_at_send_time_and_the_checked_address_is_used():
         metadata.check("http://alerts.corp.example/x")  # a listed name still never reaches the metadata service
 
 
-class _Receiver:
-    """A local HTTP endpoint answering ``status``; counts what it gets."""
+class _Receiver(WebhookReceiver):
+    """A local HTTP endpoint answering ``status``; keeps the raw bodies it gets."""
 
     def __init__(self, status: int) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        super().__init__(status)
+        self.start()
 
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                received.append(self.rfile.read(int(self.headers["Content-Length"])))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.port = self.server.server_address[1]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def keep(self, headers, body: bytes) -> None:
+        self.received.append(body)
 
 
 def test_a_rule_stored_before_the_check_is_refused_at_send_time_without_disclosure(dashboard_factory):
@@ -599,23 +584,11 @@ class _FlakyReceiver(_Receiver):
     """Answers 500 to the first ``failures`` requests, then 200."""
 
     def __init__(self, failures: int) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.failures = failures
+        super().__init__(200)
 
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                received.append(self.rfile.read(int(self.headers["Content-Length"])))
-                self.send_response(500 if len(received) <= failures else 200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.port = self.server.server_address[1]
+    def answer(self, requests: int) -> int:
+        return 500 if requests <= self.failures else 200
 
 
 @pytest.mark.parametrize("failures,attempts,final", [(2, 5, "sent"), (10, 3, "failed")])

@@ -1,4 +1,5 @@
-"""A trained model and one simulated fleet as head-end messages, for the stream scorer's tests."""
+"""A trained model and one simulated fleet as head-end messages, and how the worker runs them, for the stream
+scorer's tests."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from models.training import train_and_save
+from readings.columns import ReadingColumns, decode_into
 from schemas.reading_encoder import feeder_batches
 from schemas.serde import METER_READING_BATCH, SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
@@ -19,3 +21,19 @@ def model_and_messages(model_dir: Path) -> tuple[Path, SingleObjectSerde, list[b
     fleet = simulate_fleet(FleetConfig(meters=120, days=6, interval=timedelta(hours=1), seed=6, meters_per_feeder=40))
     serde = SingleObjectSerde()
     return model_dir, serde, [serde.encode(METER_READING_BATCH, b) for b in feeder_batches(fleet.readings)]
+
+
+def run_in_batches(scorer, serde: SingleObjectSerde, messages: list[bytes],
+                   batch: int = 40) -> tuple[list[dict], list[dict]]:
+    """(anomalies, incident records) of the messages through ``scorer`` (a ``StreamScorer``) in micro-batches
+    of ``batch`` messages, its state persisted after each, as the worker runs them."""
+    anomalies, incidents = [], []
+    for s in range(0, len(messages), batch):
+        columns = ReadingColumns()
+        for m in messages[s:s + batch]:
+            assert decode_into(columns, serde, m, "test") == []
+        result = scorer.process(columns)
+        scorer.persist(result.touched_feeders)
+        anomalies += result.anomalies
+        incidents += result.incidents
+    return anomalies, incidents

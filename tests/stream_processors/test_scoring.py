@@ -11,7 +11,7 @@ from readings.columns import ReadingColumns, decode_into
 from schemas.serde import FORECAST
 from simulation.fleet import FleetConfig, simulate_fleet
 from stream_processors.scoring import StreamScorer
-from tests.stream_processors.scoring_fleet import model_and_messages
+from tests.stream_processors.scoring_fleet import model_and_messages, run_in_batches
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +20,7 @@ def setup(tmp_path_factory):
 
 
 def run(engine: StreamScorer, serde, messages, batch: int = 40) -> list[dict]:
-    anomalies = []
-    for s in range(0, len(messages), batch):
-        columns = ReadingColumns()
-        for m in messages[s:s + batch]:
-            assert decode_into(columns, serde, m, "test") == []
-        result = engine.process(columns)
-        engine.persist(result.touched_feeders)
-        anomalies += result.anomalies
-    return anomalies
+    return run_in_batches(engine, serde, messages, batch)[0]
 
 
 def strip_times(anomalies: list[dict]) -> list[dict]:

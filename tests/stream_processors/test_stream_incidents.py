@@ -9,10 +9,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from detection.feedback import SUPPRESSED_IN_SCOPE, FeedbackMark
-from readings.columns import ReadingColumns, decode_into
 from stream_processors.incidents import StreamIncidents
 from stream_processors.scoring import StreamScorer
-from tests.stream_processors.scoring_fleet import model_and_messages
+from tests.stream_processors.scoring_fleet import model_and_messages, run_in_batches
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +21,7 @@ def setup(tmp_path_factory):
 
 def run(scorer: StreamScorer, serde, messages, batch: int = 40) -> tuple[list[dict], list[dict]]:
     """(anomalies, incident records) of the messages, in micro-batches, state persisted after each."""
-    anomalies, incidents = [], []
-    for s in range(0, len(messages), batch):
-        columns = ReadingColumns()
-        for m in messages[s:s + batch]:
-            assert decode_into(columns, serde, m, "test") == []
-        result = scorer.process(columns)
-        scorer.persist(result.touched_feeders)
-        anomalies += result.anomalies
-        incidents += result.incidents
-    return anomalies, incidents
+    return run_in_batches(scorer, serde, messages, batch)
 
 
 def latest(records: list[dict]) -> dict[str, dict]:
