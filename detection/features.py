@@ -213,6 +213,8 @@ class FeatureBatch:
     """When the shift began (epoch ms), where ``level_shift``."""
     round: np.ndarray
     """k for the k-th reading of its meter in this batch: rows of one round are one per meter."""
+    slots: Slots | None = None
+    """Each reading's baseline slots in the fleet's local time (the ones its state was written to)."""
 
     @classmethod
     def empty(cls, n: int, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> FeatureBatch:
@@ -337,7 +339,7 @@ class FeatureExtractor:
             rows = self.store.rows_for(batch.meter_ids)
         out = FeatureBatch.empty(n, fc_expected, fc_lower, fc_upper)
         out.round = occurrences(rows)
-        slots = self.calendar.slots(ts, interval_s)
+        slots = out.slots = self.calendar.slots(ts, interval_s)
         for idx in round_indices(out.round):
             self._round(idx, rows[idx], ts[idx], kwh[idx], interval_s[idx], slots.subset(idx), fc_expected[idx],
                         fc_lower[idx], fc_upper[idx], out)

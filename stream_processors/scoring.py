@@ -70,7 +70,6 @@ class StreamScorer:
         self.models = ModelReloader(model_dir)
         self.engine = DetectionEngine(self.models.model, MeterStateStore(), sensitivity=sensitivity,
                                       thresholds=thresholds, calendar=calendar)
-        self.calendar = calendar
         self.feeders = FeederState(self.engine.store)
         self.forecasts = ForecastCache(serde)
         self.emitted_since = emitted_since
@@ -150,7 +149,7 @@ class StreamScorer:
         result = self.engine.score(ReadingBatch(columns.meter_ids, columns.feeder_ids, ts, kwh, interval,
                                                 expected, lower, upper))
         touched, latest = _touched_by_feeder(list(feeders_in_batch), columns.feeder_ids, ts,
-                                             self.calendar.slots(ts, interval))  # the slots the engine just wrote
+                                             result.features.slots)  # the slots the engine just wrote
         anomalies = result.anomalies
         # feedback first: suppressed anomalies form no incident unless their event outgrows the mark;
         # every anomaly, emitted before or not, advances the incidents (their records have their own
