@@ -17,12 +17,12 @@ Why it is shaped this way (the README gives the measurements):
 * The worker keeps decoded state in memory and only reloads a feeder from the table when the
   table holds a value it did not write itself (after recovery or a rebalance), so the hot path
   never deserialises state it already has (:mod:`stream_processors.feeder_state`).
-* Delivery is at-least-once: a batch's state records are acknowledged by the broker before the
-  agent takes the next batch, so before Faust acknowledges and commits the batch's offsets
-  (:mod:`stream_processors.changelog_batch`; the forecasts table, written through Faust, is awaited
-  the same way, :meth:`FeederKeyedTable.changelog_written`). A reading seen again after a crash
-  finds its meter's state already past it and is recognised as a duplicate, so it is not scored
-  twice.
+* Delivery is at-least-once: a batch's state records (and a take of forecasts' records) are
+  acknowledged by the broker before the agent takes the next batch, so before Faust acknowledges
+  and commits the batch's offsets (:mod:`stream_processors.changelog_batch`; Faust's own "flush
+  before commit" gives up after 0.1 s without a send, so it cannot be relied on). A reading seen
+  again after a crash finds its meter's state already past it and is recognised as a duplicate,
+  so it is not scored twice.
 * Anomalies are never lost and never repeated: each batch's anomalies are acknowledged by the
   broker before the state that marks their readings as seen is written, and a worker that takes
   a feeder over reads back the anomalies emitted to that feeder's partition since the state was
@@ -33,7 +33,6 @@ Why it is shaped this way (the README gives the measurements):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -54,7 +53,7 @@ from stream_processors.arrival_log import ArrivalSummary
 from stream_processors.batching import chunks_by_bytes
 from stream_processors.changelog_batch import BatchedTable
 from stream_processors.decoding import decode_messages
-from stream_processors.durable_producer import DeliveryError
+from stream_processors.durable_producer import DeliveryError, DurableProducer
 from stream_processors.offset_gaps import FaustConsumer, OffsetGapGuard
 from stream_processors.retrying import Patient
 from stream_processors.scoring import StreamScorer
@@ -70,17 +69,10 @@ class FeederKeyedTable(Table):
     ``take_events`` batches do not have; this table instead sends each key to its feeder's
     partition with Kafka's murmur2, the partition the feeder's readings arrive on (remembered per
     feeder: the hash is pure Python, and a batch writes several records per feeder).
-
-    Writes made through Faust (the forecasts table) are remembered until :meth:`changelog_written`
-    has seen them acknowledged. Faust commits a batch's offsets after "flushing" its producer, but
-    that flush gives up after 0.1 s without a message leaving Faust's in-process buffer
-    (faust-streaming's ``ProducerBuffer.flush_atmost``), so offsets could be committed before the
-    records written for their messages.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._unacknowledged: list[asyncio.Future] = []
         self._feeder_partitions: dict[str, int] = {}
 
     def partition_for_key(self, key: Any) -> int | None:
@@ -91,22 +83,6 @@ class FeederKeyedTable(Table):
             partition = self._feeder_partitions[feeder] = partition_for(
                 feeder, self.partitions or self.app.conf.topic_partitions)
         return partition
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        future = super().send_changelog(*args, **kwargs)
-        self._unacknowledged.append(future)
-        return future
-
-    async def changelog_written(self) -> None:
-        """Wait until the broker acknowledged every changelog write made so far.
-
-        The agent awaits this before its batch ends, since Faust acknowledges a batch's messages
-        (making their offsets committable) as soon as the agent asks for the next batch. Raises
-        the producer's error when a write failed for good.
-        """
-        pending, self._unacknowledged = self._unacknowledged, []
-        if pending:
-            await asyncio.gather(*pending)
 
 
 def faust_credentials(connection: KafkaConnection) -> Any:
@@ -184,7 +160,10 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
         help="Latest forecast of each meter of a feeder.",
     ))
     state_table = BatchedTable(feeder_state, publisher.producer)
-    scorer.attach_tables(state_table, feeder_forecasts)
+    # its own producer: the forecasts agent runs beside the readings agent, and one producer's
+    # acknowledgement wait is not shared between two concurrent batches
+    forecast_table = BatchedTable(feeder_forecasts, DurableProducer(settings.kafka, "forecast-state-producer"))
+    scorer.attach_tables(state_table, forecast_table)
     gaps = OffsetGapGuard(topics.readings, FaustConsumer(app))
 
     arrivals = ArrivalSummary(log)
@@ -200,15 +179,6 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             metrics.DEAD_LETTERS.labels(reason=r.kind or "other").inc()
             arrivals.note_rejected(r.kind or "other", r.reason)
             await dead_letters.send(key=r.source.encode(), value=value)
-
-    async def changelog_written(table: FeederKeyedTable) -> None:
-        try:
-            await table.changelog_written()
-        except Exception as exc:  # noqa: BLE001 - any failed write: the batch must not be marked done
-            # Crash-only, as for a refused anomaly: a restarted worker recovers the state the
-            # changelog holds and scores again what it did not include.
-            log.critical("stopping the worker: a state write to the changelog failed (%s)", exc)
-            os._exit(70)
 
     async def score_chunk(admitted: list[tuple[bytes, int, int]], now_ms: int) -> None:
         """Decode, score, publish and persist one micro-batch of messages (value, partition, offset)."""
@@ -280,7 +250,11 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
         async for events in stream.take_events(200, within=0.5):
             values = [e.value for e in events]
             await patient.run("decode forecasts", lambda: scorer.accept_forecasts(values))
-            await changelog_written(feeder_forecasts)
+            try:  # durable before Faust acknowledges the take, as the readings' state
+                await forecast_table.flush()
+            except DeliveryError as exc:
+                log.critical("stopping the worker: %s", exc)  # crash-only, as in score_chunk
+                os._exit(70)
 
     @app.timer(interval=settings.model_poll_seconds)
     async def reload_model() -> None:
