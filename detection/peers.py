@@ -85,7 +85,8 @@ of a season): outages of single meters are rare, never a quarter of a feeder at 
 
 def correct_zero_runs_for_peers(matrix: np.ndarray, column: int, scored: np.ndarray, groups: np.ndarray,
                                 ts: np.ndarray, kwh: np.ndarray, zero_probability: np.ndarray) -> None:
-    """Discount, in ``matrix[:, column]`` (the zero-run surprise), what zero readings share with their peers.
+    """Discount, in ``matrix[:, column]`` (the zero-run surprise), what zero readings share with their peers:
+    a zero shared by enough of them is only as surprising as their share makes it.
 
     Only where zeros are ordinary for the peers: when a quarter or more of a gas network's meters read
     zero on a warm evening, none of them has an outage. Where the peers almost never read zero (electricity
@@ -103,7 +104,9 @@ def correct_zero_runs_for_peers(matrix: np.ndarray, column: int, scored: np.ndar
     size = grouped["zero"].transform("size").to_numpy()
     zero_share = grouped["zero"].transform("mean").to_numpy()
     usual_zeros = grouped["p"].transform("median").to_numpy()
-    common = frame["s"].where(frame["zero"]).groupby([frame["_g"], frame["_t"]], sort=False).transform("median")
     shared = (size >= MIN_PEERS) & (zero_share >= ZERO_SHARED) & (usual_zeros >= ZERO_COMMON) & frame["zero"].to_numpy()
     surprise = frame["s"].to_numpy()
-    matrix[idx, column] = np.where(shared, np.maximum(surprise - common.fillna(0.0).to_numpy(), 0.0), surprise)
+    # Given the common cause, a zero here is about as likely as the share of peers reading zero now: the
+    # run is explained while they keep reading zero (not merely shortened by theirs: zero runs of one
+    # feeder start at different hours), and is judged by its own surprise again once they stop.
+    matrix[idx, column] = np.where(shared, np.minimum(surprise, -np.log10(np.maximum(zero_share, 1e-9))), surprise)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from detection.peers import MIN_PEERS, WHOLE_FILE, correct_for_peers, peer_groups
+from detection.peers import (
+    MIN_PEERS,
+    WHOLE_FILE,
+    correct_for_peers,
+    correct_zero_runs_for_peers,
+    peer_groups,
+)
 
 
 def test_a_shared_rise_is_discounted_and_a_lone_fall_kept():
@@ -37,3 +43,26 @@ def test_peer_groups_are_feeders_or_the_whole_file():
     assert peer_groups(without).tolist() == [WHOLE_FILE, WHOLE_FILE]
     self_fed = pd.DataFrame({"meter_id": ["a", "b"], "feeder_id": ["a", "b"]})
     assert peer_groups(self_fed).tolist() == [WHOLE_FILE, WHOLE_FILE]
+
+
+def test_zeros_a_gas_feeder_shares_are_only_as_surprising_as_their_share():
+    n = 20
+    surprise = np.full((n, 1), 5.0)
+    kwh = np.where(np.arange(n) < 10, 0.0, 1.0)  # half the feeder reads zero on a warm evening
+    correct_zero_runs_for_peers(surprise, 0, np.ones(n, dtype=bool), np.full(n, "F"), np.zeros(n), kwh,
+                                np.full(n, 0.3))  # zeros are ordinary for these meters
+    assert np.allclose(surprise[:10, 0], -np.log10(0.5))
+    assert (surprise[10:, 0] == 5.0).all()  # readings that are not zero keep their values
+
+
+def test_a_power_cut_and_a_lone_zero_keep_their_surprise():
+    n = 20
+    surprise = np.full((n, 1), 5.0)
+    cut = np.zeros(n)  # the whole electricity feeder reads zero: an outage of every meter
+    correct_zero_runs_for_peers(surprise, 0, np.ones(n, dtype=bool), np.full(n, "F"), np.zeros(n), cut,
+                                np.full(n, 0.001))
+    assert (surprise == 5.0).all()
+    lone = np.where(np.arange(n) == 0, 0.0, 1.0)  # one gas meter of twenty at zero
+    correct_zero_runs_for_peers(surprise, 0, np.ones(n, dtype=bool), np.full(n, "F"), np.zeros(n), lone,
+                                np.full(n, 0.3))
+    assert surprise[0, 0] == 5.0
