@@ -100,7 +100,7 @@ def naive_rate(model, frame, n: int = 2000) -> tuple[float, float]:
     """Rows/s scoring one reading per model call vs one call for the same rows."""
     from detection.training import history_features
 
-    X = history_features(frame.head(200_000))[0][:n]
+    X = history_features(frame.head(200_000)).matrix[:n]
     det = model.detector
     started = time.perf_counter()
     for row in X:

@@ -104,6 +104,51 @@ class DayTypeProfile:
 
 UNKNOWN_DAY_TYPES = DayTypeProfile()
 
+FLEET_TAIL_QUANTILE = 99.5
+"""The fleet's upper tail is its readings' 99.5% quantile at each hour: what one reading in two hundred
+of the fleet's does there. A car on the charger in a tenth of households on a third of nights is
+well inside it; single faults, a few in a thousand readings spread over all hours, barely move it."""
+FLEET_TAIL_MIN_READINGS = 400
+"""Readings an hour needs before its 99.5% quantile means anything (two of them beyond it)."""
+
+
+@dataclass
+class FleetTails:
+    """How far above their usual the fleet's readings go at each hour (local time) beyond what they do at
+    any hour: the upper tail (:data:`FLEET_TAIL_QUANTILE`) of (usage - usual) / the meter's level, across
+    a population of meters, less its median over the hours.
+
+    A meter in its first week has not shown its habits yet; the fleet's meters have. Where the fleet's
+    households charge cars at midnight, a young meter's first 7 kWh midnight is what its neighbours
+    do, not a spike; at noon, where nobody draws such loads, the same reading still is one. What every
+    hour shows (a household's ordinary ups and downs) is left to the meter's own spreads, which it
+    learns within days. Zero where unknown: too few readings, or a model trained before tails were learnt.
+    """
+
+    upper: np.ndarray = field(default_factory=lambda: np.zeros(24))
+
+    def as_record(self) -> dict[str, list[float]]:
+        return {"upper": [round(float(x), 4) for x in self.upper]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, list[float]] | None) -> FleetTails:
+        return cls(np.asarray(record["upper"], dtype=float)) if record else cls()
+
+    @classmethod
+    def from_readings(cls, hour: np.ndarray, excess: np.ndarray) -> FleetTails:
+        """Tails of ``excess`` ((usage - usual) / level per reading) by local ``hour`` (0..23)."""
+        tail = np.full(24, np.nan)
+        for h in range(24):
+            values = excess[(hour == h) & np.isfinite(excess)]
+            if len(values) >= FLEET_TAIL_MIN_READINGS:
+                tail[h] = np.percentile(values, FLEET_TAIL_QUANTILE)
+        if np.isnan(tail).all():
+            return cls()
+        return cls(np.nan_to_num(np.maximum(tail - np.nanmedian(tail), 0.0)))
+
+
+UNKNOWN_FLEET_TAILS = FleetTails()
+
 
 @dataclass
 class SlotBaseline:

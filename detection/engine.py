@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from detection.baseline import UNKNOWN_DAY_TYPES
+from detection.baseline import UNKNOWN_DAY_TYPES, UNKNOWN_FLEET_TAILS
 from detection.calendar import UTC_CALENDAR, FleetCalendar
 from detection.explain import DEFAULT_SCALE, explain_rows
 from detection.features import FeatureBatch, FeatureExtractor
@@ -75,9 +75,10 @@ class DetectionEngine:
 
     @model.setter
     def model(self, model: TrainedModel | None) -> None:
-        """A new model brings its population's day types and score statistics with it."""
+        """A new model brings its population's day types, upper tails and score statistics with it."""
         self._model = model
         self.extractor.day_types = model.day_types if model else UNKNOWN_DAY_TYPES
+        self.extractor.fleet_tails = model.fleet_tails if model else UNKNOWN_FLEET_TAILS
         self.score_prior = model.score_prior if model else ScorePrior()
 
     @property

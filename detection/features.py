@@ -56,8 +56,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-from detection.baseline import UNKNOWN_DAY_TYPES, DayTypeProfile, SlotBaseline, slot_baseline, \
-    update_baseline
+from detection.baseline import (
+    UNKNOWN_DAY_TYPES,
+    UNKNOWN_FLEET_TAILS,
+    DayTypeProfile,
+    FleetTails,
+    SlotBaseline,
+    slot_baseline,
+    update_baseline,
+)
 from detection.calendar import UTC_CALENDAR, FleetCalendar, Slots
 from detection.meter_state import (
     WINDOW,
@@ -129,16 +136,21 @@ SURPRISE_LEARN_LIMIT = 4.0
 """Runs this improbable are not learnt as the meter's habit (they are the anomalies)."""
 DEVIATION_EXCURSION = 3.0
 """Spreads above its baseline that make a reading an excursion, the stuff of habits."""
+OCCASION_END = 1.5
+"""An occasion of excursions ends when a reading is back within this many spreads of its usual: half the
+excursion's distance, so a load hovering about the excursion line stays one occasion (hysteresis)."""
 HABIT_DAYS = 7.0
-"""A meter's excursions are remembered over about a week (a count that decays with this time constant)."""
+"""A meter's excursion occasions are remembered over about a week (a count that decays with this time constant)."""
 HABIT_MIN_COUNT = 2.0
-"""Excursions (readings) within that memory that make a habit: the second night a car is charged."""
+"""Occasions (runs of excursions, not readings) within that memory that make a habit: the second night a car
+is charged. Counting readings made one long event (a heater left on for hours) a habit within itself."""
 HABIT_RANGE = 1.5
-"""A habit covers loads up to this many times its usual size; beyond it a reading is judged as usual."""
+"""A habit covers loads up to this many times its size; beyond it a reading is judged as usual."""
 HABIT_SPREADS = 2.0
 """Where a habit's usual size lies in its hour's upper spread: inside the ordinary (not material) range."""
 HABIT_ALPHA = 0.3
-"""Weight of a new excursion in the habit's size."""
+"""Weight of a new excursion in the habit's size as it comes down; a larger one sets it at once, so a car's
+partial first and last charging hours do not pull the size below its full hours'."""
 SHIFT_SLACK = 0.5
 """Deviation (spreads) the level-shift sums ignore: ordinary variation."""
 SHIFT_CAP = 2.0
@@ -319,10 +331,11 @@ class FeatureExtractor:
     """Computes :data:`FEATURE_NAMES` for a batch and advances the meters' state."""
 
     def __init__(self, store: MeterStateStore | None = None, calendar: FleetCalendar = UTC_CALENDAR,
-                 day_types: DayTypeProfile = UNKNOWN_DAY_TYPES) -> None:
+                 day_types: DayTypeProfile = UNKNOWN_DAY_TYPES, fleet_tails: FleetTails = UNKNOWN_FLEET_TAILS) -> None:
         self.store = store or MeterStateStore()
         self.calendar = calendar
         self.day_types = day_types
+        self.fleet_tails = fleet_tails
 
     def transform(self, batch: ReadingBatch, *, rows: np.ndarray | None = None,
                   correct_peers: bool = True) -> FeatureBatch:
@@ -404,9 +417,19 @@ class FeatureExtractor:
         # charger, an irrigation pump in season) lies within its usual range, up to HABIT_RANGE times it.
         habit_level, habit_count = sc[rows, Scalar.HABIT_LEVEL], sc[rows, Scalar.HABIT_COUNT]
         excursion = (kwh - usual) >= DEVIATION_EXCURSION * base.spread_up
+        # A habit is a load drawn on several occasions (nights, pump runs), not one long event's many readings:
+        # an excursion begins an occasion unless one goes on, and it goes on while readings stay well up.
+        going_on = contiguous & (sc[rows, Scalar.IN_OCCASION] > 0)
+        occasion = excursion & ~going_on
+        in_occasion = excursion | (going_on & ((kwh - usual) >= OCCASION_END * base.spread_up))
         habitual = (habit_count >= HABIT_MIN_COUNT) & (kwh > usual) & (kwh <= HABIT_RANGE * habit_level)
         spread_up = np.where(habitual, np.maximum(base.spread_up, (habit_level - usual) / HABIT_SPREADS),
                              base.spread_up)
+        # Until its habits can show (a week), a meter may do what the fleet's meters do at this hour: the
+        # fleet's upper tail stands in for a habit of its own.
+        young = meter.readings * interval_h < HABIT_DAYS * 24
+        fleet_upper = self.fleet_tails.upper[slots.hour_of_day % 24] * meter.level
+        spread_up = np.where(young, np.maximum(spread_up, fleet_upper / HABIT_SPREADS), spread_up)
         deviation = np.clip((kwh - usual) / np.where(kwh >= usual, spread_up, base.spread_down),
                             -FEATURE_CLIP, FEATURE_CLIP)
         clean_z = np.where(catch_up, 0.0, np.clip(deviation, -CLEAN_SPREADS, CLEAN_SPREADS))
@@ -482,10 +505,13 @@ class FeatureExtractor:
                           interval_s)
         keep = np.exp(-interval_s[a] / (HABIT_DAYS * 86400.0))
         seen = (excursion & learn)[a]
+        new_occasion = (occasion & learn)[a]
+        sc[u, Scalar.IN_OCCASION] = (in_occasion & learn)[a]
         sc[u, Scalar.HABIT_LEVEL] = np.where(seen, np.where(habit_count[a] < 0.05, kwh[a],
-                                                            habit_level[a] + HABIT_ALPHA * (kwh[a] - habit_level[a])),
+                                                            np.maximum(kwh[a], habit_level[a]
+                                                                       + HABIT_ALPHA * (kwh[a] - habit_level[a]))),
                                              habit_level[a])
-        sc[u, Scalar.HABIT_COUNT] = habit_count[a] * keep + seen
+        sc[u, Scalar.HABIT_COUNT] = habit_count[a] * keep + new_occasion
         sc[u, Scalar.LAST_KWH] = kwh[a]
         sc[u, Scalar.LAST_CLEAN] = clean[a]
         sc[u, Scalar.INTERVAL] = interval_s[a]

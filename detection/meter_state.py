@@ -92,8 +92,11 @@ class Scalar(IntEnum):
     is a new zero regime (a heating season ending)."""
     HABIT_LEVEL = 34
     HABIT_COUNT = 35
-    """The usual size (kWh) of the meter's recent excursions, and how many it made lately (decaying
-    over a week): a load drawn again and again is a habit, not an anomaly."""
+    """The size (kWh) of the meter's recent excursions (the largest, slowly coming down), and on how many
+    occasions it made them lately (decaying over a week): a load drawn again and again is a habit."""
+    IN_OCCASION = 36
+    """1 while an occasion of excursions goes on: begun by an excursion, it lasts while the readings stay
+    well above their usual (see :data:`detection.features.OCCASION_END`)."""
 
 
 ARRAY_NAMES = ("last_ts", "scalars", "window", "window_z", "seen", "how", "hod")
@@ -161,10 +164,16 @@ class MeterStateStore:
         return {name: getattr(self, name)[rows] for name in ARRAY_NAMES}
 
     def import_rows(self, meter_ids: list[str], arrays: dict[str, np.ndarray]) -> None:
-        """Set the meters' state from :meth:`export_rows` output (rows assigned as needed)."""
+        """Set the meters' state from :meth:`export_rows` output (rows assigned as needed).
+
+        State exported before later :class:`Scalar` columns were added lacks them: they start at zero,
+        which every column reads as "nothing known yet"."""
         rows = self.rows_for(meter_ids)
         for name in ARRAY_NAMES:
-            getattr(self, name)[rows] = arrays[name]
+            values = arrays[name]
+            if name == "scalars" and values.shape[1] < len(Scalar):
+                values = np.pad(values, ((0, 0), (0, len(Scalar) - values.shape[1])))
+            getattr(self, name)[rows] = values
 
 
 def classify_arrivals(store: MeterStateStore, rows: np.ndarray,

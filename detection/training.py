@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from detection.baseline import COUNT, MEAN, DayTypeProfile
+from detection.baseline import COUNT, MEAN, DayTypeProfile, FleetTails
 from detection.calendar import UTC_CALENDAR, FleetCalendar
 from detection.features import FEATURE_INDEX, FEATURE_NAMES, FeatureExtractor
 from detection.isolation_forest import DETECTOR_FORMAT, MeterAnomalyDetector
@@ -59,6 +59,9 @@ class ModelMetadata:
     before format 2)."""
     day_types: dict[str, list[float]] = field(default_factory=dict)
     """The population's working/non-working day profile (:class:`detection.baseline.DayTypeProfile`)."""
+    fleet_tails: dict[str, list[float]] = field(default_factory=dict)
+    """The population's upper tails by hour (:class:`detection.baseline.FleetTails`); empty in models
+    trained before they were learnt."""
 
 
 @dataclass
@@ -78,6 +81,10 @@ class TrainedModel:
         return DayTypeProfile.from_record(self.metadata.day_types)
 
     @property
+    def fleet_tails(self) -> FleetTails:
+        return FleetTails.from_record(self.metadata.fleet_tails)
+
+    @property
     def score_prior(self) -> ScorePrior:
         return ScorePrior(self.detector.score_center_, self.detector.score_spread_)
 
@@ -87,17 +94,35 @@ def timestamp_version(moment: datetime | None = None) -> str:
     return (moment or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
 
 
+@dataclass
+class History:
+    """What a replay of history teaches: the features the detector is fitted on, and the population's
+    profiles the features of young meters lean on."""
+
+    matrix: np.ndarray
+    """Features of every warmed-up, in-order reading."""
+    store: MeterStateStore
+    """The meters' state at the end of the replay."""
+    tails: FleetTails
+    """The fleet's upper tails by hour (:class:`detection.baseline.FleetTails`)."""
+
+
 def history_features(frame: pd.DataFrame, forecasts: ForecastColumns | None = None,
-                     calendar: FleetCalendar = UTC_CALENDAR) -> tuple[np.ndarray, MeterStateStore]:
+                     calendar: FleetCalendar = UTC_CALENDAR) -> History:
     """Features of every warmed-up, in-order reading of ``frame``, replayed in time order, with the
-    ``forecasts`` (row-aligned with ``frame``) joined as the stream joins the forecasts topic; and
-    the meters' state at the end of the replay."""
+    ``forecasts`` (row-aligned with ``frame``) joined as the stream joins the forecasts topic."""
     extractor = FeatureExtractor(calendar=calendar)
-    parts = []
+    parts, hours, excess = [], [], []
     for _, batch in TimeOrderedReadings(frame, forecasts).batches():
         fb = extractor.transform(batch)
-        parts.append(fb.matrix[fb.scored & ~fb.cold & ~fb.late])
-    return (np.vstack(parts) if parts else np.empty((0, len(FEATURE_NAMES)))), extractor.store
+        kept = fb.scored & ~fb.cold & ~fb.late
+        parts.append(fb.matrix[kept])
+        hours.append(fb.slots.hour_of_day[kept] % 24)
+        excess.append((batch.kwh[kept] - fb.baseline[kept]) / np.maximum(fb.level[kept], 1e-9))
+    if not parts:
+        return History(np.empty((0, len(FEATURE_NAMES))), extractor.store, FleetTails())
+    return History(np.vstack(parts), extractor.store, FleetTails.from_readings(np.concatenate(hours),
+                                                                              np.concatenate(excess)))
 
 
 def day_type_profile(store: MeterStateStore) -> DayTypeProfile:
@@ -132,7 +157,8 @@ def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimat
     """Train on readings (timestamp, meter_id, kwh[, feeder_id, interval_seconds]) and, when given,
     the forecasts that covered them (row-aligned); raises :class:`NotEnoughHistoryError` when
     the history is too short."""
-    X, store = history_features(frame, forecasts, calendar)
+    history = history_features(frame, forecasts, calendar)
+    X = history.matrix
     if len(X) < MIN_TRAINING_ROWS:
         raise NotEnoughHistoryError(
             f"only {len(X)} readings of warmed-up meters to train on (at least {MIN_TRAINING_ROWS} needed): "
@@ -155,6 +181,7 @@ def fit_detector(frame: pd.DataFrame, *, contamination: float = 0.003, n_estimat
         source=source,
         forecast_coverage=round(float(np.isfinite(X[:, forecast_column]).mean()), 4),
         detector_format=DETECTOR_FORMAT,
-        day_types=day_type_profile(store).as_record(),
+        day_types=day_type_profile(history.store).as_record(),
+        fleet_tails=history.tails.as_record(),
     )
     return TrainedModel(detector=detector, metadata=metadata)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detection.baseline import CLIP_SPREADS, COUNT, MEAN, slot_baseline, update_slots
+from detection.baseline import (
+    CLIP_SPREADS,
+    COUNT,
+    FLEET_TAIL_MIN_READINGS,
+    MEAN,
+    FleetTails,
+    slot_baseline,
+    update_slots,
+)
 from detection.calendar import time_slots
 from detection.meter_state import MeterStateStore
 from foundation.timeutil import DAY_MS, HOUR_MS
@@ -52,3 +60,23 @@ def test_the_week_slot_takes_over_as_it_fills():
     assert monday_10h[MEAN] != day_10h[MEAN]
     assert fresh.usual[0] == pytest.approx(monday_10h[MEAN] / 3 + day_10h[MEAN] * 2 / 3)
     assert fresh.spread[0] >= 0.1 * fresh.usual[0]
+
+
+def test_fleet_tails_keep_what_an_hour_draws_beyond_every_hour():
+    rng = np.random.default_rng(0)
+    n = FLEET_TAIL_MIN_READINGS * 5
+    hours = np.repeat(np.arange(24), n)
+    excess = rng.normal(0.0, 0.5, 24 * n)  # ordinary ups and downs at every hour
+    midnight = hours == 0
+    cars = midnight & (rng.random(24 * n) < 0.04)  # one reading in 25 at midnight is a car on the charger
+    excess[cars] = 15.0
+    tails = FleetTails.from_readings(hours, excess)
+    assert tails.upper[0] > 10.0  # the car, beyond what every hour shows
+    assert (tails.upper[1:] < 0.5).all()  # ordinary variation is left to each meter's own spreads
+    assert FleetTails.from_record(tails.as_record()).upper == pytest.approx(tails.upper, abs=1e-4)
+
+
+def test_fleet_tails_of_too_few_readings_are_unknown():
+    tails = FleetTails.from_readings(np.zeros(10, dtype=int), np.full(10, 20.0))
+    assert (tails.upper == 0).all()
+    assert (FleetTails.from_record({}).upper == 0).all()  # a model trained before tails were learnt

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 
 from detection.features import FEATURE_INDEX as F
-from detection.features import FEATURE_NAMES, FeatureExtractor, forecast_deviation, occurrences, round_indices
+from detection.features import (
+    DEVIATION_EXCURSION,
+    FEATURE_NAMES,
+    FeatureExtractor,
+    forecast_deviation,
+    occurrences,
+    round_indices,
+)
+from detection.baseline import FleetTails
+from detection.meter_state import Scalar
 from foundation.timeutil import HOUR_MS
-from tests.detection.hand_made import T0, batch, daily_pattern, run
+from tests.detection.hand_made import T0, batch, daily_pattern, noisy_pattern, run
 
 
 def test_scale_invariance():
@@ -146,3 +155,52 @@ def test_a_counting_register_in_a_warm_spell_reads_zero_more_readily():
         history = winter + [float(v) for v in rng.poisson(rate, 24 * 3)]
         surprise = run(history + [0.0, 0.0, 0.0])[1].matrix[-1, F["zero_surprise"]]
         assert surprise == pytest.approx(3 * rate / np.log(10), abs=0.3), rate
+
+
+def _with_loads(days: int, nights: dict[int, list[float]]) -> list[float]:
+    """:func:`noisy_pattern` with loads added from 23:00 on the given nights (day -> kWh per hour)."""
+    series = noisy_pattern(days)
+    for day, loads in nights.items():
+        for k, extra in enumerate(loads):
+            series[24 * day + 23 + k] += extra
+    return series
+
+
+def test_a_load_drawn_on_a_second_night_is_a_habit_not_an_excursion():
+    # a car charged on two nights, each a partial first hour and full ones: once the second night's
+    # occasion has begun, its load lies in the meter's usual range (below the three spreads of an excursion)
+    charge = [3.6, 7.2, 7.2]
+    _, fb = run(_with_loads(11, {7: charge, 9: charge}))
+    deviation = fb.feature("deviation")
+    first, second = 24 * 7 + 23, 24 * 9 + 23
+    assert deviation[first] > 10
+    assert deviation[second + 2] < DEVIATION_EXCURSION
+
+
+def test_one_long_load_is_one_occasion_not_a_habit_within_itself():
+    # a heater left on for eight hours: eight excursions, one occasion
+    series = _with_loads(10, {8: [3.0] * 8})
+    start = 24 * 8 + 23
+    ex, _ = run(series[:start])
+    row = ex.store.rows_for(["m"])[0]
+    before = ex.store.scalars[row, Scalar.HABIT_COUNT]
+    run(series[start:start + 8], start=T0 + HOUR_MS * start, extractor=ex)
+    assert before + 0.9 < ex.store.scalars[row, Scalar.HABIT_COUNT] <= before + 1.0
+
+
+def test_a_young_meter_may_draw_what_the_fleet_draws_at_that_hour():
+    # the fleet charges cars from 22:00 (tails 15 levels above usual there, nothing at noon); a meter in
+    # its third day draws 7 kWh more from 22:00, or at noon
+    upper = np.zeros(24)
+    upper[22] = 15.0
+    deviations = {}
+    for hour in (22, 11):
+        series = noisy_pattern(3)
+        at = 24 * 2 + hour  # the reading ending at hour + 1, in the hour-of-day slot ``hour``
+        series[at] += 7.0
+        _, alone = run(series)
+        _, with_fleet = run(series, extractor=FeatureExtractor(fleet_tails=FleetTails(upper)))
+        assert alone.slots.hour_of_day[at] == hour
+        deviations[hour] = alone.feature("deviation")[at], with_fleet.feature("deviation")[at]
+    assert deviations[22][0] > 10 and deviations[22][1] < DEVIATION_EXCURSION
+    assert deviations[11][0] == deviations[11][1] > 10

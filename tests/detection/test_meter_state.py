@@ -49,6 +49,17 @@ def test_exported_state_resumes_identically():
     np.testing.assert_array_equal(a.matrix, b.matrix)
 
 
+def test_state_exported_before_a_column_was_added_imports_with_it_at_zero():
+    ex, _ = run(daily_pattern(3))
+    saved = ex.store.export_rows(ex.store.rows_for(["m"]))
+    saved["scalars"] = saved["scalars"][:, :Scalar.IN_OCCASION]  # as written before IN_OCCASION existed
+    restored = MeterStateStore()
+    restored.import_rows(["m"], saved)
+    row = restored.rows_for(["m"])[0]
+    np.testing.assert_array_equal(restored.scalars[row, :Scalar.IN_OCCASION], saved["scalars"][0])
+    assert restored.scalars[row, Scalar.IN_OCCASION] == 0.0
+
+
 def test_a_burst_of_late_readings_never_makes_the_newest_reading_count_twice():
     """After a crash, a replay re-delivers old readings; the newest must still be known as seen."""
     ex = FeatureExtractor()
