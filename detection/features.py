@@ -151,6 +151,10 @@ HABIT_SPREADS = 2.0
 HABIT_ALPHA = 0.3
 """Weight of a new excursion in the habit's size as it comes down; a larger one sets it at once, so a car's
 partial first and last charging hours do not pull the size below its full hours'."""
+DORMANT_ZERO_SHARE = 0.95
+DORMANT_DAYS = 7.0
+"""A meter whose readings have been zero this much of the time (over its last month, or its life if
+shorter) for at least a week is dormant: off season, or empty."""
 SHIFT_SLACK = 0.5
 """Deviation (spreads) the level-shift sums ignore: ordinary variation."""
 SHIFT_CAP = 2.0
@@ -422,7 +426,12 @@ class FeatureExtractor:
         going_on = contiguous & (sc[rows, Scalar.IN_OCCASION] > 0)
         occasion = excursion & ~going_on
         in_occasion = excursion | (going_on & ((kwh - usual) >= OCCASION_END * base.spread_up))
-        habitual = (habit_count >= HABIT_MIN_COUNT) & (kwh > usual) & (kwh <= HABIT_RANGE * habit_level)
+        # A meter waking from a dormant spell (a pump's first run of the season, heating back in autumn, a
+        # holiday home occupied again) has no baseline for its load; the load it wakes with starts a habit.
+        waking = occasion & (sc[rows, Scalar.ZERO_LONG] >= DORMANT_ZERO_SHARE) \
+            & (meter.readings * interval_h >= DORMANT_DAYS * 24)
+        habit_level = np.where(waking, np.maximum(habit_level, kwh), habit_level)
+        habitual = ((habit_count >= HABIT_MIN_COUNT) | waking) & (kwh > usual) & (kwh <= HABIT_RANGE * habit_level)
         spread_up = np.where(habitual, np.maximum(base.spread_up, (habit_level - usual) / HABIT_SPREADS),
                              base.spread_up)
         # Until its habits can show (a week), a meter may do what the fleet's meters do at this hour: the
@@ -511,7 +520,8 @@ class FeatureExtractor:
                                                             np.maximum(kwh[a], habit_level[a]
                                                                        + HABIT_ALPHA * (kwh[a] - habit_level[a]))),
                                              habit_level[a])
-        sc[u, Scalar.HABIT_COUNT] = habit_count[a] * keep + new_occasion
+        sc[u, Scalar.HABIT_COUNT] = np.where(waking[a], np.maximum(habit_count[a] * keep + 1.0, HABIT_MIN_COUNT),
+                                             habit_count[a] * keep + new_occasion)
         sc[u, Scalar.LAST_KWH] = kwh[a]
         sc[u, Scalar.LAST_CLEAN] = clean[a]
         sc[u, Scalar.INTERVAL] = interval_s[a]

@@ -204,3 +204,17 @@ def test_a_young_meter_may_draw_what_the_fleet_draws_at_that_hour():
         deviations[hour] = alone.feature("deviation")[at], with_fleet.feature("deviation")[at]
     assert deviations[22][0] > 10 and deviations[22][1] < DEVIATION_EXCURSION
     assert deviations[11][0] == deviations[11][1] > 10
+
+
+def test_a_meter_waking_from_a_dormant_spell_starts_a_habit_not_an_alarm():
+    # a pump off all winter: ten days of zeros, then its first run of the season, three hours at 4 kWh
+    # and the same again in the evening; a household drawing the same loads is judged as usual
+    dormant = [0.0] * (24 * 10)
+    season = [0.0] * 5 + [4.0] * 3 + [0.0] * 10 + [4.0] * 2 + [0.0] * 4
+    _, pump = run(dormant + season)
+    household = noisy_pattern(10)
+    _, house = run(household + [v + w for v, w in zip(noisy_pattern(1, seed=1), season)])
+    first_run = slice(24 * 10 + 5, 24 * 10 + 8)
+    assert (pump.feature("deviation")[first_run] < DEVIATION_EXCURSION).all()
+    assert (pump.feature("deviation")[24 * 10 + 18:24 * 10 + 20] < DEVIATION_EXCURSION).all()
+    assert house.feature("deviation")[24 * 10 + 5] > 10
