@@ -145,7 +145,8 @@ HABIT_MIN_COUNT = 2.0
 """Occasions (runs of excursions, not readings) within that memory that make a habit: the second night a car
 is charged. Counting readings made one long event (a heater left on for hours) a habit within itself."""
 HABIT_RANGE = 1.5
-"""A habit covers loads up to this many times its size; beyond it a reading is judged as usual."""
+"""A habit covers loads within this factor of its size either way: a car's charging hours, not an extra
+kilowatt-hour in the afternoon; outside it a reading is judged as usual."""
 HABIT_SPREADS = 2.0
 """Where a habit's usual size lies in its hour's upper spread: inside the ordinary (not material) range."""
 HABIT_ALPHA = 0.3
@@ -418,7 +419,7 @@ class FeatureExtractor:
 
         # Change from the previous reading (clipped), and a clipped copy of this one for what follows.
         # Habits: a large load this meter has drawn again and again in the last days (a car on the
-        # charger, an irrigation pump in season) lies within its usual range, up to HABIT_RANGE times it.
+        # charger, an irrigation pump in season) lies within its usual range, within HABIT_RANGE of it.
         habit_level, habit_count = sc[rows, Scalar.HABIT_LEVEL], sc[rows, Scalar.HABIT_COUNT]
         excursion = (kwh - usual) >= DEVIATION_EXCURSION * base.spread_up
         # A habit is a load drawn on several occasions (nights, pump runs), not one long event's many readings:
@@ -431,7 +432,8 @@ class FeatureExtractor:
         waking = occasion & (sc[rows, Scalar.ZERO_LONG] >= DORMANT_ZERO_SHARE) \
             & (meter.readings * interval_h >= DORMANT_DAYS * 24)
         habit_level = np.where(waking, np.maximum(habit_level, kwh), habit_level)
-        habitual = ((habit_count >= HABIT_MIN_COUNT) | waking) & (kwh > usual) & (kwh <= HABIT_RANGE * habit_level)
+        habitual = ((habit_count >= HABIT_MIN_COUNT) | waking) & (kwh > usual) \
+            & (kwh * HABIT_RANGE >= habit_level) & (kwh <= HABIT_RANGE * habit_level)
         spread_up = np.where(habitual, np.maximum(base.spread_up, (habit_level - usual) / HABIT_SPREADS),
                              base.spread_up)
         # Until its habits can show (a week), a meter may do what the fleet's meters do at this hour: the

@@ -9,6 +9,7 @@ from detection.features import FEATURE_INDEX as F
 from detection.features import (
     DEVIATION_EXCURSION,
     FEATURE_NAMES,
+    HABIT_MIN_COUNT,
     FeatureExtractor,
     forecast_deviation,
     occurrences,
@@ -218,3 +219,14 @@ def test_a_meter_waking_from_a_dormant_spell_starts_a_habit_not_an_alarm():
     assert (pump.feature("deviation")[first_run] < DEVIATION_EXCURSION).all()
     assert (pump.feature("deviation")[24 * 10 + 18:24 * 10 + 20] < DEVIATION_EXCURSION).all()
     assert house.feature("deviation")[24 * 10 + 5] > 10
+
+
+def test_a_habit_covers_loads_of_its_size_not_smaller_extra_loads():
+    # a car charged on two nights is a habit; then 2 kWh extra in an afternoon is no car: judged as usual
+    series = _with_loads(11, {7: [3.6, 7.2, 7.2], 9: [3.6, 7.2, 7.2]})
+    afternoon = 24 * 10 + 15
+    series[afternoon] += 2.0
+    ex, _ = run(series[:afternoon])
+    assert ex.store.scalars[0, Scalar.HABIT_COUNT] >= HABIT_MIN_COUNT
+    _, fb = run(series[afternoon:afternoon + 1], start=T0 + HOUR_MS * afternoon, extractor=ex)
+    assert fb.feature("deviation")[0] > DEVIATION_EXCURSION

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detection.meter_state import Scalar
 from foundation.timeutil import epoch_ms
 from readings.columns import ReadingColumns, decode_into
 from readings.producer import ReadingProducer
@@ -95,6 +96,9 @@ def assert_same_as_uninterrupted(kafka, app_id: str, topics, uninterrupted) -> p
     for m, want in reference_state.items():
         got = state[m]
         names = [name for name in want if name != "seen" and not np.array_equal(got[name], want[name])]
+        if "scalars" in names:  # name the columns
+            names.remove("scalars")
+            names += [f"scalars.{Scalar(c).name}" for c in np.flatnonzero(got["scalars"] != want["scalars"])]
         if set(got["seen"].tolist()) != set(want["seen"].tolist()):
             names.append("seen")
         if names:
