@@ -73,7 +73,7 @@ from detection.meter_state import (
     classify_arrivals,
     remember_scored,
 )
-from detection.peers import PEER_FEATURES, correct_for_peers, correct_zero_runs_for_peers
+from detection.peers import PEER_FEATURES, correct_for_peers, correct_zero_runs_for_peers, shared_level_shifts
 from detection.readings import ReadingBatch
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -228,6 +228,8 @@ class FeatureBatch:
     """The new level over the old one, where ``level_shift``."""
     shift_since: np.ndarray
     """When the shift began (epoch ms), where ``level_shift``."""
+    shift_pressure: np.ndarray
+    """How far the meter's level-shift sums are towards a shift: +1 or -1 at a crossing up or down."""
     round: np.ndarray
     """k for the k-th reading of its meter in this batch: rows of one round are one per meter."""
     slots: Slots | None = None
@@ -248,7 +250,7 @@ class FeatureBatch:
             history_hours=zeros(), lower=lower.copy(), upper=upper.copy(), band_residual=np.full(n, np.nan),
             drift_ratio=np.ones(n), gap_intervals=zeros(), catch_up=flags(),
             level_shift=flags(), shift_factor=np.ones(n), shift_since=np.zeros(n, dtype=np.int64),
-            round=np.zeros(n, dtype=np.int64),
+            shift_pressure=zeros(), round=np.zeros(n, dtype=np.int64),
         )
 
     @property
@@ -368,6 +370,8 @@ class FeatureExtractor:
             correct_for_peers(out.matrix, PEER_COLUMNS, judged, batch.groups, ts, kwh)
             correct_zero_runs_for_peers(out.matrix, FEATURE_INDEX["zero_surprise"], judged, batch.groups, ts, kwh,
                                         out.zero_probability)
+            out.level_shift &= ~shared_level_shifts(out.shift_pressure, judged & out.level_shift, judged,
+                                                    batch.groups, ts)
         column = out.matrix[:, FEATURE_INDEX["forecast_residual"]]
         column[:] = forecast_deviation(column)
         return out
@@ -674,6 +678,7 @@ class FeatureExtractor:
         span = np.where(running, sc[u, Scalar.SHIFT_HOURS] + hours, 0.0)
         since = np.where(starting, ts[take], np.where(running, sc[u, Scalar.SHIFT_SINCE], 0.0))
         shifted = (up >= SHIFT_THRESHOLD) | (down >= SHIFT_THRESHOLD)
+        out.shift_pressure[idx[take]] = np.clip((up - down) / SHIFT_THRESHOLD, -1.0, 1.0)
         factor = np.where(shifted, np.clip(1.0 + total / np.maximum(span, 1e-9), 0.05, 20.0), 1.0)
         if shifted.any():
             s = u[shifted]

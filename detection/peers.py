@@ -2,7 +2,8 @@
 
 When most meters of a feeder use more than their baseline at once, the cause is common: the
 first Saturday morning of a new meter's history (its hour-of-week slot not yet seen), a
-holiday, a heat wave, a clock change. Such a shift is not an anomaly of any one meter.
+holiday, a heat wave, a clock change. Such a shift is not an anomaly of any one meter; nor are
+zeros a gas feeder reads together on a warm evening, nor a level shift its meters make together.
 """
 
 from __future__ import annotations
@@ -110,3 +111,27 @@ def correct_zero_runs_for_peers(matrix: np.ndarray, column: int, scored: np.ndar
     # run is explained while they keep reading zero (not merely shortened by theirs: zero runs of one
     # feeder start at different hours), and is judged by its own surprise again once they stop.
     matrix[idx, column] = np.where(shared, np.minimum(surprise, -np.log10(np.maximum(zero_share, 1e-9))), surprise)
+
+
+SHIFT_SHARED = 0.5
+"""Median peer pressure (share of the way to a level shift, the same way) from which a meter's shift is
+the feeder's: when half its meters are at least halfway to stepping up at once, the cause is common."""
+
+
+def shared_level_shifts(pressure: np.ndarray, shifting: np.ndarray, scored: np.ndarray, groups: np.ndarray,
+                        ts: np.ndarray) -> np.ndarray:
+    """Which of the ``shifting`` readings' level shifts their peers share (same group and timestamp):
+    a feeder whose meters all step up within hours (a season, a tariff, the clock) is not an anomaly
+    of any one of them. Their baselines still follow the new level; only the report is left out."""
+    shared = np.zeros(len(pressure), dtype=bool)
+    if not shifting.any() or scored.sum() < MIN_PEERS:
+        return shared
+    idx = np.flatnonzero(scored)
+    frame = pd.DataFrame({"_g": groups[idx], "_t": ts[idx], "p": pressure[idx]})
+    grouped = frame.groupby(["_g", "_t"], sort=False)["p"]
+    size = grouped.transform("size").to_numpy()
+    median = grouped.transform("median").to_numpy()
+    own = pressure[idx]
+    common = (size >= MIN_PEERS) & (np.sign(median) == np.sign(own)) & (np.abs(median) >= SHIFT_SHARED)
+    shared[idx] = shifting[idx] & common
+    return shared

@@ -11,6 +11,7 @@ from detection.peers import (
     correct_for_peers,
     correct_zero_runs_for_peers,
     peer_groups,
+    shared_level_shifts,
 )
 
 
@@ -66,3 +67,16 @@ def test_a_power_cut_and_a_lone_zero_keep_their_surprise():
     correct_zero_runs_for_peers(surprise, 0, np.ones(n, dtype=bool), np.full(n, "F"), np.zeros(n), lone,
                                 np.full(n, 0.3))
     assert surprise[0, 0] == 5.0
+
+
+def test_a_level_shift_the_whole_feeder_makes_is_the_feeders():
+    n = MIN_PEERS + 2
+    pressure = np.full(n, 0.8)  # every meter of the feeder most of the way to stepping up
+    pressure[0] = 1.0  # one crossed
+    shifting = np.arange(n) == 0
+    everyone = np.ones(n, dtype=bool)
+    assert shared_level_shifts(pressure, shifting, everyone, np.full(n, "F"), np.zeros(n)).tolist() == shifting.tolist()
+    lone = np.where(shifting, 1.0, 0.1)  # its peers barely moved: its own shift
+    assert not shared_level_shifts(lone, shifting, everyone, np.full(n, "F"), np.zeros(n)).any()
+    falling = np.where(shifting, 1.0, -0.8)  # its peers fell while it rose
+    assert not shared_level_shifts(falling, shifting, everyone, np.full(n, "F"), np.zeros(n)).any()
