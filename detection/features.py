@@ -460,6 +460,13 @@ class FeatureExtractor:
         # A zero after a zero is at least as likely as a zero at all here: zeros come in runs (a warm
         # afternoon, a closed day), never less often after one another than on their own.
         stay = np.maximum(stay, zero_probability)
+        # On a counting register, the runs its zeros usually make are made where zeros are usual (warm
+        # afternoons at low flow); where one is several times less likely than over the meter's month,
+        # the register would have to stand still against the flow, and a run goes on that much less
+        # readily. (An on/off meter, a pump, skips a whole run when it skips: its runs are left alone.)
+        zero_long = np.maximum(sc[rows, Scalar.ZERO_LONG], ZERO_PROBABILITY_FLOOR)
+        stay = np.where(meter.step > 0, np.maximum(stay * np.minimum(zero_probability / zero_long, 1.0),
+                                                   zero_probability), stay)
         zero_surprise = np.where(zero_run > 0, -np.log10(zero_probability)
                                  - np.maximum(zero_run - 1, 0) * np.log10(np.clip(stay, 1e-3, 0.999)), 0.0)
 

@@ -230,3 +230,16 @@ def test_a_habit_covers_loads_of_its_size_not_smaller_extra_loads():
     assert ex.store.scalars[0, Scalar.HABIT_COUNT] >= HABIT_MIN_COUNT
     _, fb = run(series[afternoon:afternoon + 1], start=T0 + HOUR_MS * afternoon, extractor=ex)
     assert fb.feature("deviation")[0] > DEVIATION_EXCURSION
+
+
+def test_a_register_standing_still_against_its_flow_is_surprising_however_long_its_night_zeros_last():
+    # a gas register counting whole units: nights at zero for hours (long zero runs are its habit),
+    # days at two to four units an hour; then five hours of zeros on a morning
+    day = [0.0] * 6 + [3.0] * 5 + [2.0, 3.0] * 3 + [3.0, 4.0, 3.0, 2.0] + [0.0] * 3
+    rng = np.random.default_rng(5)
+    series = [max(v + float(rng.integers(-1, 2)), 0.0) if v else 0.0 for _ in range(14) for v in day]
+    morning = 24 * 13 + 5
+    series[morning:morning + 5] = [0.0] * 5
+    _, fb = run(series)
+    # each zero of the run, once it is two hours long, is an outage's (rules.OUTAGE_SURPRISE)
+    assert (fb.feature("zero_surprise")[morning + 3:morning + 5] > 4.0).all()
