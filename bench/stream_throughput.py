@@ -93,7 +93,9 @@ def faust_ceiling_rate(connection: KafkaConnection, topic: str, partitions: int,
     found = re.search(r"messages (\d+) seconds ([\d.]+)", proc.stdout)  # after Faust's terminal codes
     if found is None:
         raise RuntimeError(f"the bare Faust agent gave no figure: {proc.stdout[-500:]} {proc.stderr[-2000:]}")
-    return int(found.group(1)) / float(found.group(2))
+    # A topic the agent took in one batch spans 0 s at the printed millisecond resolution: the rate is
+    # then at least the messages over one millisecond.
+    return int(found.group(1)) / max(float(found.group(2)), 0.001)
 
 
 def naive_rate(model, frame, n: int = 2000) -> tuple[float, float]:
