@@ -142,8 +142,10 @@ excursion's distance, so a load hovering about the excursion line stays one occa
 HABIT_DAYS = 7.0
 """A meter's excursion occasions are remembered over about a week (a count that decays with this time constant)."""
 HABIT_MIN_COUNT = 2.0
-"""Occasions (runs of excursions, not readings) within that memory that make a habit: the second night a car
-is charged. Counting readings made one long event (a heater left on for hours) a habit within itself."""
+"""Occasions (runs of excursions, not readings) within that memory that make a habit: two occasions, the
+first decayed a little, fall just short, so a car charged on three nights within days is a habit (two
+coincidences are not yet one). Counting readings made one long event (a heater left on for hours) a
+habit within itself."""
 HABIT_RANGE = 1.5
 """A habit covers loads within this factor of its size either way: a car's charging hours, not an extra
 kilowatt-hour in the afternoon; outside it a reading is judged as usual."""

@@ -167,7 +167,7 @@ def _with_loads(days: int, nights: dict[int, list[float]]) -> list[float]:
     return series
 
 
-def test_a_load_drawn_on_a_second_night_is_a_habit_not_an_excursion():
+def test_a_load_drawn_again_on_another_night_lies_in_the_meters_usual_range():
     # a car charged on two nights, each a partial first hour and full ones: once the second night's
     # occasion has begun, its load lies in the meter's usual range (below the three spreads of an excursion)
     charge = [3.6, 7.2, 7.2]
