@@ -37,6 +37,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+from proc_memory import status_mib
+from stream_throughput import (  # the same worker launch and filtered scrape
+    metric,
+    start_worker,
+)
 
 from deploy.kafka.launcher import LocalKafkaCluster, free_port
 from foundation.kafka_settings import KafkaConnection, TopicNames
@@ -44,7 +49,6 @@ from foundation.topics import ensure_topics
 from models.training import train_and_save
 from readings.producer import ReadingProducer
 from simulation.fleet import FleetConfig, simulate_fleet
-from stream_throughput import metric, start_worker  # the same worker launch and filtered scrape
 
 MILLION = 1_000_000
 APP_ID = "scale-stream"
@@ -108,13 +112,6 @@ def wait_for(what: str, check, timeout: float) -> float:
             return time.monotonic() - started
         time.sleep(0.2)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def resident_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def changelog_bytes(cluster: LocalKafkaCluster) -> int:
@@ -233,7 +230,7 @@ def main() -> None:
             return {i: metric(p, "wattsup_stream_meters_tracked") for i, p in ports.items()}
         wait_for("the workers' meter gauges (set every 5 s)", lambda: sum(tracked_now().values()) >= args.meters, 30)
         tracked = tracked_now()
-        rss = {i: resident_mib(w.pid) for i, w in workers.items()}
+        rss = {i: status_mib(w.pid, "VmRSS") for i, w in workers.items()}
         per_meter_kb = [rss[i] * 1024 / tracked[i] for i in workers if tracked[i]]
         changelog = changelog_bytes(cluster)
 

@@ -37,6 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from proc_memory import status_mib
 
 from deploy.kafka.launcher import LocalKafkaNode, free_port
 from foundation.kafka_settings import KafkaConnection, TopicNames
@@ -141,13 +142,6 @@ def wait_processed(ports: list[int], target: float, procs: list[subprocess.Popen
     raise TimeoutError(f"worker processed {v} of {target} readings")
 
 
-def peak_memory_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=100_000)
@@ -212,7 +206,7 @@ def main() -> None:
         # Latency: pace new readings at a fixed rate; compare each anomaly's Kafka timestamp
         # with the timestamp of the readings message that carried its reading.
         latencies = latency_phase(connection, topics, args, frame)
-        peak = max(peak_memory_mib(w.pid) for w in workers)
+        peak = max(status_mib(w.pid, "VmHWM") for w in workers)
 
         print()
         print(f"{'plain confluent-kafka consume + decode (ceiling)':<58}{ceiling:>12,.0f} readings/s")
