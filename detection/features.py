@@ -340,7 +340,8 @@ class FeatureExtractor:
     """Computes :data:`FEATURE_NAMES` for a batch and advances the meters' state."""
 
     def __init__(self, store: MeterStateStore | None = None, calendar: FleetCalendar = UTC_CALENDAR,
-                 day_types: DayTypeProfile = UNKNOWN_DAY_TYPES, fleet_tails: FleetTails = UNKNOWN_FLEET_TAILS) -> None:
+                 day_types: DayTypeProfile = UNKNOWN_DAY_TYPES,
+                 fleet_tails: FleetTails = UNKNOWN_FLEET_TAILS) -> None:
         self.store = store or MeterStateStore()
         self.calendar = calendar
         self.day_types = day_types
@@ -427,6 +428,7 @@ class FeatureExtractor:
         # Habits: a large load this meter has drawn again and again in the last days (a car on the
         # charger, an irrigation pump in season) lies within its usual range, within HABIT_RANGE of it.
         habit_level, habit_count = sc[rows, Scalar.HABIT_LEVEL], sc[rows, Scalar.HABIT_COUNT]
+        hours_of_history = meter.readings * interval_h
         excursion = (kwh - usual) >= DEVIATION_EXCURSION * base.spread_up
         # A habit is a load drawn on several occasions (nights, pump runs), not one long event's many readings:
         # an excursion begins an occasion unless one goes on, and it goes on while readings stay well up.
@@ -436,7 +438,7 @@ class FeatureExtractor:
         # A meter waking from a dormant spell (a pump's first run of the season, heating back in autumn, a
         # holiday home occupied again) has no baseline for its load; the load it wakes with starts a habit.
         waking = occasion & (sc[rows, Scalar.ZERO_LONG] >= DORMANT_ZERO_SHARE) \
-            & (meter.readings * interval_h >= DORMANT_DAYS * 24)
+            & (hours_of_history >= DORMANT_DAYS * 24)
         habit_level = np.where(waking, np.maximum(habit_level, kwh), habit_level)
         habitual = ((habit_count >= HABIT_MIN_COUNT) | waking) & (kwh > usual) \
             & (kwh * HABIT_RANGE >= habit_level) & (kwh <= HABIT_RANGE * habit_level)
@@ -444,7 +446,7 @@ class FeatureExtractor:
                              base.spread_up)
         # Until its habits can show (a week), a meter may do what the fleet's meters do at this hour: the
         # fleet's upper tail stands in for a habit of its own.
-        young = meter.readings * interval_h < HABIT_DAYS * 24
+        young = hours_of_history < HABIT_DAYS * 24
         fleet_upper = self.fleet_tails.upper[slots.hour_of_day % 24] * meter.level
         spread_up = np.where(young, np.maximum(spread_up, fleet_upper / HABIT_SPREADS), spread_up)
         deviation = np.clip((kwh - usual) / np.where(kwh >= usual, spread_up, base.spread_down),
@@ -484,7 +486,6 @@ class FeatureExtractor:
         drift_observed = drift_observed + drift_alpha * (clean - drift_observed)
         drift_expected = drift_expected + drift_alpha * (usual - drift_expected)
 
-        hours_of_history = meter.readings * interval_h
         self._write_matrix(out.matrix, idx, base, deviation, relative(kwh, usual, denominator),
                            np.clip(change, -FEATURE_CLIP, FEATURE_CLIP), window_deviation, window_variability,
                            repeat_surprise, zero_surprise, drift, slots, forecast_residual)
