@@ -174,8 +174,13 @@ RETURN_DAYS = 21.0
 week, a plant's two-week shutdown): the level before it is restored exactly, without a second
 report. The size of the way back is not compared: the sums estimate it from hours that moved and
 hours that did not, and a level that settles elsewhere is found again by the sums."""
-SHIFT_DAY_HOURS = 24.0
-"""A reading of a day or more counts as one day in the shift sums."""
+SHIFT_MIN_READINGS = 3
+"""Readings a level shift needs at least, however long their intervals: one reading is one event (a
+guest's day, a day's shutdown) whether it covers an hour or a day, and a daily-read meter's new level
+shows only on several days."""
+SHIFT_READING_HOURS = SHIFT_THRESHOLD / (SHIFT_MIN_READINGS * (SHIFT_CAP - SHIFT_SLACK))
+"""Hours one reading counts for in the shift sums at most (5.3 h): at the cap, SHIFT_MIN_READINGS readings
+reach the threshold. Hourly and 15-minute readings count in full."""
 
 
 @dataclass
@@ -674,7 +679,7 @@ class FeatureExtractor:
             return
         sc = self.store.scalars
         u = rows[take]
-        hours = np.minimum(interval_h[take], SHIFT_DAY_HOURS)
+        hours = np.minimum(interval_h[take], SHIFT_READING_HOURS)
         # A baseline near zero says nothing of a level, nor does one a counting register shows in a few steps.
         material = (np.abs(usual[take]) >= LEVEL_SHARE * sc[u, Scalar.LEVEL]) \
             & (np.abs(usual[take]) >= NEAR_ZERO_STEPS * sc[u, Scalar.QUANTUM])

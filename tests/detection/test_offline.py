@@ -65,6 +65,30 @@ def two_meters(days: int, seed: int = 3) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).sort_values(["timestamp", "meter_id"], ignore_index=True)
 
 
+def two_daily_meters(days: int, seed: int = 5) -> pd.DataFrame:
+    """Two daily-read meters for ``days`` days, about 12 kWh a day with a weekly shape (5% noise)."""
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2026-01-05T00:00:00Z", periods=days, freq="D")
+    shape = 12.0 + 2.0 * (np.arange(days) % 7 >= 5)
+    frames = [pd.DataFrame({"timestamp": ts, "meter_id": m, "kwh": np.round(shape * (1 + 0.05 * rng.standard_normal(days)), 2),
+                            "feeder_id": "F1", "interval_seconds": 86400}) for m in ("A", "B")]
+    return pd.concat(frames, ignore_index=True).sort_values(["timestamp", "meter_id"], ignore_index=True)
+
+
+def test_one_unusual_day_of_a_daily_meter_is_no_level_shift_but_three_are():
+    frame = two_daily_meters(70)
+    day = pd.Timestamp("2026-02-18T00:00:00Z")
+    one = (frame["meter_id"] == "A") & (frame["timestamp"] == day)
+    frame.loc[one, "kwh"] *= 1.6  # a day of guests
+    moved = (frame["meter_id"] == "B") & (frame["timestamp"] >= day)
+    frame.loc[moved, "kwh"] *= 1.6  # new equipment: more usage for good
+    a = detect_frame(frame).anomalies
+    assert not (a[a["meter_id"] == "A"]["kind"] == "level_shift").any()
+    shifts = a[(a["meter_id"] == "B") & (a["kind"] == "level_shift")]
+    assert len(shifts) == 1
+    assert day + pd.Timedelta(days=2) <= shifts["timestamp"].iloc[0] <= day + pd.Timedelta(days=6)
+
+
 def test_one_spike_is_one_flag_that_grows_with_its_size_and_does_not_echo():
     frame = two_meters(30)
     at = frame.index[(frame["meter_id"] == "A") & (frame["timestamp"] == pd.Timestamp("2026-03-25T13:00:00Z"))][0]
