@@ -17,6 +17,12 @@ the ``fast`` record of its batch is there as well, and loading overlays that rec
 the slot records. The recovered state is then exactly the state after some batch, never a mix
 of two (which would apply a batch's readings to a baseline twice).
 
+A feeder of a few meters (one, when meters send their own readings) changes a few bytes of baseline per
+batch: its changed slots stay in its ``fast`` record (its header's ``h_slots`` and ``d_slots``, every slot
+changed since the slot records were last written) until they amount to :data:`SLOT_RECORDS_AFTER_BYTES`,
+and only then go to their slot records, the ``fast`` record carrying them all first. A batch of such a
+feeder writes one record, not three; a take-over keeps carrying the slots the record it loaded carried.
+
 The ``fast`` record's header also carries the feeder's open incidents (``incidents``, written and
 loaded through :attr:`FeederState.incidents`), so a recovered state's incidents belong to exactly the
 readings that state has seen.
@@ -41,13 +47,24 @@ from detection.state_codec import STATE_FORMAT, decode_state
 
 FAST_ARRAYS = ("last_ts", "scalars", "window", "window_z", "seen")
 """Arrays of the ``fast`` record; the baselines go per slot."""
+SLOT_RECORDS_AFTER_BYTES = 2048
+"""Baseline values (bytes) a feeder's ``fast`` record carries at most before they go to slot records.
+Carrying saves two records a batch and costs the carried bytes in every record until they go, so they
+are kept within a few times a one-meter feeder's own fast state (under a kilobyte): this limit is about
+five days of an hourly one-meter feeder's slots (its hours of the day repeat within them, so they go to
+fewer records than readings), more than a daily-read meter ever carries (its 7 slots repeat), and less
+than one interval of a head-end feeder of 57 meters or more, which writes its slot records every batch."""
 
 
 class FeederState:
     """Loads feeders' state from the table into the store, and writes back what a batch touched."""
 
-    def __init__(self, store: MeterStateStore) -> None:
+    def __init__(self, store: MeterStateStore, slot_records_after_bytes: int = SLOT_RECORDS_AFTER_BYTES) -> None:
         self.store = store
+        self.slot_records_after_bytes = slot_records_after_bytes
+        self._carried: dict[str, tuple[set[int], set[int]]] = {}
+        """feeder -> slots (hour of week, hour of day) changed since its slot records were written: their
+        values are only in its ``fast`` record."""
         self.table: Any = None
         self.members: dict[str, list[str]] = {}
         """feeder -> its meters, in the order their state is stored."""
@@ -91,6 +108,8 @@ class FeederState:
         self._member_sets[feeder] = set(meters)
         self._rows.pop(feeder, None)
         self._written[feeder] = blob
+        # slots the record carried without slot records: this worker's next records must carry them too
+        self._carried[feeder] = (set(header.get("h_slots", [])), set(header.get("d_slots", [])))
         return header
 
     def join(self, meter_ids: list[str], feeder_ids: list[str]) -> None:
@@ -118,8 +137,8 @@ class FeederState:
         return cached[1]
 
     def persist(self, touched: dict[str, tuple[set[int], set[int]]]) -> None:
-        """Write each touched feeder's fast state and the baseline slots (hour of week, hour of day)
-        the batch changed.
+        """Write each touched feeder's fast state with the baseline slots (hour of week, hour of day)
+        changed since its slot records were written, and those slot records once they outgrow it.
 
         A micro-batch of single readings touches thousands of feeders, so feeders of the same
         shape (meters, changed slots of each kind) are encoded together: one gather per array for
@@ -128,22 +147,33 @@ class FeederState:
         """
         if self.table is None or not touched:
             return
-        shapes: dict[tuple[int, int, int], list[str]] = {}
+        how_bytes = self.store.how.shape[2] * self.store.how.itemsize
+        hod_bytes = self.store.hod.shape[2] * self.store.hod.itemsize
+        carried, limit = self._carried, self.slot_records_after_bytes
+        slots: dict[str, tuple[set[int], set[int]]] = {}
+        shapes: dict[tuple[int, int, int, bool], list[str]] = {}
         for feeder, (how_slots, hod_slots) in touched.items():
-            shapes.setdefault((len(self.members[feeder]), len(how_slots), len(hod_slots)), []).append(feeder)
+            meters = len(self.members[feeder])
+            before = carried.get(feeder)
+            how_all, hod_all = (how_slots | before[0], hod_slots | before[1]) if before else (how_slots, hod_slots)
+            spill = meters * (len(how_all) * how_bytes + len(hod_all) * hod_bytes) > limit
+            carried[feeder] = (set(), set()) if spill else (how_all, hod_all)
+            slots[feeder] = (how_all, hod_all)
+            shapes.setdefault((meters, len(how_all), len(hod_all), spill), []).append(feeder)
         persisted_at = int(time.time() * 1000)
-        for feeders in shapes.values():
-            self._persist_alike(feeders, touched, persisted_at)
+        for (_, _, _, spill), feeders in shapes.items():
+            self._persist_alike(feeders, slots, persisted_at, spill)
 
-    def _persist_alike(self, feeders: list[str], touched: dict[str, tuple[set[int], set[int]]],
-                       persisted_at: int) -> None:
-        """:meth:`persist` for feeders with the same number of meters and of changed slots."""
+    def _persist_alike(self, feeders: list[str], slots: dict[str, tuple[set[int], set[int]]],
+                       persisted_at: int, slot_records: bool) -> None:
+        """:meth:`persist` for feeders with the same number of meters and of carried slots; their slot
+        records too if ``slot_records``."""
         store, table = self.store, self.table
         g = len(feeders)
         rows = np.stack([self._feeder_rows(f) for f in feeders])  # (feeders, meters)
         n = rows.shape[1]
-        how = np.array([sorted(touched[f][0]) for f in feeders], dtype=np.int64).reshape(g, -1)
-        hod = np.array([sorted(touched[f][1]) for f in feeders], dtype=np.int64).reshape(g, -1)
+        how = np.array([sorted(slots[f][0]) for f in feeders], dtype=np.int64).reshape(g, -1)
+        hod = np.array([sorted(slots[f][1]) for f in feeders], dtype=np.int64).reshape(g, -1)
         flat = rows.reshape(-1)
         arrays = [getattr(store, name)[flat] for name in FAST_ARRAYS]
         how_changed = store.how[rows[:, :, None], how[:, None, :]]  # (feeders, meters, slots, 3)
@@ -151,8 +181,8 @@ class FeederState:
         arrays += [how_changed, hod_changed]
         layout = _layout([_per_feeder(a, g) for a in arrays])
         body = np.concatenate([np.ascontiguousarray(a).reshape(g, -1).view(np.uint8) for a in arrays], axis=1)
-        how_slot_values = _slot_rows(how_changed)  # (feeders, slots, bytes of one slot record's values)
-        hod_slot_values = _slot_rows(hod_changed)
+        if slot_records:  # (feeders, slots, bytes of one slot record's values)
+            how_slot_values, hod_slot_values = _slot_rows(how_changed), _slot_rows(hod_changed)
         how_prefix = _slot_prefix(store.how.dtype, (n, store.how.shape[2]))
         hod_prefix = _slot_prefix(store.hod.dtype, (n, store.hod.shape[2]))
         tail = f'"{_FORMAT_KEY}": {STATE_FORMAT}, "{_LAYOUT_KEY}": {layout}}}'
@@ -166,6 +196,8 @@ class FeederState:
             blob = len(head).to_bytes(4, "big") + head + body[i].tobytes()
             table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
             written[feeder] = blob
+            if not slot_records:
+                continue
             for j, slot in enumerate(how_list):
                 table[f"{feeder}|h{slot}".encode()] = how_prefix + how_slot_values[i, j].tobytes()
             for j, slot in enumerate(hod_list):

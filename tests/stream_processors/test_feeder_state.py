@@ -12,9 +12,12 @@ from stream_processors.feeder_state import FeederState
 from tests.detection.hand_made import T0, batch, noisy_pattern
 
 
-def fed_state() -> tuple[FeederState, dict[bytes, bytes], dict[str, tuple[set[int], set[int]]]]:
+def fed_state(slot_records_after_bytes: int = 0) -> tuple[FeederState, dict[bytes, bytes],
+                                                            dict[str, tuple[set[int], set[int]]]]:
+    """Two meters' two days of hourly readings persisted in one batch; by default (0) their slots go to slot
+    records at once."""
     extractor = FeatureExtractor()
-    state = FeederState(extractor.store)
+    state = FeederState(extractor.store, slot_records_after_bytes)
     state.table = {}
     series = noisy_pattern(2)
     ts = T0 + 3_600_000 * (1 + np.arange(len(series)))
@@ -113,3 +116,99 @@ def test_records_decode_as_the_state_codec_encodes_them():
     want_slot_header, want_slot = decode_state(encode_state({}, {"v": state.store.how[rows, how[0]]}))
     assert slot_header == want_slot_header
     np.testing.assert_array_equal(slot["v"], want_slot["v"])
+
+
+def restored_rows(table: dict, feeder: str, meters: list[str]) -> dict[str, np.ndarray]:
+    """The meters' state as a new worker loads it from ``table``."""
+    restored = FeederState(MeterStateStore())
+    restored.table = dict(table)
+    assert restored.load(feeder) is not None
+    return restored.store.export_rows(restored.store.rows_for(meters))
+
+
+def test_a_small_feeder_carries_its_changed_slots_in_one_record_until_they_outgrow_it():
+    """A one-meter feeder read hourly writes one record per reading, its slot records once the carried values
+    pass the limit; the state loaded from the table equals the live state after every batch."""
+    extractor = FeatureExtractor()
+    state = FeederState(extractor.store, slot_records_after_bytes=400)  # 11 hours of one meter's slots
+    state.table = Counting()
+    series = noisy_pattern(2)
+    slot_writes = []
+    for i, kwh in enumerate(series):
+        ts = np.array([T0 + 3_600_000 * (1 + i)])
+        extractor.transform(batch(["M1"], ts, [kwh], [3600], feeder_ids=["F1"]))
+        state.join(["M1"], ["F1"])
+        slots = time_slots(ts, np.array([3600]))
+        state.table.writes = 0
+        state.persist({"F1": ({int(slots.hour_of_week[0])}, {int(slots.hour_of_day[0])})})
+        slot_writes.append(state.table.writes)
+        live = state.store.export_rows(state.store.rows_for(["M1"]))
+        for name, values in restored_rows(state.table, "F1", ["M1"]).items():
+            np.testing.assert_array_equal(values, live[name], err_msg=f"{name} after reading {i}")
+    spills = [i for i, w in enumerate(slot_writes) if w > 1]
+    assert spills and len(spills) <= len(series) // 10  # slot records every 12th reading, not every one
+    assert all(w == 1 for i, w in enumerate(slot_writes) if i not in spills)  # else the fast record alone
+    assert all(slot_writes[i] == 1 + 2 * (spills[0] + 1) for i in spills)  # then every slot carried since
+
+
+class Counting(dict):
+    """A table that counts its writes."""
+
+    writes = 0
+
+    def __setitem__(self, key, value) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_a_worker_taking_a_feeder_over_keeps_carrying_the_slots_its_record_carried():
+    """Worker B loads a record carrying slots without slot records; after B's own next batch, a third worker
+    loading from the table still has the slots A carried."""
+    extractor = FeatureExtractor()
+    a = FeederState(extractor.store, slot_records_after_bytes=10_000)
+    a.table = {}
+    series = noisy_pattern(1)
+    ts = T0 + 3_600_000 * (1 + np.arange(len(series)))
+    extractor.transform(batch(["M1"] * len(series), ts, series, np.full(len(series), 3600)))
+    a.join(["M1"], ["F1"])
+    slots = time_slots(ts, np.full(len(ts), 3600))
+    a.persist({"F1": (set(slots.hour_of_week.tolist()), set(slots.hour_of_day.tolist()))})
+    assert not any(b"|h" in k or b"|d" in k for k in a.table)  # all carried in the fast record
+    b_store = MeterStateStore()
+    b = FeederState(b_store, slot_records_after_bytes=10_000)
+    b.table = a.table
+    assert b.load("F1") is not None
+    b_extractor = FeatureExtractor(b_store)
+    nxt = np.array([ts[-1] + 3_600_000])
+    b_extractor.transform(batch(["M1"], nxt, [0.7], [3600], feeder_ids=["F1"]))
+    one = time_slots(nxt, np.array([3600]))
+    b.persist({"F1": ({int(one.hour_of_week[0])}, {int(one.hour_of_day[0])})})
+    live = b_store.export_rows(b_store.rows_for(["M1"]))
+    for name, values in restored_rows(b.table, "F1", ["M1"]).items():
+        np.testing.assert_array_equal(values, live[name], err_msg=name)
+
+
+@pytest.mark.parametrize("writes_before_death", [0, 1, 2])
+def test_a_worker_dying_while_its_carried_slots_go_to_slot_records_leaves_the_state_of_one_batch(
+        writes_before_death):
+    """The batch that moves carried slots to their records writes the fast record (carrying them all) first."""
+    extractor = FeatureExtractor()
+    state = FeederState(extractor.store, slot_records_after_bytes=10_000)
+    state.table = {}
+    series = noisy_pattern(1)
+    ts = T0 + 3_600_000 * (1 + np.arange(len(series)))
+    extractor.transform(batch(["M1"] * len(series), ts, series, np.full(len(series), 3600)))
+    state.join(["M1"], ["F1"])
+    slots = time_slots(ts, np.full(len(ts), 3600))
+    state.persist({"F1": (set(slots.hour_of_week.tolist()), set(slots.hour_of_day.tolist()))})
+    before = state.store.export_rows(state.store.rows_for(["M1"]))
+    nxt = np.array([ts[-1] + 3_600_000])
+    extractor.transform(batch(["M1"], nxt, [5.0], [3600], feeder_ids=["F1"]))
+    after = state.store.export_rows(state.store.rows_for(["M1"]))
+    state.slot_records_after_bytes = 0  # this batch moves every carried slot to its record
+    state.table = DiesAfter(state.table, writes_before_death)
+    one = time_slots(nxt, np.array([3600]))
+    state.persist({"F1": ({int(one.hour_of_week[0])}, {int(one.hour_of_day[0])})})
+    expected = before if writes_before_death == 0 else after
+    for name, values in restored_rows(state.table, "F1", ["M1"]).items():
+        np.testing.assert_array_equal(values, expected[name], err_msg=name)
