@@ -12,22 +12,31 @@ from stream_processors.feeder_state import FeederState
 from tests.detection.hand_made import T0, batch, noisy_pattern
 
 
-def fed_state(slot_records_after_bytes: int = 0) -> tuple[FeederState, dict[bytes, bytes],
-                                                            dict[str, tuple[set[int], set[int]]]]:
-    """Two meters' two days of hourly readings persisted in one batch; by default (0) their slots go to slot
-    records at once."""
+def fed_state(slot_records_after_bytes: int = 0, meters: tuple[str, ...] = ("M1", "M2"),
+              days: int = 2) -> tuple[FeederState, dict[bytes, bytes], dict[str, tuple[set[int], set[int]]]]:
+    """Feeder F1's meters' ``days`` of hourly readings persisted in one batch; by default (0) their slots go
+    to slot records at once."""
     extractor = FeatureExtractor()
     state = FeederState(extractor.store, slot_records_after_bytes)
     state.table = {}
-    series = noisy_pattern(2)
+    series = noisy_pattern(days)
     ts = T0 + 3_600_000 * (1 + np.arange(len(series)))
-    for meter in ("M1", "M2"):
+    for meter in meters:
         extractor.transform(batch([meter] * len(series), ts, series, np.full(len(series), 3600)))
-    state.join(["M1", "M2"], ["F1", "F1"])
+    state.join(list(meters), ["F1"] * len(meters))
     slots = time_slots(ts, np.full(len(ts), 3600))
     touched = {"F1": (set(slots.hour_of_week.tolist()), set(slots.hour_of_day.tolist()))}
     state.persist(touched)
     return state, state.table, touched
+
+
+def persist_next_hour(state: FeederState, meters: list[str], kwh: list[float]) -> None:
+    """The meters' reading for the hour after the newest their state holds, scored and persisted."""
+    ts = np.full(len(meters), int(state.store.last_ts[state.store.rows_for(meters)].max()) + 3_600_000)
+    hour = [3600] * len(meters)
+    FeatureExtractor(state.store).transform(batch(meters, ts, kwh, hour, feeder_ids=["F1"] * len(meters)))
+    slots = time_slots(ts[:1], np.array([3600]))
+    state.persist({"F1": ({int(slots.hour_of_week[0])}, {int(slots.hour_of_day[0])})})
 
 
 def test_a_new_store_loaded_from_the_table_holds_the_same_state():
@@ -164,26 +173,13 @@ class Counting(dict):
 def test_a_worker_taking_a_feeder_over_keeps_carrying_the_slots_its_record_carried():
     """Worker B loads a record carrying slots without slot records; after B's own next batch, a third worker
     loading from the table still has the slots A carried."""
-    extractor = FeatureExtractor()
-    a = FeederState(extractor.store, slot_records_after_bytes=10_000)
-    a.table = {}
-    series = noisy_pattern(1)
-    ts = T0 + 3_600_000 * (1 + np.arange(len(series)))
-    extractor.transform(batch(["M1"] * len(series), ts, series, np.full(len(series), 3600)))
-    a.join(["M1"], ["F1"])
-    slots = time_slots(ts, np.full(len(ts), 3600))
-    a.persist({"F1": (set(slots.hour_of_week.tolist()), set(slots.hour_of_day.tolist()))})
-    assert not any(b"|h" in k or b"|d" in k for k in a.table)  # all carried in the fast record
-    b_store = MeterStateStore()
-    b = FeederState(b_store, slot_records_after_bytes=10_000)
-    b.table = a.table
+    a, table, _ = fed_state(10_000, meters=("M1",), days=1)
+    assert not any(b"|h" in k or b"|d" in k for k in table)  # all carried in the fast record
+    b = FeederState(MeterStateStore(), slot_records_after_bytes=10_000)
+    b.table = table
     assert b.load("F1") is not None
-    b_extractor = FeatureExtractor(b_store)
-    nxt = np.array([ts[-1] + 3_600_000])
-    b_extractor.transform(batch(["M1"], nxt, [0.7], [3600], feeder_ids=["F1"]))
-    one = time_slots(nxt, np.array([3600]))
-    b.persist({"F1": ({int(one.hour_of_week[0])}, {int(one.hour_of_day[0])})})
-    live = b_store.export_rows(b_store.rows_for(["M1"]))
+    persist_next_hour(b, ["M1"], [0.7])
+    live = b.store.export_rows(b.store.rows_for(["M1"]))
     for name, values in restored_rows(b.table, "F1", ["M1"]).items():
         np.testing.assert_array_equal(values, live[name], err_msg=name)
 
@@ -192,23 +188,12 @@ def test_a_worker_taking_a_feeder_over_keeps_carrying_the_slots_its_record_carri
 def test_a_worker_dying_while_its_carried_slots_go_to_slot_records_leaves_the_state_of_one_batch(
         writes_before_death):
     """The batch that moves carried slots to their records writes the fast record (carrying them all) first."""
-    extractor = FeatureExtractor()
-    state = FeederState(extractor.store, slot_records_after_bytes=10_000)
-    state.table = {}
-    series = noisy_pattern(1)
-    ts = T0 + 3_600_000 * (1 + np.arange(len(series)))
-    extractor.transform(batch(["M1"] * len(series), ts, series, np.full(len(series), 3600)))
-    state.join(["M1"], ["F1"])
-    slots = time_slots(ts, np.full(len(ts), 3600))
-    state.persist({"F1": (set(slots.hour_of_week.tolist()), set(slots.hour_of_day.tolist()))})
+    state, table, _ = fed_state(10_000, meters=("M1",), days=1)
     before = state.store.export_rows(state.store.rows_for(["M1"]))
-    nxt = np.array([ts[-1] + 3_600_000])
-    extractor.transform(batch(["M1"], nxt, [5.0], [3600], feeder_ids=["F1"]))
+    state.slot_records_after_bytes = 0  # the next batch moves every carried slot to its record
+    state.table = DiesAfter(table, writes_before_death)
+    persist_next_hour(state, ["M1"], [5.0])
     after = state.store.export_rows(state.store.rows_for(["M1"]))
-    state.slot_records_after_bytes = 0  # this batch moves every carried slot to its record
-    state.table = DiesAfter(state.table, writes_before_death)
-    one = time_slots(nxt, np.array([3600]))
-    state.persist({"F1": ({int(one.hour_of_week[0])}, {int(one.hour_of_day[0])})})
     expected = before if writes_before_death == 0 else after
     for name, values in restored_rows(state.table, "F1", ["M1"]).items():
         np.testing.assert_array_equal(values, expected[name], err_msg=name)
