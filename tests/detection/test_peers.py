@@ -8,8 +8,10 @@ import pandas as pd
 from detection.peers import (
     MIN_PEERS,
     WHOLE_FILE,
+    cell_medians,
     correct_for_peers,
     correct_zero_runs_for_peers,
+    peer_cells,
     peer_groups,
     shared_level_shifts,
 )
@@ -80,3 +82,20 @@ def test_a_level_shift_the_whole_feeder_makes_is_the_feeders():
     assert not shared_level_shifts(lone, shifting, everyone, np.full(n, "F"), np.zeros(n)).any()
     falling = np.where(shifting, 1.0, -0.8)  # its peers fell while it rose
     assert not shared_level_shifts(falling, shifting, everyone, np.full(n, "F"), np.zeros(n)).any()
+
+
+def test_cell_sizes_and_medians_are_pandas_groupby_transforms():
+    """Sizes and medians per group and timestamp, NaN skipped, even counts averaged, all-NaN cells NaN."""
+    rng = np.random.default_rng(4)
+    n = 5000
+    groups = rng.choice(np.array(["F1", "F2", "F10", "all"], dtype=object), n)
+    ts = rng.choice(np.array([0, 3_600_000, 7_200_000, 86_400_000]), n)
+    values = np.round(rng.normal(size=(n, 3)), 1)  # ties too
+    values[rng.random((n, 3)) < 0.2] = np.nan
+    values[(groups == "F10") & (ts == 0), 2] = np.nan  # a cell with no value at all in one column
+    frame = pd.DataFrame(values, columns=["a", "b", "c"]).assign(g=groups, t=ts)
+    grouped = frame.groupby(["g", "t"], sort=False)
+    cell, size = peer_cells(groups, ts)
+    np.testing.assert_array_equal(size[cell], grouped["a"].transform("size").to_numpy())
+    medians = grouped[["a", "b", "c"]].transform("median").to_numpy()
+    np.testing.assert_array_equal(cell_medians(cell, size, values), medians)
