@@ -2,27 +2,162 @@
 
 No mock broker: the jars come from Maven Central (cached in .cache/), exactly as
 `wattsup broker start` runs them.
+
+`make test` runs the tests in two pytest-xdist worker processes (``-n 2``): each worker has its
+own session fixtures (broker, trained model, PostgreSQL, registry), a module's tests go to one worker
+together (so its module fixtures start once), the slowest modules are handed out first, and a test
+marked ``timing`` (it bounds a wall-clock duration) runs while the other worker waits.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScheduling
 
 from deploy.kafka.launcher import LocalKafkaNode, free_port
 from foundation.kafka_settings import KafkaConnection, TopicNames
 from foundation.topics import ensure_topics
 from tests.waiting import stop_process
+
+
+# -- two pytest-xdist workers ------------------------------------------------------------------
+SLOWEST_FIRST = (
+    "tests/wattsup/test_broker_outage_integration.py",
+    "tests/wattsup/test_power_cut_integration.py",
+    "tests/wattsup/test_demo_smoke.py",
+)
+"""Modules of two minutes or more, handed out first; every other integration module follows, then the
+rest. Longest first keeps one worker from starting a long module while the other has nothing left."""
+
+RUN_LOCK = "WATTSUP_TEST_RUN_LOCK"
+"""Environment variable naming the lock file the workers of one run share (set by the controller)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        # the controller of an xdist run: one lock file for its workers, who inherit the environment
+        handle, path = tempfile.mkstemp(prefix="wattsup-test-run-", suffix=".lock")
+        os.close(handle)
+        os.environ[RUN_LOCK] = path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and os.environ.get(RUN_LOCK):
+        for suffix in ("", ".turnstile"):
+            Path(os.environ[RUN_LOCK] + suffix).unlink(missing_ok=True)
+        del os.environ[RUN_LOCK]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: the slowest modules first, then integration modules, then the others, and
+    last the modules with a ``timing`` test (by then the other worker runs short tests, so a ``timing``
+    test waits little for it). Stable within each, so a module's tests keep their order; every worker
+    sorts the same way."""
+    if not hasattr(config, "workerinput"):
+        return
+    timed = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("timing")}
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::")[0]
+        if module in SLOWEST_FIRST:
+            return SLOWEST_FIRST.index(module)
+        if module in timed:
+            return len(SLOWEST_FIRST) + 2
+        return len(SLOWEST_FIRST) + (0 if item.get_closest_marker("integration") else 1)
+
+    items.sort(key=rank)
+
+
+class ModuleScheduling(LoadScheduling):
+    """xdist's ``load`` distribution in whole modules: a worker is handed the next module (all its
+    tests) when it is down to its last pending test, so a module's fixtures start in one worker only.
+
+    xdist's own ``loadfile`` cannot be used: it keys tests by node id, and schemathesis gives every
+    operation's test in tests/dashboard/test_fuzz.py the same node id, so all but one were dropped.
+    This keeps xdist's indices."""
+
+    def _module(self, index: int) -> str:
+        assert self.collection is not None
+        return self.collection[index].split("::")[0]
+
+    def check_schedule(self, node, duration: float = 0) -> None:
+        if node.shutting_down:
+            return
+        if not self.pending:
+            node.shutdown()  # it runs what it holds, then stops
+            return
+        while self.pending and len(self.node2pending[node]) < 2:  # a worker runs a test once it knows the next
+            module = self._module(self.pending[0])
+            count = 1
+            while count < len(self.pending) and self._module(self.pending[count]) == module:
+                count += 1
+            self._send_tests(node, count)
+
+    def schedule(self) -> None:
+        assert self.collection_is_completed
+        if self.collection is None:
+            if not self._check_nodes_have_same_collection():
+                self.log("**Different tests collected, aborting run**")
+                return
+            self.collection = next(iter(self.node2collection.values()))
+            self.pending[:] = range(len(self.collection))
+            if not self.collection:
+                return
+        for node in self.nodes:
+            self.check_schedule(node)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``-n N`` (``--dist load``) hands out whole modules; the other ``--dist`` modes are xdist's."""
+    if config.getvalue("dist") == "load":
+        return ModuleScheduling(config, log)
+    return None
+
+
+@contextmanager
+def _run_lock(exclusive: bool) -> Iterator[None]:
+    """A fair readers-writer lock over the run's workers: every test holds it shared, a ``timing`` test
+    exclusively. The turnstile makes a waiting ``timing`` test go before the other worker's next test."""
+    path = os.environ.get(RUN_LOCK)
+    if not path:  # one process: nothing runs beside any test
+        yield
+        return
+    with open(path + ".turnstile", "a") as turnstile, open(path, "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Around a test's set-up (module and session fixtures included), call and tear-down."""
+    if not hasattr(item.config, "workerinput"):
+        yield
+        return
+    with _run_lock(exclusive=item.get_closest_marker("timing") is not None):
+        yield
 
 
 @dataclass

@@ -32,6 +32,8 @@ from deploy.kafka.launcher import free_port
 from foundation.kafka_settings import KafkaConnection
 from tests.dashboard.conftest import QUARTER, T0, anomaly_record, reading_row
 
+pytestmark = pytest.mark.timing  # every call is bounded (CALL_SECONDS)
+
 API_EXAMPLES = 25
 """Generated cases per operation (each sent twice: anonymous and signed in)."""
 JSON_EXAMPLES = 150

@@ -346,6 +346,7 @@ def test_a_header_field_over_the_csv_field_limit_is_400(dash):
     assert response.status_code == 400 and "header" in response.json()["detail"]
 
 
+@pytest.mark.timing
 def test_a_header_of_200000_columns_is_refused_fast(dash):
     import time
 
@@ -405,6 +406,7 @@ def outage(dashboard_factory):
     thread.join(30)
 
 
+@pytest.mark.timing
 def test_during_an_outage_invalid_only_batches_are_422_at_once_and_valid_ones_503_in_bounded_time(outage):
     import time
 
@@ -430,6 +432,7 @@ def _awaiting(base: str) -> float:
     return -1.0
 
 
+@pytest.mark.timing
 def test_concurrent_posts_during_an_outage_do_not_slow_other_requests(outage):
     import time
     from concurrent.futures import ThreadPoolExecutor

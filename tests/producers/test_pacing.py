@@ -29,6 +29,7 @@ def test_chunks_are_delivery_slots_and_late_readings_ride_along():
     assert [c["meter_id"].tolist() for c in chunks] == [["a", "b"], ["a", "b-late"], ["a"]]
 
 
+@pytest.mark.timing
 def test_speedup_spaces_slots_in_wall_clock_time():
     frame = _frame(["2026-01-01T00:15Z", "2026-01-01T00:30Z", "2026-01-01T00:45Z"], ["a", "a", "a"])
     waits: list[float] = []
@@ -40,6 +41,7 @@ def test_speedup_spaces_slots_in_wall_clock_time():
     assert waits and all(w <= 1.0 for w in waits)  # waits in short steps, so a producer can poll meanwhile
 
 
+@pytest.mark.timing
 def test_one_pacer_keeps_the_rhythm_across_blocks():
     pacer = Pacer(9000.0)
     started = time.monotonic()

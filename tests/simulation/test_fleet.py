@@ -167,6 +167,7 @@ def test_missing_and_late_readings():
     assert not out_of_order[~late].any()
 
 
+@pytest.mark.timing
 def test_ten_thousand_meters_for_a_day_in_well_under_a_few_seconds():
     started = time.perf_counter()
     fleet = simulate_fleet(FleetConfig(meters=10_000, days=1))
