@@ -11,8 +11,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from typer.testing import CliRunner
 
 from deploy.kafka.launcher import free_port
+from wattsup.cli import app
 from wattsup.demo import DemoSettings, demo_services
 
 pytestmark = pytest.mark.integration
@@ -26,29 +28,31 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_serve_create_token_and_stop_on_sigterm(kafka, tmp_path):
+def test_serve_create_token_and_stop_on_sigterm(kafka, tmp_path, monkeypatch):
     topics = kafka.fresh_topics(partitions=1)
     port = free_port()
-    env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+    env = {"WATTSUP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "WATTSUP_DASHBOARD_DATABASE_URL": f"sqlite:///{tmp_path / 'db' / 'wattsup.db'}",
            "WATTSUP_DASHBOARD_READ_PUBLIC": "false", "WATTSUP_DASHBOARD_PORT": str(port),
            **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()}}
-    created = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "create-token", "ops"], env=env,
-                             capture_output=True, text=True, timeout=60)
-    assert created.returncode == 0, created.stderr
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # The token commands run in this process (the same `wattsup` app, its exit codes and output); the
+    # service below is a real process, as the demo runs it.
+    cli = CliRunner()
+    created = cli.invoke(app, ["dashboard", "create-token", "ops"])
+    assert created.exit_code == 0, created.output
     token = created.stdout.strip().splitlines()[-1]
     assert len(token) >= 40
-    again = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "create-token", "ops"], env=env,
-                           capture_output=True, text=True, timeout=60)
-    assert again.returncode == 2 and "already exists" in again.stdout
-    listed = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "list-tokens"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    again = cli.invoke(app, ["dashboard", "create-token", "ops"])
+    assert again.exit_code == 2 and "already exists" in again.stdout
+    listed = cli.invoke(app, ["dashboard", "list-tokens"])
     assert listed.stdout.split("\t")[0] == "ops" and token not in listed.stdout
 
     log_path = tmp_path / "dashboard.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "wattsup.cli", "dashboard"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "wattsup.cli", "dashboard"], env={**os.environ, **env},
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         status = 0
@@ -66,9 +70,8 @@ def test_serve_create_token_and_stop_on_sigterm(kafka, tmp_path):
         code = process.wait(timeout=30)
     assert code == 0, log_path.read_text()[-3000:]
     assert "Application shutdown complete" in log_path.read_text()
-    revoked = subprocess.run([sys.executable, "-m", "wattsup.cli", "dashboard", "revoke-token", "ops"], env=env,
-                             capture_output=True, text=True, timeout=60)
-    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    revoked = cli.invoke(app, ["dashboard", "revoke-token", "ops"])
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
 
 
 def test_demo_runs_the_dashboard_on_the_configured_port(monkeypatch):
