@@ -3,10 +3,10 @@
 No mock broker: the jars come from Maven Central (cached in .cache/), exactly as
 `wattsup broker start` runs them.
 
-`make test` runs the tests in two pytest-xdist worker processes (``-n 2``): each worker has its
-own session fixtures (broker, trained model, PostgreSQL, registry), a module's tests go to one worker
+`make test` runs the tests in pytest-xdist worker processes (``-n 3``): each worker has its own
+session fixtures (broker, trained model, PostgreSQL, registry), a module's tests go to one worker
 together (so its module fixtures start once), the slowest modules are handed out first, and a test
-marked ``timing`` (it bounds a wall-clock duration) runs while the other worker waits.
+marked ``timing`` (it bounds a wall-clock duration) runs while the other workers wait.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from foundation.topics import ensure_topics
 from tests.waiting import stop_process
 
 
-# -- two pytest-xdist workers ------------------------------------------------------------------
+# -- pytest-xdist workers ----------------------------------------------------------------------
 SLOWEST_FIRST = (
     "tests/wattsup/test_broker_outage_integration.py",
     "tests/wattsup/test_power_cut_integration.py",
     "tests/wattsup/test_demo_smoke.py",
 )
 """Modules of two minutes or more, handed out first; every other integration module follows, then the
-rest. Longest first keeps one worker from starting a long module while the other has nothing left."""
+rest. Longest first keeps one worker from starting a long module while the others have nothing left."""
 
 RUN_LOCK = "WATTSUP_TEST_RUN_LOCK"
 """Environment variable naming the lock file the workers of one run share (set by the controller)."""
@@ -65,8 +65,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In an xdist worker: the slowest modules first, then integration modules, then the others, and
-    last the modules with a ``timing`` test (by then the other worker runs short tests, so a ``timing``
-    test waits little for it). Stable within each, so a module's tests keep their order; every worker
+    last the modules with a ``timing`` test (by then the other workers run short tests, so a ``timing``
+    test waits little for them). Stable within each, so a module's tests keep their order; every worker
     sorts the same way."""
     if not hasattr(config, "workerinput"):
         return
@@ -133,7 +133,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 @contextmanager
 def _run_lock(exclusive: bool) -> Iterator[None]:
     """A fair readers-writer lock over the run's workers: every test holds it shared, a ``timing`` test
-    exclusively. The turnstile makes a waiting ``timing`` test go before the other worker's next test."""
+    exclusively. The turnstile makes a waiting ``timing`` test go before the other workers' next tests."""
     path = os.environ.get(RUN_LOCK)
     if not path:  # one process: nothing runs beside any test
         yield
