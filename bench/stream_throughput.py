@@ -84,12 +84,13 @@ def plain_consumer_rate(connection: KafkaConnection, topic: str, expected: int) 
     return readings / elapsed
 
 
-def faust_ceiling_rate(connection: KafkaConnection, topic: str, partitions: int, messages: int,
+def faust_ceiling_rate(connection: KafkaConnection, topic: str, partitions: int, messages: int, transport: str,
                        timeout: float = 900.0) -> float:
-    """Messages/s of a bare Faust agent taking the topic in the worker's batches (bench/faust_ceiling.py)."""
+    """Messages/s of a bare Faust agent taking the topic in the worker's batches (bench/faust_ceiling.py),
+    with Faust's stock Kafka transport (``kafka``) or the worker's (``wattsup``)."""
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_ceiling.py")),
                            "--bootstrap", connection.bootstrap_servers, "--topic", topic,
-                           "--partitions", str(partitions), "--messages", str(messages)],
+                           "--partitions", str(partitions), "--messages", str(messages), "--transport", transport],
                           capture_output=True, text=True, timeout=timeout)
     found = re.search(r"messages (\d+) seconds ([\d.]+)", proc.stdout)  # after Faust's terminal codes
     if found is None:
@@ -199,7 +200,10 @@ def main() -> None:
         messages = sum(metric(p, "wattsup_stream_messages_processed_total") for p in ports)
 
         # the worker has caught up and idles meanwhile
-        faust_messages = faust_ceiling_rate(connection, topics.readings, args.partitions, producer.summary.records)
+        stock_messages = faust_ceiling_rate(connection, topics.readings, args.partitions, producer.summary.records,
+                                            "kafka")
+        faust_messages = faust_ceiling_rate(connection, topics.readings, args.partitions, producer.summary.records,
+                                            "wattsup")
         readings_per_message = total / producer.summary.records
         per_event, batched = naive_rate(model, history)
 
@@ -210,7 +214,9 @@ def main() -> None:
 
         print()
         print(f"{'plain confluent-kafka consume + decode (ceiling)':<58}{ceiling:>12,.0f} readings/s")
-        print(f"{'bare Faust agent, take_events doing nothing (Faust ceiling)':<58}"
+        print(f"{'bare Faust agent, take_events doing nothing, stock transport':<58}"
+              f"{stock_messages * readings_per_message:>12,.0f} readings/s   ({stock_messages:,.0f} messages/s)")
+        print(f"{'  the same, worker transport (Faust ceiling)':<58}"
               f"{faust_messages * readings_per_message:>12,.0f} readings/s   ({faust_messages:,.0f} messages/s)")
         label = f"WattsUp end to end ({args.workers} worker{'s' if args.workers > 1 else ''}, broker on same box)"
         print(f"{label:<58}{agent_rate:>12,.0f} readings/s")

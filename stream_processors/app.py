@@ -47,7 +47,7 @@ from readings.columns import Rejection, wall_clock_ms
 from schemas.dead_letters import dead_letter_record
 from schemas.partitioning import partition_for
 from schemas.serde import DEAD_LETTER
-from stream_processors import metrics
+from stream_processors import faust_transport, metrics
 from stream_processors.anomaly_publisher import AnomalyPublisher
 from stream_processors.arrival_log import ArrivalSummary
 from stream_processors.batching import chunks_by_bytes
@@ -114,7 +114,8 @@ def faust_credentials(connection: KafkaConnection) -> Any:
 
 def faust_app(settings: StreamSettings) -> faust.App:
     """The Faust app with the worker's configuration (no topics or agents yet)."""
-    brokers = ";".join(f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(","))
+    brokers = ";".join(f"{faust_transport.SCHEME}://{server}"
+                       for server in settings.kafka.bootstrap_servers.split(","))
     return faust.App(
         settings.app_id,
         broker=brokers,

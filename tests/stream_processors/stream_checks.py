@@ -86,6 +86,17 @@ def flags_for(readings: pd.DataFrame, anomalies: pd.DataFrame) -> np.ndarray:
     return pd.MultiIndex.from_frame(readings[["meter_id", "timestamp"]]).isin(keys)
 
 
+def committed_messages(kafka, group: str, topic: str) -> int:
+    """Messages of ``topic`` that ``group`` has committed, over all partitions (the topic has no
+    transaction markers, so a partition's committed offset counts its committed messages)."""
+    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+    finally:
+        consumer.close()
+
+
 def consumer_lag_is_zero(kafka, group: str, topic: str) -> bool:
     """True when ``group`` has committed every record of ``topic``."""
     consumer = Consumer({**kafka.connection.confluent_config(), "group.id": group, "enable.auto.commit": False})

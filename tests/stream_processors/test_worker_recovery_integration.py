@@ -30,6 +30,7 @@ from simulation.fleet import FleetConfig, simulate_fleet
 from stream_processors.scoring import StreamScorer
 from tests.stream_processors.stream_checks import (
     changelog_meter_state,
+    committed_messages,
     read_anomalies,
     reference_meter_state,
     wait_for_stable_group,
@@ -128,7 +129,17 @@ def test_kill_9_mid_stream_recovers_state_without_duplicates(kafka, stream_worke
 
     meters = produce_in_steps(kafka, topics, sends[1:], pause=0.4)
     first.wait_for("wattsup_stream_readings_processed_total", sum(map(len, parts[:11])), timeout=120)
-    first.kill_9()  # mid-stream: readings keep arriving, some processed but not committed
+    # mid-stream, with readings scored but not committed: Faust commits every few seconds, so kill
+    # once the group has committed fewer messages than the worker had taken 0.2 s earlier (time
+    # enough to score them); readings keep arriving meanwhile
+    deadline = time.monotonic() + 60
+    while True:
+        taken = first.metric("wattsup_stream_messages_processed_total")
+        time.sleep(0.2)
+        if committed_messages(kafka, app_id, topics.readings) < taken:
+            break
+        assert time.monotonic() < deadline, "the worker never had scored messages awaiting a commit"
+    first.kill_9()
     meters.join(timeout=120)
 
     second = stream_workers.start(topics, trained_model_dir, app_id=app_id, name="second")
