@@ -67,8 +67,8 @@ class BatchDeliveryConsumer(faust_aiokafka.Consumer):
                 self.log.info("Consumer shutting down for user cancel.")
                 return
             raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
+        except Exception:
+            self.log.exception("Drain messages raised")
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -86,31 +88,35 @@ def flags_for(readings: pd.DataFrame, anomalies: pd.DataFrame) -> np.ndarray:
     return pd.MultiIndex.from_frame(readings[["meter_id", "timestamp"]]).isin(keys)
 
 
-def committed_messages(kafka, group: str, topic: str) -> int:
-    """Messages of ``topic`` that ``group`` has committed, over all partitions (the topic has no
-    transaction markers, so a partition's committed offset counts its committed messages)."""
+@contextmanager
+def _group_offsets(kafka, group: str, topic: str) -> Iterator[tuple[Consumer, list[TopicPartition]]]:
+    """A consumer of ``group`` (never committing) and the group's committed offset of each partition of
+    ``topic`` (OFFSET_INVALID, below 0, for a partition it never committed)."""
     consumer = Consumer({**kafka.connection.confluent_config(), "group.id": group, "enable.auto.commit": False})
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+        yield consumer, consumer.committed(partitions, timeout=10)
     finally:
         consumer.close()
 
 
+def committed_messages(kafka, group: str, topic: str) -> int:
+    """Messages of ``topic`` that ``group`` has committed, over all partitions (the topic has no
+    transaction markers, so a partition's committed offset counts its committed messages)."""
+    with _group_offsets(kafka, group, topic) as (_, committed):
+        return sum(max(tp.offset, 0) for tp in committed)
+
+
 def consumer_lag_is_zero(kafka, group: str, topic: str) -> bool:
     """True when ``group`` has committed every record of ``topic``."""
-    consumer = Consumer({**kafka.connection.confluent_config(), "group.id": group, "enable.auto.commit": False})
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
-        for tp in consumer.committed(partitions, timeout=10):
+    with _group_offsets(kafka, group, topic) as (consumer, committed):
+        for tp in committed:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
             # a partition nobody wrote to has no committed offset (OFFSET_INVALID) and nothing to read
             position = tp.offset if tp.offset >= 0 else low
             if position < high:
                 return False
         return True
-    finally:
-        consumer.close()
 
 
 def wait_for_zero_lag(kafka, group: str, topic: str, worker, timeout: float = 180.0) -> None:

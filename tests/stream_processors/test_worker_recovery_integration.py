@@ -130,15 +130,16 @@ def test_kill_9_mid_stream_recovers_state_without_duplicates(kafka, stream_worke
     meters = produce_in_steps(kafka, topics, sends[1:], pause=0.4)
     first.wait_for("wattsup_stream_readings_processed_total", sum(map(len, parts[:11])), timeout=120)
     # mid-stream, with readings scored but not committed: Faust commits every few seconds, so kill
-    # once the group has committed fewer messages than the worker had taken 0.2 s earlier (time
+    # once the group has committed fewer messages than the worker had taken one poll earlier (time
     # enough to score them); readings keep arriving meanwhile
-    deadline = time.monotonic() + 60
-    while True:
-        taken = first.metric("wattsup_stream_messages_processed_total")
-        time.sleep(0.2)
-        if committed_messages(kafka, app_id, topics.readings) < taken:
-            break
-        assert time.monotonic() < deadline, "the worker never had scored messages awaiting a commit"
+    taken_at_last_poll = [first.metric("wattsup_stream_messages_processed_total")]
+
+    def scored_messages_await_a_commit() -> bool:
+        behind = committed_messages(kafka, app_id, topics.readings) < taken_at_last_poll[0]
+        taken_at_last_poll[0] = first.metric("wattsup_stream_messages_processed_total")
+        return behind
+
+    wait_until(scored_messages_await_a_commit, 60, "scored messages awaiting a commit", poll=0.2)
     first.kill_9()
     meters.join(timeout=120)
 
