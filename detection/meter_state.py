@@ -1,7 +1,9 @@
 """Every meter's detector state, in flat numpy arrays: one row per meter.
 
 A batch of thousands of readings is handled with array operations over rows, not a Python
-object per meter. Rows are assigned on first sight and never move, so callers may keep them.
+object per meter. Rows are assigned on first sight and never move while their meter is kept, so
+callers may keep them; a released meter's row (:meth:`MeterStateStore.release`) is cleared and
+given to the next new meter.
 A group of meters' rows is exported as plain arrays (:meth:`MeterStateStore.export_rows`) and
 imported back, which is how the stream worker persists a feeder (see :mod:`detection.state_codec`).
 """
@@ -104,11 +106,15 @@ ARRAY_NAMES = ("last_ts", "scalars", "window", "window_z", "seen", "how", "hod")
 
 
 class MeterStateStore:
-    """Per-meter state in flat arrays; rows are assigned on first sight and never move."""
+    """Per-meter state in flat arrays; rows are assigned on first sight and never move while kept."""
 
     def __init__(self, capacity: int = 16384) -> None:
         self.index: dict[str, int] = {}
-        self.meter_ids: list[str] = []
+        """meter -> row, of the meters kept."""
+        self._used = 0
+        """Rows ever assigned: the arrays' rows at and past it are fresh."""
+        self._free: list[int] = []
+        """Released rows, cleared, for the next new meters."""
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -136,28 +142,43 @@ class MeterStateStore:
         while capacity < needed:
             capacity *= 2
         old = self._arrays()
-        n = len(self.meter_ids)
+        n = self._used
         self._allocate(capacity)
         for new, prev in zip(self._arrays(), old):
             new[:n] = prev[:n]
 
     def __len__(self) -> int:
-        return len(self.meter_ids)
+        return len(self.index)
 
     def rows_for(self, meter_ids: list[str]) -> np.ndarray:
-        """Row of each meter, assigning rows to meters seen for the first time."""
-        index = self.index
+        """Row of each meter, assigning rows to meters seen for the first time (released rows first)."""
+        index, free = self.index, self._free
         rows = np.empty(len(meter_ids), dtype=np.int64)
         for i, m in enumerate(meter_ids):
             row = index.get(m)
             if row is None:
-                row = len(self.meter_ids)
-                if row >= self.capacity:
-                    self._grow(row + 1)
+                if free:
+                    row = free.pop()
+                else:
+                    row = self._used
+                    if row >= self.capacity:
+                        self._grow(row + 1)
+                    self._used += 1
                 index[m] = row
-                self.meter_ids.append(m)
             rows[i] = row
         return rows
+
+    def release(self, meter_ids: list[str]) -> None:
+        """Forget the meters (unknown ones are ignored): their rows are cleared for new meters."""
+        rows = [row for row in (self.index.pop(m, None) for m in meter_ids) if row is not None]
+        if not rows:
+            return
+        at = np.array(rows, dtype=np.int64)
+        self.last_ts[at] = NO_TIME
+        self.seen[at] = NO_TIME
+        for name in ("scalars", "window", "window_z", "how", "hod"):
+            getattr(self, name)[at] = 0
+        self._free.extend(rows)
 
     def export_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Copies of the rows' arrays, by :data:`ARRAY_NAMES`."""

@@ -14,9 +14,10 @@ Why it is shaped this way (the README gives the measurements):
   and a restarted or rebalanced worker recovers exactly the state of the partitions it owns.
   A batch's records reach the changelog together through librdkafka, not one at a time through
   Faust's producer (:mod:`stream_processors.changelog_batch`).
-* The worker keeps decoded state in memory and only reloads a feeder from the table when the
-  table holds a value it did not write itself (after recovery or a rebalance), so the hot path
-  never deserialises state it already has (:mod:`stream_processors.feeder_state`).
+* The worker keeps state decoded in memory, once: the tables hold only what changelog recovery
+  reads back (after a start or a rebalance) until the worker loads a feeder from it
+  (:mod:`stream_processors.recovery_store`), so the hot path never deserialises state it already
+  has (:mod:`stream_processors.feeder_state`), and a rebalance's lost partitions are forgotten.
 * Delivery is at-least-once: a batch's state records (and a take of forecasts' records) are
   acknowledged by the broker before the agent takes the next batch, so before Faust acknowledges
   and commits the batch's offsets (:mod:`stream_processors.changelog_batch`; Faust's own "flush
@@ -60,6 +61,9 @@ from stream_processors.scoring import StreamScorer
 from stream_processors.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+
+RECOVERY_STORE = "wattsup://"
+"""The feeder tables' store: recovered records only, until the worker takes them (stream_processors/recovery_store.py)."""
 
 
 class FeederKeyedTable(Table):
@@ -153,11 +157,11 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     forecasts = app.topic(topics.forecasts, key_type=bytes, value_type=bytes, partitions=topics.partitions)
 
     feeder_state = app.tables.add(FeederKeyedTable(
-        app, name="feeder-state", default=None, partitions=topics.partitions, key_type=bytes, value_type=bytes,
+        app, name="feeder-state", default=None, store=RECOVERY_STORE, partitions=topics.partitions, key_type=bytes, value_type=bytes,
         help="Per-feeder detector state: each meter's baselines, recent readings and last reading.",
     ))
     feeder_forecasts = app.tables.add(FeederKeyedTable(
-        app, name="feeder-forecasts", default=None, partitions=topics.partitions, key_type=bytes, value_type=bytes,
+        app, name="feeder-forecasts", default=None, store=RECOVERY_STORE, partitions=topics.partitions, key_type=bytes, value_type=bytes,
         help="Latest forecast of each meter of a feeder.",
     ))
     state_table = BatchedTable(feeder_state, publisher.producer)
@@ -231,9 +235,24 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             log.critical("stopping the worker: %s", exc)
             os._exit(70)
 
+    owned_generation: list[int | None] = [None]
+
+    def forget_lost_partitions() -> None:
+        """After a rebalance, forget the state of feeders whose partitions went to another worker
+        (checked between batches, never while one is half done)."""
+        generation = app.consumer_generation_id
+        if generation == owned_generation[0]:
+            return
+        owned_generation[0] = generation
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.readings}
+        lost = scorer.keep_only(lambda feeder: feeder_state.partition_for_key(feeder) in owned)
+        if lost:
+            log.info("forgot the state of %d feeders of partitions another worker owns now", len(lost))
+
     @app.agent(readings, name="score-readings")
     async def score_readings(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch_messages, within=settings.batch_within_seconds):
+            forget_lost_partitions()
             gaps.start_batch(app.consumer_generation_id)
             admitted = []
             for event in events:
@@ -263,7 +282,7 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
 
     @app.timer(interval=5.0)
     async def report_sizes() -> None:
-        metrics.FEEDERS_TRACKED.set(len(feeder_state))
+        metrics.FEEDERS_TRACKED.set(scorer.feeders_tracked)
         metrics.METERS_TRACKED.set(scorer.meters_tracked)
         metrics.FORECASTS_TRACKED.set(scorer.forecasts_tracked)
         metrics.INCIDENTS_TRACKED.set(scorer.incidents.open_count)

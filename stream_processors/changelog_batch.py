@@ -3,11 +3,13 @@
 Setting a Faust table key sends one changelog record through Faust's producer buffer, which
 stalls the agent whenever more than 100 records wait; a micro-batch of single-reading messages
 from thousands of feeders writes thousands of records. :class:`BatchedTable` keeps Faust's table
-as the place the state lives and recovers from (Faust still reads the changelog back into it on
-start-up and rebalance, and standbys follow it), but routes the writes around Faust: a write
-goes straight into the table's local store and is queued, and :meth:`BatchedTable.flush` sends
-the batch's records to the changelog, each to the partition Faust would have chosen, and
-returns once the broker has acknowledged all of them.
+as the place state is recovered into (Faust reads the changelog back into it on start-up and
+rebalance, and standbys follow it), but routes the writes around Faust: a write is queued, and
+:meth:`BatchedTable.flush` sends the batch's records to the changelog, each to the partition Faust
+would have chosen, and returns once the broker has acknowledged all of them. A write does not go
+into the table's local store: the writer keeps its state decoded, and a second, encoded copy
+would cost more memory than the state itself (:mod:`stream_processors.recovery_store`); the local
+store holds only recovered records, until the writer takes them (:meth:`BatchedTable.pop`).
 
 The agent awaits the flush before it takes the next batch, so the state a batch wrote is durable
 before Faust acknowledges (and later commits) the batch's messages: the same at-least-once
@@ -35,7 +37,8 @@ class ChangelogTable(Protocol):
 
 
 class BatchedTable:
-    """A mutable mapping of bytes to bytes over a Faust table; see the module docstring."""
+    """Writes to a Faust table's changelog, and the records recovered into its local store; see the
+    module docstring."""
 
     def __init__(self, table: ChangelogTable, producer: DurableProducer) -> None:
         self.table = table
@@ -53,13 +56,18 @@ class BatchedTable:
         return self._store[key]
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._store[key] = value
+        """Queue a record for the changelog; the local store does not keep it."""
         self._pending.append((key, value))
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        """Take a recovered record out of the local store: the caller keeps it decoded from now on."""
+        return self._store.pop(key, default)
 
     def __contains__(self, key: object) -> bool:
         return key in self._store
 
     def __iter__(self) -> Iterator[bytes]:
+        """The keys of recovered records not taken yet."""
         return iter(self._store)
 
     def __len__(self) -> int:

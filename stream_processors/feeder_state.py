@@ -27,10 +27,11 @@ The ``fast`` record's header also carries the feeder's open incidents (``inciden
 loaded through :attr:`FeederState.incidents`), so a recovered state's incidents belong to exactly the
 readings that state has seen.
 
-The decoded state lives in a :class:`~detection.meter_state.MeterStateStore`; a feeder is
-(re)loaded from the table only when the table holds a ``fast`` value other than the one this
-worker last wrote, which is exactly the case after changelog recovery or when a rebalance hands
-a partition over.
+The decoded state lives in a :class:`~detection.meter_state.MeterStateStore`, and only there: the
+table's writes go to the changelog, not into its local store (:mod:`stream_processors.changelog_batch`),
+so the table holds a feeder's records only after changelog recovery put them there (a start, or a
+rebalance handing a partition over). Loading takes them out of it (``table.pop``) and (re)loads the
+feeder from them. A worker that loses a partition drops its feeders' decoded state (:meth:`FeederState.drop`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ class FeederState:
         self._member_sets: dict[str, set[str]] = {}
         self._rows: dict[str, np.ndarray] = {}
         """feeder -> store rows of ``members[feeder]``, for persisting without lookups."""
-        self._written: dict[str, bytes] = {}
         self.incidents: Any = None
         """Kept with the feeder's state when set: ``export_feeder(feeder) -> list`` and
         ``import_feeder(feeder, list)`` (:class:`stream_processors.incidents.StreamIncidents`)."""
@@ -79,12 +79,12 @@ class FeederState:
         """feeder -> (member count, the members as JSON), for the record headers."""
 
     def load(self, feeder: str) -> dict[str, Any] | None:
-        """Load the feeder from the table if the table holds state this worker did not write;
-        returns that state's header (with ``persisted_at``, epoch ms) when it did."""
+        """Load the feeder from the records recovered into the table, if it holds any, and take them
+        out of it; returns the loaded state's header (with ``persisted_at``, epoch ms) when it did."""
         if self.table is None:
             return None
-        blob = self.table.get(f"{feeder}|fast".encode())
-        if blob is None or blob is self._written.get(feeder):
+        blob = self.table.pop(f"{feeder}|fast".encode(), None)
+        if blob is None:
             return None
         header, fast = decode_state(blob)
         meters: list[str] = header["meters"]
@@ -94,7 +94,7 @@ class FeederState:
         for kind, name, slots in (("h", "how", HOW_SLOTS), ("d", "hod", HOD_SLOTS)):
             target = arrays[name]
             for slot in range(slots):
-                slot_blob = self.table.get(f"{feeder}|{kind}{slot}".encode())
+                slot_blob = self.table.pop(f"{feeder}|{kind}{slot}".encode(), None)
                 if slot_blob is not None:
                     values = decode_state(slot_blob)[1]["v"]
                     target[: len(values), slot] = values[: len(meters)]
@@ -107,10 +107,22 @@ class FeederState:
         self.members[feeder] = list(meters)
         self._member_sets[feeder] = set(meters)
         self._rows.pop(feeder, None)
-        self._written[feeder] = blob
         # slots the record carried without slot records: this worker's next records must carry them too
         self._carried[feeder] = (set(header.get("h_slots", [])), set(header.get("d_slots", [])))
         return header
+
+    def drop(self, feeders: list[str]) -> None:
+        """Forget the feeders' state (a partition this worker lost): their meters' rows go back to the
+        store, and their open incidents are forgotten. Whoever owns them now has it all in the changelog."""
+        for feeder in feeders:
+            meters = self.members.pop(feeder, [])
+            self.store.release(meters)
+            self._member_sets.pop(feeder, None)
+            self._rows.pop(feeder, None)
+            self._carried.pop(feeder, None)
+            self._meters_text.pop(feeder, None)
+            if self.incidents is not None:
+                self.incidents.import_feeder(feeder, [])
 
     def join(self, meter_ids: list[str], feeder_ids: list[str]) -> None:
         """Make each meter a member of its feeder's persisted state (a meter's first reading)."""
@@ -186,7 +198,6 @@ class FeederState:
         how_prefix = _slot_prefix(store.how.dtype, (n, store.how.shape[2]))
         hod_prefix = _slot_prefix(store.hod.dtype, (n, store.hod.shape[2]))
         tail = f'"{_FORMAT_KEY}": {STATE_FORMAT}, "{_LAYOUT_KEY}": {layout}}}'
-        written = self._written
         for i, feeder in enumerate(feeders):
             how_list, hod_list = how[i].tolist(), hod[i].tolist()
             incidents = "" if self.incidents is None else \
@@ -195,7 +206,6 @@ class FeederState:
                     f'"h_slots": {how_list}, "d_slots": {hod_list}, {incidents}{tail}').encode()
             blob = len(head).to_bytes(4, "big") + head + body[i].tobytes()
             table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
-            written[feeder] = blob
             if not slot_records:
                 continue
             for j, slot in enumerate(how_list):

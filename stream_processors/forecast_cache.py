@@ -88,11 +88,11 @@ class ForecastCache:
         self._records.setdefault(fc["feeder_id"], {})[fc["meter_id"]] = value
 
     def load_feeder(self, feeder: str) -> None:
-        """Take a feeder's forecasts from the table (after recovery or a rebalance); newer ones in
-        memory are kept."""
+        """Take a feeder's forecasts out of the table (recovered there after a start or a rebalance);
+        newer ones in memory are kept."""
         if self.table is None:
             return
-        blob = self.table.get(_table_key(feeder))
+        blob = self.table.pop(_table_key(feeder), None)
         if blob is None:
             return
         for meter, hex_value in json.loads(blob).items():
@@ -103,6 +103,16 @@ class ForecastCache:
                 except SerdeError:
                     continue
                 self._keep(fc, value)
+
+    def feeders(self) -> list[str]:
+        """Feeders with forecasts kept."""
+        return list(self._records)
+
+    def drop_feeders(self, feeders: list[str]) -> None:
+        """Forget the feeders' forecasts (a partition this worker lost)."""
+        for feeder in feeders:
+            for meter in self._records.pop(feeder, {}):
+                self.by_meter.pop(meter, None)
 
     def columns(self, meters: list[str], ts: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None,
                                                                    np.ndarray | None]:

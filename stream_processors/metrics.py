@@ -46,7 +46,7 @@ EVENT_TIME_LAG = Histogram(
 MODEL_INFO = Info("wattsup_stream_model", "Detector model in use.")
 MODEL_RELOADS = Counter("wattsup_stream_model_reloads_total", "Hot reloads of a newer detector version.")
 METERS_TRACKED = Gauge("wattsup_stream_meters_tracked", "Meters with state in this worker.")
-FEEDERS_TRACKED = Gauge("wattsup_stream_feeders_tracked", "Feeders with state in this worker (table size).")
+FEEDERS_TRACKED = Gauge("wattsup_stream_feeders_tracked", "Feeders with state in this worker.")
 FORECASTS_TRACKED = Gauge("wattsup_stream_forecasts_tracked", "Meters with a current forecast in this worker.")
 PARTITION_RESEEKS = Counter(
     "wattsup_stream_partition_reseeks_total",

@@ -113,6 +113,22 @@ class StreamScorer:
     def forecasts_tracked(self) -> int:
         return len(self.forecasts)
 
+    @property
+    def feeders_tracked(self) -> int:
+        return len(self.feeders.members)
+
+    def keep_only(self, owns: Callable[[str], bool]) -> list[str]:
+        """Forget every feeder ``owns`` rejects (its partition went to another worker in a rebalance):
+        its meters' state, forecasts, incidents and take-over notes. Returns the feeders forgotten.
+        Should the partition come back, changelog recovery brings their state back with it."""
+        lost = [f for f in dict.fromkeys([*self.feeders.members, *self.forecasts.feeders()]) if not owns(f)]
+        self.feeders.drop(lost)
+        self.forecasts.drop_feeders(lost)
+        for feeder in lost:
+            self._already_emitted.pop(feeder, None)
+            self._pending_take_over.pop(feeder, None)
+        return lost
+
     def accept_forecasts(self, values: list[bytes]) -> None:
         self.forecasts.accept(values)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from detection.features import FeatureExtractor
-from detection.meter_state import SEEN, MeterStateStore, Scalar
+from detection.meter_state import NO_TIME, SEEN, MeterStateStore, Scalar
 from foundation.timeutil import HOUR_MS
 from tests.detection.hand_made import T0, batch, daily_pattern, run
 
@@ -75,3 +75,17 @@ def test_a_burst_of_late_readings_never_makes_the_newest_reading_count_twice():
     again = ex.transform(batch(["m"], on_time[-1:], [1.0], [600]))
     assert again.duplicate.all()
     assert ex.store.scalars[0, Scalar.READINGS] == applied
+
+
+def test_a_released_meters_row_is_cleared_and_given_to_the_next_new_meter():
+    store = MeterStateStore(capacity=2)
+    rows = store.rows_for(["a", "b", "c"])
+    store.scalars[rows, Scalar.MEAN] = [1.0, 2.0, 3.0]
+    store.seen[rows, 0] = 7
+    store.release(["b", "unknown"])
+    assert len(store) == 2 and "b" not in store.index
+    new = store.rows_for(["d"])[0]
+    assert new == rows[1]  # b's row, before any row past the used ones
+    assert store.scalars[new, Scalar.MEAN] == 0.0 and store.seen[new, 0] == NO_TIME
+    assert store.scalars[store.rows_for(["a", "c"]), Scalar.MEAN].tolist() == [1.0, 3.0]  # the rest untouched
+    assert store.rows_for(["b"])[0] == 3  # b again is a new meter, past the used rows

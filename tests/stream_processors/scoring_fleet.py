@@ -13,6 +13,30 @@ from schemas.serde import METER_READING_BATCH, SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
 
 
+class WorkerTable:
+    """A worker's view of a changelog-backed table, as :class:`~stream_processors.changelog_batch.BatchedTable`
+    gives it: writes go to ``changelog`` (a dict of the newest record per key), and the table holds only what
+    recovery put in it (with ``recover``, everything in ``changelog`` then), until the worker takes it."""
+
+    def __init__(self, changelog: dict[bytes, bytes], *, recover: bool = False) -> None:
+        self.changelog = changelog
+        self.local = dict(changelog) if recover else {}
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.changelog[key] = value
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        return self.local.get(key, default)
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        return self.local.pop(key, default)
+
+
+def fresh_tables() -> tuple[WorkerTable, WorkerTable]:
+    """A new worker's state and forecast tables over empty changelogs."""
+    return WorkerTable({}), WorkerTable({})
+
+
 def model_and_messages(model_dir: Path) -> tuple[Path, SingleObjectSerde, list[bytes]]:
     """A model (60 meters x 10 days, seed 5) saved in ``model_dir``, and 120 other meters' 6 days
     (seed 6, 40 per feeder) encoded as head-end batches."""

@@ -142,7 +142,7 @@ def changelog_meter_state(kafka, app_id: str) -> dict[str, dict[str, np.ndarray]
             latest[message.key()] = message.value()
     recovered = FeederState(MeterStateStore())
     recovered.table = latest
-    for key in latest:
+    for key in list(latest):  # loading takes a feeder's records out of the table
         if key.endswith(b"|fast"):
             recovered.load(key.decode().split("|")[0])
     return reference_meter_state(recovered.store)
@@ -150,9 +150,9 @@ def changelog_meter_state(kafka, app_id: str) -> dict[str, dict[str, np.ndarray]
 
 def reference_meter_state(store: MeterStateStore) -> dict[str, dict[str, np.ndarray]]:
     """Every meter's state in a store (e.g. an uninterrupted engine's), by meter."""
-    rows = store.rows_for(store.meter_ids)
-    arrays = store.export_rows(rows)
-    return {meter: {name: values[i] for name, values in arrays.items()} for i, meter in enumerate(store.meter_ids)}
+    meters = list(store.index)
+    arrays = store.export_rows(store.rows_for(meters))
+    return {meter: {name: values[i] for name, values in arrays.items()} for i, meter in enumerate(meters)}
 
 
 def wait_for_stable_group(kafka, group: str, members: int, timeout: float = 120.0) -> None:

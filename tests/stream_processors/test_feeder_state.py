@@ -60,10 +60,39 @@ def test_only_the_touched_slots_are_written():
     assert written_hod == touched["F1"][1]
 
 
-def test_what_this_worker_wrote_itself_is_not_loaded_again():
-    state, _, _ = fed_state()
-    assert state.load("F1") is None
-    assert state.load("F9") is None  # nothing in the table for this feeder
+def test_loading_takes_the_feeders_records_out_of_the_table_so_the_decoded_state_is_the_only_copy():
+    _, table, _ = fed_state()
+    recovered = dict(table)  # what changelog recovery put in a worker's table
+    worker = FeederState(MeterStateStore())
+    worker.table = recovered
+    assert worker.load("F1") is not None
+    assert recovered == {}  # the fast record and every slot record taken
+    assert worker.load("F1") is None
+    assert worker.load("F9") is None  # nothing in the table for this feeder
+
+
+def test_a_dropped_feeder_is_forgotten_and_its_rows_go_to_new_meters():
+    state, table, _ = fed_state(meters=("M1", "M2"))
+    state.incidents = RecordingIncidents()
+    state.drop(["F1"])
+    assert state.members == {} and len(state.store) == 0
+    assert state.incidents.imported == [("F1", [])]  # its open incidents forgotten too
+    rows = state.store.rows_for(["M3"])  # a new meter takes a released row, cleared
+    assert rows[0] in (0, 1) and state.store.scalars[rows[0]].sum() == 0
+    worker = FeederState(MeterStateStore())  # whoever owns F1 now still loads all of it
+    worker.table = dict(table)
+    assert worker.load("F1")["meters"] == ["M1", "M2"]
+
+
+class RecordingIncidents:
+    def __init__(self) -> None:
+        self.imported: list[tuple[str, list]] = []
+
+    def import_feeder(self, feeder: str, states: list) -> None:
+        self.imported.append((feeder, states))
+
+    def export_feeder(self, feeder: str) -> list:
+        return []
 
 
 class DiesAfter(dict):

@@ -23,6 +23,7 @@ from schemas.serde import FORECAST, METER_READING_BATCH, SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
 from stream_processors.forecast_cache import ForecastCache, MeterForecast
 from stream_processors.scoring import StreamScorer
+from tests.stream_processors.scoring_fleet import fresh_tables
 
 
 def process(engine: StreamScorer, serde: SingleObjectSerde, frame: pd.DataFrame) -> list[dict]:
@@ -50,7 +51,7 @@ def test_forecaster_output_joins_every_later_reading_of_a_15_minute_meter(tmp_pa
 
     serde = SingleObjectSerde()
     engine = StreamScorer(tmp_path, serde)
-    engine.attach_tables({}, {})
+    engine.attach_tables(*fresh_tables())
     process(engine, serde, history)
 
     points = {}

@@ -89,13 +89,13 @@ class RecordingProducer:
         self.sent.append(list(records))
 
 
-def test_table_writes_are_local_at_once_and_reach_the_changelog_together_in_order_on_flush():
+def test_table_writes_reach_only_the_changelog_together_in_order_on_flush():
     table, producer = FakeTable(), RecordingProducer()
     batched = BatchedTable(table, producer)  # type: ignore[arg-type]
     batched[b"F1|fast"] = b"a"
     batched[b"F2|fast"] = b"b"
     batched[b"F1|h3"] = b"c"
-    assert batched.get(b"F1|fast") == b"a" and table.data[b"F1|h3"] == b"c" and len(batched) == 3
+    assert table.data == {} and batched.get(b"F1|fast") is None and len(batched) == 0  # no local copy
     assert batched.pending == 3 and producer.sent == []
     asyncio.run(batched.flush())
     assert producer.sent == [[("app-feeder-state-changelog", b"F1|fast", b"a", 1),
@@ -103,6 +103,15 @@ def test_table_writes_are_local_at_once_and_reach_the_changelog_together_in_orde
                               ("app-feeder-state-changelog", b"F1|h3", b"c", 1)]]
     asyncio.run(batched.flush())  # nothing new: nothing sent
     assert batched.pending == 0 and len(producer.sent) == 1
+
+
+def test_recovered_records_are_served_until_taken():
+    table = FakeTable()
+    table.data.update({b"F1|fast": b"a", b"F1|h3": b"c"})  # what changelog recovery put there
+    batched = BatchedTable(table, RecordingProducer())  # type: ignore[arg-type]
+    assert b"F1|fast" in batched and batched.get(b"F1|h3") == b"c" and len(batched) == 2
+    assert batched.pop(b"F1|fast") == b"a" and batched.pop(b"F1|fast") is None
+    assert table.data == {b"F1|h3": b"c"} and batched.pending == 0  # taking writes nothing
 
 
 def test_the_feeder_clock_keeps_each_feeders_newest_reading_and_renders_it_as_a_gauge():

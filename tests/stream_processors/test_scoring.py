@@ -11,7 +11,7 @@ from readings.columns import ReadingColumns, decode_into
 from schemas.serde import FORECAST
 from simulation.fleet import FleetConfig, simulate_fleet
 from stream_processors.scoring import StreamScorer
-from tests.stream_processors.scoring_fleet import model_and_messages, run_in_batches
+from tests.stream_processors.scoring_fleet import WorkerTable, fresh_tables, model_and_messages, run_in_batches
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +32,16 @@ def test_a_worker_restored_from_the_tables_continues_identically(setup):
     cut = len(messages) * 2 // 3
 
     uninterrupted = StreamScorer(model_dir, serde)
-    uninterrupted.attach_tables({}, {})
+    uninterrupted.attach_tables(*fresh_tables())
     run(uninterrupted, serde, messages[:cut])
     expected = run(uninterrupted, serde, messages[cut:])
 
     first = StreamScorer(model_dir, serde)
     state, forecasts = {}, {}
-    first.attach_tables(state, forecasts)
+    first.attach_tables(WorkerTable(state), WorkerTable(forecasts))
     run(first, serde, messages[:cut])
     restored = StreamScorer(model_dir, serde)  # a new process: nothing in memory, only the changelog
-    restored.attach_tables(dict(state), dict(forecasts))
+    restored.attach_tables(WorkerTable(dict(state), recover=True), WorkerTable(dict(forecasts), recover=True))
     got = run(restored, serde, messages[cut:])
 
     assert expected, "the second part should contain anomalies"
@@ -54,10 +54,10 @@ def test_redelivered_messages_are_duplicates_after_restore(setup):
     model_dir, serde, messages = setup
     first = StreamScorer(model_dir, serde)
     state = {}
-    first.attach_tables(state, {})
+    first.attach_tables(WorkerTable(state), WorkerTable({}))
     run(first, serde, messages)
     restored = StreamScorer(model_dir, serde)
-    restored.attach_tables(dict(state), {})
+    restored.attach_tables(WorkerTable(dict(state), recover=True), WorkerTable({}))
     columns = ReadingColumns()
     for m in messages[-30:]:
         decode_into(columns, serde, m, "again")
@@ -65,11 +65,32 @@ def test_redelivered_messages_are_duplicates_after_restore(setup):
     assert result.duplicates == len(columns) and result.scored == 0 and result.anomalies == []
 
 
+def test_a_feeder_of_a_lost_partition_is_forgotten_and_continues_identically_when_it_comes_back(setup):
+    model_dir, serde, messages = setup
+    cut = len(messages) // 2
+    uninterrupted = StreamScorer(model_dir, serde)
+    uninterrupted.attach_tables(*fresh_tables())
+    run(uninterrupted, serde, messages[:cut])
+    expected = run(uninterrupted, serde, messages[cut:])
+
+    state, forecasts = {}, {}
+    worker = StreamScorer(model_dir, serde)
+    worker.attach_tables(WorkerTable(state), WorkerTable(forecasts))
+    run(worker, serde, messages[:cut])
+    assert worker.keep_only(lambda feeder: feeder != "F0002") == ["F0002"]  # its partition went elsewhere
+    assert worker.meters_tracked == 80 and worker.feeders_tracked == 2
+    assert worker.keep_only(lambda feeder: feeder != "F0002") == []
+    # the partition comes back: recovery puts the feeder's records from the changelog in the table
+    worker.feeders.table.local.update({k: v for k, v in state.items() if k.startswith(b"F0002|")})
+    assert strip_times(run(worker, serde, messages[cut:])) == strip_times(expected)
+    assert worker.meters_tracked == 120
+
+
 def test_forecasts_join_readings_and_survive_restore(setup):
     model_dir, serde, messages = setup
     engine = StreamScorer(model_dir, serde)
     state, forecasts = {}, {}
-    engine.attach_tables(state, forecasts)
+    engine.attach_tables(WorkerTable(state), WorkerTable(forecasts))
     run(engine, serde, messages)
     columns = ReadingColumns()
     decode_into(columns, serde, messages[-1], "probe")
@@ -81,7 +102,7 @@ def test_forecasts_join_readings_and_survive_restore(setup):
                                        "model_version": "test", "interval_seconds": 3600, "horizon": horizon})
     engine.accept_forecasts([forecast])
     restored = StreamScorer(model_dir, serde)
-    restored.attach_tables(dict(state), dict(forecasts))
+    restored.attach_tables(WorkerTable(dict(state), recover=True), WorkerTable(dict(forecasts), recover=True))
     batch = ReadingColumns()
     batch.add({"meter_id": meter, "feeder_id": feeder, "timestamp": last_ts + 3_600_000, "energy_kwh": 9.0,
                "interval_seconds": 3600})
@@ -110,7 +131,7 @@ def test_a_newer_model_is_swapped_in_between_batches_and_counted(setup, tmp_path
     local = tmp_path / "models"
     shutil.copytree(model_dir, local)
     scorer = StreamScorer(local, serde)
-    scorer.attach_tables({}, {})
+    scorer.attach_tables(*fresh_tables())
     before, reloads_before = scorer.model_version, reloads()
     assert scorer.maybe_reload_model() is False  # nothing newer
     run(scorer, serde, messages[:40])
@@ -126,7 +147,7 @@ def test_a_newer_model_is_swapped_in_between_batches_and_counted(setup, tmp_path
 def test_without_any_model_every_meter_is_scored_by_rules(tmp_path, setup):
     _, serde, messages = setup
     engine = StreamScorer(tmp_path / "empty", serde)
-    engine.attach_tables({}, {})
+    engine.attach_tables(*fresh_tables())
     anomalies = run(engine, serde, messages)
     assert engine.model_version == "baseline-rules"
     assert anomalies and {a["model_version"] for a in anomalies} == {"baseline-rules"}
@@ -138,7 +159,7 @@ def test_a_successor_does_not_repeat_anomalies_emitted_before_the_state_was_save
     cut = len(messages) // 2
     first = StreamScorer(model_dir, serde)
     state = {}
-    first.attach_tables(state, {})
+    first.attach_tables(WorkerTable(state), WorkerTable({}))
     run(first, serde, messages[:cut])
     saved = dict(state)  # the last state that reached the changelog
     emitted_after_save = run(first, serde, messages[cut:])  # processed, anomalies out, then the crash
@@ -151,14 +172,14 @@ def test_a_successor_does_not_repeat_anomalies_emitted_before_the_state_was_save
         return {(m, t) for m, t in on_topic if m in first.feeders.members[feeder]}
 
     successor = StreamScorer(model_dir, serde, emitted_since=emitted_since)
-    successor.attach_tables(dict(saved), {})
+    successor.attach_tables(WorkerTable(dict(saved), recover=True), WorkerTable({}))
     again = run(successor, serde, messages[cut:])  # the same readings, delivered again
     assert again == []
     assert asked and all(since > 0 for _, since in asked)
 
     # Without the read-back, the same replay would have repeated every one of them.
     forgetful = StreamScorer(model_dir, serde)
-    forgetful.attach_tables(dict(saved), {})
+    forgetful.attach_tables(WorkerTable(dict(saved), recover=True), WorkerTable({}))
     assert {(a["meter_id"], a["timestamp"]) for a in run(forgetful, serde, messages[cut:])} == on_topic
 
 
@@ -184,7 +205,7 @@ def test_late_and_stale_readings_are_counted_with_an_example(setup):
     old state) must show in the worker's numbers, not fall silent."""
     model_dir, serde, messages = setup
     scorer = StreamScorer(model_dir, serde)
-    scorer.attach_tables({}, {})
+    scorer.attach_tables(*fresh_tables())
     run(scorer, serde, messages)
     columns = ReadingColumns()
     decode_into(columns, serde, messages[-1], "last")

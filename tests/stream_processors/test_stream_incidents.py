@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from detection.feedback import SUPPRESSED_IN_SCOPE, FeedbackMark
 from stream_processors.incidents import StreamIncidents
 from stream_processors.scoring import StreamScorer
-from tests.stream_processors.scoring_fleet import model_and_messages, run_in_batches
+from tests.stream_processors.scoring_fleet import WorkerTable, fresh_tables, model_and_messages, run_in_batches
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def latest(records: list[dict]) -> dict[str, dict]:
 def test_every_anomaly_that_stands_belongs_to_one_incident(setup):
     model_dir, serde, messages = setup
     scorer = StreamScorer(model_dir, serde)
-    scorer.attach_tables({}, {})
+    scorer.attach_tables(*fresh_tables())
     anomalies, records = run(scorer, serde, messages)
     final = latest(records)
     assert anomalies and final
@@ -50,7 +50,7 @@ def test_every_anomaly_that_stands_belongs_to_one_incident(setup):
 def cut_inside_an_incident(model_dir, serde, messages, batch: int = 40) -> int:
     """The first batch boundary past a third of the messages where some incident is open."""
     scorer = StreamScorer(model_dir, serde)
-    scorer.attach_tables({}, {})
+    scorer.attach_tables(*fresh_tables())
     for s in range(0, len(messages), batch):
         if s >= len(messages) // 3 and scorer.incidents.open_count:
             return s
@@ -62,18 +62,18 @@ def test_a_restored_worker_continues_the_same_incidents(setup):
     model_dir, serde, messages = setup
     cut = cut_inside_an_incident(model_dir, serde, messages)
     uninterrupted = StreamScorer(model_dir, serde)
-    uninterrupted.attach_tables({}, {})
+    uninterrupted.attach_tables(*fresh_tables())
     run(uninterrupted, serde, messages[:cut])
     _, after = run(uninterrupted, serde, messages[cut:])
 
     first = StreamScorer(model_dir, serde)
     state: dict = {}
-    first.attach_tables(state, {})
+    first.attach_tables(WorkerTable(state), WorkerTable({}))
     run(first, serde, messages[:cut])
     open_at_cut = {i.incident_id for i in first.incidents.tracker.open_incidents()}
     assert open_at_cut, "the cut should fall inside some incident"
     restored = StreamScorer(model_dir, serde)
-    restored.attach_tables(dict(state), {})
+    restored.attach_tables(WorkerTable(dict(state), recover=True), WorkerTable({}))
     _, got = run(restored, serde, messages[cut:])
     assert got == after
     continued = {r["incident_id"] for r in got if r["event"] != "opened"}
@@ -85,7 +85,7 @@ def test_a_successor_does_not_repeat_incident_records_emitted_before_the_state_w
     cut = cut_inside_an_incident(model_dir, serde, messages)
     first = StreamScorer(model_dir, serde)
     state: dict = {}
-    first.attach_tables(state, {})
+    first.attach_tables(WorkerTable(state), WorkerTable({}))
     _, before = run(first, serde, messages[:cut])
     saved = dict(state)
     _, emitted_after_save = run(first, serde, messages[cut:cut + 40])  # out, then the crash
@@ -99,7 +99,7 @@ def test_a_successor_does_not_repeat_incident_records_emitted_before_the_state_w
                 if any(r["incident_id"] == i and r["feeder_id"] == feeder for r in emitted_after_save)}
 
     successor = StreamScorer(model_dir, serde, incidents=StreamIncidents(incidents_since))
-    successor.attach_tables(dict(saved), {})
+    successor.attach_tables(WorkerTable(dict(saved), recover=True), WorkerTable({}))
     _, again = run(successor, serde, messages[cut:], batch=25)  # delivered again, cut differently
     topic = before + emitted_after_save + again
     for incident in {r["incident_id"] for r in topic}:
@@ -109,7 +109,7 @@ def test_a_successor_does_not_repeat_incident_records_emitted_before_the_state_w
         assert revisions == sorted(set(revisions)), revisions  # never twice, never backwards
 
     uninterrupted = StreamScorer(model_dir, serde)
-    uninterrupted.attach_tables({}, {})
+    uninterrupted.attach_tables(*fresh_tables())
     _, whole = run(uninterrupted, serde, messages)
     assert {k: (v["revision"], v["status"]) for k, v in latest(topic).items()} == \
         {k: (v["revision"], v["status"]) for k, v in latest(whole).items()}
@@ -118,7 +118,7 @@ def test_a_successor_does_not_repeat_incident_records_emitted_before_the_state_w
 def test_a_false_alarm_mark_suppresses_the_kind_on_the_meter_live_and_counts_it(setup):
     model_dir, serde, messages = setup
     scorer = StreamScorer(model_dir, serde)
-    scorer.attach_tables({}, {})
+    scorer.attach_tables(*fresh_tables())
     cut = len(messages) // 3
     anomalies, records = run(scorer, serde, messages[:cut])
     target = next(r for r in records if r["event"] == "opened")

@@ -181,3 +181,33 @@ def test_two_workers_one_killed_the_other_takes_over(kafka, stream_workers, trai
     wait_for_zero_lag(kafka, app_id, topics.readings, a, timeout=240)
     a.stop()
     assert_same_as_uninterrupted(kafka, app_id, topics, uninterrupted_run(trained_model_dir, sends))
+
+
+def test_a_worker_forgets_the_partitions_a_joining_worker_takes_and_the_joiner_continues_exactly(
+        kafka, stream_workers, trained_model_dir, fleet):
+    topics = kafka.fresh_topics(partitions=4)
+    app_id = f"join-{os.urandom(3).hex()}"
+    first, rest = in_parts(fleet, 2)
+    meters = fleet["meter_id"].nunique()
+    a = stream_workers.start(topics, trained_model_dir, app_id=app_id, name="a")
+    wait_for_stable_group(kafka, app_id, members=1)
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(first, batch_by_feeder=True)
+    wait_for_zero_lag(kafka, app_id, topics.readings, a)
+    wait_until(lambda: a.metric("wattsup_stream_meters_tracked") == meters, 30, "a tracking every meter")
+
+    b = stream_workers.start(topics, trained_model_dir, app_id=app_id, name="b")
+    wait_for_stable_group(kafka, app_id, members=2)
+    with ReadingProducer(kafka.connection, topics) as producer:
+        producer.send_frame(rest, batch_by_feeder=True)
+    wait_for_zero_lag(kafka, app_id, topics.readings, a, timeout=240)
+
+    def tracked() -> tuple[float, float]:
+        return a.metric("wattsup_stream_meters_tracked"), b.metric("wattsup_stream_meters_tracked")
+
+    # each meter's state in exactly one worker: a dropped what b took over from the changelog
+    wait_until(lambda: sum(tracked()) == meters and 0 < tracked()[0] < meters, 30,
+               "each meter tracked by exactly one of the two workers")
+    a.stop()
+    b.stop()
+    assert_same_as_uninterrupted(kafka, app_id, topics, uninterrupted_run(trained_model_dir, [first, rest]))

@@ -25,6 +25,7 @@ from schemas.reading_encoder import delivery_slots, epoch_ms
 from schemas.serde import SingleObjectSerde
 from simulation.fleet import FleetConfig, iter_fleet_blocks
 from stream_processors.scoring import StreamScorer
+from tests.stream_processors.scoring_fleet import fresh_tables
 from tests.stream_processors.stream_checks import read_topic
 from tests.waiting import wait_until
 from tests.wattsup.demo_harness import RunningDemo, demo_environment
@@ -62,7 +63,7 @@ def _uninterrupted(model_dir: Path, messages: list) -> set[tuple[str, int, str]]
     (each partition in offset order; a reading sent again is a duplicate to it as to the worker)."""
     serde = SingleObjectSerde()
     engine = StreamScorer(model_dir, serde)
-    engine.attach_tables({}, {})
+    engine.attach_tables(*fresh_tables())
     found: set[tuple[str, int, str]] = set()
     ordered = sorted(messages, key=lambda m: (m.partition(), m.offset()))
     for start in range(0, len(ordered), 50):
