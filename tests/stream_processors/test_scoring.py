@@ -11,7 +11,12 @@ from readings.columns import ReadingColumns, decode_into
 from schemas.serde import FORECAST
 from simulation.fleet import FleetConfig, simulate_fleet
 from stream_processors.scoring import StreamScorer
-from tests.stream_processors.scoring_fleet import WorkerTable, fresh_tables, model_and_messages, run_in_batches
+from tests.stream_processors.scoring_fleet import (
+    WorkerTable,
+    fresh_tables,
+    model_and_messages,
+    run_in_batches,
+)
 
 
 @pytest.fixture(scope="module")

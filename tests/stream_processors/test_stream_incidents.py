@@ -11,7 +11,12 @@ from prometheus_client import REGISTRY
 from detection.feedback import SUPPRESSED_IN_SCOPE, FeedbackMark
 from stream_processors.incidents import StreamIncidents
 from stream_processors.scoring import StreamScorer
-from tests.stream_processors.scoring_fleet import WorkerTable, fresh_tables, model_and_messages, run_in_batches
+from tests.stream_processors.scoring_fleet import (
+    WorkerTable,
+    fresh_tables,
+    model_and_messages,
+    run_in_batches,
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from foundation.kafka_settings import KafkaConnection, TopicNames
 import wattsup.demo
+from foundation.kafka_settings import KafkaConnection, TopicNames
 from readings.columns import ReadingColumns, decode_into
 from readings.history import read_readings, resume_point_ms
 from schemas.reading_encoder import delivery_slots, epoch_ms
