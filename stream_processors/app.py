@@ -157,11 +157,13 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     forecasts = app.topic(topics.forecasts, key_type=bytes, value_type=bytes, partitions=topics.partitions)
 
     feeder_state = app.tables.add(FeederKeyedTable(
-        app, name="feeder-state", default=None, store=RECOVERY_STORE, partitions=topics.partitions, key_type=bytes, value_type=bytes,
+        app, name="feeder-state", default=None, store=RECOVERY_STORE, partitions=topics.partitions,
+        key_type=bytes, value_type=bytes,
         help="Per-feeder detector state: each meter's baselines, recent readings and last reading.",
     ))
     feeder_forecasts = app.tables.add(FeederKeyedTable(
-        app, name="feeder-forecasts", default=None, store=RECOVERY_STORE, partitions=topics.partitions, key_type=bytes, value_type=bytes,
+        app, name="feeder-forecasts", default=None, store=RECOVERY_STORE, partitions=topics.partitions,
+        key_type=bytes, value_type=bytes,
         help="Latest forecast of each meter of a feeder.",
     ))
     state_table = BatchedTable(feeder_state, publisher.producer)
