@@ -15,18 +15,26 @@ workers in one consumer group, and prints:
   recovered its partitions' state from the changelog by then), and that no reading was scored twice:
   every redelivered reading is recognised as a duplicate, and no anomaly is on the topic twice.
 
+Then two ``wattsup forecast schedule`` instances in one forecaster group forecast ``--forecast-meters``
+meters with ``--forecast-days`` of 15-minute history (sent to the same readings topic, which the
+stream workers score too), and it prints each instance's first run over its share once the group has
+settled (some partitions, none handed over during the run): meters, Prophet fits and fallbacks,
+seconds and fits/s, and whether the two shares add up to the forecast fleet.
+
 A million meters do not fit this 2-core machine beside the brokers; the default (100,000 meters, a
 tenth) and the factor to a million are printed, and the README's capacity section does the arithmetic.
-The forecaster's scale-out is measured by ``bench/forecast_throughput.py`` (fits/s per instance) and its
-group test, not here: fitting this fleet takes hours on two cores.
+Fitting all of them takes hours on two cores, so the forecasters get a few hundred meters of their
+own; fits/s per instance is what scales.
 
-    .venv/bin/python bench/fleet_scale.py [--meters 100000] [--intervals 16] [--workers 2]
+    .venv/bin/python bench/fleet_scale.py [--meters 100000] [--intervals 16] [--workers 2] [--forecast-meters 400]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
 import shutil
 import signal
 import subprocess
@@ -168,6 +176,72 @@ def anomaly_keys_twice(connection: KafkaConnection, topic: str) -> tuple[int, in
     return total, twice
 
 
+FORECAST_GROUP = "scale-forecasters"
+RUN_SUMMARY = re.compile(r"partitions=(\S+) meters=(\d+) prophet=(\d+) fallbacks=(\d+) .*handed_over=(\d+) "
+                         r"seconds=([\d.]+) fits_per_second=([\d.]+)")
+
+
+def start_forecaster(cluster: LocalKafkaCluster, topics: TopicNames, work: Path, name: str,
+                     meters: list[str]) -> subprocess.Popen:
+    """A ``wattsup forecast schedule`` instance of the bench's forecaster group forecasting ``meters`` (not
+    the stream fleet, whose 4 hours are too short to fit), running every 5 s."""
+    env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+           **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
+           "WATTSUP_FORECAST_GROUP_ID": FORECAST_GROUP, "WATTSUP_FORECAST_DATA_DIR": str(work / "forecaster"),
+           "WATTSUP_FORECAST_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "wattsup.cli", "forecast", "schedule", "--every", "5s", "--history", "7d",
+         "--horizon", "24h", "--workers", "1", "--meters", ",".join(meters)],
+        env=env, stdout=open(work / f"forecaster-{name}.log", "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+
+
+def shared_runs(log: Path, partitions: int) -> list[tuple[str, int, int, int, float, float]]:
+    """(partitions, meters, Prophet fits, fallbacks, seconds, fits/s) of each run in a forecaster's log that
+    forecast a share of the fleet once the group had settled: some meters, not every partition, none
+    handed over to another instance during the run (nor the run stopped)."""
+    runs = []
+    for line in log.read_text().splitlines():
+        for share, m, p, f, handed, s, r in RUN_SUMMARY.findall(line):
+            if "stopped before the end" not in line and int(m) and not int(handed) and share != f"0-{partitions - 1}":
+                runs.append((share, int(m), int(p), int(f), float(s), float(r)))
+    return runs
+
+
+def forecast_fleet(meters: int, days: int, end: pd.Timestamp) -> pd.DataFrame:
+    """``meters`` meters of their own (ids ``FC…``, feeders ``FCF…``) with ``days`` of 15-minute readings
+    ending before ``end`` (the stream fleet's first interval): old readings of new meters for the workers."""
+    frame = simulate_fleet(FleetConfig(meters=meters, days=days, seed=13, missing_rate=0.0, late_rate=0.0,
+                                       meters_per_feeder=20)).readings
+    frame = frame.assign(meter_id="FC" + frame["meter_id"], feeder_id="FCF" + frame["feeder_id"])
+    return frame.assign(timestamp=frame["timestamp"] - (frame["timestamp"].max() - end) - pd.Timedelta(minutes=15))
+
+
+def measure_forecasters(cluster: LocalKafkaCluster, connection: KafkaConnection, topics: TopicNames, work: Path,
+                        fleet: pd.DataFrame, instances: int = 2) -> list[tuple[str, int, int, int, float, float]]:
+    """Each instance's first run over its share of ``fleet`` (sent first), the instances in one group."""
+    with ReadingProducer(connection, topics) as producer:
+        producer.send_frame(fleet, batch_by_feeder=True)
+    meters = sorted(fleet["meter_id"].unique())
+    procs = [start_forecaster(cluster, topics, work, str(i), meters) for i in range(instances)]
+    logs = [work / f"forecaster-{i}.log" for i in range(instances)]
+    try:
+        share = topics.partitions
+        wait_for("a run of every forecaster over its share", lambda: all(shared_runs(log, share) for log in logs)
+                 or any(p.poll() is not None for p in procs), timeout=3600)
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"a forecaster stopped: {logs[0].read_text()[-2000:]}")
+        return [shared_runs(log, share)[0] for log in logs]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=100_000)
@@ -175,6 +249,9 @@ def main() -> None:
     parser.add_argument("--meters-per-feeder", type=int, default=200)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--forecast-meters", type=int, default=400, help="Meters the two forecasters share (0: none).")
+    parser.add_argument("--forecast-days", type=int, default=7,
+                        help="Days of 15-minute history they fit on (the topic keeps 7).")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="wattsup-scale-"))
@@ -255,6 +332,9 @@ def main() -> None:
             metric(p, "wattsup_stream_duplicate_readings_total") for p in survivors[:-1])
         probe.consumer.close()
         anomalies, twice = anomaly_keys_twice(connection, topics.anomalies)
+        forecasts = (measure_forecasters(cluster, connection, topics, work,
+                                         forecast_fleet(args.forecast_meters, args.forecast_days, stamps[0]))
+                     if args.forecast_meters else [])
 
         scale = MILLION / args.meters
         print()
@@ -278,6 +358,13 @@ def main() -> None:
               f"{', '.join(f'{r:.1f}' for r in restores) or 'none logged':>12} s")
         print(f"{'readings redelivered after the kill, recognised as seen':<58}{duplicates:>12,.0f}")
         print(f"{'anomalies on the topic, of which twice':<58}{anomalies:>12,}  ({twice} twice)")
+        for i, (share, meters, prophet, fallbacks, run_seconds, rate) in enumerate(forecasts):
+            print(f"{f'forecaster {i}: fits/s over its share (Prophet / fallbacks)':<58}{rate:>12.1f}  "
+                  f"(partitions {share}: {meters} meters, {prophet} / {fallbacks}, {run_seconds:.1f} s)")
+        if forecasts:
+            shared = sum(f[0] for f in forecasts)
+            print(f"{'  meters the two runs forecast, of the forecast fleet':<58}{shared:>12,} of "
+                  f"{args.forecast_meters:,}{'' if shared == args.forecast_meters else '  (DO NOT ADD UP)'}")
         print(f"run directory {work} (logs kept)" if os.environ.get("KEEP") else "")
     finally:
         for w in workers.values():

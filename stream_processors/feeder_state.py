@@ -200,8 +200,9 @@ class FeederState:
         tail = f'"{_FORMAT_KEY}": {STATE_FORMAT}, "{_LAYOUT_KEY}": {layout}}}'
         for i, feeder in enumerate(feeders):
             how_list, hod_list = how[i].tolist(), hod[i].tolist()
-            incidents = "" if self.incidents is None else \
-                f'"incidents": {json.dumps(self.incidents.export_feeder(feeder))}, '
+            open_incidents = self.incidents.export_feeder(feeder) if self.incidents is not None else None
+            # most feeders have none open: no key then, which loading reads as none
+            incidents = f'"incidents": {json.dumps(open_incidents)}, ' if open_incidents else ""
             head = (f'{{"meters": {self._meters_json(feeder)}, "persisted_at": {persisted_at}, '
                     f'"h_slots": {how_list}, "d_slots": {hod_list}, {incidents}{tail}').encode()
             blob = len(head).to_bytes(4, "big") + head + body[i].tobytes()
