@@ -362,7 +362,7 @@ def main() -> None:
             print(f"{f'forecaster {i}: fits/s over its share (Prophet / fallbacks)':<58}{rate:>12.1f}  "
                   f"(partitions {share}: {meters} meters, {prophet} / {fallbacks}, {run_seconds:.1f} s)")
         if forecasts:
-            shared = sum(f[0] for f in forecasts)
+            shared = sum(f[1] for f in forecasts)
             print(f"{'  meters the two runs forecast, of the forecast fleet':<58}{shared:>12,} of "
                   f"{args.forecast_meters:,}{'' if shared == args.forecast_meters else '  (DO NOT ADD UP)'}")
         print(f"run directory {work} (logs kept)" if os.environ.get("KEEP") else "")
