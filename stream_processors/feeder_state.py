@@ -32,12 +32,18 @@ table's writes go to the changelog, not into its local store (:mod:`stream_proce
 so the table holds a feeder's records only after changelog recovery put them there (a start, or a
 rebalance handing a partition over). Loading takes them out of it (``table.pop``) and (re)loads the
 feeder from them. A worker that loses a partition drops its feeders' decoded state (:meth:`FeederState.drop`).
+
+A rebalance that leaves a partition with the worker replays its changelog only from where the previous
+recovery stopped (Faust keeps that offset): the feeder's newest records, not every slot record, all of
+them the worker's own writes. Loading those would zero every slot not replayed, so a replayed ``fast``
+record equal to the last one the worker wrote (length and CRC-32) is taken and its replay discarded.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -76,6 +82,8 @@ class FeederState:
         """Kept with the feeder's state when set: ``export_feeder(feeder) -> list`` and
         ``import_feeder(feeder, list)`` (:class:`stream_processors.incidents.StreamIncidents`)."""
         self._meters_text: dict[str, tuple[int, str]] = {}
+        self._own_last: dict[str, tuple[int, int]] = {}
+        """feeder -> (length, CRC-32) of the last ``fast`` record this worker wrote: a replay of it is no news."""
         """feeder -> (member count, the members as JSON), for the record headers."""
 
     def load(self, feeder: str) -> dict[str, Any] | None:
@@ -86,6 +94,9 @@ class FeederState:
         blob = self.table.pop(f"{feeder}|fast".encode(), None)
         if blob is None:
             return None
+        slot_records = self._take_slot_records(feeder)
+        if self._own_last.get(feeder) == _fingerprint(blob):
+            return None  # a replay of this worker's own writes (see the module docstring): nothing new
         header, fast = decode_state(blob)
         meters: list[str] = header["meters"]
         arrays = {name: fast[name] for name in FAST_ARRAYS}
@@ -94,7 +105,7 @@ class FeederState:
         for kind, name, slots in (("h", "how", HOW_SLOTS), ("d", "hod", HOD_SLOTS)):
             target = arrays[name]
             for slot in range(slots):
-                slot_blob = self.table.pop(f"{feeder}|{kind}{slot}".encode(), None)
+                slot_blob = slot_records.get(f"{kind}{slot}")
                 if slot_blob is not None:
                     values = decode_state(slot_blob)[1]["v"]
                     target[: len(values), slot] = values[: len(meters)]
@@ -109,7 +120,18 @@ class FeederState:
         self._rows.pop(feeder, None)
         # slots the record carried without slot records: this worker's next records must carry them too
         self._carried[feeder] = (set(header.get("h_slots", [])), set(header.get("d_slots", [])))
+        self._own_last.pop(feeder, None)
         return header
+
+    def _take_slot_records(self, feeder: str) -> dict[str, bytes]:
+        """The feeder's slot records the table holds (by ``h<slot>`` / ``d<slot>``), taken out of it."""
+        taken = {}
+        for kind, slots in (("h", HOW_SLOTS), ("d", HOD_SLOTS)):
+            for slot in range(slots):
+                blob = self.table.pop(f"{feeder}|{kind}{slot}".encode(), None)
+                if blob is not None:
+                    taken[f"{kind}{slot}"] = blob
+        return taken
 
     def drop(self, feeders: list[str]) -> None:
         """Forget the feeders' state (a partition this worker lost): their meters' rows go back to the
@@ -121,6 +143,7 @@ class FeederState:
             self._rows.pop(feeder, None)
             self._carried.pop(feeder, None)
             self._meters_text.pop(feeder, None)
+            self._own_last.pop(feeder, None)
             if self.incidents is not None:
                 self.incidents.import_feeder(feeder, [])
 
@@ -198,6 +221,7 @@ class FeederState:
         how_prefix = _slot_prefix(store.how.dtype, (n, store.how.shape[2]))
         hod_prefix = _slot_prefix(store.hod.dtype, (n, store.hod.shape[2]))
         tail = f'"{_FORMAT_KEY}": {STATE_FORMAT}, "{_LAYOUT_KEY}": {layout}}}'
+        own_last = self._own_last
         for i, feeder in enumerate(feeders):
             how_list, hod_list = how[i].tolist(), hod[i].tolist()
             open_incidents = self.incidents.export_feeder(feeder) if self.incidents is not None else None
@@ -207,12 +231,18 @@ class FeederState:
                     f'"h_slots": {how_list}, "d_slots": {hod_list}, {incidents}{tail}').encode()
             blob = len(head).to_bytes(4, "big") + head + body[i].tobytes()
             table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
+            own_last[feeder] = _fingerprint(blob)
             if not slot_records:
                 continue
             for j, slot in enumerate(how_list):
                 table[f"{feeder}|h{slot}".encode()] = how_prefix + how_slot_values[i, j].tobytes()
             for j, slot in enumerate(hod_list):
                 table[f"{feeder}|d{slot}".encode()] = hod_prefix + hod_slot_values[i, j].tobytes()
+
+
+def _fingerprint(blob: bytes) -> tuple[int, int]:
+    """What tells a ``fast`` record this worker wrote from any other, without keeping the record."""
+    return len(blob), zlib.crc32(blob)
 
 
 _FORMAT_KEY, _LAYOUT_KEY = "_format", "_arrays"
