@@ -33,10 +33,12 @@ so the table holds a feeder's records only after changelog recovery put them the
 rebalance handing a partition over). Loading takes them out of it (``table.pop``) and (re)loads the
 feeder from them. A worker that loses a partition drops its feeders' decoded state (:meth:`FeederState.drop`).
 
-A rebalance that leaves a partition with the worker replays its changelog only from where the previous
-recovery stopped (Faust keeps that offset): the feeder's newest records, not every slot record, all of
-them the worker's own writes. Loading those would zero every slot not replayed, so a replayed ``fast``
-record equal to the last one the worker wrote (length and CRC-32) is taken and its replay discarded.
+A rebalance that leaves a partition with the worker may replay its changelog into the table again: from
+the start, or from the offset Faust's recovery kept for the partition, and then only the feeder's newest
+records, not every slot record (loading those would zero every slot not replayed). Either way the replay
+is the worker's own writes (Faust waits for in-flight batches before a rebalance), so a replayed ``fast``
+record equal to the last one the worker wrote (length and CRC-32) is taken with the feeder's slot records
+and discarded: nothing is decoded again, and no take-over is repeated.
 """
 
 from __future__ import annotations
