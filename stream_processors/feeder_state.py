@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -71,9 +72,10 @@ class FeederState:
     def __init__(self, store: MeterStateStore, slot_records_after_bytes: int = SLOT_RECORDS_AFTER_BYTES) -> None:
         self.store = store
         self.slot_records_after_bytes = slot_records_after_bytes
-        self._carried: dict[str, tuple[set[int], set[int]]] = {}
-        """feeder -> slots (hour of week, hour of day) changed since its slot records were written: their
-        values are only in its ``fast`` record."""
+        self._carried: dict[str, tuple[int, int]] = {}
+        """feeder -> slots (hour of week, hour of day) changed since its slot records were written, as bit
+        masks (a set of ints costs about a kilobyte, one per one-meter feeder): their values are only in
+        its ``fast`` record."""
         self.table: Any = None
         self.members: dict[str, list[str]] = {}
         """feeder -> its meters, in the order their state is stored."""
@@ -121,7 +123,7 @@ class FeederState:
         self._member_sets[feeder] = set(meters)
         self._rows.pop(feeder, None)
         # slots the record carried without slot records: this worker's next records must carry them too
-        self._carried[feeder] = (set(header.get("h_slots", [])), set(header.get("d_slots", [])))
+        self._carried[feeder] = (_mask(header.get("h_slots", [])), _mask(header.get("d_slots", [])))
         self._own_last.pop(feeder, None)
         return header
 
@@ -187,21 +189,22 @@ class FeederState:
         how_bytes = self.store.how.shape[2] * self.store.how.itemsize
         hod_bytes = self.store.hod.shape[2] * self.store.hod.itemsize
         carried, limit = self._carried, self.slot_records_after_bytes
-        slots: dict[str, tuple[set[int], set[int]]] = {}
+        slots: dict[str, tuple[int, int]] = {}
         shapes: dict[tuple[int, int, int, bool], list[str]] = {}
         for feeder, (how_slots, hod_slots) in touched.items():
             meters = len(self.members[feeder])
-            before = carried.get(feeder)
-            how_all, hod_all = (how_slots | before[0], hod_slots | before[1]) if before else (how_slots, hod_slots)
-            spill = meters * (len(how_all) * how_bytes + len(hod_all) * hod_bytes) > limit
-            carried[feeder] = (set(), set()) if spill else (how_all, hod_all)
+            how_before, hod_before = carried.get(feeder, NOTHING_CARRIED)
+            how_all, hod_all = how_before | _mask(how_slots), hod_before | _mask(hod_slots)
+            how_count, hod_count = how_all.bit_count(), hod_all.bit_count()
+            spill = meters * (how_count * how_bytes + hod_count * hod_bytes) > limit
+            carried[feeder] = NOTHING_CARRIED if spill else (how_all, hod_all)
             slots[feeder] = (how_all, hod_all)
-            shapes.setdefault((meters, len(how_all), len(hod_all), spill), []).append(feeder)
+            shapes.setdefault((meters, how_count, hod_count, spill), []).append(feeder)
         persisted_at = int(time.time() * 1000)
         for (_, _, _, spill), feeders in shapes.items():
             self._persist_alike(feeders, slots, persisted_at, spill)
 
-    def _persist_alike(self, feeders: list[str], slots: dict[str, tuple[set[int], set[int]]],
+    def _persist_alike(self, feeders: list[str], slots: dict[str, tuple[int, int]],
                        persisted_at: int, slot_records: bool) -> None:
         """:meth:`persist` for feeders with the same number of meters and of carried slots; their slot
         records too if ``slot_records``."""
@@ -209,8 +212,8 @@ class FeederState:
         g = len(feeders)
         rows = np.stack([self._feeder_rows(f) for f in feeders])  # (feeders, meters)
         n = rows.shape[1]
-        how = np.array([sorted(slots[f][0]) for f in feeders], dtype=np.int64).reshape(g, -1)
-        hod = np.array([sorted(slots[f][1]) for f in feeders], dtype=np.int64).reshape(g, -1)
+        how = np.array([_slots(slots[f][0]) for f in feeders], dtype=np.int64).reshape(g, -1)
+        hod = np.array([_slots(slots[f][1]) for f in feeders], dtype=np.int64).reshape(g, -1)
         flat = rows.reshape(-1)
         arrays = [getattr(store, name)[flat] for name in FAST_ARRAYS]
         how_changed = store.how[rows[:, :, None], how[:, None, :]]  # (feeders, meters, slots, 3)
@@ -240,6 +243,27 @@ class FeederState:
                 table[f"{feeder}|h{slot}".encode()] = how_prefix + how_slot_values[i, j].tobytes()
             for j, slot in enumerate(hod_list):
                 table[f"{feeder}|d{slot}".encode()] = hod_prefix + hod_slot_values[i, j].tobytes()
+
+
+NOTHING_CARRIED = (0, 0)
+
+
+def _mask(slots: Iterable[int]) -> int:
+    """Slot numbers as the bits of one int."""
+    mask = 0
+    for slot in slots:
+        mask |= 1 << slot
+    return mask
+
+
+def _slots(mask: int) -> list[int]:
+    """The slot numbers of a mask's bits, in ascending order."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
 
 
 def _fingerprint(blob: bytes) -> tuple[int, int]:
