@@ -143,6 +143,7 @@ def faust_app(settings: StreamSettings) -> faust.App:
         web_host=settings.worker_host,
         datadir=str(settings.data_dir),
         table_cleanup_interval=3600.0,
+        table_standby_replicas=settings.standby_replicas,
     )
 
 
