@@ -97,11 +97,16 @@ class LagSampler(threading.Thread):
         self.consumer.close()
 
 
+def kafka_env(cluster: LocalKafkaCluster, topics: TopicNames) -> dict[str, str]:
+    """This environment with the cluster's bootstrap servers and the bench's topic names."""
+    return {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+            **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()}}
+
+
 def worker_env(cluster: LocalKafkaCluster, topics: TopicNames, model_dir: Path, work: Path, name: str,
                port: int) -> dict[str, str]:
-    return {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+    return {**kafka_env(cluster, topics),
             "WATTSUP_KAFKA_REPLICATION_FACTOR": "3", "WATTSUP_KAFKA_MIN_INSYNC_REPLICAS": "2",
-            **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
             "WATTSUP_STREAM_APP_ID": APP_ID, "WATTSUP_STREAM_DATA_DIR": str(work / f"stream-{name}"),
             "WATTSUP_MODEL_DIR": str(model_dir), "WATTSUP_STREAM_METRICS_PORT": str(port),
             "WATTSUP_STREAM_WEB_PORT": str(free_port())}
@@ -185,9 +190,7 @@ def start_forecaster(cluster: LocalKafkaCluster, topics: TopicNames, work: Path,
                      meters: list[str]) -> subprocess.Popen:
     """A ``wattsup forecast schedule`` instance of the bench's forecaster group forecasting ``meters`` (not
     the stream fleet, whose 4 hours are too short to fit), running every 5 s."""
-    env = {**os.environ, "WATTSUP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
-           **{f"WATTSUP_TOPIC_{k.upper()}": str(v) for k, v in topics.model_dump().items()},
-           "WATTSUP_FORECAST_GROUP_ID": FORECAST_GROUP, "WATTSUP_FORECAST_DATA_DIR": str(work / "forecaster"),
+    env = {**kafka_env(cluster, topics), "WATTSUP_FORECAST_GROUP_ID": FORECAST_GROUP, "WATTSUP_FORECAST_DATA_DIR": str(work / "forecaster"),
            "WATTSUP_FORECAST_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "wattsup.cli", "forecast", "schedule", "--every", "5s", "--history", "7d",

@@ -108,11 +108,9 @@ class FeederState:
         arrays["hod"] = np.zeros((len(meters), *self.store.hod.shape[1:]), dtype=np.float32)
         for kind, name, slots in (("h", "how", HOW_SLOTS), ("d", "hod", HOD_SLOTS)):
             target = arrays[name]
-            for slot in range(slots):
-                slot_blob = slot_records.get(f"{kind}{slot}")
-                if slot_blob is not None:
-                    values = decode_state(slot_blob)[1]["v"]
-                    target[: len(values), slot] = values[: len(meters)]
+            for slot, slot_blob in slot_records[kind].items():
+                values = decode_state(slot_blob)[1]["v"]
+                target[: len(values), slot] = values[: len(meters)]
             changed = header.get(f"{kind}_slots", [])
             if changed:  # the batch's own slots, as they were after it (see the module docstring)
                 target[:, changed] = fast[f"{name}_changed"]
@@ -127,14 +125,14 @@ class FeederState:
         self._own_last.pop(feeder, None)
         return header
 
-    def _take_slot_records(self, feeder: str) -> dict[str, bytes]:
-        """The feeder's slot records the table holds (by ``h<slot>`` / ``d<slot>``), taken out of it."""
-        taken = {}
+    def _take_slot_records(self, feeder: str) -> dict[str, dict[int, bytes]]:
+        """The feeder's slot records the table holds, by kind (``h``, ``d``) and slot, taken out of it."""
+        taken: dict[str, dict[int, bytes]] = {"h": {}, "d": {}}
         for kind, slots in (("h", HOW_SLOTS), ("d", HOD_SLOTS)):
             for slot in range(slots):
                 blob = self.table.pop(f"{feeder}|{kind}{slot}".encode(), None)
                 if blob is not None:
-                    taken[f"{kind}{slot}"] = blob
+                    taken[kind][slot] = blob
         return taken
 
     def drop(self, feeders: list[str]) -> None:
