@@ -12,6 +12,7 @@ uninterrupted run of the same engine over the same readings (in delivery order):
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from datetime import timedelta
@@ -87,7 +88,21 @@ def produce_in_steps(kafka, topics, parts: list[pd.DataFrame], pause: float) -> 
     return thread
 
 
-def assert_same_as_uninterrupted(kafka, app_id: str, topics, uninterrupted) -> pd.DataFrame:
+REBALANCE_LINES = re.compile(r"generation \d+\)|forgot the state|Restor|No event received|rebalancing again|"
+                             r"read back \d+ records|Setting newly assigned|\| readings-")
+"""Worker log lines that tell a rebalance's course: what a failed comparison is shown beside."""
+
+
+def rebalance_story(workers) -> str:
+    """Each worker's rebalance and recovery lines, for a failure message."""
+    return "\n".join(f"--- {w.log_path.name}\n" + "\n".join(
+        line[:200] for line in w.log_path.read_text(errors="replace").splitlines() if REBALANCE_LINES.search(line))
+        for w in workers)
+
+
+def assert_same_as_uninterrupted(kafka, app_id: str, topics, uninterrupted, workers=()) -> pd.DataFrame:
+    """The changelog state and the anomalies equal the uninterrupted run's; a failure shows the
+    ``workers``' rebalance and recovery log lines."""
     reference_state, reference_keys = uninterrupted
     state = changelog_meter_state(kafka, app_id)
     assert set(state) == set(reference_state)
@@ -104,14 +119,18 @@ def assert_same_as_uninterrupted(kafka, app_id: str, topics, uninterrupted) -> p
             names.append("seen")
         if names:
             differing[m] = names
+    readings = Scalar.READINGS
+    counts = {m: (int(state[m]["scalars"][readings]), int(reference_state[m]["scalars"][readings])) for m in differing}
     assert not differing, (f"{len(differing)} meters' recovered state differs from the uninterrupted run, e.g. "
-                           f"{list(differing.items())[:3]}")
+                           f"{list(differing.items())[:3]}; readings applied (got, uninterrupted): "
+                           f"{list(counts.items())[:5]}\n{rebalance_story(workers)}")
 
     anomalies = read_anomalies(kafka, topics.anomalies)
     assert not anomalies.duplicated(["meter_id", "timestamp"]).any(), "an anomaly was emitted twice"
     got = {(m, int(t.value // 1_000_000)) for m, t in zip(anomalies["meter_id"], anomalies["timestamp"])}
     assert got == reference_keys, (f"missing {sorted(reference_keys - got)[:5]} ({len(reference_keys - got)}), "
-                                   f"extra {sorted(got - reference_keys)[:5]} ({len(got - reference_keys)})")
+                                   f"extra {sorted(got - reference_keys)[:5]} ({len(got - reference_keys)})\n"
+                                   f"{rebalance_story(workers)}")
     assert anomalies["causes"].map(len).gt(0).all()
     return anomalies
 
@@ -148,7 +167,7 @@ def test_kill_9_mid_stream_recovers_state_without_duplicates(kafka, stream_worke
     redelivered = second.metric("wattsup_stream_duplicate_readings_total")
     second.stop()  # a clean stop flushes the changelog
     assert redelivered > 0, "readings scored but not committed before the crash should come again"
-    assert_same_as_uninterrupted(kafka, app_id, topics, uninterrupted_run(trained_model_dir, sends))
+    assert_same_as_uninterrupted(kafka, app_id, topics, uninterrupted_run(trained_model_dir, sends), [first, second])
 
 
 def test_two_workers_one_killed_the_other_takes_over(kafka, stream_workers, trained_model_dir, fleet):
@@ -180,7 +199,7 @@ def test_two_workers_one_killed_the_other_takes_over(kafka, stream_workers, trai
     meters.join(timeout=120)
     wait_for_zero_lag(kafka, app_id, topics.readings, a, timeout=240)
     a.stop()
-    assert_same_as_uninterrupted(kafka, app_id, topics, uninterrupted_run(trained_model_dir, sends))
+    assert_same_as_uninterrupted(kafka, app_id, topics, uninterrupted_run(trained_model_dir, sends), [a, b])
 
 
 def test_a_worker_forgets_the_partitions_a_joining_worker_takes_and_the_joiner_continues_exactly(
@@ -210,4 +229,4 @@ def test_a_worker_forgets_the_partitions_a_joining_worker_takes_and_the_joiner_c
                "each meter tracked by exactly one of the two workers")
     a.stop()
     b.stop()
-    assert_same_as_uninterrupted(kafka, app_id, topics, uninterrupted_run(trained_model_dir, [first, rest]))
+    assert_same_as_uninterrupted(kafka, app_id, topics, uninterrupted_run(trained_model_dir, [first, rest]), [a, b])
