@@ -75,6 +75,7 @@ class ForecastCache:
         if self.table is None:
             return
         for feeder in changed:
+            self.load_feeder(feeder)  # a feeder taken over: its other meters' forecasts belong in the record
             payload = {m: blob.hex() for m, blob in self._records[feeder].items()}
             self.table[_table_key(feeder)] = json.dumps(payload).encode()
 

@@ -7,6 +7,7 @@ silently empty: the first test checks the two sides agree, reading by reading.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import numpy as np
@@ -23,7 +24,7 @@ from schemas.serde import FORECAST, METER_READING_BATCH, SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
 from stream_processors.forecast_cache import ForecastCache, MeterForecast
 from stream_processors.scoring import StreamScorer
-from tests.stream_processors.scoring_fleet import fresh_tables
+from tests.stream_processors.scoring_fleet import WorkerTable, fresh_tables
 
 
 def process(engine: StreamScorer, serde: SingleObjectSerde, frame: pd.DataFrame) -> list[dict]:
@@ -103,3 +104,16 @@ def test_a_feeders_forecasts_survive_a_trip_through_the_table():
     restored.load_feeder("F1")
     expected, lower, upper = restored.columns(["M1", "M2", "M3"], np.array([7_200_000, 3_600_000, 3_600_000]))
     assert expected[0] == 2.0 and lower[0] == 1.5 and upper[1] == 1.5 and np.isnan(expected[2])
+
+
+def test_a_forecast_for_a_feeder_taken_over_keeps_its_other_meters_forecasts_in_the_record():
+    serde = SingleObjectSerde()
+    changelog: dict[bytes, bytes] = {}
+    before = ForecastCache(serde)
+    before.table = WorkerTable(changelog)
+    before.accept([forecast_value(serde, "M1", "F1", 3_600_000), forecast_value(serde, "M2", "F1", 3_600_000)])
+    successor = ForecastCache(serde)
+    successor.table = WorkerTable(changelog, recover=True)  # it took the partition over
+    successor.accept([forecast_value(serde, "M2", "F1", 7_200_000)])  # before any reading of F1
+    assert sorted(json.loads(changelog[b"F1|forecasts"])) == ["M1", "M2"]
+    assert successor.by_meter["M2"].start_ms == 7_200_000  # the newer forecast kept
