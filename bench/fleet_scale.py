@@ -137,21 +137,12 @@ def changelog_bytes(cluster: LocalKafkaCluster) -> int:
 
 
 def recovery_spans(log: Path) -> list[float]:
-    """Seconds of each changelog restore a worker logged (Faust's "Restoring state from changelog topics"
-    to "Done reading from changelog topics"); one per rebalance that handed it partitions."""
-    from datetime import datetime
+    """Seconds of each read-back of state a worker logged (stream_processors/app.py, "read back the state
+    of partitions ... in N s"); one per rebalance that handed it partitions."""
+    import re
 
-    def at(line: str) -> datetime:
-        return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
-
-    spans, began = [], None
-    for line in log.read_text(errors="replace").splitlines():
-        if "Restoring state from changelog topics" in line:
-            began = at(line)
-        elif "Done reading from changelog topics" in line and began is not None:
-            spans.append((at(line) - began).total_seconds())
-            began = None
-    return spans
+    found = re.finditer(r"read back the state of partitions .*? in ([0-9.]+) s", log.read_text(errors="replace"))
+    return [float(m.group(1)) for m in found]
 
 
 def anomaly_keys_twice(connection: KafkaConnection, topic: str) -> tuple[int, int]:
@@ -357,7 +348,7 @@ def main() -> None:
         print(f"{'kill -9 to the next burst taken by the group':<58}{recovery_seconds:>12.1f} s "
               f"({recovered:.1f} s after the burst was sent; the new worker tracks "
               f"{metric(new_port, 'wattsup_stream_meters_tracked'):,.0f} meters)")
-        print(f"{'  of which restoring the changelog (per rebalance)':<58}"
+        print(f"{'  of which reading the state back (per rebalance)':<58}"
               f"{', '.join(f'{r:.1f}' for r in restores) or 'none logged':>12} s")
         print(f"{'readings redelivered after the kill, recognised as seen':<58}{duplicates:>12,.0f}")
         print(f"{'anomalies on the topic, of which twice':<58}{anomalies:>12,}  ({twice} twice)")

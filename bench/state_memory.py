@@ -4,7 +4,7 @@ Runs a fleet through the stream scorer (decode, score, persist per micro-batch, 
 twice in one process, and measures with ``tracemalloc`` what each run keeps once it is done:
 
 * **state kept once** (the worker today): the table's writes go to the changelog only, and its store
-  holds nothing once the feeders are loaded (``stream_processors/recovery_store.py``);
+  holds nothing once the feeders are loaded (``stream_processors/changelog_batch.py``);
 * **baseline, table keeps a copy** (Faust's in-memory table before): every record written stays in
   the table, the newest per key.
 

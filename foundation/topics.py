@@ -55,12 +55,17 @@ def topic_specs(topics: TopicNames, connection: KafkaConnection) -> list[TopicSp
 
 
 def ensure_topics(connection: KafkaConnection, topics: TopicNames, timeout: float = 30.0) -> list[str]:
-    """Create missing topics; returns the names created. Existing topics are left as they are."""
+    """Create WattsUp's missing topics; returns the names created. Existing topics are left as they are."""
+    return ensure_topic_specs(connection, topic_specs(topics, connection), timeout)
+
+
+def ensure_topic_specs(connection: KafkaConnection, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create the missing topics of ``specs``; returns the names created. Existing topics are left as they are."""
     admin = AdminClient(connection.confluent_config())
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [
         NewTopic(s.name, num_partitions=s.partitions, replication_factor=connection.replication_factor, config=s.config)
-        for s in topic_specs(topics, connection)
+        for s in specs
         if s.name not in existing
     ]
     created: list[str] = []
@@ -74,7 +79,7 @@ def ensure_topics(connection: KafkaConnection, topics: TopicNames, timeout: floa
             if exc.args[0].code() != exc.args[0].TOPIC_ALREADY_EXISTS:
                 raise
     wait_for_leaders(admin, created, timeout)
-    for spec in topic_specs(topics, connection):
+    for spec in specs:
         if spec.name in existing and len(existing[spec.name].partitions) != spec.partitions:
             log.warning("topic %s has %d partitions, WattsUp expects %d", spec.name,
                         len(existing[spec.name].partitions), spec.partitions)

@@ -7,17 +7,18 @@ Why it is shaped this way (the README gives the measurements):
   messages are decoded and validated together (:mod:`stream_processors.decoding`), scored with
   one model call, and their state written in one go. A take of head-end messages, hundreds of
   readings each, is scored in chunks of bounded payload (:mod:`stream_processors.batching`).
-* State is kept **per feeder**, in a changelog-backed table keyed by feeder id: one small record
-  per feeder per micro-batch plus the baseline slots it changed. The readings topic is keyed by
-  feeder id with murmur2, and the table's changelog partition is computed the same way
-  (:class:`FeederKeyedTable`), so a feeder's readings, state and forecasts meet in one partition
-  and a restarted or rebalanced worker recovers exactly the state of the partitions it owns.
-  A batch's records reach the changelog together through librdkafka, not one at a time through
-  Faust's producer (:mod:`stream_processors.changelog_batch`).
-* The worker keeps state decoded in memory, once: the tables hold only what changelog recovery
-  reads back (after a start or a rebalance) until the worker loads a feeder from it
-  (:mod:`stream_processors.recovery_store`), so the hot path never deserialises state it already
-  has (:mod:`stream_processors.feeder_state`), and a rebalance's lost partitions are forgotten.
+* State is kept **per feeder**, in a compacted changelog topic keyed by feeder id: one small
+  record per feeder per micro-batch plus the baseline slots it changed. The readings topic is keyed
+  by feeder id with murmur2, and the changelog partition is computed the same way, so a feeder's
+  readings, state and forecasts meet in one partition and a restarted or rebalanced worker
+  recovers exactly the state of the partitions it owns. A batch's records reach the changelog
+  together through librdkafka, not one at a time through Faust's producer
+  (:mod:`stream_processors.changelog_batch`).
+* The worker keeps state decoded in memory, once, and reads it back itself, only for the
+  partitions it takes over (:mod:`stream_processors.changelog_recovery`): Faust's table recovery
+  replays kept partitions too and can drop records on the way. A rebalance's lost partitions are
+  forgotten, and the hot path never deserialises state it already has
+  (:mod:`stream_processors.feeder_state`).
 * Delivery is at-least-once: a batch's state records (and a take of forecasts' records) are
   acknowledged by the broker before the agent takes the next batch, so before Faust acknowledges
   and commits the batch's offsets (:mod:`stream_processors.changelog_batch`; Faust's own "flush
@@ -34,6 +35,7 @@ Why it is shaped this way (the README gives the measurements):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -41,18 +43,23 @@ from collections import Counter
 from typing import Any
 
 import faust
-from faust.tables import Table
 
 from foundation.kafka_settings import KafkaConnection
 from readings.columns import Rejection, wall_clock_ms
 from schemas.dead_letters import dead_letter_record
-from schemas.partitioning import partition_for
 from schemas.serde import DEAD_LETTER
 from stream_processors import faust_transport, metrics
 from stream_processors.anomaly_publisher import AnomalyPublisher
 from stream_processors.arrival_log import ArrivalSummary
 from stream_processors.batching import chunks_by_bytes
 from stream_processors.changelog_batch import BatchedTable
+from stream_processors.changelog_recovery import (
+    FORECAST_CHANGELOG,
+    STATE_CHANGELOG,
+    ChangelogReader,
+    Ownership,
+    TakeOver,
+)
 from stream_processors.decoding import decode_messages
 from stream_processors.durable_producer import DeliveryError, DurableProducer
 from stream_processors.offset_gaps import FaustConsumer, OffsetGapGuard
@@ -61,33 +68,6 @@ from stream_processors.scoring import StreamScorer
 from stream_processors.settings import StreamSettings
 
 log = logging.getLogger(__name__)
-
-RECOVERY_STORE = "wattsup://"
-"""The feeder tables' store: recovered records only, until the worker takes them (stream_processors/recovery_store.py)."""
-
-
-class FeederKeyedTable(Table):
-    """A table whose keys start with a feeder id (``F0001`` or ``F0001|suffix``).
-
-    Faust writes a table's changelog to the partition of the event being processed, which
-    ``take_events`` batches do not have; this table instead sends each key to its feeder's
-    partition with Kafka's murmur2, the partition the feeder's readings arrive on (remembered per
-    feeder: the hash is pure Python, and a batch writes several records per feeder).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._feeder_partitions: dict[str, int] = {}
-
-    def partition_for_key(self, key: Any) -> int | None:
-        text = key.decode() if isinstance(key, bytes) else str(key)
-        feeder = text.split("|", 1)[0]
-        partition = self._feeder_partitions.get(feeder)  # a feeder's records all go to one partition
-        if partition is None:
-            partition = self._feeder_partitions[feeder] = partition_for(
-                feeder, self.partitions or self.app.conf.topic_partitions)
-        return partition
-
 
 def faust_credentials(connection: KafkaConnection) -> Any:
     """Faust/aiokafka credentials from the same settings every service uses."""
@@ -142,8 +122,6 @@ def faust_app(settings: StreamSettings) -> faust.App:
         web_bind=settings.worker_host,
         web_host=settings.worker_host,
         datadir=str(settings.data_dir),
-        table_cleanup_interval=3600.0,
-        table_standby_replicas=settings.standby_replicas,
     )
 
 
@@ -157,22 +135,17 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     dead_letters = app.topic(topics.dead_letters, key_type=bytes, value_type=bytes)
     forecasts = app.topic(topics.forecasts, key_type=bytes, value_type=bytes, partitions=topics.partitions)
 
-    feeder_state = app.tables.add(FeederKeyedTable(
-        app, name="feeder-state", default=None, store=RECOVERY_STORE, partitions=topics.partitions,
-        key_type=bytes, value_type=bytes,
-        help="Per-feeder detector state: each meter's baselines, recent readings and last reading.",
-    ))
-    feeder_forecasts = app.tables.add(FeederKeyedTable(
-        app, name="feeder-forecasts", default=None, store=RECOVERY_STORE, partitions=topics.partitions,
-        key_type=bytes, value_type=bytes,
-        help="Latest forecast of each meter of a feeder.",
-    ))
-    state_table = BatchedTable(feeder_state, publisher.producer)
+    state_table = BatchedTable(STATE_CHANGELOG.format(app_id=settings.app_id), topics.partitions,
+                               publisher.producer)
     # its own producer: the forecasts agent runs beside the readings agent, and one producer's
     # acknowledgement wait is not shared between two concurrent batches
-    forecast_table = BatchedTable(feeder_forecasts, DurableProducer(settings.kafka, "forecast-state-producer"))
+    forecast_table = BatchedTable(FORECAST_CHANGELOG.format(app_id=settings.app_id), topics.partitions,
+                                  DurableProducer(settings.kafka, "forecast-state-producer"))
     scorer.attach_tables(state_table, forecast_table)
     gaps = OffsetGapGuard(topics.readings, FaustConsumer(app))
+    ownership = Ownership()
+    reader = ChangelogReader(settings.kafka)
+    taking_over = asyncio.Lock()
 
     arrivals = ArrivalSummary(log)
     patient = Patient(log)
@@ -238,24 +211,45 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             log.critical("stopping the worker: %s", exc)
             os._exit(70)
 
-    owned_generation: list[int | None] = [None]
+    @app.on_partitions_assigned.connect
+    async def note_assignment(_app: Any, assigned: set[Any], **_: Any) -> None:
+        ownership.on_assignment({tp.partition for tp in assigned if tp.topic == topics.readings},
+                                app.consumer_generation_id)
 
-    def forget_lost_partitions() -> None:
-        """After a rebalance, forget the state of feeders whose partitions went to another worker
-        (checked between batches, never while one is half done)."""
-        generation = app.consumer_generation_id
-        if generation == owned_generation[0]:
+    async def take_partitions_over() -> None:
+        """Before a batch of either agent: forget the feeders of partitions not owned throughout, and
+        read back the state of partitions owned anew (stream_processors/changelog_recovery.py)."""
+        async with taking_over:
+            plan = ownership.take_over()
+            if plan is None:
+                return
+            lost = scorer.keep_only(lambda feeder: state_table.partition_for_key(feeder) in plan.kept)
+            if lost:
+                log.info("forgot the state of %d feeders of partitions this worker did not own throughout", len(lost))
+            await read_back(plan)
+            ownership.taken_over(plan)
+
+    async def read_back(plan: TakeOver) -> None:
+        for table in (state_table, forecast_table):
+            table.keep_recovered(plan.owned)
+        if not plan.new:
             return
-        owned_generation[0] = generation
-        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.readings}
-        lost = scorer.keep_only(lambda feeder: feeder_state.partition_for_key(feeder) in owned)
-        if lost:
-            log.info("forgot the state of %d feeders of partitions another worker owns now", len(lost))
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        for table in (state_table, forecast_table):
+            # in a thread: the loop keeps serving timers and the metrics while whole partitions are read
+            records = await patient.run("read back state", lambda t=table: loop.run_in_executor(
+                None, reader.read, t.topic, plan.new))
+            table.recovered.update(records)
+        took = time.perf_counter() - started
+        metrics.RECOVERY_SECONDS.observe(took)
+        log.info("read back the state of partitions %s: %d state and %d forecast records in %.2f s",
+                 sorted(plan.new), len(state_table.recovered), len(forecast_table.recovered), took)
 
     @app.agent(readings, name="score-readings")
     async def score_readings(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch_messages, within=settings.batch_within_seconds):
-            forget_lost_partitions()
+            await take_partitions_over()
             gaps.start_batch(app.consumer_generation_id)
             admitted = []
             for event in events:
@@ -271,6 +265,7 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     @app.agent(forecasts, name="keep-forecasts")
     async def keep_forecasts(stream: faust.StreamT) -> None:
         async for events in stream.take_events(200, within=0.5):
+            await take_partitions_over()
             values = [e.value for e in events]
             await patient.run("decode forecasts", lambda: scorer.accept_forecasts(values))
             try:  # durable before Faust acknowledges the take, as the readings' state

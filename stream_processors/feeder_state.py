@@ -1,7 +1,7 @@
 """Meter state per feeder in a changelog-backed table: what makes a restarted worker continue exactly.
 
 Table layout, per feeder (every key starts with the feeder id, so it lands in the feeder's
-partition, see :class:`stream_processors.app.FeederKeyedTable`):
+partition, see :meth:`stream_processors.changelog_batch.BatchedTable.partition_for_key`):
 
 * ``F0001|fast``: the feeder's meter ids and each meter's small state (last reading, run
   counters, slow averages, recent window, remembered timestamps), and the baseline slots the
@@ -28,24 +28,17 @@ loaded through :attr:`FeederState.incidents`), so a recovered state's incidents 
 readings that state has seen.
 
 The decoded state lives in a :class:`~detection.meter_state.MeterStateStore`, and only there: the
-table's writes go to the changelog, not into its local store (:mod:`stream_processors.changelog_batch`),
-so the table holds a feeder's records only after changelog recovery put them there (a start, or a
-rebalance handing a partition over). Loading takes them out of it (``table.pop``) and (re)loads the
-feeder from them. A worker that loses a partition drops its feeders' decoded state (:meth:`FeederState.drop`).
-
-A rebalance that leaves a partition with the worker may replay its changelog into the table again: from
-the start, or from the offset Faust's recovery kept for the partition, and then only the feeder's newest
-records, not every slot record (loading those would zero every slot not replayed). Either way the replay
-is the worker's own writes (Faust waits for in-flight batches before a rebalance), so a replayed ``fast``
-record equal to the last one the worker wrote (length and CRC-32) is taken with the feeder's slot records
-and discarded: nothing is decoded again, and no take-over is repeated.
+table's writes go to the changelog, and the table holds a feeder's records only after the worker read
+them back, taking its feeder's partition over (:mod:`stream_processors.changelog_recovery`). Loading
+takes them out of it (``table.pop``) and loads the feeder from them. A worker that loses a partition
+drops its feeders' decoded state (:meth:`FeederState.drop`); a partition it keeps is never read back,
+so its own writes never come back to it.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -86,8 +79,6 @@ class FeederState:
         """Kept with the feeder's state when set: ``export_feeder(feeder) -> list`` and
         ``import_feeder(feeder, list)`` (:class:`stream_processors.incidents.StreamIncidents`)."""
         self._meters_text: dict[str, tuple[int, str]] = {}
-        self._own_last: dict[str, tuple[int, int]] = {}
-        """feeder -> (length, CRC-32) of the last ``fast`` record this worker wrote: a replay of it is no news."""
         """feeder -> (member count, the members as JSON), for the record headers."""
 
     def load(self, feeder: str) -> dict[str, Any] | None:
@@ -99,8 +90,6 @@ class FeederState:
         if blob is None:
             return None
         slot_records = self._take_slot_records(feeder)
-        if self._own_last.get(feeder) == _fingerprint(blob):
-            return None  # a replay of this worker's own writes (see the module docstring): nothing new
         header, fast = decode_state(blob)
         meters: list[str] = header["meters"]
         arrays = {name: fast[name] for name in FAST_ARRAYS}
@@ -122,7 +111,6 @@ class FeederState:
         self._rows.pop(feeder, None)
         # slots the record carried without slot records: this worker's next records must carry them too
         self._carried[feeder] = (_mask(header.get("h_slots", [])), _mask(header.get("d_slots", [])))
-        self._own_last.pop(feeder, None)
         return header
 
     def _take_slot_records(self, feeder: str) -> dict[str, dict[int, bytes]]:
@@ -145,7 +133,6 @@ class FeederState:
             self._rows.pop(feeder, None)
             self._carried.pop(feeder, None)
             self._meters_text.pop(feeder, None)
-            self._own_last.pop(feeder, None)
             if self.incidents is not None:
                 self.incidents.import_feeder(feeder, [])
 
@@ -224,7 +211,6 @@ class FeederState:
         how_prefix = _slot_prefix(store.how.dtype, (n, store.how.shape[2]))
         hod_prefix = _slot_prefix(store.hod.dtype, (n, store.hod.shape[2]))
         tail = f'"{_FORMAT_KEY}": {STATE_FORMAT}, "{_LAYOUT_KEY}": {layout}}}'
-        own_last = self._own_last
         for i, feeder in enumerate(feeders):
             how_list, hod_list = how[i].tolist(), hod[i].tolist()
             open_incidents = self.incidents.export_feeder(feeder) if self.incidents is not None else None
@@ -234,7 +220,6 @@ class FeederState:
                     f'"h_slots": {how_list}, "d_slots": {hod_list}, {incidents}{tail}').encode()
             blob = len(head).to_bytes(4, "big") + head + body[i].tobytes()
             table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
-            own_last[feeder] = _fingerprint(blob)
             if not slot_records:
                 continue
             for j, slot in enumerate(how_list):
@@ -244,6 +229,7 @@ class FeederState:
 
 
 NOTHING_CARRIED = (0, 0)
+"""Carried slot masks (hour of week, hour of day) of a feeder whose record carries none."""
 
 
 def _mask(slots: Iterable[int]) -> int:
@@ -262,11 +248,6 @@ def _slots(mask: int) -> list[int]:
         out.append(low.bit_length() - 1)
         mask ^= low
     return out
-
-
-def _fingerprint(blob: bytes) -> tuple[int, int]:
-    """What tells a ``fast`` record this worker wrote from any other, without keeping the record."""
-    return len(blob), zlib.crc32(blob)
 
 
 _FORMAT_KEY, _LAYOUT_KEY = "_format", "_arrays"

@@ -43,6 +43,11 @@ EVENT_TIME_LAG = Histogram(
     "wattsup_stream_event_time_lag_seconds", "Wall-clock time at scoring minus the reading's timestamp.",
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400),
 )
+RECOVERY_SECONDS = Histogram(
+    "wattsup_stream_state_read_back_seconds",
+    "Time to read back the state and forecast changelogs of the partitions a worker takes over.",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 MODEL_INFO = Info("wattsup_stream_model", "Detector model in use.")
 MODEL_RELOADS = Counter("wattsup_stream_model_reloads_total", "Hot reloads of a newer detector version.")
 METERS_TRACKED = Gauge("wattsup_stream_meters_tracked", "Meters with state in this worker.")

@@ -120,7 +120,8 @@ class StreamScorer:
     def keep_only(self, owns: Callable[[str], bool]) -> list[str]:
         """Forget every feeder ``owns`` rejects (its partition went to another worker in a rebalance):
         its meters' state, forecasts, incidents and take-over notes. Returns the feeders forgotten.
-        Should the partition come back, changelog recovery brings their state back with it."""
+        Should the partition come back, the worker reads their state back from the changelog
+        (:mod:`stream_processors.changelog_recovery`)."""
         lost = [f for f in dict.fromkeys([*self.feeders.members, *self.forecasts.feeders()]) if not owns(f)]
         self.feeders.drop(lost)
         self.forecasts.drop_feeders(lost)

@@ -25,12 +25,6 @@ class StreamSettings(BaseSettings):
     readings each) is scored in chunks of this size, whole messages each (stream_processors.batching)."""
     batch_within_seconds: float = 0.2
     """Longest wait to fill a micro-batch: bounds the latency a reading adds before scoring."""
-    standby_replicas: int = 0
-    """Faust's standby replicas of each state partition (``table_standby_replicas``; Faust's default is 1).
-    None by default: with the worker's in-memory store a standby does not shorten a failover (a partition
-    that becomes active is replayed from the changelog's start either way), and it holds the other
-    workers' newest records. In the fleet bench (two workers, 100,000 meters) one standby cost about
-    110 MiB per worker, and recovery was no faster with it (README, Capacity)."""
     model_poll_seconds: float = 10.0
     """How often the worker looks for a newer detector version to hot-reload."""
     data_dir: Path = PROJECT_ROOT / "var" / "stream"

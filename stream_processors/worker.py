@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 
+from confluent_kafka import KafkaException
 from prometheus_client import start_http_server
 
 from detection.calendar import FleetCalendar
 from feedback.topic import FeedbackFollower
-from foundation.kafka_logging import client_library_throttle
+from foundation.kafka_logging import client_library_throttle, retry_wait
 from foundation.sensitivity import SensitivityWatcher
+from foundation.topics import ensure_topic_specs
 from schemas.serde import make_serde
 from stream_processors import metrics
 from stream_processors.anomaly_publisher import AnomalyPublisher
 from stream_processors.app import create_app
+from stream_processors.changelog_recovery import changelog_specs
 from stream_processors.emitted_anomalies import EmittedAnomalies
 from stream_processors.incidents import EmittedIncidents, StreamIncidents
 from stream_processors.scoring import StreamScorer
@@ -44,6 +48,21 @@ def _tune_garbage_collection() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _ensure_changelogs(settings: StreamSettings) -> None:
+    """Create the worker's changelog topics if missing, waiting for a broker that is not up yet."""
+    specs = changelog_specs(settings.app_id, settings.topics.partitions, settings.kafka.min_insync_replicas)
+    attempt = 0
+    while True:
+        try:
+            ensure_topic_specs(settings.kafka, specs)
+            return
+        except (KafkaException, TimeoutError) as exc:
+            attempt += 1
+            wait = retry_wait(attempt)
+            log.warning("cannot create the changelog topics yet (%s); trying again in %.0f s", exc, wait)
+            time.sleep(wait)
 
 
 def run_worker(settings: StreamSettings) -> None:
@@ -77,6 +96,7 @@ def run_worker(settings: StreamSettings) -> None:
                           calendar=FleetCalendar.from_clock(settings.fleet), incidents=incidents)
     publisher = AnomalyPublisher(settings.kafka, settings.topics.anomalies, settings.topics.partitions, serde,
                                  incidents_topic=settings.topics.incidents)
+    _ensure_changelogs(settings)
     app = create_app(settings, scorer, publisher)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _tune_garbage_collection()

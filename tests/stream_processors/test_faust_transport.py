@@ -27,4 +27,3 @@ def test_the_worker_app_uses_it_for_every_bootstrap_server(monkeypatch, tmp_path
     app = faust_app(StreamSettings())
     assert [str(url) for url in app.conf.broker] == ["wattsup://k1:9092", "wattsup://k2:9093"]
     assert isinstance(app.transport, faust_transport.Transport)
-    assert app.conf.table_standby_replicas == 0  # the worker's settings, not Faust's default of 1

@@ -62,35 +62,13 @@ def test_only_the_touched_slots_are_written():
 
 def test_loading_takes_the_feeders_records_out_of_the_table_so_the_decoded_state_is_the_only_copy():
     _, table, _ = fed_state()
-    recovered = dict(table)  # what changelog recovery put in a worker's table
+    recovered = dict(table)  # what a worker taking the partition over read back
     worker = FeederState(MeterStateStore())
     worker.table = recovered
     assert worker.load("F1") is not None
     assert recovered == {}  # the fast record and every slot record taken
     assert worker.load("F1") is None
     assert worker.load("F9") is None  # nothing in the table for this feeder
-
-
-def test_a_replay_of_this_workers_own_latest_records_changes_nothing():
-    """A rebalance that leaves a partition with this worker replays its changelog only from where the last
-    recovery stopped: the feeder's newest records, not every slot record. They are this worker's own
-    writes, so the state it holds stays as it is (loading them would zero every slot not replayed)."""
-    state, table, _ = fed_state()
-    persist_next_hour(state, ["M1", "M2"], [0.5, 0.5])  # its newest batch touched one hour's slots
-    worker = FeederState(MeterStateStore(), slot_records_after_bytes=0)
-    worker.table = dict(table)  # the first recovery
-    assert worker.load("F1") is not None
-    assert worker.table == {}
-    persist_next_hour(worker, ["M1", "M2"], [0.4, 0.6])
-    replayed = dict(worker.table)  # what it wrote since: the changelog's tail
-    assert b"F1|fast" in replayed and len(replayed) <= 5 < len(table)
-    before = worker.store.export_rows(worker.store.rows_for(["M1", "M2"]))
-    worker.table = replayed  # the partial replay
-    assert worker.load("F1") is None
-    assert worker.table == {}  # the replayed records are taken all the same
-    after = worker.store.export_rows(worker.store.rows_for(["M1", "M2"]))
-    for name, values in before.items():
-        np.testing.assert_array_equal(after[name], values, err_msg=name)
 
 
 def test_a_dropped_feeder_is_forgotten_and_its_rows_go_to_new_meters():

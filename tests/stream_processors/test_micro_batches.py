@@ -7,6 +7,7 @@ import asyncio
 from prometheus_client import CollectorRegistry, generate_latest
 
 from readings.columns import ReadingColumns, decode_into
+from schemas.partitioning import partition_for
 from schemas.serde import METER_READING, METER_READING_BATCH, SingleObjectSerde
 from stream_processors.batching import chunks_by_bytes
 from stream_processors.changelog_batch import BatchedTable
@@ -66,21 +67,6 @@ def test_chunks_hold_whole_messages_within_the_payload_bound():
     assert list(chunks_by_bytes([], 80)) == []
 
 
-class FakeTable:
-    """The parts of a Faust table BatchedTable uses: its local store, changelog topic and partitioner."""
-
-    class Topic:
-        def get_topic_name(self) -> str:
-            return "app-feeder-state-changelog"
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.changelog_topic = self.Topic()
-
-    def partition_for_key(self, key: bytes) -> int:
-        return int(key[1:2])
-
-
 class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[list] = []
@@ -90,28 +76,31 @@ class RecordingProducer:
 
 
 def test_table_writes_reach_only_the_changelog_together_in_order_on_flush():
-    table, producer = FakeTable(), RecordingProducer()
-    batched = BatchedTable(table, producer)  # type: ignore[arg-type]
-    batched[b"F1|fast"] = b"a"
-    batched[b"F2|fast"] = b"b"
-    batched[b"F1|h3"] = b"c"
-    assert table.data == {} and batched.get(b"F1|fast") is None and len(batched) == 0  # no local copy
+    producer = RecordingProducer()
+    batched = BatchedTable("app-feeder-state-changelog", 4, producer)  # type: ignore[arg-type]
+    batched[b"F0001|fast"] = b"a"
+    batched[b"F0002|fast"] = b"b"
+    batched[b"F0001|h3"] = b"c"
+    assert batched.get(b"F0001|fast") is None and len(batched) == 0  # no local copy
     assert batched.pending == 3 and producer.sent == []
     asyncio.run(batched.flush())
-    assert producer.sent == [[("app-feeder-state-changelog", b"F1|fast", b"a", 1),
-                              ("app-feeder-state-changelog", b"F2|fast", b"b", 2),
-                              ("app-feeder-state-changelog", b"F1|h3", b"c", 1)]]
+    # each record in its feeder's readings partition (murmur2, as the producers key them)
+    p1, p2 = partition_for("F0001", 4), partition_for("F0002", 4)
+    assert producer.sent == [[("app-feeder-state-changelog", b"F0001|fast", b"a", p1),
+                              ("app-feeder-state-changelog", b"F0002|fast", b"b", p2),
+                              ("app-feeder-state-changelog", b"F0001|h3", b"c", p1)]]
     asyncio.run(batched.flush())  # nothing new: nothing sent
     assert batched.pending == 0 and len(producer.sent) == 1
 
 
-def test_recovered_records_are_served_until_taken():
-    table = FakeTable()
-    table.data.update({b"F1|fast": b"a", b"F1|h3": b"c"})  # what changelog recovery put there
-    batched = BatchedTable(table, RecordingProducer())  # type: ignore[arg-type]
-    assert b"F1|fast" in batched and batched.get(b"F1|h3") == b"c" and len(batched) == 2
-    assert batched.pop(b"F1|fast") == b"a" and batched.pop(b"F1|fast") is None
-    assert table.data == {b"F1|h3": b"c"} and batched.pending == 0  # taking writes nothing
+def test_records_read_back_are_served_until_taken_and_those_of_lost_partitions_dropped():
+    batched = BatchedTable("app-feeder-state-changelog", 4, RecordingProducer())  # type: ignore[arg-type]
+    batched.recovered.update({b"F0001|fast": b"a", b"F0001|h3": b"c", b"F0002|fast": b"b"})
+    assert b"F0001|fast" in batched and batched.get(b"F0001|h3") == b"c" and len(batched) == 3
+    assert batched.pop(b"F0001|fast") == b"a" and batched.pop(b"F0001|fast") is None
+    assert batched.pending == 0  # taking writes nothing
+    batched.keep_recovered({partition_for("F0001", 4)})
+    assert batched.recovered == {b"F0001|h3": b"c"}
 
 
 def test_the_feeder_clock_keeps_each_feeders_newest_reading_and_renders_it_as_a_gauge():
