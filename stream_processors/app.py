@@ -211,15 +211,20 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
             log.critical("stopping the worker: %s", exc)
             os._exit(70)
 
-    @app.on_partitions_assigned.connect
-    async def note_assignment(_app: Any, assigned: set[Any], **_: Any) -> None:
+    def note_assignment(assigned: set[Any]) -> None:
         ownership.on_assignment({tp.partition for tp in assigned if tp.topic == topics.readings},
                                 app.consumer_generation_id)
+
+    @app.on_partitions_assigned.connect
+    async def on_assignment(_app: Any, assigned: set[Any], **_: Any) -> None:
+        note_assignment(assigned)  # every assignment, so a partition lost and back in between is seen
 
     async def take_partitions_over() -> None:
         """Before a batch of either agent: forget the feeders of partitions not owned throughout, and
         read back the state of partitions owned anew (stream_processors/changelog_recovery.py)."""
         async with taking_over:
+            # the consumer's own view too, should a batch come before the assignment signal
+            note_assignment(app.consumer.assignment())
             plan = ownership.take_over()
             if plan is None:
                 return

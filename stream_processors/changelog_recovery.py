@@ -139,6 +139,8 @@ class Ownership:
         one the worker had: after a gap in generations (the worker was out of the group for a
         while) another worker may have owned and written any of them."""
         partitions = frozenset(partitions)
+        if generation == self.generation:
+            return  # told twice (the signal and the agent's own look): the same assignment
         if self.generation is None or generation != self.generation + 1:
             self.current.clear()
         self.current &= partitions

@@ -86,3 +86,13 @@ def test_the_reader_returns_each_keys_newest_record_of_the_partitions_asked_to_t
     both = reader.read(topic, [0, 1])
     assert len(both) == 700 - 1 and both[b"k0"] == b"v2800"
     assert reader.read(specs[1].name, [0, 1]) == {}  # an empty changelog
+
+
+def test_the_same_assignment_told_twice_changes_nothing():
+    ownership = Ownership()
+    ownership.on_assignment({0, 1}, generation=1)
+    ownership.taken_over(ownership.take_over())
+    ownership.on_assignment({1}, generation=2)
+    ownership.on_assignment({1}, generation=2)  # the agent's own look after the signal
+    plan = ownership.take_over()
+    assert plan.kept == {1} and plan.new == set()
