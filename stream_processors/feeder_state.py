@@ -8,7 +8,10 @@ partition, see :meth:`stream_processors.changelog_batch.BatchedTable.partition_f
   batch changed, as they were after it;
 * ``F0001|h<slot>`` and ``F0001|d<slot>``: one hour-of-week / hour-of-day slot's baseline for
   all the feeder's meters. A head-end message covers one interval, so it touches one slot of
-  each kind: a batch writes a few kilobytes per feeder, not the whole 168-slot baseline.
+  each kind: a batch writes a few kilobytes per feeder, not the whole 168-slot baseline;
+* ``F0001|b``: instead of slot records, the whole baseline of a feeder of a few meters
+  (:data:`WHOLE_BASELINE_BYTES`), whose slot records would be hundreds of tiny records. Loading lays
+  slot records over it (a feeder that grew past a few meters writes slot records from then on).
 
 A batch's records are not written atomically, and a worker can die between two of them. So the
 ``fast`` record goes first and carries the batch's changed slots too (a redo log): records of
@@ -59,12 +62,24 @@ fewer records than readings), more than a daily-read meter ever carries (its 7 s
 than one interval of a head-end feeder of 57 meters or more, which writes its slot records every batch."""
 
 
+WHOLE_BASELINE_BYTES = 16 * 1024
+"""A feeder whose whole baseline is at most this many bytes (five meters or fewer: 3,168 bytes each, float32)
+writes it as one record (``F0001|b``) when its carried slots go out, instead of one record per slot. Slot
+records suit a head-end feeder, whose batch changes one slot of many meters; a one-meter feeder's slot
+records are 216 small records of about 60 bytes each, most of it key and header: measured with
+bench/state_read_back.py, a week-old one-meter feeder had 147 records and 13.5 KB in the changelog, and a
+worker taking it over read back 1,000 such meters a second. One record of at most a few times the carry
+limit, written once per spill (every few days of readings), is what a take-over reads instead."""
+
+
 class FeederState:
     """Loads feeders' state from the table into the store, and writes back what a batch touched."""
 
-    def __init__(self, store: MeterStateStore, slot_records_after_bytes: int = SLOT_RECORDS_AFTER_BYTES) -> None:
+    def __init__(self, store: MeterStateStore, slot_records_after_bytes: int = SLOT_RECORDS_AFTER_BYTES,
+                 whole_baseline_bytes: int = WHOLE_BASELINE_BYTES) -> None:
         self.store = store
         self.slot_records_after_bytes = slot_records_after_bytes
+        self.whole_baseline_bytes = whole_baseline_bytes
         self._carried: dict[str, tuple[int, int]] = {}
         """feeder -> slots (hour of week, hour of day) changed since its slot records were written, as bit
         masks (a set of ints costs about a kilobyte, one per one-meter feeder): their values are only in
@@ -80,6 +95,9 @@ class FeederState:
         ``import_feeder(feeder, list)`` (:class:`stream_processors.incidents.StreamIncidents`)."""
         self._meters_text: dict[str, tuple[int, str]] = {}
         """feeder -> (member count, the members as JSON), for the record headers."""
+        self._keeps_slot_records: set[str] = set()
+        """Small feeders loaded with slot records (written before whole-baseline records existed): they go
+        on writing slot records, since loading lays slot records over a whole baseline."""
 
     def load(self, feeder: str) -> dict[str, Any] | None:
         """Load the feeder from the records recovered into the table, if it holds any, and take them
@@ -90,13 +108,17 @@ class FeederState:
         if blob is None:
             return None
         slot_records = self._take_slot_records(feeder)
+        whole_blob = self.table.pop(f"{feeder}|b".encode(), None)
         header, fast = decode_state(blob)
         meters: list[str] = header["meters"]
         arrays = {name: fast[name] for name in FAST_ARRAYS}
         arrays["how"] = np.zeros((len(meters), *self.store.how.shape[1:]), dtype=np.float32)
         arrays["hod"] = np.zeros((len(meters), *self.store.hod.shape[1:]), dtype=np.float32)
+        whole = decode_state(whole_blob)[1] if whole_blob is not None else {}
         for kind, name, slots in (("h", "how", HOW_SLOTS), ("d", "hod", HOD_SLOTS)):
             target = arrays[name]
+            if name in whole:  # the whole baseline first: slot records are newer (a feeder that grew)
+                target[: len(whole[name])] = whole[name][: len(meters)]
             for slot, slot_blob in slot_records[kind].items():
                 values = decode_state(slot_blob)[1]["v"]
                 target[: len(values), slot] = values[: len(meters)]
@@ -111,7 +133,14 @@ class FeederState:
         self._rows.pop(feeder, None)
         # slots the record carried without slot records: this worker's next records must carry them too
         self._carried[feeder] = (_mask(header.get("h_slots", [])), _mask(header.get("d_slots", [])))
+        self._keeps_slot_records.discard(feeder)
+        if slot_records["h"] or slot_records["d"]:
+            self._keeps_slot_records.add(feeder)
         return header
+
+    def _whole_bytes(self) -> int:
+        """A meter's whole baseline, in bytes."""
+        return self.store.how[0].nbytes + self.store.hod[0].nbytes if len(self.store.how) else 0
 
     def _take_slot_records(self, feeder: str) -> dict[str, dict[int, bytes]]:
         """The feeder's slot records the table holds, by kind (``h``, ``d``) and slot, taken out of it."""
@@ -133,6 +162,7 @@ class FeederState:
             self._rows.pop(feeder, None)
             self._carried.pop(feeder, None)
             self._meters_text.pop(feeder, None)
+            self._keeps_slot_records.discard(feeder)
             if self.incidents is not None:
                 self.incidents.import_feeder(feeder, [])
 
@@ -174,8 +204,9 @@ class FeederState:
         how_bytes = self.store.how.shape[2] * self.store.how.itemsize
         hod_bytes = self.store.hod.shape[2] * self.store.hod.itemsize
         carried, limit = self._carried, self.slot_records_after_bytes
+        whole_limit = self.whole_baseline_bytes // max(1, self._whole_bytes())  # meters
         slots: dict[str, tuple[int, int]] = {}
-        shapes: dict[tuple[int, int, int, bool], list[str]] = {}
+        shapes: dict[tuple[int, int, int, str], list[str]] = {}
         for feeder, (how_slots, hod_slots) in touched.items():
             meters = len(self.members[feeder])
             how_before, hod_before = carried.get(feeder, NOTHING_CARRIED)
@@ -184,15 +215,17 @@ class FeederState:
             spill = meters * (how_count * how_bytes + hod_count * hod_bytes) > limit
             carried[feeder] = NOTHING_CARRIED if spill else (how_all, hod_all)
             slots[feeder] = (how_all, hod_all)
-            shapes.setdefault((meters, how_count, hod_count, spill), []).append(feeder)
+            small = meters <= whole_limit and feeder not in self._keeps_slot_records
+            baseline = ("whole" if small else "slots") if spill else ""
+            shapes.setdefault((meters, how_count, hod_count, baseline), []).append(feeder)
         persisted_at = int(time.time() * 1000)
-        for (_, _, _, spill), feeders in shapes.items():
-            self._persist_alike(feeders, slots, persisted_at, spill)
+        for (_, _, _, baseline), feeders in shapes.items():
+            self._persist_alike(feeders, slots, persisted_at, baseline)
 
     def _persist_alike(self, feeders: list[str], slots: dict[str, tuple[int, int]],
-                       persisted_at: int, slot_records: bool) -> None:
-        """:meth:`persist` for feeders with the same number of meters and of carried slots; their slot
-        records too if ``slot_records``."""
+                       persisted_at: int, baseline: str) -> None:
+        """:meth:`persist` for feeders with the same number of meters and of carried slots; with
+        ``baseline`` "slots" their slot records too, with "whole" their whole-baseline record."""
         store, table = self.store, self.table
         g = len(feeders)
         rows = np.stack([self._feeder_rows(f) for f in feeders])  # (feeders, meters)
@@ -206,8 +239,14 @@ class FeederState:
         arrays += [how_changed, hod_changed]
         layout = _layout([_per_feeder(a, g) for a in arrays])
         body = np.concatenate([np.ascontiguousarray(a).reshape(g, -1).view(np.uint8) for a in arrays], axis=1)
+        slot_records = baseline == "slots"
         if slot_records:  # (feeders, slots, bytes of one slot record's values)
             how_slot_values, hod_slot_values = _slot_rows(how_changed), _slot_rows(hod_changed)
+        if baseline == "whole":  # (feeders, bytes of the feeder's meters' how then hod)
+            whole_values = np.concatenate([store.how[rows].reshape(g, -1).view(np.uint8),
+                                           store.hod[rows].reshape(g, -1).view(np.uint8)], axis=1)
+            whole_prefix = _prefix((("how", store.how.dtype, (n, *store.how.shape[1:])),
+                                    ("hod", store.hod.dtype, (n, *store.hod.shape[1:]))))
         how_prefix = _slot_prefix(store.how.dtype, (n, store.how.shape[2]))
         hod_prefix = _slot_prefix(store.hod.dtype, (n, store.hod.shape[2]))
         tail = f'"{_FORMAT_KEY}": {STATE_FORMAT}, "{_LAYOUT_KEY}": {layout}}}'
@@ -220,6 +259,8 @@ class FeederState:
                     f'"h_slots": {how_list}, "d_slots": {hod_list}, {incidents}{tail}').encode()
             blob = len(head).to_bytes(4, "big") + head + body[i].tobytes()
             table[f"{feeder}|fast".encode()] = blob  # first: see the module docstring
+            if baseline == "whole":
+                table[f"{feeder}|b".encode()] = whole_prefix + whole_values[i].tobytes()
             if not slot_records:
                 continue
             for j, slot in enumerate(how_list):
@@ -277,14 +318,21 @@ def _slot_rows(changed: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(changed.transpose(0, 2, 1, 3)).reshape(g, k, -1).view(np.uint8)
 
 
-_slot_heads: dict[tuple[str, tuple[int, ...]], bytes] = {}
+_prefixes: dict[tuple[tuple[str, str, tuple[int, ...]], ...], bytes] = {}
+
+
+def _prefix(parts: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]) -> bytes:
+    """The bytes :func:`detection.state_codec.encode_state` puts before arrays of these names, dtypes and
+    shapes (with an empty header), so a record is this prefix and the arrays' bytes."""
+    key = tuple((name, dtype.str, tuple(shape)) for name, dtype, shape in parts)
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        head = json.dumps({_FORMAT_KEY: STATE_FORMAT,
+                           _LAYOUT_KEY: [[name, dtype, list(shape)] for name, dtype, shape in key]}).encode()
+        prefix = _prefixes[key] = len(head).to_bytes(4, "big") + head
+    return prefix
 
 
 def _slot_prefix(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     """The bytes ``encode_state({}, {"v": values})`` puts before ``values`` of this dtype and shape."""
-    key = (dtype.str, shape)
-    prefix = _slot_heads.get(key)
-    if prefix is None:
-        head = json.dumps({_FORMAT_KEY: STATE_FORMAT, _LAYOUT_KEY: [["v", dtype.str, list(shape)]]}).encode()
-        prefix = _slot_heads[key] = len(head).to_bytes(4, "big") + head
-    return prefix
+    return _prefix((("v", dtype, shape),))

@@ -8,16 +8,17 @@ import pytest
 from detection.calendar import time_slots
 from detection.features import FeatureExtractor
 from detection.meter_state import MeterStateStore
-from stream_processors.feeder_state import FeederState
+from stream_processors.feeder_state import WHOLE_BASELINE_BYTES, FeederState
 from tests.detection.hand_made import T0, batch, noisy_pattern
 
 
-def fed_state(slot_records_after_bytes: int = 0, meters: tuple[str, ...] = ("M1", "M2"),
-              days: int = 2) -> tuple[FeederState, dict[bytes, bytes], dict[str, tuple[set[int], set[int]]]]:
-    """Feeder F1's meters' ``days`` of hourly readings persisted in one batch; by default (0) their slots go
-    to slot records at once."""
+def fed_state(slot_records_after_bytes: int = 0, meters: tuple[str, ...] = ("M1", "M2"), days: int = 2,
+              whole_baseline_bytes: int = 0) -> tuple[FeederState, dict[bytes, bytes],
+                                                       dict[str, tuple[set[int], set[int]]]]:
+    """Feeder F1's meters' ``days`` of hourly readings persisted in one batch; by default (0, 0) their slots
+    go to slot records at once, as a head-end feeder's do."""
     extractor = FeatureExtractor()
-    state = FeederState(extractor.store, slot_records_after_bytes)
+    state = FeederState(extractor.store, slot_records_after_bytes, whole_baseline_bytes)
     state.table = {}
     series = noisy_pattern(days)
     ts = T0 + 3_600_000 * (1 + np.arange(len(series)))
@@ -164,11 +165,14 @@ def restored_rows(table: dict, feeder: str, meters: list[str]) -> dict[str, np.n
     return restored.store.export_rows(restored.store.rows_for(meters))
 
 
-def test_a_small_feeder_carries_its_changed_slots_in_one_record_until_they_outgrow_it():
-    """A one-meter feeder read hourly writes one record per reading, its slot records once the carried values
-    pass the limit; the state loaded from the table equals the live state after every batch."""
+@pytest.mark.parametrize("whole_baseline_bytes", [WHOLE_BASELINE_BYTES, 0])
+def test_a_small_feeder_carries_its_changed_slots_in_one_record_until_they_outgrow_it(whole_baseline_bytes):
+    """A one-meter feeder read hourly writes one record per reading, and its whole baseline in one record
+    once the carried values pass the limit (or, without whole-baseline records, every carried slot's
+    record); the state loaded from the table equals the live state after every batch."""
     extractor = FeatureExtractor()
-    state = FeederState(extractor.store, slot_records_after_bytes=400)  # 11 hours of one meter's slots
+    state = FeederState(extractor.store, slot_records_after_bytes=400,  # 11 hours of one meter's slots
+                        whole_baseline_bytes=whole_baseline_bytes)
     state.table = Counting()
     series = noisy_pattern(2)
     slot_writes = []
@@ -186,7 +190,37 @@ def test_a_small_feeder_carries_its_changed_slots_in_one_record_until_they_outgr
     spills = [i for i, w in enumerate(slot_writes) if w > 1]
     assert spills and len(spills) <= len(series) // 10  # slot records every 12th reading, not every one
     assert all(w == 1 for i, w in enumerate(slot_writes) if i not in spills)  # else the fast record alone
-    assert all(slot_writes[i] == 1 + 2 * (spills[0] + 1) for i in spills)  # then every slot carried since
+    if whole_baseline_bytes:
+        assert all(slot_writes[i] == 2 for i in spills)  # the fast record, then the whole baseline
+        assert not any(b"|h" in k or b"|d" in k for k in state.table)
+    else:
+        assert all(slot_writes[i] == 1 + 2 * (spills[0] + 1) for i in spills)  # then every slot carried since
+
+
+def test_a_small_feeder_loaded_with_slot_records_goes_on_writing_slot_records():
+    """Slot records were all a feeder had before whole-baseline records; loading lays them over a whole
+    baseline, so a feeder that has them keeps them current instead of writing a whole baseline under them."""
+    _, table, _ = fed_state(meters=("M1",), days=1)  # slot records, as written before
+    worker = FeederState(MeterStateStore(), slot_records_after_bytes=0)
+    worker.table = dict(table)
+    assert worker.load("F1") is not None
+    persist_next_hour(worker, ["M1"], [3.0])
+    assert b"F1|b" not in worker.table
+    live = worker.store.export_rows(worker.store.rows_for(["M1"]))
+    for name, values in restored_rows(worker.table, "F1", ["M1"]).items():
+        np.testing.assert_array_equal(values, live[name], err_msg=name)
+
+
+def test_slot_records_of_a_feeder_that_grew_are_laid_over_its_whole_baseline():
+    state, table, _ = fed_state(meters=("M1",), days=1, whole_baseline_bytes=WHOLE_BASELINE_BYTES)
+    assert b"F1|b" in table and not any(b"|h" in k for k in table)
+    state.whole_baseline_bytes = 0  # as past a few meters: slot records from now on
+    persist_next_hour(state, ["M1"], [4.0])
+    persist_next_hour(state, ["M1"], [0.2])  # the hour before is now only in its slot records
+    assert any(b"|h" in k for k in state.table) and b"F1|b" in state.table
+    live = state.store.export_rows(state.store.rows_for(["M1"]))
+    for name, values in restored_rows(state.table, "F1", ["M1"]).items():
+        np.testing.assert_array_equal(values, live[name], err_msg=name)
 
 
 class Counting(dict):
@@ -213,11 +247,13 @@ def test_a_worker_taking_a_feeder_over_keeps_carrying_the_slots_its_record_carri
         np.testing.assert_array_equal(values, live[name], err_msg=name)
 
 
+@pytest.mark.parametrize("whole_baseline_bytes", [WHOLE_BASELINE_BYTES, 0])
 @pytest.mark.parametrize("writes_before_death", [0, 1, 2])
 def test_a_worker_dying_while_its_carried_slots_go_to_slot_records_leaves_the_state_of_one_batch(
-        writes_before_death):
-    """The batch that moves carried slots to their records writes the fast record (carrying them all) first."""
-    state, table, _ = fed_state(10_000, meters=("M1",), days=1)
+        writes_before_death, whole_baseline_bytes):
+    """The batch that moves carried slots to their records (or to the whole baseline) writes the fast record
+    (carrying them all) first."""
+    state, table, _ = fed_state(10_000, meters=("M1",), days=1, whole_baseline_bytes=whole_baseline_bytes)
     before = state.store.export_rows(state.store.rows_for(["M1"]))
     state.slot_records_after_bytes = 0  # the next batch moves every carried slot to its record
     state.table = DiesAfter(table, writes_before_death)
