@@ -254,18 +254,21 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
     @app.agent(readings, name="score-readings")
     async def score_readings(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch_messages, within=settings.batch_within_seconds):
-            await take_partitions_over()
             gaps.start_batch(app.consumer_generation_id)
-            admitted = []
-            for event in events:
-                msg = event.message
-                if gaps.admit(msg.partition, msg.offset):
-                    admitted.append((event.value, msg.partition, msg.offset))
-            await gaps.rewind()
-            metrics.MESSAGES_PROCESSED.inc(len(events))
-            now_ms = wall_clock_ms()  # one clock per batch: a reading beyond it plus the tolerance is a wrong clock
-            for chunk in chunks_by_bytes(admitted, settings.max_batch_bytes):
-                await score_chunk(chunk, now_ms)
+            try:
+                await take_partitions_over()
+                admitted = []
+                for event in events:
+                    msg = event.message
+                    if gaps.admit(msg.partition, msg.offset):
+                        admitted.append((event.value, msg.partition, msg.offset))
+                await gaps.rewind()
+                metrics.MESSAGES_PROCESSED.inc(len(events))
+                now_ms = wall_clock_ms()  # one clock per batch: a reading beyond it plus the tolerance is a wrong clock
+                for chunk in chunks_by_bytes(admitted, settings.max_batch_bytes):
+                    await score_chunk(chunk, now_ms)
+            finally:
+                gaps.end_batch()
 
     @app.agent(forecasts, name="keep-forecasts")
     async def keep_forecasts(stream: faust.StreamT) -> None:

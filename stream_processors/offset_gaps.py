@@ -90,15 +90,23 @@ class OffsetGapGuard:
         self._gaps: dict[int, int] = {}
         """partition -> first missing offset, in the current batch."""
         self._stalled_at: dict[int, int] = {}
+        self.in_batch = False
+        """Whether the agent is inside a batch (:meth:`start_batch` to :meth:`end_batch`): a batch that
+        takes long (reading state back, waiting for the registry) is not a stall."""
 
     def start_batch(self, generation: int) -> None:
         """Call before each batch with the consumer group generation: after a rebalance every
         partition starts anew."""
+        self.in_batch = True
         if generation != self._generation:
             self._generation = generation
             self._next_offset.clear()
             self._rewinds.clear()
         self._gaps = {}
+
+    def end_batch(self) -> None:
+        """Call when a batch is done (or given up)."""
+        self.in_batch = False
 
     def admit(self, partition: int, offset: int) -> bool:
         """Whether to process this message now; False holds it back until its partition is rewound."""
@@ -130,8 +138,8 @@ class OffsetGapGuard:
 
     async def unstall(self, active: bool = True) -> None:
         """Seek back partitions stalled since the previous call (call it every few seconds);
-        ``active`` false (rebalancing, flow paused) forgets what was seen."""
-        if not active:
+        ``active`` false (rebalancing, flow paused) or a batch in progress forgets what was seen."""
+        if not active or self.in_batch:
             self._stalled_at.clear()
             return
         for tp in list(self.consumer.assignment()):

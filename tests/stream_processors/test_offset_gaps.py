@@ -95,3 +95,17 @@ def test_progress_or_a_rebalance_is_not_a_stall():
     asyncio.run(g.unstall(active=False))  # rebalancing: forget
     asyncio.run(g.unstall())
     assert consumer.seeks == []
+
+
+def test_a_long_batch_is_not_a_stall():
+    """A batch that reads state back or waits for the registry processes nothing for a while."""
+    g, consumer = guard()
+    consumer.committed_at, consumer.position_at = {0: 100}, {0: 180}
+    g.start_batch(1)
+    asyncio.run(g.unstall())
+    asyncio.run(g.unstall())
+    assert consumer.seeks == []
+    g.end_batch()
+    asyncio.run(g.unstall())
+    asyncio.run(g.unstall())  # idle now, and still behind: stalled
+    assert consumer.seeks == [(0, 100)]
