@@ -36,6 +36,7 @@ from schemas.partitioning import partition_for
 from schemas.reading_encoder import feeder_batches
 from schemas.serde import METER_READING_BATCH, SingleObjectSerde
 from simulation.fleet import FleetConfig, simulate_fleet
+from state_memory import KeepsACopy
 from stream_processors.changelog_recovery import ChangelogReader, changelog_specs
 from stream_processors.feeder_state import FeederState
 from stream_processors.scoring import StreamScorer
@@ -44,23 +45,15 @@ MILLION = 1_000_000
 BATCH_MESSAGES = 200
 
 
-class Changelog(dict):
-    """The newest record per key, as compaction leaves a changelog; nothing is read back while streaming."""
-
-    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
-        return default
-
-    get = pop
-
-
-def streamed_changelog(meters: int, days: int, per_feeder: int, model_dir: Path) -> Changelog:
+def streamed_changelog(meters: int, days: int, per_feeder: int, model_dir: Path) -> KeepsACopy:
+    """The newest record per key the fleet's state wrote, as compaction leaves a changelog."""
     history = simulate_fleet(FleetConfig(meters=500, days=14, interval=timedelta(hours=1), seed=8)).readings
     train_and_save(history, model_dir, source="bench history")
     fleet = simulate_fleet(FleetConfig(meters=meters, days=days, interval=timedelta(hours=1), seed=7,
                                        missing_rate=0.0, late_rate=0.0, meters_per_feeder=per_feeder)).readings
     serde = SingleObjectSerde()
     messages = [serde.encode(METER_READING_BATCH, b) for b in feeder_batches(fleet)]
-    changelog, forecasts = Changelog(), Changelog()
+    changelog, forecasts = KeepsACopy(), KeepsACopy()  # every write kept, nothing read back while streaming
     scorer = StreamScorer(model_dir, serde)
     scorer.attach_tables(changelog, forecasts)
     for start in range(0, len(messages), BATCH_MESSAGES):
