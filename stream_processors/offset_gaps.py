@@ -10,9 +10,11 @@ order, and the skipped ones never. Two symptoms, two remedies, one class:
   (:meth:`OffsetGapGuard.admit`, :meth:`OffsetGapGuard.rewind`); an offset that never comes
   (a transaction marker) is let go after :data:`MAX_REWINDS` tries;
 * from a timer, a partition whose committed offset stays behind its fetch position while the
-  agent processes nothing is stalled: it is sought back to the committed offset, with Faust's
-  acknowledgement bookkeeping reset (:meth:`OffsetGapGuard.unstall`). Readings seen before are
-  recognised as duplicates by the meter state.
+  agent processes nothing, and was not handed the messages up to that position, is stalled: it is
+  sought back to the committed offset, with Faust's acknowledgement bookkeeping reset
+  (:meth:`OffsetGapGuard.unstall`). Readings seen before are recognised as duplicates by the
+  meter state. A commit that is merely behind (commits fail while the broker is away) or a batch
+  in progress is not a stall.
 
 Everything that touches Faust's private consumer internals is in :class:`FaustConsumer`, so
 the day Faust fixes the issue, this module and two calls in the app go.
@@ -149,7 +151,14 @@ class OffsetGapGuard:
             position = await self.consumer.position(tp)
             log.debug("partition %s of %s: committed %s, fetched up to %s", tp.partition, self.topic, committed,
                       position)
-            if committed is None or position is None or position <= committed:
+            if self.in_batch:  # began while the broker was asked (which can take long in an outage)
+                self._stalled_at.clear()
+                return
+            seen_up_to = self._next_offset.get(tp.partition)
+            if (committed is None or position is None or position <= committed
+                    or (seen_up_to is not None and seen_up_to >= position)):
+                # nothing fetched beyond what the agent was handed: at most the commit is behind (it
+                # fails while the broker is away), and seeking back would hand those readings over twice
                 self._stalled_at.pop(tp.partition, None)
                 continue
             # Faust's gap handling lets the committed offset creep, so progress is judged by what

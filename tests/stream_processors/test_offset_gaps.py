@@ -109,3 +109,17 @@ def test_a_long_batch_is_not_a_stall():
     asyncio.run(g.unstall())
     asyncio.run(g.unstall())  # idle now, and still behind: stalled
     assert consumer.seeks == [(0, 100)]
+
+
+def test_a_commit_behind_what_the_agent_was_handed_is_not_a_stall():
+    """While the broker is away commits fail, so the committed offset stays behind readings the agent has
+    scored; seeking back would hand them over twice."""
+    g, consumer = guard()
+    consumer.committed_at, consumer.position_at = {0: 100}, {0: 180}
+    g.start_batch(1)
+    for offset in range(100, 180):
+        assert g.admit(0, offset)
+    g.end_batch()
+    asyncio.run(g.unstall())
+    asyncio.run(g.unstall())
+    assert consumer.seeks == []
