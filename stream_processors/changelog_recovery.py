@@ -3,9 +3,10 @@
 Faust's table recovery replays every assigned changelog partition after each rebalance, the ones a
 worker kept included, and around a rebalance Faust can drop changelog records it has already
 fetched, as it drops readings (:mod:`stream_processors.offset_gaps`). A dropped record is either a
-recovery that never ends (Faust waits for an offset that never comes again) or, worse, one that
-ends without a feeder's newest record, so the worker goes on from an older state. Both were seen
-in the recovery tests. So the worker keeps no Faust tables:
+recovery that never ends (Faust waits for an offset that never comes again; seen in the recovery
+tests) or, worse, one that ends without a feeder's newest record, so the worker goes on from an
+older state (what a CI failure of the join test looked like: the kept partitions' state was
+behind). So the worker keeps no Faust tables:
 
 * :class:`Ownership` follows the consumer group's assignments and knows which readings partitions
   the worker has owned without a break since it last read their state. A partition kept through a
