@@ -236,7 +236,7 @@ def create_app(settings: StreamSettings, scorer: StreamScorer, publisher: Anomal
 
     async def read_back(plan: TakeOver) -> None:
         for table in (state_table, forecast_table):
-            table.keep_recovered(plan.owned)
+            table.keep_recovered(plan.kept)  # records of lost partitions go, and new ones are read anew
         if not plan.new:
             return
         started = time.perf_counter()
