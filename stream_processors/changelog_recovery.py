@@ -55,8 +55,8 @@ def changelog_specs(app_id: str, partitions: int, min_insync_replicas: int) -> l
 
 
 class ChangelogUnavailable(ReadBackUnavailable):
-    """A changelog could not be read to its end in time (the broker is away): try again later.
-    Never answered with part of a partition."""
+    """A changelog could not be read to its end (the broker is away, or nothing came for the reader's
+    timeout): try again later. Never answered with part of a partition."""
 
 
 class ChangelogReader:
@@ -65,6 +65,7 @@ class ChangelogReader:
     def __init__(self, connection: KafkaConnection, timeout: float = 120.0) -> None:
         self.connection = connection
         self.timeout = timeout
+        """Seconds a read may go without a record before it gives up (the agent then tries again)."""
 
     def read(self, topic: str, partitions: Iterable[int]) -> dict[bytes, bytes]:
         """Each key's newest value in ``partitions`` of ``topic``; a tombstone (no value) removes its key."""
@@ -91,9 +92,12 @@ class ChangelogReader:
         left, deadline = dict(ends), time.monotonic() + self.timeout
         while left:
             if time.monotonic() > deadline:
-                raise ChangelogUnavailable(f"read {topic} partitions {sorted(left)} only in part within "
+                raise ChangelogUnavailable(f"reading {topic} partitions {sorted(left)}: nothing came for "
                                            f"{self.timeout:.0f} s")
-            for msg in consumer.consume(READ_BATCH, timeout=0.5):
+            batch = consumer.consume(READ_BATCH, timeout=0.5)
+            if batch:  # the timeout bounds a wait without progress, not a large read
+                deadline = time.monotonic() + self.timeout
+            for msg in batch:
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:  # read to the end, which is past ``ends``
