@@ -181,8 +181,9 @@ def start_forecaster(cluster: LocalKafkaCluster, topics: TopicNames, work: Path,
                      meters: list[str]) -> subprocess.Popen:
     """A ``wattsup forecast schedule`` instance of the bench's forecaster group forecasting ``meters`` (not
     the stream fleet, whose 4 hours are too short to fit), running every 5 s."""
-    env = {**kafka_env(cluster, topics), "WATTSUP_FORECAST_GROUP_ID": FORECAST_GROUP, "WATTSUP_FORECAST_DATA_DIR": str(work / "forecaster"),
-           "WATTSUP_FORECAST_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+    env = {**kafka_env(cluster, topics), "WATTSUP_FORECAST_GROUP_ID": FORECAST_GROUP,
+           "WATTSUP_FORECAST_DATA_DIR": str(work / "forecaster"), "WATTSUP_FORECAST_METRICS_PORT": "0",
+           "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "wattsup.cli", "forecast", "schedule", "--every", "5s", "--history", "7d",
          "--horizon", "24h", "--workers", "1", "--meters", ",".join(meters)],

@@ -27,10 +27,15 @@ class TopicSpec:
     purpose: str
 
 
+def compacted_config(min_insync_replicas: int) -> dict[str, str]:
+    """A compacted topic's config: only each key's newest record is kept."""
+    return {"cleanup.policy": "compact", "min.insync.replicas": str(min_insync_replicas)}
+
+
 def topic_specs(topics: TopicNames, connection: KafkaConnection) -> list[TopicSpec]:
     isr = str(connection.min_insync_replicas)
     retention = str(topics.retention_ms)
-    compacted = {"cleanup.policy": "compact", "min.insync.replicas": isr}
+    compacted = compacted_config(connection.min_insync_replicas)
     # latest value per key, read back by services at start: cleaned often so reading back stays short
     latest_values = {**compacted, "min.cleanable.dirty.ratio": "0.1", "segment.ms": str(3600 * 1000)}
     return [

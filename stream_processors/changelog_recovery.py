@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from foundation.kafka_logging import quiet_config
 from foundation.kafka_settings import KafkaConnection
-from foundation.topics import TopicSpec
+from foundation.topics import TopicSpec, compacted_config
 from stream_processors.emitted_anomalies import ReadBackUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,9 @@ READ_BATCH = 10_000
 def changelog_specs(app_id: str, partitions: int, min_insync_replicas: int) -> list[TopicSpec]:
     """The worker's two changelog topics: compacted (only each key's newest record matters), and
     partitioned like the readings, so a feeder's state is in its readings' partition."""
-    config = {"cleanup.policy": "compact", "min.insync.replicas": str(min_insync_replicas)}
-    return [TopicSpec(STATE_CHANGELOG.format(app_id=app_id), partitions, dict(config),
+    return [TopicSpec(STATE_CHANGELOG.format(app_id=app_id), partitions, compacted_config(min_insync_replicas),
                       "stream worker state per feeder (compacted)"),
-            TopicSpec(FORECAST_CHANGELOG.format(app_id=app_id), partitions, dict(config),
+            TopicSpec(FORECAST_CHANGELOG.format(app_id=app_id), partitions, compacted_config(min_insync_replicas),
                       "stream worker's latest forecasts per feeder (compacted)")]
 
 
